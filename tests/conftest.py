@@ -1,0 +1,27 @@
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, os.path.dirname(__file__))
+
+import functools  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@functools.lru_cache(maxsize=None)
+def _tiny(family: str):
+    from tiny_pipelines import make_tiny_pipeline
+
+    return make_tiny_pipeline(family)
+
+
+@pytest.fixture
+def tiny_pipe():
+    """tiny_pipe(family) -> a cached tiny random pipeline (do not mutate it)."""
+    return _tiny

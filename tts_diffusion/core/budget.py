@@ -1,0 +1,55 @@
+"""NFE and verifier-call accounting.
+
+The budget is charged by the `DenoisingProcess` itself (one NFE per row passed through the
+denoiser, classifier-free guidance's doubled batch counted once) and by the verifier
+wrapper (one call per scored image), so a searcher cannot under-report what it spends.
+Charging past the limit raises `BudgetExceeded` *before* the work is done.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import BudgetExceeded
+
+
+@dataclass
+class Budget:
+    """A hard limit on denoiser evaluations (NFE) and, optionally, verifier calls."""
+
+    max_nfe: int
+    max_verifier_calls: int | None = None
+    nfe: int = 0
+    verifier_calls: int = 0
+    #: called as `on_charge(nfe_added)` after each NFE charge (progress bars)
+    on_charge: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_nfe < 0:
+            raise ValueError(f"max_nfe must be >= 0, got {self.max_nfe}")
+
+    @property
+    def remaining_nfe(self) -> int:
+        return self.max_nfe - self.nfe
+
+    def can_afford(self, nfe: int) -> bool:
+        return self.nfe + nfe <= self.max_nfe
+
+    def charge_nfe(self, n: int) -> None:
+        if n < 0:
+            raise ValueError("cannot charge a negative NFE")
+        if self.nfe + n > self.max_nfe:
+            raise BudgetExceeded(
+                f"NFE budget exceeded: {self.nfe} spent + {n} requested > {self.max_nfe} allowed"
+            )
+        self.nfe += n
+        if self.on_charge is not None and n:
+            self.on_charge(n)
+
+    def charge_verifier(self, n: int) -> None:
+        if self.max_verifier_calls is not None and self.verifier_calls + n > self.max_verifier_calls:
+            raise BudgetExceeded(
+                f"verifier budget exceeded: {self.verifier_calls} spent + {n} requested"
+                f" > {self.max_verifier_calls} allowed"
+            )
+        self.verifier_calls += n

@@ -1,0 +1,291 @@
+"""DenoisingProcess: a diffusers pipeline seen as a sampler.
+
+Every searcher talks to this object, never to a pipeline:
+
+    proc = DenoisingProcess.from_pipeline(pipe, num_steps=25, guidance_scale=7.5)
+    cond = proc.encode(prompt)                 # once per prompt
+    x    = proc.sample_noise(n, generator)     # x at grid point 0 (pure noise)
+    pred = proc.denoise(x, i, cond)            # 1 NFE per row; CFG batched inside
+    x    = proc.step(x, i, pred)               # ODE step (eta=0) or stochastic (eta>0)
+    x    = proc.renoise(x, i, j, generator)    # back to a noisier grid point j <= i
+    img  = proc.decode(pred.x0)                # float [B,3,H,W] in [0,1], on the device
+
+Grid points run i = 0 (noise) .. n (clean); `step` takes i to i+1. Particles are the
+batch dimension; `denoise` splits it into chunks of `max_batch` rows, so results do not
+depend on memory settings. With eta = 0 the process reproduces the pipeline's own
+`__call__` for the same initial latents (DDIM for DDPM-family schedulers, Euler for
+flow-matching ones; see tests/test_faithfulness.py).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from ..errors import TTSInputError
+from .adapters import Embeds, ModelAdapter, adapter_for, cat_rows, expand_rows
+from .budget import Budget
+from .families import Family, flow_family, vp_family
+from .timing import Timings
+
+
+@dataclass
+class Conditioning:
+    """Encoded prompt (and negative prompt when CFG is on), batch 1, broadcast at call time."""
+
+    prompt: str
+    negative_prompt: str | None
+    cond: Embeds
+    uncond: Embeds | None
+
+
+@dataclass
+class Prediction:
+    """What one denoiser evaluation at grid point i tells about x.
+
+    `out` is the guided model output in the family's parameterisation (eps, v or flow
+    velocity); `cond_out` / `uncond_out` are the two halves before guidance (None without
+    CFG); `x0` is the Tweedie estimate E[x0 | x_i] and `eps` the matching noise."""
+
+    i: int
+    out: torch.Tensor
+    x0: torch.Tensor
+    eps: torch.Tensor
+    cond_out: torch.Tensor | None = None
+    uncond_out: torch.Tensor | None = None
+
+    def index(self, idx: torch.Tensor | slice) -> "Prediction":
+        pick = lambda t: None if t is None else t[idx]  # noqa: E731
+        return Prediction(self.i, self.out[idx], self.x0[idx], self.eps[idx], pick(self.cond_out), pick(self.uncond_out))
+
+
+def is_flow_scheduler(scheduler: Any) -> bool:
+    name = type(scheduler).__name__
+    return name.startswith("FlowMatch") or "Flow" in name and hasattr(scheduler, "sigmas")
+
+
+def make_family(scheduler: Any, adapter: ModelAdapter, num_steps: int, diffusion: str = "ddim") -> tuple[Family, torch.Tensor]:
+    """The family grid for `num_steps` and the raw timesteps the model is given.
+
+    Flow-matching schedulers: a copy of the pipeline's own scheduler is asked for its
+    sigmas with the same arguments the pipeline passes (shift, dynamic shift mu, sigmas).
+    DDPM-family schedulers: DDIM on the same alpha_bar table and timestep spacing."""
+    if is_flow_scheduler(scheduler):
+        sch = type(scheduler).from_config(scheduler.config)
+        sch.set_timesteps(num_steps, device="cpu", **adapter.timestep_kwargs(sch, num_steps))
+        return flow_family(sch.sigmas, sch.timesteps, diffusion), sch.timesteps.clone()
+    from diffusers import DDIMScheduler
+
+    sch = DDIMScheduler.from_config(scheduler.config)
+    sch.set_timesteps(num_steps)
+    ts = [int(t) for t in sch.timesteps]
+    ratio = sch.config.num_train_timesteps // num_steps
+    fam = vp_family(sch.alphas_cumprod, ts, [t - ratio for t in ts], float(sch.final_alpha_cumprod),
+                    sch.config.prediction_type)
+    return fam, sch.timesteps.clone()
+
+
+class DenoisingProcess:
+    """A pipeline as a sampler over a fixed grid of `num_steps` time points."""
+
+    def __init__(self, adapter: ModelAdapter, family: Family, model_timesteps: torch.Tensor, *,
+                 guidance_scale: float, cfg_scale: float, max_batch: int = 16, decode_batch: int | None = None):
+        self.adapter = adapter
+        self.family = family
+        self.model_timesteps = model_timesteps
+        self.guidance_scale = guidance_scale
+        self.cfg_scale = cfg_scale
+        self.do_cfg = adapter.do_cfg(cfg_scale)
+        self.max_batch = max(1, int(max_batch))
+        self.decode_batch = max(1, int(decode_batch or self.max_batch))
+        self.budget: Budget | None = None
+        self.timings = Timings(self.device)
+        self._reindex_hooks: list[Callable[[torch.Tensor], None]] = []
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_pipeline(cls, pipe: Any, num_steps: int = 25, guidance_scale: float | None = None, *,
+                      height: int | None = None, width: int | None = None, true_cfg_scale: float = 1.0,
+                      max_sequence_length: int | None = None, diffusion: str = "ddim",
+                      max_batch: int = 16, decode_batch: int | None = None) -> "DenoisingProcess":
+        """Wrap a diffusers pipeline.
+
+        guidance_scale: classifier-free guidance weight w (pred = uncond + w (cond - uncond));
+            for guidance-distilled FLUX models it is the guidance embedding instead, and
+            `true_cfg_scale` > 1 turns on real CFG with a negative prompt.
+        diffusion: flow models' SDE diffusion schedule for stochastic steps (families.py).
+        max_batch: rows per denoiser call (CFG doubles the model batch)."""
+        if int(num_steps) < 1:
+            raise TTSInputError(f"num_steps must be at least 1, got {num_steps}")
+        adapter = adapter_for(pipe)(pipe, height, width, max_sequence_length)
+        if guidance_scale is None:
+            guidance_scale = 3.5 if adapter.distilled_guidance else 7.5
+        family, ts = make_family(pipe.scheduler, adapter, int(num_steps), diffusion)
+        if adapter.distilled_guidance:
+            adapter.guidance = float(guidance_scale)
+            cfg_scale = float(true_cfg_scale)
+        else:
+            cfg_scale = float(guidance_scale)
+        return cls(adapter, family, ts, guidance_scale=float(guidance_scale), cfg_scale=cfg_scale,
+                   max_batch=max_batch, decode_batch=decode_batch)
+
+    # ----------------------------------------------------------- description
+    @property
+    def num_steps(self) -> int:
+        return self.family.num_steps
+
+    @property
+    def device(self) -> torch.device:
+        return self.adapter.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.adapter.dtype
+
+    @property
+    def height(self) -> int:
+        return self.adapter.height
+
+    @property
+    def width(self) -> int:
+        return self.adapter.width
+
+    # --------------------------------------------------------------- budget
+    @contextlib.contextmanager
+    def metered(self, budget: Budget) -> Iterator[Budget]:
+        """Charge every denoiser row to `budget` inside the block."""
+        previous, self.budget = self.budget, budget
+        try:
+            yield budget
+        finally:
+            self.budget = previous
+
+    # -------------------------------------------------------------- prompts
+    @torch.no_grad()
+    def encode(self, prompt: str, negative_prompt: str | None = None) -> Conditioning:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise TTSInputError("the prompt is empty: pass a non-empty text prompt")
+        with self.timings.phase("encode"):
+            cond, uncond = self.adapter.encode(prompt, negative_prompt, self.do_cfg)
+        return Conditioning(prompt, negative_prompt, cond, uncond)
+
+    # ---------------------------------------------------------------- noise
+    def seeds(self, n: int, generator: torch.Generator | None) -> list[int]:
+        """n candidate seeds drawn from `generator` (each reproduces one candidate)."""
+        return [int(s) for s in torch.randint(0, 2**62, (n,), generator=generator)]
+
+    def noise_from_seeds(self, seeds: Sequence[int]) -> torch.Tensor:
+        """Initial noise for each seed, drawn exactly as the pipeline draws it for
+        `generator=torch.Generator().manual_seed(seed)` (CPU generator), so any candidate can
+        be reproduced with the plain pipeline."""
+        shape = self.adapter.latent_shape(1)
+        rows = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s)), dtype=self.dtype) for s in seeds]
+        noise = torch.cat(rows).to(self.device) if rows else torch.zeros((0, *shape[1:]), device=self.device, dtype=self.dtype)
+        return self.adapter.pack(noise)
+
+    def sample_noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x at grid point 0 for n particles."""
+        return self.noise_from_seeds(self.seeds(n, generator))
+
+    def randn_like(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Step noise; drawn on the generator's device (CPU by default), then moved."""
+        gdev = generator.device if generator is not None else torch.device("cpu")
+        return torch.randn(x.shape, generator=generator, device=gdev, dtype=torch.float32).to(x.device, x.dtype)
+
+    # -------------------------------------------------------------- denoise
+    @torch.no_grad()
+    def denoise(self, x: torch.Tensor, i: int, cond: Conditioning) -> Prediction:
+        """One denoiser evaluation per row of x at grid point i (charged to the budget)."""
+        if not 0 <= i < self.num_steps:
+            raise IndexError(f"grid point {i} has no denoiser step (0 <= i < {self.num_steps})")
+        n = x.shape[0]
+        if self.budget is not None:
+            self.budget.charge_nfe(n)
+        outs, conds, unconds = [], [], []
+        with self.timings.phase("denoise"):
+            for s in range(0, n, self.max_batch):
+                xc = x[s : s + self.max_batch]
+                o, c, u = self._guided(xc, i, cond)
+                outs.append(o)
+                conds.append(c)
+                unconds.append(u)
+            out = torch.cat(outs)
+            x0, eps = self.family.to_x0_eps(x, out, i)
+        cond_out = torch.cat(conds) if self.do_cfg else None
+        uncond_out = torch.cat(unconds) if self.do_cfg else None
+        return Prediction(i, out, x0, eps, cond_out, uncond_out)
+
+    def _guided(self, x: torch.Tensor, i: int, cond: Conditioning):
+        rows = x.shape[0]
+        t = self.model_timesteps[i].to(self.device)
+        t = t.expand(rows * (2 if self.do_cfg else 1))
+        if not self.do_cfg:
+            return self.adapter.forward(x, t, expand_rows(cond.cond, rows)), None, None
+        if cond.uncond is None:
+            raise ValueError("this Conditioning was encoded without CFG; encode it with the same process")
+        embeds = cat_rows(expand_rows(cond.uncond, rows), expand_rows(cond.cond, rows))
+        both = self.adapter.forward(torch.cat([x, x]), t, embeds)
+        uncond, c = both.chunk(2)
+        return uncond + self.cfg_scale * (c - uncond), c, uncond
+
+    # ------------------------------------------------------------------ steps
+    def step(self, x: torch.Tensor, i: int, pred: Prediction, eta: float = 0.0,
+             noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x at grid point i -> i+1: the ODE step (eta = 0) or the family's stochastic step."""
+        mean, std = self.family.transition(x, i, pred.out, pred.x0, pred.eps, eta)
+        if std == 0.0:
+            return mean
+        if noise is None:
+            noise = self.randn_like(x, generator)
+        return mean + std * noise
+
+    def renoise(self, x: torch.Tensor, i: int, j: int, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Jump from grid point i back to the noisier grid point j <= i (forward process)."""
+        if noise is None:
+            noise = self.randn_like(x, generator)
+        return self.family.renoise(x, i, j, noise).to(x.dtype)
+
+    def sample(self, x: torch.Tensor, cond: Conditioning, start: int = 0, end: int | None = None,
+               eta: float = 0.0, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Prediction | None]:
+        """Run grid points start..end (default: to the clean end). Returns x at `end` and the last prediction."""
+        end = self.num_steps if end is None else end
+        pred = None
+        for i in range(start, end):
+            pred = self.denoise(x, i, cond)
+            x = self.step(x, i, pred, eta=eta, generator=generator)
+        return x, pred
+
+    # ----------------------------------------------------------------- decode
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (e.g. pred.x0 or x at the clean end) -> float images [B,3,H,W] in [0,1]."""
+        with self.timings.phase("decode"):
+            return torch.cat([self.adapter.decode(latents[s : s + self.decode_batch])
+                              for s in range(0, latents.shape[0], self.decode_batch)])
+
+    # ----------------------------------------------------------- particle state
+    def add_reindex_hook(self, hook: Callable[[torch.Tensor], None]) -> None:
+        """Register per-particle model state (e.g. T-GATE caches) to follow resampling."""
+        self._reindex_hooks.append(hook)
+
+    def reindex(self, idx: torch.Tensor) -> None:
+        """After resampling particles with `x = x[idx]`: reorder per-particle model state."""
+        for hook in self._reindex_hooks:
+            hook(idx)
+
+    def settings(self) -> dict:
+        return {
+            "pipeline": type(self.adapter.pipe).__name__,
+            "family": self.family.kind,
+            "prediction_type": self.family.prediction_type,
+            "num_steps": self.num_steps,
+            "guidance_scale": self.guidance_scale,
+            "cfg": self.do_cfg,
+            "height": self.height,
+            "width": self.width,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+        }

@@ -1,0 +1,54 @@
+"""Best-of-N / random search (Ma et al. 2025, sec. 3.1 "random search").
+
+Draw N initial noises, run each through the deterministic sampler, score the final
+images with the verifier, keep the best. Candidates go through the denoiser together
+(the process splits them into chunks of `max_batch` rows); with `round_size` they go in
+rounds, the best found so far kept across rounds and one trace point written per round.
+Candidate k's noise comes from its own seed, so the result does not depend on the chunk
+or round size, and `seed` reproduces the winner with the plain pipeline."""
+from __future__ import annotations
+
+import torch
+
+from ..core.budget import Budget
+from ..core.process import DenoisingProcess
+from ..core.result import SearchResult
+from ..errors import TTSInputError
+from ..verifiers.base import Verifier
+from .base import register_searcher
+from .common import SearchLog
+
+
+def full_samples(budget: Budget, num_steps: int) -> int:
+    """How many complete samples the remaining budget pays for; a clear error if none."""
+    n = budget.remaining_nfe // num_steps
+    if n < 1:
+        raise TTSInputError(
+            f"budget of {budget.max_nfe} NFE is below one full sample ({num_steps} NFE at {num_steps} steps);"
+            f" raise the budget to at least {num_steps}"
+        )
+    return n
+
+
+@register_searcher("best_of_n", "random search: N noises, sampled deterministically, best verifier score kept")
+def best_of_n(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
+              generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
+              n: int | None = None, round_size: int | None = None, keep_images: int = 16) -> SearchResult:
+    """n: candidates (default: as many as the budget pays for); round_size: candidates per
+    round (default: all in one round)."""
+    affordable = full_samples(budget, proc.num_steps)
+    n = affordable if n is None else int(n)
+    if n < 1:
+        raise TTSInputError(f"n must be at least 1, got {n}")
+    if n > affordable:
+        raise TTSInputError(f"n={n} candidates need {n * proc.num_steps} NFE but the budget has {budget.remaining_nfe}")
+    round_size = n if round_size is None else max(1, int(round_size))
+    cond = proc.encode(prompt, negative_prompt)
+    log = SearchLog(proc, verifier, prompt, budget, keep_images)
+    seeds = proc.seeds(n, generator)
+    with proc.metered(budget):
+        for r in range(0, n, round_size):
+            round_seeds = seeds[r : r + round_size]
+            x, _ = proc.sample(proc.noise_from_seeds(round_seeds), cond)
+            log.score_latents(x, round_seeds, [{"round": r // round_size} for _ in round_seeds])
+    return log.result({"searcher": "best_of_n", "n": n, "round_size": round_size, "verifier": verifier.name})

@@ -1,0 +1,85 @@
+"""Bookkeeping every searcher shares: decode + verify with accounting, best-so-far, trace,
+kept candidates, and the SearchResult at the end."""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import torch
+
+from ..core.budget import Budget
+from ..core.process import DenoisingProcess
+from ..core.result import Candidate, SearchResult, TracePoint, to_uint8
+from ..verifiers.base import Verifier
+
+
+class SearchLog:
+    """Scores samples and remembers what a search found.
+
+    `keep_images` bounds how many candidate images are held (the best ones); scores and
+    seeds of all candidates are always kept."""
+
+    def __init__(self, proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
+                 keep_images: int = 16):
+        self.proc, self.verifier, self.prompt, self.budget = proc, verifier, prompt, budget
+        self.keep_images = max(1, int(keep_images))
+        self.candidates: list[Candidate] = []
+        self.best: Candidate | None = None
+        self.trace: list[TracePoint] = []
+        self._t0 = time.perf_counter()
+        self._timings_start = dict(proc.timings.seconds)
+
+    def verify(self, images: torch.Tensor) -> torch.Tensor:
+        """Verifier scores [B] (float32, CPU) for float images in [0,1]; charged and timed."""
+        self.budget.charge_verifier(images.shape[0])
+        with self.proc.timings.phase("verify"):
+            scores = self.verifier(images.to(self.verifier.device), [self.prompt] * images.shape[0])
+        return scores.float().cpu()
+
+    def score_latents(self, latents: torch.Tensor, seeds: Sequence[int | None] | None = None,
+                      info: Sequence[dict[str, Any]] | None = None) -> torch.Tensor:
+        """Decode clean latents, verify, record them as candidates; returns the scores."""
+        images = self.proc.decode(latents)
+        scores = self.verify(images)
+        self.record(images, scores, seeds, info)
+        return scores
+
+    def record(self, images: torch.Tensor, scores: torch.Tensor, seeds: Sequence[int | None] | None = None,
+               info: Sequence[dict[str, Any]] | None = None) -> None:
+        n = images.shape[0]
+        seeds = list(seeds) if seeds is not None else [None] * n
+        info = list(info) if info is not None else [{} for _ in range(n)]
+        # only images that can enter the kept set are moved to the CPU
+        kept = sorted((c.score for c in self.candidates if c.image is not None), reverse=True)
+        floor = kept[self.keep_images - 1] if len(kept) >= self.keep_images else -float("inf")
+        order = torch.argsort(scores, descending=True, stable=True).tolist()
+        top = {k for k in order[: self.keep_images] if float(scores[k]) > floor}
+        new = []
+        for k in range(n):
+            img = to_uint8(images[k]) if k in top else None
+            c = Candidate(score=float(scores[k]), nfe=self.budget.nfe, seed=seeds[k], image=img, info=dict(info[k]))
+            new.append(c)
+            if self.best is None or c.score > self.best.score:
+                if c.image is None:
+                    c.image = to_uint8(images[k])
+                self.best = c
+        self.candidates.extend(new)
+        self._trim()
+        self.trace.append(TracePoint(self.budget.nfe, self.budget.verifier_calls, self.best.score))
+
+    def _trim(self) -> None:
+        with_img = sorted((c for c in self.candidates if c.image is not None), key=lambda c: -c.score)
+        for c in with_img[self.keep_images:]:
+            if c is not self.best:
+                c.image = None
+
+    def result(self, settings: dict[str, Any]) -> SearchResult:
+        if self.best is None:
+            raise RuntimeError("the search scored no candidate")
+        timings = {k: round(v - self._timings_start.get(k, 0.0), 6) for k, v in self.proc.timings.seconds.items()}
+        timings["total"] = round(time.perf_counter() - self._t0, 6)
+        return SearchResult(
+            prompt=self.prompt, best=self.best, candidates=self.candidates, trace=self.trace,
+            nfe=self.budget.nfe, verifier_calls=self.budget.verifier_calls, timings=timings,
+            settings={**self.proc.settings(), **settings},
+        )

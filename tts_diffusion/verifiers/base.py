@@ -1,0 +1,100 @@
+"""The one verifier interface.
+
+A verifier maps a batch of images (float tensor [B, 3, H, W] in [0, 1], already on the
+verifier's device) and one prompt per image to a score tensor [B] (higher is better).
+Preprocessing happens in torch; large batches are chunked; on GPU the model runs in
+fp16/bf16. A verifier may also produce per-image feedback text for refinement loops.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from ..errors import TTSInputError
+
+
+@dataclass
+class Verdict:
+    """Scores plus optional per-image feedback (text) and correctness flags."""
+
+    scores: torch.Tensor  # [B] float32
+    feedback: list[str] | None = None
+    correct: torch.Tensor | None = None  # [B] bool, when the verifier knows the truth
+
+
+class Verifier(torch.nn.Module):
+    """Base class. Subclasses implement `score(images, prompts) -> Tensor[B]` on one chunk;
+    may override `verdict` to add feedback."""
+
+    name: str = "verifier"
+    #: rows per forward pass; `__call__` splits larger batches
+    chunk_size: int = 64
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, prompts: Sequence[str] | str) -> torch.Tensor:
+        images, prompts = check_inputs(images, prompts)
+        out = [
+            self.score(images[s : s + self.chunk_size], prompts[s : s + self.chunk_size]).float()
+            for s in range(0, images.shape[0], self.chunk_size)
+        ]
+        return torch.cat(out) if out else images.new_zeros(0)
+
+    @torch.no_grad()
+    def verdict(self, images: torch.Tensor, prompts: Sequence[str] | str) -> Verdict:
+        return Verdict(scores=self(images, prompts))
+
+
+def check_inputs(images: torch.Tensor, prompts: Sequence[str] | str) -> tuple[torch.Tensor, list[str]]:
+    """Validate the verifier call; broadcast a single prompt to the batch."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise TTSInputError(f"verifier expects images as a float tensor [B, 3, H, W] in [0, 1], got {shape}")
+    if isinstance(prompts, str):
+        prompts = [prompts] * images.shape[0]
+    prompts = list(prompts)
+    if len(prompts) != images.shape[0]:
+        raise TTSInputError(f"verifier got {images.shape[0]} images but {len(prompts)} prompts")
+    return images, prompts
+
+
+# ---------------------------------------------------------------- registry
+VerifierFactory = Callable[..., Verifier]
+_REGISTRY: dict[str, tuple[VerifierFactory, str]] = {}
+
+
+def register_verifier(name: str, description: str = "") -> Callable[[VerifierFactory], VerifierFactory]:
+    """Decorator: register a factory `f(**options) -> Verifier` under `name`."""
+
+    def deco(factory: VerifierFactory) -> VerifierFactory:
+        _REGISTRY[name] = (factory, description)
+        return factory
+
+    return deco
+
+
+def available_verifiers() -> dict[str, str]:
+    """Name -> one-line description of every registered verifier."""
+    return {k: d for k, (_, d) in sorted(_REGISTRY.items())}
+
+
+def load_verifier(name_or_verifier: str | Verifier, **options) -> Verifier:
+    """A verifier object from its registered name (options go to its factory)."""
+    if isinstance(name_or_verifier, Verifier):
+        return name_or_verifier
+    if name_or_verifier not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise TTSInputError(f"unknown verifier {name_or_verifier!r}; available: {known}")
+    return _REGISTRY[name_or_verifier][0](**options)
