@@ -13,6 +13,11 @@ def assets_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "assets"
 
 
+def domain_clip_path() -> Path:
+    """The CLIP trained on the shapes world (open_clip local-dir layout)."""
+    return assets_dir() / "shapes-clip"
+
+
 def default_model_path() -> Path:
     """The embedded shapes text-to-image model (diffusers format)."""
     return assets_dir() / "shapes-model"

@@ -23,7 +23,7 @@ from ..core.budget import Budget
 from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
-from ..paths import default_model_path
+from ..paths import default_model_path, domain_clip_path
 from ..searchers import load_searcher
 from ..verifiers import Verifier, load_verifier
 
@@ -84,6 +84,8 @@ class TTSPipeline:
         self.verifier = verifier
         self._device: torch.device | None = None
         self._procs: dict[tuple, DenoisingProcess] = {}
+        #: True for the embedded shapes model: its "clip" is the domain CLIP in assets/
+        self.is_default_model = False
 
     @classmethod
     def from_pretrained(cls, id_or_path: str | os.PathLike | None = None, *, torch_dtype: torch.dtype | None = None,
@@ -98,6 +100,7 @@ class TTSPipeline:
         if (folder / DEFAULTS_FILE).exists():
             defaults = json.loads((folder / DEFAULTS_FILE).read_text())
         tts = cls(pipe, verifier=verifier, defaults=defaults)
+        tts.is_default_model = id_or_path is None or folder.resolve() == default_model_path().resolve()
         if device is not None:
             tts.to(device)
         return tts
@@ -134,6 +137,12 @@ class TTSPipeline:
         verifier = verifier if verifier is not None else (self.verifier or "clip")
         if isinstance(verifier, Verifier):
             return verifier
+        if verifier == "clip" and options.get("model") is None and options.get("checkpoint") is None:
+            # the domain CLIP for the embedded model, OpenAI's ViT-L/14 for everything else
+            if self.is_default_model:
+                options = {**options, "model": str(domain_clip_path())}
+            else:
+                options = {"pretrained": "openai", **options, "model": "ViT-L-14"}
         key = f"{verifier}:{sorted(options.items())}"
         if key not in self._verifiers:
             v = load_verifier(verifier, **options)

@@ -84,12 +84,7 @@ _HOWTO = (
 
 
 # --------------------------------------------------------------------------- helpers
-def assets_dir() -> Path:
-    """The project's assets folder: ``$TTS_DIFFUSION_ASSETS`` or ``<repo>/assets``."""
-    env = os.environ.get(ASSETS_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2] / "assets"
+from ..paths import assets_dir  # noqa: E402  (re-exported)
 
 
 def default_clip_source() -> dict[str, Any]:

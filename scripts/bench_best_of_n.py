@@ -1,0 +1,192 @@
+"""Best-of-N wall time: the batched toolkit search against a one-at-a-time loop, and the
+toolkit's overhead over the same denoiser, decode and verifier work timed alone.
+
+Setting (issue 2): SD-1.5 architecture (UNet2DConditionModel, AutoencoderKL, CLIP text
+encoder; random weights, real sizes), 512x512, 25 DDIM steps, CFG 7.5, N = 32, CLIP
+ViT-L/14 verifier (random weights), fp16 on CUDA.
+
+    python scripts/bench_best_of_n.py --out docs/bench_best_of_n.json          # GPU
+    python scripts/bench_best_of_n.py --device cpu --size 64 --n 4 --steps 2 --tiny   # smoke
+
+Prints a table and writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import torch  # noqa: E402
+
+PROMPT = "a photograph of an astronaut riding a horse"
+
+
+def build_sd15(device, dtype, tiny: bool):
+    """An SD-1.5-shaped pipeline with random weights (no download)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from tiny_pipelines import clip_tokenizer
+
+    torch.manual_seed(0)
+    if tiny:
+        unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
+                                    out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                    norm_num_groups=8)
+        vae = AutoencoderKL(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+                            up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8)
+        tok = clip_tokenizer()
+        te = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                          num_attention_heads=4, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
+                                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    else:
+        unet = UNet2DConditionModel(  # runwayml/stable-diffusion-v1-5 unet/config.json
+            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+        vae = AutoencoderKL(  # its vae/config.json
+            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512)
+        tok = clip_tokenizer(num_merges=48894)  # the full CLIP BPE vocabulary (49408)
+        te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                          num_attention_heads=12, max_position_embeddings=77))
+    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                          set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=sched,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device, dtype)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, repeats):
+    times = []
+    out = None
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--guidance", type=float, default=7.5)
+    ap.add_argument("--max-batch", type=int, default=32, help="rows per denoiser call (CFG doubles the UNet batch)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tiny", action="store_true", help="tiny models (CPU smoke test)")
+    ap.add_argument("--out", default="docs/bench_best_of_n.json")
+    args = ap.parse_args()
+
+    from tts_diffusion import Budget, TTSPipeline
+    from tts_diffusion.core.process import DenoisingProcess
+    from tts_diffusion.searchers import load_searcher
+    from tts_diffusion.verifiers import CLIPVerifier
+
+    device = torch.device(args.device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    pipe = build_sd15(device, dtype, args.tiny)
+    verifier = CLIPVerifier(model="RN50" if args.tiny else "ViT-L-14", pretrained=None, device=device)
+    n, steps, size = args.n, args.steps, args.size
+    tts = TTSPipeline(pipe)
+    search = load_searcher("best_of_n")
+
+    # --- (a) the toolkit: batched best-of-N ------------------------------------------
+    def toolkit():
+        return tts(PROMPT, verifier=verifier, budget=n * steps, seed=0, num_inference_steps=steps,
+                   guidance_scale=args.guidance, height=size, width=size, max_batch=args.max_batch, progress=False)
+
+    toolkit()  # warm-up (cudnn autotuning, allocator)
+    t_tool, all_tool, res = timed(toolkit, device, args.repeats)
+
+    # --- (b) the loop a user would write: one pipeline call + one verifier call per candidate
+    seeds = [c.seed for c in res.candidates]
+
+    def loop(seeds=seeds):
+        best = -1e9
+        for s in seeds:
+            img = pipe(PROMPT, num_inference_steps=steps, guidance_scale=args.guidance, height=size, width=size,
+                       generator=torch.Generator().manual_seed(s), output_type="pt").images
+            best = max(best, float(verifier(img.float(), [PROMPT])[0]))
+        return best
+
+    loop(seeds[: max(2, n // 8)])  # warm-up on a few
+    t_loop, all_loop, best_loop = timed(loop, device, max(1, args.repeats - 1))
+
+    # --- (c) the same work alone: encode once, UNet+CFG, DDIM step, VAE decode, verifier -
+    proc = DenoisingProcess.from_pipeline(pipe, steps, args.guidance, height=size, width=size, max_batch=args.max_batch)
+    x_init = proc.noise_from_seeds(seeds)
+    unet, vae, sched = pipe.unet, pipe.vae, pipe.scheduler
+    with torch.no_grad():
+        pos, neg = pipe.encode_prompt(PROMPT, device, 1, True, None)
+
+    @torch.no_grad()
+    def raw():
+        sched.set_timesteps(steps, device=device)
+        imgs = []
+        for s in range(0, n, args.max_batch):
+            lat = x_init[s : s + args.max_batch]
+            b = lat.shape[0]
+            emb = torch.cat([neg.expand(b, -1, -1), pos.expand(b, -1, -1)])
+            for t in sched.timesteps:
+                e = unet(torch.cat([lat, lat]), t, encoder_hidden_states=emb, return_dict=False)[0]
+                u, c = e.chunk(2)
+                lat = sched.step(u + args.guidance * (c - u), t, lat, return_dict=False)[0]
+            for d in range(0, b, proc.decode_batch):
+                img = vae.decode(lat[d : d + proc.decode_batch] / vae.config.scaling_factor, return_dict=False)[0]
+                imgs.append((img.float() / 2 + 0.5).clamp(0, 1))
+        images = torch.cat(imgs)
+        return verifier(images, [PROMPT] * n)
+
+    raw()
+    t_raw, all_raw, raw_scores = timed(raw, device, args.repeats)
+    agree = torch.allclose(raw_scores.cpu(), torch.tensor(res.scores), atol=2e-2)
+
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    rows = [
+        ("toolkit best-of-N (batched)", t_tool),
+        ("loop, one candidate at a time", t_loop),
+        ("same work alone (no toolkit)", t_raw),
+    ]
+    print(f"\nbest-of-N, N={n}, {size}x{size}, {steps} steps, CFG {args.guidance}, max_batch {args.max_batch}, "
+          f"{str(dtype)[6:]}, {dev_name}")
+    print(f"{'variant':<34} {'median s':>9} {'img/s':>7}")
+    for name, t in rows:
+        print(f"{name:<34} {t:9.3f} {n / t:7.2f}")
+    speedup, overhead = t_loop / t_tool, t_tool / t_raw - 1
+    print(f"speed-up over the loop: {speedup:.2f}x   toolkit overhead over the same work: {overhead * 100:+.1f}%")
+    print(f"toolkit phase times (last run): {res.timings}")
+    print(f"raw and toolkit scores agree: {agree}")
+    out = {
+        "device": dev_name, "dtype": str(dtype), "n": n, "steps": steps, "size": size, "guidance": args.guidance,
+        "max_batch": args.max_batch, "toolkit_s": all_tool, "loop_s": all_loop, "raw_s": all_raw,
+        "toolkit_median_s": t_tool, "loop_median_s": t_loop, "raw_median_s": t_raw, "speedup_vs_loop": speedup,
+        "overhead_vs_raw": overhead, "toolkit_phases": res.timings, "scores_agree": bool(agree),
+        "torch": torch.__version__,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

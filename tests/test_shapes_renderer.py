@@ -1,0 +1,206 @@
+"""Shapes world: prompt grammar, scene sampling and the renderer."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tts_diffusion.errors import TTSInputError
+from tts_diffusion.shapes import BACKGROUND, CATEGORIES, COLORS, SHAPES, VOCABULARY, Obj, Scene, parse_prompt, render, sample_scenes
+from tts_diffusion.shapes.grammar import EXTENT, RELATIONS, enumerate_prompts
+from tts_diffusion.shapes.renderer import _POLYGONS, folded_polygon_sdf, shape_vertices
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------- grammar
+def test_palette_and_shapes_are_well_separated():
+    assert len(COLORS) >= 6 and len(SHAPES) >= 4
+    assert {"circle", "square", "triangle"} <= set(SHAPES)
+    cols = np.array(list(COLORS.values()))
+    assert cols.min() >= 0 and cols.max() <= 1
+    dist = np.linalg.norm(cols[:, None] - cols[None], axis=-1) + np.eye(len(cols)) * 9
+    assert dist.min() >= 0.35
+    assert np.linalg.norm(cols - np.array(BACKGROUND), axis=-1).min() >= 0.8
+
+
+def test_every_category_sampled_balanced_and_valid():
+    scenes = sample_scenes(240, seed=3)
+    counts = {c: sum(s.category == c for s in scenes) for c in CATEGORIES}
+    assert counts == {c: 40 for c in CATEGORIES}
+    for s in scenes:
+        spec = parse_prompt(s.prompt)
+        assert spec.category == s.category
+        # only the named objects, non-overlapping, inside the frame, sizes classifiable
+        assert len(s.objects) == sum(o.count for o in spec.objects)
+        for o in s.objects:
+            ext = o.size * EXTENT[o.shape]
+            assert ext <= o.cx <= 1 - ext and ext <= o.cy <= 1 - ext
+            assert 0.08 <= o.size <= 0.16
+        for i, a in enumerate(s.objects):
+            for b in s.objects[i + 1 :]:
+                assert math.hypot(a.cx - b.cx, a.cy - b.cy) > a.size * EXTENT[a.shape] + b.size * EXTENT[b.shape]
+        if spec.relation:
+            axis, sign = RELATIONS[spec.relation]
+            a, b = s.objects
+            d = ((b.cx - a.cx), (b.cy - a.cy))
+            assert sign * d[axis] >= 0.2 and sign * d[axis] >= 2 * abs(d[1 - axis])
+        for req in spec.objects:
+            if req.color:
+                assert any(o.shape == req.shape and o.color == req.color for o in s.objects)
+
+
+def test_sampling_is_seeded():
+    assert sample_scenes(30, seed=1) == sample_scenes(30, seed=1)
+    assert sample_scenes(30, seed=1) != sample_scenes(30, seed=2)
+    g1, g2 = np.random.default_rng(5), np.random.default_rng(5)
+    assert sample_scenes(12, generator=g1) == sample_scenes(12, generator=g2)
+    only = sample_scenes(10, seed=0, categories=["counting"])
+    assert all(s.category == "counting" for s in only)
+    with pytest.raises(TTSInputError):
+        sample_scenes(3, seed=0, categories=["nope"])
+
+
+def test_vocabulary_covers_every_prompt():
+    vocab = set(VOCABULARY)
+    assert all(w == w.lower() for w in vocab)
+    assert {"a", "an", "photo", "of", "and", "one", "four", "left", "right", "above", "below", "circles"} <= vocab
+    for c in CATEGORIES:
+        for p in enumerate_prompts(c):
+            assert set(p.split()) <= vocab, p
+
+
+def test_parse_prompt_round_trips_and_meaning():
+    for c in CATEGORIES:
+        for p in enumerate_prompts(c):
+            assert parse_prompt(p).category == c
+    spec = parse_prompt("A photo of three stars.")
+    assert spec.category == "counting" and spec.objects[0].shape == "star" and spec.objects[0].count == 3
+    spec = parse_prompt("a photo of a blue square left of a yellow circle")
+    assert spec.category == "position" and spec.relation == "left of"
+    assert [(o.shape, o.color) for o in spec.objects] == [("square", "blue"), ("circle", "yellow")]
+    spec = parse_prompt("a photo of an orange star and a red circle")
+    assert spec.category == "color_attr" and spec.objects[0].color == "orange"
+    assert parse_prompt("a photo of one circle").objects[0].count == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "a photo of a dog",
+        "a photo of a circle circle",
+        "a photo of three circle",
+        "a photo of one circles",
+        "a picture of a circle",
+        "a photo of",
+        "a photo of a circle near a square",
+        "a photo of a circle and a circle",
+        "a photo of a circle left of a circle",
+        "a photo of five stars",
+        "",
+    ],
+)
+def test_bad_prompts_raise_one_clear_line(bad):
+    with pytest.raises(TTSInputError) as err:
+        parse_prompt(bad)
+    msg = str(err.value)
+    assert "outside the shapes grammar" in msg and "\n" not in msg and "a photo of" in msg
+
+
+def test_eval_split_is_balanced_and_reproducible():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_eval_split", REPO / "scripts" / "make_eval_split.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    on_disk = json.loads((REPO / "assets" / "prompts" / "shapes_eval.json").read_text())
+    assert json.loads(mod.to_json(mod.make_split(seed=0))) == on_disk  # regenerates exactly
+    assert on_disk["version"] == 1 and len(on_disk["prompts"]) >= 600
+    for c in CATEGORIES:
+        items = [p for p in on_disk["prompts"] if p["category"] == c]
+        assert len(items) == 100
+        assert all(parse_prompt(p["prompt"]).category == c for p in items)
+        # small categories cover every prompt evenly
+        n_distinct = len(enumerate_prompts(c))
+        counts = {}
+        for p in items:
+            counts[p["prompt"]] = counts.get(p["prompt"], 0) + 1
+        assert len(counts) == min(100, n_distinct) and max(counts.values()) - min(counts.values()) <= 1
+
+
+# ----------------------------------------------------------------- renderer
+def test_render_shape_range_and_determinism():
+    scenes = sample_scenes(24, seed=0)
+    a = render(scenes)
+    assert a.shape == (24, 3, 64, 64) and a.dtype == torch.float32
+    assert a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, render(scenes))
+    b = render(sample_scenes(24, seed=1))
+    assert not torch.equal(a, b)
+    big = render(scenes[:2], size=128, dtype=torch.float64)
+    assert big.shape == (2, 3, 128, 128) and big.dtype == torch.float64
+    assert render([]).shape == (0, 3, 64, 64)
+
+
+def test_render_colours_where_objects_are():
+    scenes = sample_scenes(60, seed=4)
+    img = render(scenes)
+    bg = torch.tensor(BACKGROUND)
+    for s, im in zip(scenes, img):
+        # the corner pixel is background unless an object's enclosing circle reaches it
+        if all(math.hypot(o.cx, o.cy) > o.size * EXTENT[o.shape] + 0.03 for o in s.objects):
+            assert torch.allclose(im[:, 0, 0], bg, atol=1e-6)
+        for o in s.objects:
+            px = im[:, int(o.cy * 64), int(o.cx * 64)]  # the centre pixel is fully inside
+            assert torch.allclose(px, torch.tensor(COLORS[o.color]), atol=1e-5), (s.prompt, o)
+        # every colour in the image is background, a named object colour, or a blend of one
+        named = {o.color for o in s.objects}
+        for c in set(COLORS) - named:
+            close = (im - torch.tensor(COLORS[c]).view(3, 1, 1)).norm(dim=0) < 0.05
+            assert not close.any()
+
+
+def test_render_is_antialiased():
+    img = render([Scene("", "", (Obj("circle", "blue", 0.5, 0.5, 0.2, 0.0),))])[0]
+    bg, blue = torch.tensor(BACKGROUND).view(3, 1, 1), torch.tensor(COLORS["blue"]).view(3, 1, 1)
+    # alpha of each pixel along the blue-over-background line
+    alpha = ((img - bg) * (blue - bg)).sum(0) / (blue - bg).square().sum()
+    edge = (alpha > 0.05) & (alpha < 0.95)
+    assert edge.sum() >= 20  # a ring of partially covered pixels
+    # area from coverage matches pi r^2 closely (box-filter coverage is unbiased)
+    assert abs(alpha.sum().item() - math.pi * (0.2 * 64) ** 2) < 3.0
+
+
+def test_polygon_sdf_matches_vertices():
+    """The folded-symmetry SDF agrees with a point-in-polygon test on the vertex list."""
+    from matplotlib.path import Path as MplPath
+
+    pts = torch.rand(2000, 2, dtype=torch.float64) * 4 - 2
+    for shape in ("square", "triangle", "star"):
+        verts = shape_vertices(shape).numpy()
+        inside = torch.from_numpy(MplPath(verts).contains_points(pts.numpy()))
+        n, r_out, r_in, phase = (torch.tensor([v], dtype=torch.float64) for v in _POLYGONS[shape])
+        sdf = folded_polygon_sdf(pts.unsqueeze(0), n, r_out, r_in, phase)[0]
+        assert torch.equal(sdf < 0, inside), shape
+        # distance is exact: |sdf| equals the distance to the nearest edge segment
+        v = torch.from_numpy(verts)
+        e = torch.roll(v, -1, 0) - v
+        w = pts[:, None] - v[None]
+        t = ((w * e).sum(-1) / (e * e).sum(-1)).clamp(0, 1)
+        d = (w - t[..., None] * e).norm(dim=-1).amin(-1)
+        assert torch.allclose(sdf.abs(), d, atol=1e-9), shape
+
+
+def test_render_is_fast_enough():
+    import time
+
+    scenes = sample_scenes(256, seed=0)
+    render(scenes[:8])
+    t = time.perf_counter()
+    render(scenes)
+    # ~0.07 s on 2 idle CPU cores; the bound only catches per-pixel Python loops
+    assert time.perf_counter() - t < 10.0

@@ -1,0 +1,202 @@
+"""The exact oracle of the shapes world: does an image show what its prompt says?
+
+`detect.py` finds the objects (colour, shape, centroid); this module turns the parsed
+prompt (`grammar.parse_prompt`) into checks, GenEval style (Ghosh et al., 2023):
+
+============== ==============================================================
+single_object  a <shape> is present
+two_object     a <shape1> is present; a <shape2> is present
+counting       a <shape> is present; exactly N <shapes> (colour too, if named)
+colors         a <shape> is present; the <shape> is <colour>
+position       both shapes present; the <A> is <relation> the <B>
+color_attr     both shapes present; the <shape1> is <colour1>; the <shape2> is <colour2>
+============== ==============================================================
+
+`score` is the fraction of checks passed (1.0 iff `correct`), which gives search methods a
+graded signal. Semantics:
+
+* Outside counting, objects need to be present (at least one each), as in GenEval; other
+  objects in the image are not penalised. Two required objects of the same shape need
+  two distinct detections.
+* Counting is exact: "three stars" fails with 2 or 4 stars. A blob that matches no shape
+  well (an "unclear" detection) but whose nearest shape, and colour if named, is the
+  counted one also makes the exact count fail: a garbled extra star is still an extra
+  object, and the oracle cannot certify the count. Unclear blobs never satisfy a
+  presence check (lenient to garbage, strict on facts).
+* A relation "A rel B" holds for a pair of detections (A-match, B-match) when the
+  centroid offset along the named axis exceeds `RELATION_MARGIN` (fraction of the image)
+  and dominates the offset along the other axis; it passes if any pair holds.
+* Speck-sized components (noise) are ignored; off-palette blobs count as shapes without a
+  colour (they satisfy "a circle" but never "a red circle").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from ..errors import TTSInputError
+from .detect import Detection, detect_batch
+from .grammar import NUMBER_WORDS, PLURALS, RELATIONS, ObjectSpec, Spec, article, noun_phrase, parse_prompt
+
+#: minimum centroid offset (fraction of the image) along the named axis for a relation
+RELATION_MARGIN = 0.03
+
+
+@dataclass
+class OracleResult:
+    """Verdict on one image: `score` = fraction of `checks` passed, `correct` iff all pass,
+    `checks` = (description, passed) pairs, `feedback` = one line of text for reflection
+    loops (what was expected, what was found), `detections` = the objects found."""
+
+    score: float
+    correct: bool
+    checks: list[tuple[str, bool]]
+    feedback: str
+    detections: list[Detection] = field(default_factory=list)
+
+
+def check(image: torch.Tensor, prompt: str) -> OracleResult:
+    """Check one image [3, H, W] in [0, 1] against `prompt` (any resolution).
+    Raises TTSInputError if the prompt is outside the shapes grammar."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise TTSInputError(f"oracle expects an image tensor [3, H, W] in [0, 1], got {shape}")
+    return check_batch(image.unsqueeze(0), [prompt])[0]
+
+
+def check_batch(images: torch.Tensor, prompts: Sequence[str] | str) -> list[OracleResult]:
+    """Check images [B, 3, H, W] in [0, 1] against one prompt each (a single string is
+    broadcast). Prompts are parsed first, so a bad prompt fails before any image work."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise TTSInputError(f"oracle expects images [B, 3, H, W] in [0, 1], got {shape}")
+    if isinstance(prompts, str):
+        prompts = [prompts] * images.shape[0]
+    if len(prompts) != images.shape[0]:
+        raise TTSInputError(f"oracle got {images.shape[0]} images but {len(prompts)} prompts")
+    specs = [parse_prompt(p) for p in prompts]
+    return [evaluate(spec, dets) for spec, dets in zip(specs, detect_batch(images))]
+
+
+# ----------------------------------------------------------------- checks
+def _matches(det: Detection, req: ObjectSpec) -> bool:
+    return det.shape == req.shape and (req.color is None or det.color == req.color)
+
+
+def _count_phrase(n: int, req: ObjectSpec) -> str:
+    """'3 red circles', '1 star', 'no circle' (digits: easy to read in feedback)."""
+    adj = f"{req.color} " if req.color else ""
+    if n == 0:
+        return f"no {adj}{req.shape}"
+    return f"{n} {adj}{req.shape if n == 1 else PLURALS[req.shape]}"
+
+
+def _relation_of(a: Detection, b: Detection) -> str:
+    """Where `a` is relative to `b`, in words (dominant axis)."""
+    dx, dy = b.cx - a.cx, b.cy - a.cy
+    if max(abs(dx), abs(dy)) <= RELATION_MARGIN:
+        return "on top of"
+    if abs(dx) >= abs(dy):
+        return "left of" if dx > 0 else "right of"
+    return "above" if dy > 0 else "below"
+
+
+def relation_holds(a: Detection, b: Detection, relation: str) -> bool:
+    """`a` is `relation` `b`: offset along the axis > RELATION_MARGIN and dominant."""
+    axis, sign = RELATIONS[relation]
+    d = (b.cx - a.cx, b.cy - a.cy)
+    along, across = sign * d[axis], abs(d[1 - axis])
+    return along > RELATION_MARGIN and along > across
+
+
+def evaluate(spec: Spec, detections: Sequence[Detection]) -> OracleResult:
+    """Check parsed prompt `spec` against `detections` (see the module doc for semantics)."""
+    dets = list(detections)
+    checks: list[tuple[str, bool]] = []
+    problems: list[str] = []
+
+    def add(description: str, passed: bool, problem: str) -> None:
+        checks.append((description, passed))
+        if not passed:
+            problems.append(problem)
+
+    if spec.category == "counting":
+        (req,) = spec.objects
+        found = [d for d in dets if _matches(d, req)]
+        unclear = [
+            d for d in dets if d.shape == "unknown" and d.guess == req.shape and (req.color is None or d.color == req.color)
+        ]
+        n = len(found)
+        exact = n == req.count and not unclear
+        problem = f"expected {_count_phrase(req.count, req)}, found {n}"
+        if unclear:
+            problem += f" and {len(unclear)} unclear blob{'s' if len(unclear) > 1 else ''} that may be {PLURALS[req.shape]}"
+        checks.append((f"a {_name(req)} is present", n >= 1))  # its failure is reported below
+        add(f"exactly {_count_phrase(req.count, req)}", exact, problem)
+    else:
+        needed: dict[str, int] = {}  # shape -> how many distinct objects of it (in prompt order)
+        for req in spec.objects:
+            needed[req.shape] = needed.get(req.shape, 0) + 1
+        for shape, need in needed.items():
+            have = sum(1 for d in dets if d.shape == shape)
+            if need == 1:
+                add(f"a {shape} is present", have >= 1, f"expected a {shape}, found none")
+            else:
+                add(f"{need} {PLURALS[shape]} are present", have >= need, f"expected {need} {PLURALS[shape]}, found {have}")
+        for req in spec.objects:
+            if req.color is None:
+                continue
+            same_shape = [d for d in dets if d.shape == req.shape]
+            ok = any(d.color == req.color for d in same_shape)
+            if same_shape:
+                seen = " and ".join(noun_phrase(req.shape, c) for c in sorted({d.color or "off-palette" for d in same_shape}))
+                problem = f"expected {noun_phrase(req.shape, req.color)}, found {seen}"
+            else:
+                problem = f"expected {noun_phrase(req.shape, req.color)}, found no {req.shape}"
+            add(f"the {req.shape} is {req.color}", ok, problem)
+        if spec.relation is not None:
+            a_req, b_req = spec.objects
+            name_a, name_b = _name(a_req), _name(b_req)
+            desc = f"the {name_a} is {spec.relation} the {name_b}"
+            cand_a = [d for d in dets if _matches(d, a_req)]
+            cand_b = [d for d in dets if _matches(d, b_req)]
+            pairs = [(a, b) for a in cand_a for b in cand_b if a is not b]
+            if not pairs:
+                missing = name_a if not cand_a else name_b
+                add(desc, False, f"cannot check '{desc}': no {missing} found")
+            else:
+                ok = any(relation_holds(a, b, spec.relation) for a, b in pairs)
+                a, b = max(pairs, key=lambda p: p[0].area + p[1].area)
+                add(desc, ok, f"expected the {name_a} {spec.relation} the {name_b}, found it {_relation_of(a, b)} it")
+
+    passed = sum(ok for _, ok in checks)
+    score = passed / len(checks) if checks else 0.0
+    correct = bool(checks) and passed == len(checks)
+    seen = _summary(dets)
+    feedback = f"correct; found {seen}" if correct else "; ".join(problems) + f" (image shows {seen})"
+    return OracleResult(score=score, correct=correct, checks=checks, feedback=feedback, detections=dets)
+
+
+def _name(req: ObjectSpec) -> str:
+    return f"{req.color} {req.shape}" if req.color else req.shape
+
+
+def _summary(dets: Sequence[Detection]) -> str:
+    """'2 red circles, a blue square' -- what the image shows."""
+    if not dets:
+        return "no objects"
+    groups: dict[tuple[str, str | None], int] = {}
+    for d in dets:
+        key = (d.shape if d.shape != "unknown" else f"unclear blob (maybe {d.guess})", d.color)
+        groups[key] = groups.get(key, 0) + 1
+    parts = []
+    for (shape, color), n in sorted(groups.items(), key=lambda kv: (-kv[1], kv[0][0], kv[0][1] or "")):
+        adj = f"{color or 'off-palette'} "
+        if n == 1:
+            parts.append(f"{article(adj)} {adj}{shape}")
+        else:
+            noun = PLURALS.get(shape, shape.replace("blob", "blobs", 1))
+            parts.append(f"{NUMBER_WORDS.get(n, str(n))} {adj}{noun}")
+    return ", ".join(parts)
