@@ -1,0 +1,164 @@
+"""Scaling curves on the shapes world: oracle accuracy against NFE for each searcher.
+
+For every eval prompt (a category-balanced subset of assets/prompts/shapes_eval.json),
+every searcher and every budget (multiples of one sample's NFE), the searcher picks one
+image with a verifier and the exact oracle judges it. Verifiers:
+  - oracle: the search optimises the judge itself (an upper bound on what search can do);
+  - clip:   the domain CLIP guides the search, the oracle judges held-out (does search with
+            a learned verifier keep the gain, or hack the verifier?).
+
+Prefix-consistent searchers (best_of_n, zero_order: a run at budget B is the first part of a
+run at a larger budget) run once at the largest budget and are read off at each budget from
+the candidates' NFE; the others run once per budget. The image a search returns at budget B
+is its best-scoring candidate within B; only that image is judged by the oracle.
+
+    python scripts/bench_scaling.py --prompts 60 --budgets 1,4,16,64 --out docs/scaling   # GPU
+    python scripts/bench_scaling.py --device cpu --prompts 6 --budgets 1,2 --steps 4 --smoke
+
+Writes <out>.json and <out>.png and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch  # noqa: E402
+
+PREFIX_CONSISTENT = {"best_of_n", "zero_order"}  # a run at budget B is the prefix of a larger run
+HYPER = {  # benchmark settings per searcher (defaults of the searcher otherwise)
+    "best_of_n": {},
+    "zero_order": {"n": 4, "step": 0.6},
+    "paths": {"m": 4},
+    "smc": {},
+    "fkc": {},
+    "rbf": {},
+    "svdd": {},
+    "code": {},
+}
+
+
+def stratified(prompts: list[dict], k: int) -> list[dict]:
+    by_cat = defaultdict(list)
+    for p in prompts:
+        by_cat[p["category"]].append(p)
+    per = max(1, k // len(by_cat))
+    out = []
+    for cat in sorted(by_cat):
+        out.extend(by_cat[cat][:per])
+    return out
+
+
+def picked(result, budget_nfe):
+    """The candidate the search would return had it stopped at `budget_nfe`."""
+    within = [c for c in result.candidates if c.nfe <= budget_nfe]
+    return max(within, key=lambda c: c.score) if within else None
+
+
+def judge(candidate, prompt, guide_name, oracle) -> bool:
+    if candidate is None:
+        return False
+    if guide_name == "oracle":
+        return candidate.score >= 1.0 - 1e-6
+    image = candidate.image.float().div(255).unsqueeze(0).to(oracle.device)
+    return bool(oracle(image, [prompt])[0] >= 1.0 - 1e-6)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--model", default=None, help="diffusers folder (default: the embedded shapes model)")
+    ap.add_argument("--searchers", default="best_of_n,zero_order,paths")
+    ap.add_argument("--verifiers", default="oracle,clip")
+    ap.add_argument("--budgets", default="1,2,4,8,16,32,64", help="multiples of one sample's NFE")
+    ap.add_argument("--prompts", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true", help="tiny run for a CPU check")
+    ap.add_argument("--out", default="docs/scaling")
+    args = ap.parse_args()
+
+    from tts_diffusion import Budget, TTSInputError, TTSPipeline, available_searchers, load_searcher
+    from tts_diffusion.paths import assets_dir
+
+    device = torch.device(args.device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    tts = TTSPipeline.from_pretrained(args.model, torch_dtype=dtype)
+    tts.set_progress_bar_config(disable=True)
+    tts.to(device)
+    proc = tts.process(args.steps, max_batch=args.max_batch)
+    steps = proc.num_steps
+    prompts = stratified(json.loads((assets_dir() / "prompts" / "shapes_eval.json").read_text())["prompts"], args.prompts)
+    budgets = [int(b) for b in args.budgets.split(",")]
+    searchers = [s for s in args.searchers.split(",") if s in available_searchers()]
+    skipped = [s for s in args.searchers.split(",") if s not in available_searchers()]
+    oracle = tts.get_verifier("oracle")
+    results: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                     "steps": steps, "guidance": proc.guidance_scale, "prompts": len(prompts), "budgets": budgets,
+                     "skipped_searchers": skipped, "accuracy": {}, "per_category": {}, "seconds": {}}
+    for vname in args.verifiers.split(","):
+        guide = oracle if vname == "oracle" else tts.get_verifier(vname)
+        for sname in searchers:
+            search = load_searcher(sname)
+            t0 = time.perf_counter()
+            hits = defaultdict(lambda: defaultdict(int))  # budget -> category -> correct
+            for k, p in enumerate(prompts):
+                gen_seed = args.seed * 100003 + k
+                hyper = {"keep_images": 10**6, **HYPER.get(sname, {})}  # keep every image to judge
+                if sname in PREFIX_CONSISTENT:
+                    res = search(proc, guide, p["prompt"], Budget(max(budgets) * steps),
+                                 torch.Generator().manual_seed(gen_seed), **hyper)
+                    for b in budgets:
+                        hits[b][p["category"]] += judge(picked(res, b * steps), p["prompt"], vname, oracle)
+                else:
+                    for b in budgets:
+                        try:
+                            res = search(proc, guide, p["prompt"], Budget(b * steps),
+                                         torch.Generator().manual_seed(gen_seed), **hyper)
+                        except TTSInputError:  # a budget too small for the method's minimum
+                            continue
+                        hits[b][p["category"]] += judge(picked(res, b * steps), p["prompt"], vname, oracle)
+            key = f"{vname}/{sname}"
+            cats = sorted({p["category"] for p in prompts})
+            n_cat = {c: sum(p["category"] == c for p in prompts) for c in cats}
+            results["accuracy"][key] = {b: sum(hits[b].values()) / len(prompts) for b in budgets}
+            results["per_category"][key] = {b: {c: hits[b][c] / n_cat[c] for c in cats} for b in budgets}
+            results["seconds"][key] = time.perf_counter() - t0
+            row = "  ".join(f"{results['accuracy'][key][b]:.3f}" for b in budgets)
+            print(f"{key:<24} {row}   ({results['seconds'][key]:.0f} s)", flush=True)
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{args.out}.json").write_text(json.dumps(results, indent=2))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        vnames = args.verifiers.split(",")
+        fig, axes = plt.subplots(1, len(vnames), figsize=(5 * len(vnames), 4), squeeze=False)
+        for ax, vname in zip(axes[0], vnames):
+            for key, acc in results["accuracy"].items():
+                if key.startswith(vname + "/"):
+                    ax.plot([b * steps for b in budgets], [acc[b] for b in budgets], marker="o", label=key.split("/")[1])
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("NFE")
+            ax.set_ylabel("oracle accuracy")
+            ax.set_title(f"verifier: {vname}")
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(f"{args.out}.png", dpi=120)
+    except ImportError:
+        print("matplotlib missing: no plot", file=sys.stderr)
+    print(f"wrote {args.out}.json and {args.out}.png")
+
+
+if __name__ == "__main__":
+    main()

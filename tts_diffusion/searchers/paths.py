@@ -1,0 +1,106 @@
+"""Search over paths (Ma et al. 2025, sec. 3.3 "Search over Paths").
+
+    1. sample N noises and run the ODE sampler down to noise level sigma (grid point i0)
+    2. each path is noised forward by Delta_f (grid point i -> i - Delta_f) into M
+       children with fresh noise (the forward process, `proc.renoise`)
+    3. each child is run back by Delta_b > Delta_f grid points with the ODE sampler; the
+       verifier scores each child's Tweedie estimate x0 (the final image once the end is
+       reached) and the best N children are kept
+    4. repeat 2-3 until the clean end; the best of the N final samples is returned
+
+Noise levels are grid points of the process (0 = pure noise, num_steps = clean); `sigma`
+may be given as a noise level in [0, 1] (the interpolant's noise coefficient s_i, sigma of
+flow models), mapped to the nearest grid point."""
+from __future__ import annotations
+
+import torch
+
+from ..core.budget import Budget
+from ..core.process import DenoisingProcess
+from ..core.result import SearchResult
+from ..errors import TTSInputError
+from ..verifiers.base import Verifier
+from .base import register_searcher
+from .common import SearchLog
+
+
+def path_schedule(num_steps: int, start: int, delta_f: int, delta_b: int) -> list[tuple[int, int, int]]:
+    """The (i, j, k) of each iteration: paths at grid point i are noised back to j = i - Delta_f
+    and sampled forward to k = min(j + Delta_b, num_steps)."""
+    if not 0 <= start <= num_steps:
+        raise TTSInputError(f"the search must start at a grid point in [0, {num_steps}], got {start}")
+    if not 1 <= delta_f < delta_b:
+        raise TTSInputError(f"need 1 <= delta_f < delta_b (paths must move toward the clean end), got {delta_f}, {delta_b}")
+    out, i = [], start
+    while i < num_steps:
+        j = max(0, i - delta_f)
+        k = min(j + delta_b, num_steps)
+        out.append((i, j, k))
+        i = k
+    return out
+
+
+def path_cost(num_steps: int, n: int, m: int, start: int, delta_f: int, delta_b: int) -> tuple[int, int]:
+    """(NFE, verifier calls) of one search over paths."""
+    sched = path_schedule(num_steps, start, delta_f, delta_b)
+    return n * start + sum(n * m * (k - j) for _, j, k in sched), n * m * len(sched)
+
+
+def nearest_grid_point(proc: DenoisingProcess, sigma: float) -> int:
+    if not 0.0 <= sigma <= 1.0:
+        raise TTSInputError(f"sigma is a noise level in [0, 1], got {sigma}")
+    levels = [proc.family.s(i) for i in range(proc.num_steps + 1)]
+    return min(range(len(levels)), key=lambda i: abs(levels[i] - sigma))
+
+
+@register_searcher("paths", "search over paths: branch noisy paths forward, denoise back, keep the best")
+def search_over_paths(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
+                      generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
+                      n: int | None = None, m: int = 4, sigma: float | None = None, start: int | None = None,
+                      delta_f: int | None = None, delta_b: int | None = None, keep_images: int = 16) -> SearchResult:
+    """n: paths kept (default: the most the budget pays for); m: children per path;
+    sigma / start: where branching starts, as a noise level or a grid point (default: grid
+    point num_steps // 4, early in sampling, where the layout is still open);
+    delta_f / delta_b: grid points noised forward / denoised back per iteration
+    (defaults: num_steps // 10 and num_steps // 5, at least 1 and delta_f + 1)."""
+    steps = proc.num_steps
+    if sigma is not None and start is not None:
+        raise TTSInputError("give either sigma (a noise level) or start (a grid point), not both")
+    start = nearest_grid_point(proc, float(sigma)) if sigma is not None else (steps // 4 if start is None else int(start))
+    delta_f = max(1, steps // 10) if delta_f is None else int(delta_f)
+    delta_b = max(delta_f + 1, steps // 5) if delta_b is None else int(delta_b)
+    m = int(m)
+    if m < 1:
+        raise TTSInputError(f"m (children per path) must be at least 1, got {m}")
+    sched = path_schedule(steps, start, delta_f, delta_b)
+    per_path = path_cost(steps, 1, m, start, delta_f, delta_b)[0]
+    if n is None:
+        n = budget.remaining_nfe // per_path
+        if n < 1:
+            raise TTSInputError(f"budget of {budget.remaining_nfe} NFE is below one path ({per_path} NFE with m={m},"
+                                f" start={start}, delta_f={delta_f}, delta_b={delta_b} at {steps} steps)")
+    n = int(n)
+    if n < 1 or n * per_path > budget.remaining_nfe:
+        raise TTSInputError(f"n={n} paths need {n * per_path} NFE; the budget has {budget.remaining_nfe}")
+
+    cond = proc.encode(prompt, negative_prompt)
+    log = SearchLog(proc, verifier, prompt, budget, keep_images)
+    with proc.metered(budget):
+        seeds = proc.seeds(n, generator)
+        x, _ = proc.sample(proc.noise_from_seeds(seeds), cond, end=start)
+        if not sched:  # branching starts at the clean end: plain best-of-N
+            log.score_latents(x, seeds)
+        for it, (i, j, k) in enumerate(sched):
+            parents = torch.arange(n, device=x.device).repeat_interleave(m)
+            proc.reindex(parents)
+            children = proc.renoise(x[parents], i, j, generator)
+            children, pred = proc.sample(children, cond, start=j, end=k)
+            if k == steps:
+                scores = log.score_latents(children, None, [{"iteration": it} for _ in range(children.shape[0])])
+            else:  # score the Tweedie estimate of each child's image
+                scores = log.verify(proc.decode(pred.x0))
+            keep = torch.topk(scores, n, sorted=True).indices.to(children.device)
+            x = children[keep]
+            proc.reindex(keep)
+    return log.result({"searcher": "paths", "n": n, "m": m, "start": start, "sigma": proc.family.s(start),
+                       "delta_f": delta_f, "delta_b": delta_b, "verifier": verifier.name})

@@ -1,0 +1,87 @@
+"""Zero-order search (Ma et al. 2025, sec. 3.2 "Zero-Order Search").
+
+    pivot <- a random Gaussian noise; score it (one full sample)
+    repeat K times:
+        draw N neighbours of the pivot at distance lambda (on the pivot's Gaussian shell)
+        sample each with the deterministic ODE sampler, score the images
+        if the best neighbour beats the pivot: it becomes the pivot
+        else: `on_stall` decides (keep the pivot and redraw / move anyway / restart)
+
+Neighbours are rotations of the pivot on the sphere of radius ||pivot||, so they keep the
+norm a Gaussian noise of that dimension has (high-dimensional Gaussians live on a thin
+shell; leaving it gives the model out-of-distribution inputs), and sit at chord distance
+exactly lambda * ||pivot|| from it."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..core.budget import Budget
+from ..core.process import DenoisingProcess
+from ..core.result import SearchResult
+from ..errors import TTSInputError
+from ..verifiers.base import Verifier
+from .base import register_searcher
+from .best_of_n import full_samples
+from .common import SearchLog
+
+ON_STALL = ("keep", "move", "restart")
+
+
+def shell_neighbours(pivot: torch.Tensor, n: int, step: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n points y with ||y|| = ||pivot|| and ||y - pivot|| = step * ||pivot||, in uniformly
+    random directions: y = cos(t) p + sin(t) ||p|| v, v a unit vector orthogonal to p,
+    t = 2 asin(step / 2) (the chord of angle t on a sphere of radius r is 2 r sin(t/2))."""
+    if not 0.0 < step <= 2.0:
+        raise TTSInputError(f"the zero-order step lambda must be in (0, 2] (relative distance), got {step}")
+    flat = pivot.reshape(1, -1).double().cpu()
+    r = flat.norm()
+    z = torch.randn(n, flat.shape[1], generator=generator, dtype=torch.float64)
+    unit = flat / r
+    v = z - (z @ unit.T) * unit  # remove the pivot direction
+    v = v / v.norm(dim=1, keepdim=True)
+    t = 2 * math.asin(step / 2)
+    y = math.cos(t) * flat + math.sin(t) * r * v
+    return y.reshape(n, *pivot.shape[1:]).to(pivot.device, pivot.dtype)
+
+
+@register_searcher("zero_order", "zero-order search: move a pivot noise to its best neighbour on the Gaussian shell")
+def zero_order(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
+               generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
+               n: int = 4, step: float = 0.5, iterations: int | None = None, on_stall: str = "keep",
+               keep_images: int = 16) -> SearchResult:
+    """n: neighbours per iteration; step: lambda, the neighbours' distance relative to the
+    pivot's norm; iterations: K (default: as many as the budget pays for);
+    on_stall: when no neighbour improves on the pivot, "keep" the pivot (fresh neighbours
+    next time), "move" to the best neighbour anyway, or "restart" from a new random noise."""
+    if on_stall not in ON_STALL:
+        raise TTSInputError(f"on_stall must be one of {', '.join(ON_STALL)}, got {on_stall!r}")
+    n = int(n)
+    if n < 1:
+        raise TTSInputError(f"n (neighbours per iteration) must be at least 1, got {n}")
+    samples = full_samples(budget, proc.num_steps)
+    affordable = (samples - 1) // n
+    iterations = affordable if iterations is None else int(iterations)
+    if iterations > affordable:
+        raise TTSInputError(f"{iterations} iterations of {n} neighbours need {(1 + iterations * n) * proc.num_steps} NFE;"
+                            f" the budget has {budget.remaining_nfe}")
+    cond = proc.encode(prompt, negative_prompt)
+    log = SearchLog(proc, verifier, prompt, budget, keep_images)
+    with proc.metered(budget):
+        seed = proc.seeds(1, generator)[0]
+        pivot = proc.noise_from_seeds([seed])
+        x, _ = proc.sample(pivot, cond)
+        pivot_score = float(log.score_latents(x, [seed], [{"iteration": 0, "role": "pivot"}])[0])
+        for k in range(1, iterations + 1):
+            noises = shell_neighbours(pivot, n, step, generator)
+            x, _ = proc.sample(noises, cond)
+            scores = log.score_latents(x, None, [{"iteration": k, "role": "neighbour"} for _ in range(n)])
+            best = int(torch.argmax(scores))
+            if float(scores[best]) > pivot_score or on_stall == "move":
+                pivot, pivot_score = noises[best : best + 1], float(scores[best])
+            elif on_stall == "restart":
+                seed = proc.seeds(1, generator)[0]
+                pivot, pivot_score = proc.noise_from_seeds([seed]), -math.inf
+    return log.result({"searcher": "zero_order", "n": n, "step": step, "iterations": iterations,
+                       "on_stall": on_stall, "verifier": verifier.name})
