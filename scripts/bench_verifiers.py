@@ -14,11 +14,20 @@ torch.cuda.synchronize(); the median is reported. Matmul settings are torch's de
 (to see the attention backend, SDPA flash / memory-efficient) and forward hooks record
 the dtype of every Linear / attention / conv input (to prove fp16 matmuls).
 
-GPU:   python scripts/bench_verifiers.py                       (ViT-L-14, random weights)
+ImageReward rows (`--verifiers clip,image_reward`, the default): the same row set for the
+ImageReward architecture -- BLIP ViT-L/16 at 224 + the 12-layer BERT with cross-attention
++ MLP head, random weights (`--ir-size large`; `--ir-model-dir` for real weights) -- where
+the PIL path is upstream's: tensor -> CPU -> PIL -> torchvision Resize(224, bicubic) +
+CenterCrop + ToTensor + Normalize -> device -> model. "encode_image only" is the whole
+ImageReward network (ViT + text encoder + head) on ready pixels and cached tokens. The
+ImageReward results go under the JSON key "image_reward"; the CLIP keys stay as they were.
+
+GPU:   python scripts/bench_verifiers.py                       (ViT-L-14 + ImageReward, random weights)
 CPU smoke: python scripts/bench_verifiers.py --device cpu --model tiny --batch 8 \\
                --repeats 2 --warmup 1 --threads 1 --out /tmp/bench.json
 `--model` takes anything CLIPVerifier takes (architecture name, local directory);
-`tiny` is a built-in 2-layer random model for smoke tests.
+`tiny` is a built-in 2-layer random model for smoke tests (and, with `--ir-size auto`, a
+tiny ImageReward too).
 """
 from __future__ import annotations
 
@@ -93,7 +102,8 @@ def matmul_input_dtypes(verifier, images, prompt) -> dict:
         if isinstance(m, (torch.nn.Linear, torch.nn.MultiheadAttention, torch.nn.Conv2d))
     ]
     try:
-        verifier.clear_text_cache()
+        if hasattr(verifier, "clear_text_cache"):
+            verifier.clear_text_cache()
         verifier(images, prompt)
     finally:
         for h in hooks:
@@ -118,6 +128,96 @@ def top_kernels(verifier, images, prompt, n: int = 12) -> list[dict]:
     return rows[:n]
 
 
+IR_TINY_VISION = {"img_size": 224, "patch_size": 32, "embed_dim": 64, "depth": 2, "num_heads": 4}
+IR_TINY_MED = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
+
+
+def ir_pil_transform():
+    """Upstream ImageReward's `_transform(224)` (torchvision on PIL images)."""
+    from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
+
+    return Compose([
+        Resize(224, interpolation=InterpolationMode.BICUBIC),
+        CenterCrop(224),
+        ToTensor(),
+        Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    ])
+
+
+def ir_pil_path(verifier, pil_transform, images, prompt):
+    """The upstream PIL round trip, then the same ImageReward network and tokens."""
+    import numpy as np
+    from PIL import Image
+
+    arr = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    x = torch.stack([pil_transform(Image.fromarray(np.ascontiguousarray(a))) for a in arr])
+    x = x.to(verifier.device, verifier.dtype, non_blocking=True)
+    return verifier.score_preprocessed(x, [prompt] * len(images))
+
+
+def bench_image_reward(args, device, images, timeit_row, results) -> dict:
+    """ImageReward rows (same layout as the CLIP rows); returns the JSON block."""
+    from tts_diffusion.verifiers.blip import MED_CONFIG_BASE
+    from tts_diffusion.verifiers.image_reward import ImageRewardVerifier
+    from tts_diffusion.verifiers.preprocess import clip_preprocess
+
+    size = args.ir_size if args.ir_size != "auto" else ("tiny" if args.model == "tiny" else "large")
+    t0 = time.perf_counter()
+    if args.ir_model_dir:
+        v = ImageRewardVerifier(model_dir=args.ir_model_dir, device=device, dtype="fp32", chunk_size=args.batch)
+        what = f"ImageReward from {args.ir_model_dir}"
+    elif size == "tiny":
+        v = ImageRewardVerifier(random_weights=True, vision_config=IR_TINY_VISION,
+                                med_config={**MED_CONFIG_BASE, **IR_TINY_MED}, device=device, dtype="fp32",
+                                chunk_size=args.batch)
+        what = "ImageReward tiny (random weights)"
+    else:
+        v = ImageRewardVerifier(random_weights=True, device=device, dtype="fp32", chunk_size=args.batch)
+        what = "ImageReward ViT-L/16 + BERT-base (random weights)"
+    load_s = time.perf_counter() - t0
+    nparams = sum(p.numel() for p in v.model.parameters())
+    cfg = v.preprocess_cfg
+    pil_tf = ir_pil_transform()
+    pil_repeats = args.pil_repeats or max(1, min(args.repeats, 5))
+    print(f"{what}: {nparams / 1e6:.1f}M parameters, load={load_s:.1f}s", flush=True)
+    start = len(results)
+    timeit_row("preprocess only", "fp32", "torch", lambda: clip_preprocess(images, **cfg), args.repeats)
+    checks: dict = {}
+    scores: dict = {}
+    for dt in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dt]
+        v.to(dtype)
+        x = v.preprocess(images)
+        ids, mask = v.tokenize([PROMPT] * len(images))
+        with torch.no_grad():
+            timeit_row("encode_image only", dt, "-", lambda: v.model(x, ids, mask), args.repeats)
+        timeit_row("verifier", dt, "torch", lambda: v(images, PROMPT), args.repeats)
+        if not args.no_pil:
+            timeit_row("verifier", dt, "pil", lambda: ir_pil_path(v, pil_tf, images, PROMPT), pil_repeats)
+        checks[dt] = {"matmul_input_dtypes": matmul_input_dtypes(v, images, PROMPT)}
+        if device.type == "cuda" and dt == "fp16":
+            checks[dt]["top_kernels"] = top_kernels(v, images, PROMPT)
+        s_t, s_p = v(images, PROMPT), ir_pil_path(v, pil_tf, images, PROMPT)
+        checks[dt]["torch_vs_pil_max_abs_score_diff"] = float((s_t - s_p).abs().max())
+        checks[dt]["scores_finite"] = bool(torch.isfinite(s_t).all())
+        scores[dt] = s_t.cpu()
+    for dt, c in checks.items():
+        print(f"  [{dt}] matmul inputs: {c['matmul_input_dtypes']}   torch-vs-PIL max |d score| "
+              f"{c['torch_vs_pil_max_abs_score_diff']:.2e}")
+        for k in c.get("top_kernels", [])[:8]:
+            print(f"      {k['device_us']:>10.1f} us  x{k['calls']:<4} {k['name'][:100]}")
+    if "fp16" in scores and "fp32" in scores:
+        # same (fp16-rounded, after the first cast) weights: the effect of fp16 activations
+        d = float((scores["fp16"] - scores["fp32"]).abs().max())
+        checks["fp16_vs_fp32_max_abs_score_diff"] = d
+        print(f"  fp16 vs fp32 max |d score| {d:.2e} (score std {float(scores['fp32'].std()):.3f})")
+    rows = results[start:]
+    del results[start:]
+    out = {"model": what, "parameters": nparams, "load_s": load_s, "model_input": cfg,
+           "results": rows, "checks": checks}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="ViT-L-14", help="open_clip architecture, local dir, or 'tiny'")
@@ -131,6 +231,10 @@ def main() -> None:
     ap.add_argument("--dtypes", default="fp16,fp32")
     ap.add_argument("--no-pil", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--verifiers", default="clip,image_reward", help="which row sets: clip, image_reward")
+    ap.add_argument("--ir-size", default="auto", choices=["auto", "tiny", "large"],
+                    help="ImageReward architecture for random weights (auto: tiny iff --model tiny)")
+    ap.add_argument("--ir-model-dir", default=None, help="folder with ImageReward.pt, med_config.json, vocab.txt")
     ap.add_argument("--out", default=str(REPO / "docs" / "bench_verifiers.json"))
     args = ap.parse_args()
 
@@ -149,15 +253,10 @@ def main() -> None:
         factory._MODEL_CONFIGS["tts-bench-tiny"] = json.loads(json.dumps(TINY_CFG))
         model = "tts-bench-tiny"
     pil_repeats = args.pil_repeats or max(1, min(args.repeats, 5))
+    which = {w.strip() for w in args.verifiers.split(",") if w.strip()}
+    if not which or which - {"clip", "image_reward"}:
+        ap.error(f"--verifiers takes clip and/or image_reward, got {args.verifiers!r}")
 
-    t0 = time.perf_counter()
-    v = CLIPVerifier(model=model, pretrained=args.pretrained, device=device, dtype="fp32", chunk_size=args.batch)
-    load_s = time.perf_counter() - t0
-    cfg = v.preprocess_cfg
-    pil_tf = open_clip.image_transform(
-        cfg["image_size"], False, mean=cfg["mean"], std=cfg["std"],
-        resize_mode=cfg["resize_mode"], interpolation=cfg["interpolation"], fill_color=cfg["fill_color"],
-    )
     g = torch.Generator(device="cpu").manual_seed(0)
     images = torch.rand(args.batch, 3, args.size, args.size, generator=g).to(device)
     B = args.batch
@@ -171,38 +270,59 @@ def main() -> None:
         print(f"  {name:<22} {dtype:<5} {prep:<6} {r['images_per_s']:>10.1f} img/s"
               f"   median {1e3 * r['median_s']:8.2f} ms", flush=True)
 
-    print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor()}) "
-          f"model={args.model} batch={B} input={args.size}x{args.size} load={load_s:.1f}s", flush=True)
-    row("preprocess only", "fp32", "torch", lambda: clip_preprocess(images, **cfg), args.repeats)
+    cfg: dict = {}
+    load_s = None
     checks: dict = {}
-    for dt in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dt]
-        v.to(dtype)
-        x = v.preprocess(images)
-        v(images, PROMPT)  # fill the text cache
-        with torch.no_grad():
-            row("encode_image only", dt, "-", lambda: v.model.encode_image(x), args.repeats)
-        row("verifier", dt, "torch", lambda: v(images, PROMPT), args.repeats)
-        if not args.no_pil:
-            row("verifier", dt, "pil", lambda: pil_path(v, pil_tf, images, PROMPT), pil_repeats)
-        checks[dt] = {"matmul_input_dtypes": matmul_input_dtypes(v, images, PROMPT)}
-        if device.type == "cuda" and dt == "fp16":
-            checks[dt]["top_kernels"] = top_kernels(v, images, PROMPT)
-        # agreement of the torch and PIL paths on this model
-        s_t, s_p = v(images, PROMPT), pil_path(v, pil_tf, images, PROMPT)
-        checks[dt]["torch_vs_pil_max_abs_score_diff"] = float((s_t - s_p).abs().max())
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    if "clip" in which:
+        t0 = time.perf_counter()
+        v = CLIPVerifier(model=model, pretrained=args.pretrained, device=device, dtype="fp32", chunk_size=args.batch)
+        load_s = time.perf_counter() - t0
+        cfg = v.preprocess_cfg
+        pil_tf = open_clip.image_transform(
+            cfg["image_size"], False, mean=cfg["mean"], std=cfg["std"],
+            resize_mode=cfg["resize_mode"], interpolation=cfg["interpolation"], fill_color=cfg["fill_color"],
+        )
 
-    for dt, c in checks.items():
-        print(f"  [{dt}] matmul inputs: {c['matmul_input_dtypes']}   torch-vs-PIL max |d score| "
-              f"{c['torch_vs_pil_max_abs_score_diff']:.2e}")
-        for k in c.get("top_kernels", [])[:8]:
-            print(f"      {k['device_us']:>10.1f} us  x{k['calls']:<4} {k['name'][:100]}")
+        print(f"device={device} ({device_name}) "
+              f"model={args.model} batch={B} input={args.size}x{args.size} load={load_s:.1f}s", flush=True)
+        row("preprocess only", "fp32", "torch", lambda: clip_preprocess(images, **cfg), args.repeats)
+        for dt in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
+            dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dt]
+            v.to(dtype)
+            x = v.preprocess(images)
+            v(images, PROMPT)  # fill the text cache
+            with torch.no_grad():
+                row("encode_image only", dt, "-", lambda: v.model.encode_image(x), args.repeats)
+            row("verifier", dt, "torch", lambda: v(images, PROMPT), args.repeats)
+            if not args.no_pil:
+                row("verifier", dt, "pil", lambda: pil_path(v, pil_tf, images, PROMPT), pil_repeats)
+            checks[dt] = {"matmul_input_dtypes": matmul_input_dtypes(v, images, PROMPT)}
+            if device.type == "cuda" and dt == "fp16":
+                checks[dt]["top_kernels"] = top_kernels(v, images, PROMPT)
+            # agreement of the torch and PIL paths on this model
+            s_t, s_p = v(images, PROMPT), pil_path(v, pil_tf, images, PROMPT)
+            checks[dt]["torch_vs_pil_max_abs_score_diff"] = float((s_t - s_p).abs().max())
+
+        for dt, c in checks.items():
+            print(f"  [{dt}] matmul inputs: {c['matmul_input_dtypes']}   torch-vs-PIL max |d score| "
+                  f"{c['torch_vs_pil_max_abs_score_diff']:.2e}")
+            for k in c.get("top_kernels", [])[:8]:
+                print(f"      {k['device_us']:>10.1f} us  x{k['calls']:<4} {k['name'][:100]}")
+        del v
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    ir_out = None
+    if "image_reward" in which:
+        print(f"device={device} ({device_name}) ImageReward batch={B} input={args.size}x{args.size}", flush=True)
+        ir_out = bench_image_reward(args, device, images, row, results)
 
     out = {
-        "model": args.model,
+        "model": args.model if "clip" in which else None,
         "pretrained": args.pretrained,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "device_name": device_name,
         "torch": torch.__version__,
         "open_clip": open_clip.__version__,
         "batch": B,
@@ -215,6 +335,8 @@ def main() -> None:
         "results": results,
         "checks": checks,
     }
+    if ir_out is not None:
+        out["image_reward"] = ir_out
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {args.out}")
