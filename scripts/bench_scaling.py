@@ -54,9 +54,14 @@ def stratified(prompts: list[dict], k: int) -> list[dict]:
     return out
 
 
-def picked(result, budget_nfe):
-    """The candidate the search would return had it stopped at `budget_nfe`."""
-    within = [c for c in result.candidates if c.nfe <= budget_nfe]
+def picked(result, budget_nfe, steps):
+    """The candidate the search would return had it stopped at `budget_nfe`. Best-of-N's
+    candidates of one round share the round's NFE stamp; the first k of them are exactly
+    best-of-k (seeds are drawn in order), so for it the prefix is used."""
+    if result.settings.get("searcher") == "best_of_n":
+        within = result.candidates[: budget_nfe // steps]
+    else:
+        within = [c for c in result.candidates if c.nfe <= budget_nfe]
     return max(within, key=lambda c: c.score) if within else None
 
 
@@ -67,6 +72,35 @@ def judge(candidate, prompt, guide_name, oracle) -> bool:
         return candidate.score >= 1.0 - 1e-6
     image = candidate.image.float().div(255).unsqueeze(0).to(oracle.device)
     return bool(oracle(image, [prompt])[0] >= 1.0 - 1e-6)
+
+
+def plot(results: dict, out: str) -> None:
+    """Accuracy against NFE, one panel per verifier, from a results dict (or its JSON)."""
+    budgets, steps = results["budgets"], results["steps"]
+    vnames = sorted({k.split("/")[0] for k in results["accuracy"]}, key=lambda v: v != "oracle")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no plot", file=sys.stderr)
+        return
+    fig, axes = plt.subplots(1, len(vnames), figsize=(5 * len(vnames), 4), squeeze=False)
+    for ax, vname in zip(axes[0], vnames):
+        for key, acc in results["accuracy"].items():
+            if key.startswith(vname + "/"):
+                pts = [(b * steps, acc[str(b)] if str(b) in acc else acc[b]) for b in budgets]
+                pts = [p for p in pts if p[1] is not None]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=key.split("/")[1])
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("NFE")
+        ax.set_ylabel("oracle accuracy")
+        ax.set_title(f"verifier: {vname} (judge: oracle)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(f"{out}.png", dpi=120)
 
 
 def main() -> None:
@@ -82,7 +116,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="tiny run for a CPU check")
     ap.add_argument("--out", default="docs/scaling")
+    ap.add_argument("--replot", default=None, help="only redraw the plot of a results JSON (written next to it)")
     args = ap.parse_args()
+    if args.replot:
+        plot(json.loads(Path(args.replot).read_text()), str(Path(args.replot).with_suffix("")))
+        return
 
     from tts_diffusion import Budget, TTSInputError, TTSPipeline, available_searchers, load_searcher
     from tts_diffusion.paths import assets_dir
@@ -102,12 +140,14 @@ def main() -> None:
     results: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                      "steps": steps, "guidance": proc.guidance_scale, "prompts": len(prompts), "budgets": budgets,
                      "skipped_searchers": skipped, "accuracy": {}, "per_category": {}, "seconds": {}}
+    print(f"{'verifier/searcher':<24} " + "  ".join(f"{b:>4}x" for b in budgets) + f"   (x {steps} NFE)")
     for vname in args.verifiers.split(","):
         guide = oracle if vname == "oracle" else tts.get_verifier(vname)
         for sname in searchers:
             search = load_searcher(sname)
             t0 = time.perf_counter()
             hits = defaultdict(lambda: defaultdict(int))  # budget -> category -> correct
+            ran = defaultdict(int)  # budget -> prompts the method could run at that budget
             for k, p in enumerate(prompts):
                 gen_seed = args.seed * 100003 + k
                 hyper = {"keep_images": 10**6, **HYPER.get(sname, {})}  # keep every image to judge
@@ -115,7 +155,8 @@ def main() -> None:
                     res = search(proc, guide, p["prompt"], Budget(max(budgets) * steps),
                                  torch.Generator().manual_seed(gen_seed), **hyper)
                     for b in budgets:
-                        hits[b][p["category"]] += judge(picked(res, b * steps), p["prompt"], vname, oracle)
+                        ran[b] += 1
+                        hits[b][p["category"]] += judge(picked(res, b * steps, steps), p["prompt"], vname, oracle)
                 else:
                     for b in budgets:
                         try:
@@ -123,40 +164,25 @@ def main() -> None:
                                          torch.Generator().manual_seed(gen_seed), **hyper)
                         except TTSInputError:  # a budget too small for the method's minimum
                             continue
-                        hits[b][p["category"]] += judge(picked(res, b * steps), p["prompt"], vname, oracle)
+                        ran[b] += 1
+                        hits[b][p["category"]] += judge(picked(res, b * steps, steps), p["prompt"], vname, oracle)
             key = f"{vname}/{sname}"
             cats = sorted({p["category"] for p in prompts})
             n_cat = {c: sum(p["category"] == c for p in prompts) for c in cats}
-            results["accuracy"][key] = {b: sum(hits[b].values()) / len(prompts) for b in budgets}
-            results["per_category"][key] = {b: {c: hits[b][c] / n_cat[c] for c in cats} for b in budgets}
+            # None where the budget is below the method's minimum (e.g. one path of `paths`)
+            results["accuracy"][key] = {b: sum(hits[b].values()) / len(prompts) if ran[b] else None for b in budgets}
+            results["per_category"][key] = {b: {c: hits[b][c] / n_cat[c] for c in cats} if ran[b] else None
+                                            for b in budgets}
             results["seconds"][key] = time.perf_counter() - t0
-            row = "  ".join(f"{results['accuracy'][key][b]:.3f}" for b in budgets)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(f"{args.out}.json").write_text(json.dumps(results, indent=2))  # partial results survive a time-out
+            row = "  ".join("  -  " if results["accuracy"][key][b] is None else f"{results['accuracy'][key][b]:.3f}"
+                            for b in budgets)
             print(f"{key:<24} {row}   ({results['seconds'][key]:.0f} s)", flush=True)
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.json").write_text(json.dumps(results, indent=2))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        vnames = args.verifiers.split(",")
-        fig, axes = plt.subplots(1, len(vnames), figsize=(5 * len(vnames), 4), squeeze=False)
-        for ax, vname in zip(axes[0], vnames):
-            for key, acc in results["accuracy"].items():
-                if key.startswith(vname + "/"):
-                    ax.plot([b * steps for b in budgets], [acc[b] for b in budgets], marker="o", label=key.split("/")[1])
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("NFE")
-            ax.set_ylabel("oracle accuracy")
-            ax.set_title(f"verifier: {vname}")
-            ax.grid(alpha=0.3)
-            ax.legend()
-        fig.tight_layout()
-        fig.savefig(f"{args.out}.png", dpi=120)
-    except ImportError:
-        print("matplotlib missing: no plot", file=sys.stderr)
+    plot(results, args.out)
     print(f"wrote {args.out}.json and {args.out}.png")
 
 

@@ -61,3 +61,24 @@ def test_guidance_off_skips_uncond(tiny_pipe):
     assert not proc.do_cfg
     pred = proc.denoise(proc.sample_noise(2, torch.Generator().manual_seed(0)), 0, proc.encode(PROMPT))
     assert pred.cond_out is None and pred.uncond_out is None
+
+
+def test_flow_dpm_solver_first_order_matches(tiny_pipe):
+    """A DDPM-family solver configured for flow models (DPM-Solver++ with flow sigmas, as
+    the embedded shapes model and Sana use) is wrapped as a flow process; at first order it
+    is Euler, so the process matches the pipeline."""
+    from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline
+
+    base = tiny_pipe("pixart_sigma")
+    sched = DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=1.5,
+                                        solver_order=1, final_sigmas_type="zero")
+    pipe = PixArtSigmaPipeline(**{**base.components, "scheduler": sched})
+    pipe.set_progress_bar_config(disable=True)
+    kw = pipeline_call_kwargs("pixart_sigma")
+    proc = DenoisingProcess.from_pipeline(pipe, STEPS, 3.0, height=kw["height"], width=kw["width"],
+                                          max_sequence_length=kw["max_sequence_length"])
+    assert proc.family.kind == "flow"
+    ref = pipe(prompt=PROMPT, num_inference_steps=STEPS, guidance_scale=3.0, output_type="latent",
+               generator=torch.Generator().manual_seed(3), **kw).images
+    x, _ = proc.sample(proc.noise_from_seeds([3]), proc.encode(PROMPT))
+    assert _close(x, ref, rel=1e-4), (x - ref).abs().max()

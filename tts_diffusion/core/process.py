@@ -19,6 +19,7 @@ flow-matching ones; see tests/test_faithfulness.py).
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -62,8 +63,12 @@ class Prediction:
 
 
 def is_flow_scheduler(scheduler: Any) -> bool:
-    name = type(scheduler).__name__
-    return name.startswith("FlowMatch") or "Flow" in name and hasattr(scheduler, "sigmas")
+    """Flow-matching schedulers: the FlowMatch* family, and DDPM-family solvers configured
+    for flow models (DPMSolverMultistepScheduler with prediction_type "flow_prediction" /
+    use_flow_sigmas, as Sana and the embedded shapes model use)."""
+    cfg = scheduler.config
+    return (type(scheduler).__name__.startswith("FlowMatch") or cfg.get("prediction_type") == "flow_prediction"
+            or bool(cfg.get("use_flow_sigmas", False)))
 
 
 def make_family(scheduler: Any, adapter: ModelAdapter, num_steps: int, diffusion: str = "ddim") -> tuple[Family, torch.Tensor]:
@@ -265,6 +270,13 @@ class DenoisingProcess:
         with self.timings.phase("decode"):
             return torch.cat([self.adapter.decode(latents[s : s + self.decode_batch])
                               for s in range(0, latents.shape[0], self.decode_batch)])
+
+    def with_grid(self, family: Family, model_timesteps: torch.Tensor) -> "DenoisingProcess":
+        """The same model on another grid (e.g. `family.vp_regrid()`); shares the adapter,
+        timings and reindex hooks (meter it with `metered` like this one)."""
+        other = copy.copy(self)
+        other.family, other.model_timesteps = family, model_timesteps
+        return other
 
     # ----------------------------------------------------------- particle state
     def add_reindex_hook(self, hook: Callable[[torch.Tensor], None]) -> None:
