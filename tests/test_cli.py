@@ -75,3 +75,28 @@ def test_console_script_exit_code():
     r = subprocess.run([sys.executable, "-m", "tts_diffusion.cli", "generate", "   "], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 2 and r.stderr.strip() == "error: the prompt is empty: pass a non-empty text prompt"
+
+
+def test_generate_with_the_embedded_default_model(tmp_path):
+    """No --model: the embedded shapes model with the exact oracle as verifier."""
+    out = tmp_path / "best.png"
+    r = run("generate", "a photo of a red circle", "--budget", "40", "--seed", "1", "--device", "cpu", "--out", str(out),
+            "--quiet")
+    assert r.exit_code == 0, r.output
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["settings"]["verifier"] == "oracle" and side["settings"]["num_steps"] == 20
+    assert side["settings"]["height"] == 64 and len(side["candidates"]) == 2
+    assert side["best"]["score"] == 1.0  # a red circle is all but always right (96/96 seeds)
+    from PIL import Image
+
+    assert Image.open(out).size == (64, 64)
+
+
+def test_default_model_clip_is_the_domain_clip():
+    from tts_diffusion import TTSPipeline
+    from tts_diffusion.paths import domain_clip_path
+
+    tts = TTSPipeline.from_pretrained()
+    ver = tts.get_verifier("clip")
+    assert tts.is_default_model and ver.name == "clip"
+    assert str(domain_clip_path()) in ver.source
