@@ -197,17 +197,6 @@ class AestheticVerifier(Verifier):
             self.head.to(device=device, non_blocking=non_blocking)
         return self
 
-    def cuda(self, device: int | torch.device | None = None):
-        if device is None:
-            return self.to(torch.device("cuda"))
-        return self.to(torch.device("cuda", device) if isinstance(device, int) else torch.device(device))
-
-    def cpu(self):
-        return self.to(torch.device("cpu"))
-
-    def train(self, mode: bool = True):
-        return super().train(False)
-
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised float32 CLIP image embeddings [B, D]."""

@@ -43,6 +43,19 @@ class Verifier(torch.nn.Module):
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         raise NotImplementedError
 
+    def cuda(self, device: int | torch.device | None = None) -> "Verifier":
+        """Routed through `to`, so a subclass's device/dtype rules (fp16 on CUDA) apply."""
+        if device is None:
+            return self.to(torch.device("cuda"))
+        return self.to(torch.device("cuda", device) if isinstance(device, int) else torch.device(device))
+
+    def cpu(self) -> "Verifier":
+        return self.to(torch.device("cpu"))
+
+    def train(self, mode: bool = True) -> "Verifier":
+        """Verifiers are frozen: always in eval mode (dropout off, attention fast paths on)."""
+        return super().train(False)
+
     @torch.no_grad()
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | str) -> torch.Tensor:
         images, prompts = check_inputs(images, prompts)

@@ -402,21 +402,9 @@ class CLIPVerifier(Verifier):
             kw["memory_format"] = memory_format
         return super().to(**kw)
 
-    def cuda(self, device: int | torch.device | None = None):
-        if device is None:
-            return self.to(torch.device("cuda"))
-        return self.to(torch.device("cuda", device) if isinstance(device, int) else torch.device(device))
-
-    def cpu(self):
-        return self.to(torch.device("cpu"))
-
     def _apply(self, fn, *args, **kwargs):
         self._text_cache.clear()
         return super()._apply(fn, *args, **kwargs)
-
-    def train(self, mode: bool = True):
-        # a verifier is frozen: keep the model in eval mode (also keeps MHA's fast path)
-        return super().train(False)
 
     # ------------------------------------------------------------------ embeddings
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:

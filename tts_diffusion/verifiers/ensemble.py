@@ -188,17 +188,6 @@ class EnsembleVerifier(Verifier):
             m.to(*args, **kwargs)
         return self
 
-    def cuda(self, device: int | torch.device | None = None):
-        if device is None:
-            return self.to(torch.device("cuda"))
-        return self.to(torch.device("cuda", device) if isinstance(device, int) else torch.device(device))
-
-    def cpu(self):
-        return self.to(torch.device("cpu"))
-
-    def train(self, mode: bool = True):
-        return super().train(False)
-
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
     def member_scores(self, images: torch.Tensor, prompts: Sequence[str] | str) -> dict[str, torch.Tensor]:

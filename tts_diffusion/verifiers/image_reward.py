@@ -345,17 +345,6 @@ class ImageRewardVerifier(Verifier):
         self.model.blip.to(**kw)
         return self
 
-    def cuda(self, device: int | torch.device | None = None):
-        if device is None:
-            return self.to(torch.device("cuda"))
-        return self.to(torch.device("cuda", device) if isinstance(device, int) else torch.device(device))
-
-    def cpu(self):
-        return self.to(torch.device("cpu"))
-
-    def train(self, mode: bool = True):
-        return super().train(False)  # frozen
-
     # ------------------------------------------------------------------ scoring
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [0, 1] -> normalised 224x224 input in the model's dtype."""
