@@ -174,6 +174,155 @@ class Family:
         r = a_j / a_i
         return r * x + math.sqrt(max(0.0, s_j * s_j - (r * s_i) ** 2)) * noise
 
+    # ------------------------------------------- score algebra for weighted SDEs
+    def pred_from_eps(self, x: torch.Tensor, eps: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(model output, x0) that correspond to a given noise estimate eps at step i, i.e.
+        to the score -eps/s (x0 = (x - s eps)/a). Used to step with a combined score such as
+        beta * score or score_1 + score_2 (Skreta et al. 2025); needs a_i > 0."""
+        a, s = float(self.a_from[i]), float(self.s_from[i])
+        if a == 0.0:
+            raise ValueError(f"grid point {i} is pure noise (a = 0): x0 is undefined for a rescaled score")
+        x0 = (x - s * eps) / a
+        return self.from_x0_eps(x0, eps, i), x0
+
+    def pf_eta(self, i: int) -> float:
+        """Integral over step i -> i+1 of eta(t) dt, where the probability-flow ODE of the
+        interpolant is  dx = [(a'/a) x - eta grad log p_t(x)] dt  with
+        eta = s s' - (a'/a) s^2  (' = d/dt along the sampling direction; negative there).
+
+        Every SDE with the marginals of a geometric combination q ~ prod_k p_k^(c_k) and drift
+        (a'/a) x + (g^2/2 - eta) grad log q has Feynman-Kac weights
+            d log w = eta (sum_k c_k |grad log p_k|^2 - |sum_k c_k grad log p_k|^2) dt
+        (up to terms constant in x; Skreta et al. 2025's Feynman-Kac weights specialised to
+        the Gaussian interpolant), which is why this one number per step is all the family
+        contributes to FKC weights. Exact along the family's own path between grid points:
+            VP   (a^2 + s^2 = 1): log(a_i / a_i+1)
+            flow (a + s = 1):     (s'^2 - s^2)/2 - log(a'/a) + 2 (a' - a) - (a'^2 - a^2)/2.
+        Infinite (-inf) when a_i = 0 (pure noise), where eta diverges."""
+        a, s = float(self.a_from[i]), float(self.s_from[i])
+        a2, s2 = float(self.a_to[i]), float(self.s_to[i])
+        if a <= 0.0:
+            return -math.inf
+        if self.kind == "flow":
+            return 0.5 * (s2 * s2 - s * s) - math.log(a2 / a) + 2 * (a2 - a) - 0.5 * (a2 * a2 - a * a)
+        return math.log(a / a2)
+
+    # ----------------------------------------- interpolant conversion (Kim et al. 2025)
+    def vp_scale(self, i: int) -> float:
+        """c_i = 1 / sqrt(a_i^2 + s_i^2): x_vp = c_i x_i follows the variance-preserving
+        interpolant a_vp x0 + s_vp eps with a_vp^2 + s_vp^2 = 1 and the same SNR (Kim et al.
+        2025, 'interpolant conversion', the scale part; 1 for the VP family)."""
+        return 1.0 / math.hypot(self.a(i), self.s(i))
+
+    def to_vp(self) -> "Family":
+        """The same grid (same SNRs, same model timesteps) seen through the VP interpolant:
+        a_vp = c a, s_vp = c s at every point; an epsilon-parameterised "vp" Family whose
+        transitions are DDPM / DDIM(eta) steps of the VP SDE (Song et al. 2021)."""
+        cf = 1.0 / torch.sqrt(self.a_from**2 + self.s_from**2)
+        ct = 1.0 / torch.sqrt(self.a_to**2 + self.s_to**2)
+        return Family(self.timesteps.clone(), self.a_from * cf, self.s_from * cf, self.a_to * ct, self.s_to * ct,
+                      kind="vp", prediction_type="epsilon", diffusion="ddim")
+
+    def vp_transition(self, x: torch.Tensor, i: int, x0: torch.Tensor, eps: torch.Tensor,
+                      eta: float) -> tuple[torch.Tensor, float]:
+        """Mean and std of the stochastic step i -> i+1 taken on the VP-converted interpolant
+        and mapped back: x_vp = c_i x, one DDIM(eta) step of `to_vp()` (eta = 1: DDPM's
+        ancestral step, the discretised VP SDE), divided by c_i+1. For the VP family this is
+        `transition`; for a flow family it turns the flow ODE into the VP SDE with the same
+        marginals (Kim et al. 2025, 'SDE conversion' and 'interpolant conversion')."""
+        vp = self.to_vp()  # the DDIM mean is a' x0 + sqrt(s'^2 - std^2) eps: x enters through (x0, eps)
+        c_to = 1.0 / math.hypot(float(self.a_to[i]), float(self.s_to[i]))
+        if eta == 0.0:
+            mean = vp._ddim(x0, eps, i, std=0.0)
+            return (mean / c_to).to(x0.dtype), 0.0
+        std = vp._ddim_std(i, eta)
+        mean = vp._ddim(x0, eps, i, std=std)
+        return (mean / c_to).to(x0.dtype), std / c_to
+
+    def retime(self, log_snr: Sequence[float]) -> tuple["Family", torch.Tensor]:
+        """Time reparametrisation: a family of the same kind whose grid points have the given
+        log-SNRs log(a^2/s^2) (n+1 increasing values; the last may be +inf, the clean end),
+        with model timesteps interpolated in this family's own noise coordinate (sigma for
+        flow, log-SNR for VP) between its grid points. Points are clamped to the range of
+        noise levels the model was given on this grid. Returns (family, model timesteps).
+        `vp_regrid` uses it for Kim et al. 2025's uniform-VP-time grid."""
+        lam = torch.as_tensor(list(log_snr), dtype=torch.float64)
+        if lam.ndim != 1 or lam.numel() < 2 or bool((lam[1:] < lam[:-1]).any()):
+            raise ValueError("retime needs at least two increasing log-SNR values")
+        if self.kind == "flow":
+            coord = lambda l: torch.sigmoid(-l / 2)  # sigma = s/(a+s) = 1/(1+exp(l/2))  # noqa: E731
+            known = self.s_from
+        else:
+            coord = lambda l: l  # noqa: E731
+            known = torch.log(self.a_from**2 / self.s_from**2)
+        # the model's grid, ordered by increasing coordinate for interpolation
+        order = torch.argsort(known)
+        xs, ts = known[order], self.timesteps.double()[order]
+        u = coord(lam[:-1]).clamp(float(xs[0]), float(xs[-1]))
+        t_new = _interp(u, xs, ts)
+        lam_model = _coord_to_log_snr(u, self.kind)
+        lam_end = lam[-1]
+        if self.kind == "flow":
+            sig = torch.cat([u, coord(lam_end)[None]])
+            a, s = 1 - sig, sig
+        else:
+            ab = torch.sigmoid(torch.cat([lam_model, lam_end[None]]))  # alpha_bar = snr / (1 + snr)
+            a, s = ab.sqrt(), (1 - ab).sqrt()
+        fam = Family(t_new, a[:-1].clone(), s[:-1].clone(), a[1:].clone(), s[1:].clone(), kind=self.kind,
+                     prediction_type=self.prediction_type, diffusion=self.diffusion)
+        return fam, t_new.clone()
+
+    def log_snr(self, i: int) -> float:
+        """log(a_i^2 / s_i^2) (-inf at pure noise, +inf at the clean end)."""
+        a, s = self.a(i), self.s(i)
+        if s == 0.0:
+            return math.inf
+        return -math.inf if a == 0.0 else 2 * math.log(a / s)
+
+    def vp_regrid(self, beta_min: float = 0.1, beta_max: float = 20.0) -> tuple["Family", torch.Tensor]:
+        """The same number of steps with the model's grid points uniformly spaced in the time
+        of the linear-beta VP SDE (Kim et al. 2025: sampling the VP-converted interpolant on
+        its own uniform time grid, the time part of the conversion), between this grid's
+        noisiest point (at most VP time 1) and its last model point; the clean end is kept.
+        Returns (family, model timesteps), see `retime`."""
+        n = self.num_steps
+        lam = vp_log_snr(n, self.log_snr(0), self.log_snr(n - 1), beta_min, beta_max)
+        return self.retime([*lam.tolist(), self.log_snr(n)])
+
+
+def vp_log_snr(num_points: int, first: float, last: float, beta_min: float = 0.1,
+               beta_max: float = 20.0) -> torch.Tensor:
+    """num_points log-SNRs uniformly spaced in the time of the VP SDE with the linear beta
+    schedule of Song et al. 2021 (alpha_t = exp(-T(t)/2), T(t) = beta_min t + (beta_max -
+    beta_min) t^2 / 2, SNR = e^-T / (1 - e^-T)), from the time whose log-SNR is `first`
+    (at most t = 1) to the one whose log-SNR is `last`."""
+    def time_of(lam: float) -> float:
+        if lam == -math.inf:
+            return 1.0
+        big_t = math.log1p(math.exp(-lam)) if lam > -700 else -lam
+        b = beta_max - beta_min
+        return min(1.0, (-beta_min + math.sqrt(beta_min * beta_min + 2 * b * big_t)) / b)
+
+    t = torch.linspace(time_of(first), time_of(last), num_points, dtype=torch.float64)
+    big_t = beta_min * t + 0.5 * (beta_max - beta_min) * t * t
+    return -big_t - torch.log(-torch.expm1(-big_t))
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear interpolation (xp increasing), like numpy.interp."""
+    if xp.numel() == 1:
+        return fp.expand_as(x).clone()
+    j = torch.searchsorted(xp.contiguous(), x.contiguous()).clamp(1, xp.numel() - 1)
+    x0, x1, f0, f1 = xp[j - 1], xp[j], fp[j - 1], fp[j]
+    w = torch.where(x1 > x0, (x - x0) / (x1 - x0), torch.zeros_like(x))
+    return f0 + w * (f1 - f0)
+
+
+def _coord_to_log_snr(u: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "flow":
+        return 2 * (torch.log1p(-u) - torch.log(u))
+    return u
+
 
 # ------------------------------------------------------------ constructors
 def vp_family(alphas_cumprod: torch.Tensor, timesteps: Sequence[int], prev_timesteps: Sequence[int],

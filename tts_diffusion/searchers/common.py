@@ -44,6 +44,12 @@ class SearchLog:
         self.record(images, scores, seeds, info)
         return scores
 
+    def score_intermediate(self, latents: torch.Tensor) -> torch.Tensor:
+        """Decode and verify latents that are not final samples (e.g. Tweedie estimates x0
+        for potentials or lookahead rewards): charged to the budget like every verifier call,
+        not recorded as candidates. Returns the scores (float32, CPU)."""
+        return self.verify(self.proc.decode(latents))
+
     def record(self, images: torch.Tensor, scores: torch.Tensor, seeds: Sequence[int | None] | None = None,
                info: Sequence[dict[str, Any]] | None = None) -> None:
         n = images.shape[0]

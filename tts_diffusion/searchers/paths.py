@@ -98,7 +98,7 @@ def search_over_paths(proc: DenoisingProcess, verifier: Verifier, prompt: str, b
             if k == steps:
                 scores = log.score_latents(children, None, [{"iteration": it} for _ in range(children.shape[0])])
             else:  # score the Tweedie estimate of each child's image
-                scores = log.verify(proc.decode(pred.x0))
+                scores = log.score_intermediate(pred.x0)
             keep = torch.topk(scores, n, sorted=True).indices.to(children.device)
             x = children[keep]
             proc.reindex(keep)

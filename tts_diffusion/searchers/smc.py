@@ -1,0 +1,197 @@
+"""SMC / FK steering (Singhal et al. 2025, "A General Framework for Inference-time Scaling
+and Steering of Diffusion Models"; FK steering).
+
+K particles run the model's own stochastic sampler (the "prior" proposal, so incremental
+weights are potentials only). At potential steps i (every `resample_interval` grid points
+inside `window`) each particle's Tweedie estimate x0_hat(x_i) is scored, r_i = r(x0_hat),
+and its log-weight grows by log G_i, with the paper's potentials written for the steps
+where they are evaluated (r_j: the rewards of the particle's own ancestry at earlier
+potential steps):
+
+    difference  log G_i = lam (r_i - r_prev)       (r_prev = 0 at the first potential)
+    max         log G_i = lam max_{j <= i} r_j
+    sum         log G_i = lam sum_{j <= i} r_j
+    immediate   log G_i = lam r_i
+
+The population is resampled at potential steps (always, or when ESS < ess_threshold K),
+weights reset to uniform and every per-particle quantity (x, its prediction, the reward
+history, model state via `proc.reindex`) follows its ancestor.
+
+Final correction (the last potential G_0 = exp(lam r(x_0)) / prod_i G_i): at the clean end the
+log-weights get lam r(x) - sum_i log G_i, the total of every potential the particle's
+ancestry was given. Then the weighted population targets exactly
+
+    p(x) exp(lam r(x)) / Z
+
+whatever the potential (p: the sampler's own distribution); for "difference" the product
+of potentials telescopes and the correction is lam (r(x) - r_last). The final population is
+resampled once more (`SMCRun.ancestors`), so `SMCRun.resampled()` is an unweighted sample
+of the tilted target; without this last weighting the particles follow a heuristic
+distribution only (tests/test_smc.py shows both). As a searcher the best final particle by
+verifier score is returned; all final particles are candidates, with their weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from ..core.budget import Budget
+from ..core.particles import RESAMPLING_SCHEMES, ess, normalize_log_weights, resample
+from ..core.process import Conditioning, DenoisingProcess
+from ..core.result import SearchResult
+from ..errors import TTSInputError
+from ..verifiers.base import Verifier
+from .base import register_searcher
+from .best_of_n import full_samples
+from .common import SearchLog
+
+POTENTIALS = ("difference", "max", "sum", "immediate")
+RewardFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SMCRun:
+    """The final population of an SMC run (everything on the particles' device)."""
+
+    x: torch.Tensor  # [K, ...] particles at the clean end
+    log_w: torch.Tensor  # [K] normalised final log-weights (target p exp(lam r))
+    rewards: torch.Tensor  # [K] r(x) of the final particles
+    ancestors: torch.Tensor  # [K] indices of the final resampling
+    potential_steps: list[int] = field(default_factory=list)
+    resample_steps: list[int] = field(default_factory=list)
+    ess: list[float] = field(default_factory=list)  # ESS before each resampling decision
+
+    def resampled(self) -> torch.Tensor:
+        """An unweighted sample of the target: x[ancestors]."""
+        return self.x[self.ancestors]
+
+
+def potential_steps(num_steps: int, interval: int, window: tuple[int, int]) -> list[int]:
+    """Grid points where potentials are evaluated: window[0], window[0] + interval, ... < window[1]."""
+    lo, hi = max(0, int(window[0])), min(num_steps, int(window[1]))
+    return list(range(lo, hi, max(1, int(interval))))
+
+
+def _log_potential(kind: str, lam: float, r: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log G at one potential step; updates the per-particle reward history in `state`."""
+    if kind == "difference":
+        g = lam * (r - state["prev"])
+        state["prev"] = r
+    elif kind == "max":
+        state["max"] = torch.maximum(state["max"], r)
+        g = lam * state["max"]
+    elif kind == "sum":
+        state["sum"] = state["sum"] + r
+        g = lam * state["sum"]
+    elif kind == "immediate":
+        g = lam * r
+    else:
+        raise ValueError(f"unknown potential {kind!r}; choose from {POTENTIALS}")
+    return g
+
+
+@torch.no_grad()
+def fk_steering(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn, num_particles: int,
+                generator: torch.Generator | None = None, *, lam: float = 10.0, potential: str = "max",
+                resample_interval: int = 1, window: Sequence[int] | None = None, ess_threshold: float | None = None,
+                scheme: str = "systematic", eta: float = 1.0, final_reward_fn: RewardFn | None = None,
+                final_correction: bool = True) -> SMCRun:
+    """Run FK steering over the whole grid (see the module docstring).
+
+    reward_fn(x0_latents) -> scores [K]: rewards of Tweedie estimates at potential steps;
+    final_reward_fn (default reward_fn): rewards of the final particles.
+    window: (first, end) grid points where potentials may be evaluated (default: all).
+    ess_threshold: None resamples at every potential step; a value tau resamples when
+        ESS < tau K (adaptive resampling).
+    final_correction: False skips the last weighting (only for tests showing it matters)."""
+    if potential not in POTENTIALS:
+        raise TTSInputError(f"unknown potential {potential!r}; choose from {POTENTIALS}")
+    if scheme not in RESAMPLING_SCHEMES:
+        raise TTSInputError(f"unknown resampling scheme {scheme!r}; choose from {RESAMPLING_SCHEMES}")
+    n, k = proc.num_steps, int(num_particles)
+    steps = set(potential_steps(n, resample_interval, tuple(window) if window is not None else (0, n)))
+    final_reward_fn = final_reward_fn or reward_fn
+
+    x = proc.sample_noise(k, generator)
+    dev = x.device
+    log_w = torch.zeros(k, dtype=torch.float64, device=dev)
+    applied = torch.zeros(k, dtype=torch.float64, device=dev)  # sum of log G along each ancestry
+    state = {"prev": torch.zeros(k, dtype=torch.float64, device=dev),
+             "max": torch.full((k,), -torch.inf, dtype=torch.float64, device=dev),
+             "sum": torch.zeros(k, dtype=torch.float64, device=dev)}
+    run = SMCRun(x, log_w, log_w, log_w)
+    for i in range(n):
+        pred = proc.denoise(x, i, cond)
+        if i in steps:
+            r = reward_fn(pred.x0).to(dev, torch.float64)
+            g = _log_potential(potential, float(lam), r, state)
+            log_w = log_w + g
+            applied = applied + g
+            run.potential_steps.append(i)
+            e = float(ess(log_w))
+            run.ess.append(e)
+            if ess_threshold is None or e < float(ess_threshold) * k:
+                idx = resample(log_w, scheme, generator).to(dev)
+                x, pred, applied = x[idx], pred.index(idx), applied[idx]
+                state = {key: v[idx] for key, v in state.items()}
+                proc.reindex(idx)
+                log_w = torch.zeros_like(log_w)
+                run.resample_steps.append(i)
+        x = proc.step(x, i, pred, eta=eta, generator=generator)
+
+    r_final = final_reward_fn(x).to(dev, torch.float64)
+    if final_correction:
+        # G_0 = exp(lam r(x)) / prod_i G_i: the target becomes p(x) exp(lam r(x)) (Singhal et al. 2025)
+        log_w = log_w + float(lam) * r_final - applied
+    log_w = normalize_log_weights(log_w)
+    run.x, run.log_w, run.rewards = x, log_w, r_final
+    run.ancestors = resample(log_w, scheme, generator).to(dev)
+    return run
+
+
+@register_searcher("smc", "SMC / FK steering: K particles with stochastic steps, reward potentials on x0 estimates, "
+                          "resampling; final weights target p(x) exp(lam r(x))")
+def smc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
+        generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
+        num_particles: int | None = None, lam: float = 10.0, potential: str = "max",
+        resample_interval: int | None = None, window: Sequence[int] | None = None,
+        ess_threshold: float | None = 0.5, scheme: str = "systematic", eta: float = 1.0,
+        keep_images: int = 16) -> SearchResult:
+    """num_particles: K (default: as many full samples as the budget pays for, i.e. best-of-N's
+    N at equal NFE); lam: reward scale; potential: difference | max | sum | immediate;
+    resample_interval: grid points between potentials (default n // 5, at least 1);
+    window: (first, end) grid points with potentials (default: (interval, n), skipping the
+    pure-noise point); ess_threshold: adaptive resampling threshold (None: always);
+    scheme: multinomial | systematic | stratified | residual; eta: stochastic-step noise."""
+    n = proc.num_steps
+    affordable = full_samples(budget, n)
+    k = affordable if num_particles is None else int(num_particles)
+    if not 1 <= k <= affordable:
+        raise TTSInputError(f"num_particles={k} needs {k * n} NFE but the budget has {budget.remaining_nfe}")
+    interval = max(1, n // 5) if resample_interval is None else int(resample_interval)
+    if interval < 1:
+        raise TTSInputError(f"resample_interval must be at least 1, got {resample_interval}")
+    window = (min(interval, n - 1), n) if window is None else tuple(int(v) for v in window)
+    cond = proc.encode(prompt, negative_prompt)
+    log = SearchLog(proc, verifier, prompt, budget, keep_images)
+    final: dict[str, torch.Tensor] = {}
+
+    def final_reward(x: torch.Tensor) -> torch.Tensor:
+        final["images"] = proc.decode(x)
+        final["scores"] = log.verify(final["images"])
+        return final["scores"]
+
+    with proc.metered(budget):
+        run = fk_steering(proc, cond, log.score_intermediate, k, generator, lam=lam, potential=potential,
+                          resample_interval=interval, window=window, ess_threshold=ess_threshold, scheme=scheme,
+                          eta=eta, final_reward_fn=final_reward)
+    counts = torch.bincount(run.ancestors.cpu(), minlength=k).tolist()
+    info = [{"particle": j, "log_weight": float(run.log_w[j]), "resampled_copies": counts[j]} for j in range(k)]
+    log.record(final["images"], final["scores"], None, info)
+    return log.result({"searcher": "smc", "num_particles": k, "lam": lam, "potential": potential,
+                       "resample_interval": interval, "window": list(window), "ess_threshold": ess_threshold,
+                       "scheme": scheme, "eta": eta, "verifier": verifier.name,
+                       "potential_steps": run.potential_steps, "resample_steps": run.resample_steps,
+                       "final_ess": float(ess(run.log_w))})
