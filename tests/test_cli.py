@@ -100,3 +100,16 @@ def test_default_model_clip_is_the_domain_clip():
     ver = tts.get_verifier("clip")
     assert tts.is_default_model and ver.name == "clip"
     assert str(domain_clip_path()) in ver.source
+
+
+def test_prompt_outside_the_oracle_grammar_fails_before_sampling(tmp_path, monkeypatch):
+    from tts_diffusion.core.process import DenoisingProcess
+
+    def no_sampling(*a, **k):
+        raise AssertionError("sampled before checking the prompt")
+
+    monkeypatch.setattr(DenoisingProcess, "denoise", no_sampling)
+    r = CliRunner().invoke(main, ["generate", "a photo of a purple dragon", "--budget", "400", "--device", "cpu",
+                                  "--out", str(tmp_path / "x.png"), "--quiet"])
+    assert r.exit_code == 2 and "outside the shapes grammar" in r.stderr, (r.stderr, r.exception)
+    assert len(r.stderr.strip().splitlines()) == 1

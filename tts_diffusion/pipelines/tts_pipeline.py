@@ -181,6 +181,7 @@ class TTSPipeline:
             raise TTSInputError("the prompt is empty: pass a non-empty text prompt")
         search = load_searcher(searcher)
         ver = self.get_verifier(verifier, **(verifier_options or {}))
+        ver.check_prompt(prompt)  # before any compute is spent
         proc = self.process(num_inference_steps, guidance_scale, height=height, width=width,
                             max_batch=max_batch, **(process_options or {}))
         nfe = int(budget) if budget is not None else 4 * proc.num_steps

@@ -43,6 +43,10 @@ class Verifier(torch.nn.Module):
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         raise NotImplementedError
 
+    def check_prompt(self, prompt: str) -> None:
+        """Raise TTSInputError if this verifier cannot judge `prompt` (called before any
+        sampling, so bad input fails before compute is spent). Default: any prompt."""
+
     def cuda(self, device: int | torch.device | None = None) -> "Verifier":
         """Routed through `to`, so a subclass's device/dtype rules (fp16 on CUDA) apply."""
         if device is None:

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from ..shapes.grammar import parse_prompt
 from ..shapes.oracle import OracleResult, check_batch
 from .base import Verdict, Verifier, check_inputs, register_verifier
 
@@ -29,6 +30,10 @@ class OracleVerifier(Verifier):
         for s in range(0, images.shape[0], self.chunk_size):
             out.extend(check_batch(images[s : s + self.chunk_size], prompts[s : s + self.chunk_size]))
         return out
+
+    def check_prompt(self, prompt: str) -> None:
+        """Prompts outside the shapes grammar raise TTSInputError (parse_prompt's message)."""
+        parse_prompt(prompt)
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """Fraction of checks passed per image, float32 [B] on the images' device."""
