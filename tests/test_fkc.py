@@ -4,7 +4,7 @@ Coverage vs the 90 s test budget: CFG runs on both families (1-D) and on the flo
 (2-D); the product on the flow grid; annealing's two variants on one family each.
 
 Grids: FKC's weights integrate eta(t) |score|^2, whose rate diverges like 1/a near pure
-noise; the Euler weights need steps that are small in log a there. The tests use 200-step
+noise; integrating the weights needs steps that are small in log a there. The tests use 200-step
 grids uniform in log-SNR over [-10, 10] (a DDPM-family alpha_bar table and a flow sigma
 schedule, both starting at a ~ 0.007), where the scaled-linear / shifted grids of real
 pipelines take the first steps in large strides of log a; `test_fkc_cfg_on_pipeline_grids`
