@@ -97,9 +97,8 @@ def main() -> None:
     ap.add_argument("--out", default="docs/bench_best_of_n.json")
     args = ap.parse_args()
 
-    from tts_diffusion import Budget, TTSPipeline
+    from tts_diffusion import TTSPipeline
     from tts_diffusion.core.process import DenoisingProcess
-    from tts_diffusion.searchers import load_searcher
     from tts_diffusion.verifiers import CLIPVerifier
 
     device = torch.device(args.device)
@@ -108,7 +107,6 @@ def main() -> None:
     verifier = CLIPVerifier(model="RN50" if args.tiny else "ViT-L-14", pretrained=None, device=device)
     n, steps, size = args.n, args.steps, args.size
     tts = TTSPipeline(pipe)
-    search = load_searcher("best_of_n")
 
     # --- (a) the toolkit: batched best-of-N ------------------------------------------
     def toolkit():

@@ -6,9 +6,10 @@ For every eval prompt (a category-balanced subset of assets/prompts/shapes_eval.
 method and every budget (multiples of one sample's NFE at the process's step count), the
 method searches with a verifier (default: the exact oracle, i.e. the search optimises the
 judge) and returns one image, which the oracle judges. A prompt's particles go through the
-denoiser as one batch (`--max-batch` rows per call). Best-of-N is prefix-consistent (its run
-at budget B is the first part of its run at a larger budget) and runs once at the largest
-budget; the other methods run once per budget. A budget below a method's minimum is skipped.
+denoiser as one batch (`--max-batch` rows per call); `--workers N` splits the prompts over N
+processes sharing the device (the small model leaves one process's GPU mostly idle).
+Best-of-N is prefix-consistent (its run at budget B is the first part of its run at a larger
+budget) and runs once at the largest budget; the other methods run once per budget. A budget below a method's minimum is skipped.
 
 `--paper` adds the setting of Kim et al. 2025 (Table 2: 10 steps, NFE 500; they report
 RBF > SVDD > CoDe > best-of-N > SMC on FLUX): every method at 10 steps and NFE 500, and the
@@ -18,7 +19,7 @@ ranking measured here.
 tests/analytic.py (reward -|x - (1, -2.2)|^2, mean best reward instead of accuracy): no model
 needed, seconds on a CPU.
 
-    python scripts/bench_particles.py --prompts 120 --budgets 1,4,16 --paper          # GPU
+    python scripts/bench_particles.py --prompts 108 --budgets 1,4,16,64 --paper --workers 14  # GPU, ~11 min
     python scripts/bench_particles.py --device cpu --smoke                            # quick check
     python scripts/bench_particles.py --world gmm --out docs/bench_particles_gmm      # analytic
     python scripts/bench_particles.py --merge a.json b.json --out docs/bench_particles  # join runs
@@ -39,50 +40,27 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
+from shapes_bench import eval_prompts, judge, picked  # noqa: E402
 
 METHODS = ("best_of_n", "smc", "fkc", "rbf", "svdd", "code")
 PAPER_METHODS = ("rbf", "svdd", "code", "best_of_n", "smc")  # the paper's reported order, best first
 PREFIX_CONSISTENT = {"best_of_n"}
 
 
-def stratified(prompts: list[dict], k: int) -> list[dict]:
-    """k prompts, the same number from every category, in file order."""
-    by_cat: dict[str, list[dict]] = defaultdict(list)
-    for p in prompts:
-        by_cat[p["category"]].append(p)
-    per = max(1, k // len(by_cat))
-    return [p for cat in sorted(by_cat) for p in by_cat[cat][:per]]
-
-
-def picked(result, budget_nfe: int):
-    within = [c for c in result.candidates if c.nfe <= budget_nfe]
-    return max(within, key=lambda c: c.score) if within else None
-
-
-def judge(candidate, prompt: str, guided_by_oracle: bool, oracle) -> float:
-    """1.0 if the oracle passes the image (score 1), else 0.0."""
-    if candidate is None:
-        return 0.0
-    if guided_by_oracle:
-        return float(candidate.score >= 1.0 - 1e-6)
-    image = candidate.image.float().div(255).unsqueeze(0).to(oracle.device)
-    return float(oracle(image, [prompt])[0] >= 1.0 - 1e-6)
-
-
-def run_grid(proc, guide, oracle, prompts, methods, budgets, hyper, seed, guided_by_oracle, label=""):
-    """accuracy[method][budget], per-category accuracy, mean seconds and NFE per search."""
+def run_records(proc, guide, oracle, prompts, methods, budgets, hyper, seed, guided_by_oracle, tag="grid"):
+    """One record per (method, budget, prompt): whether the oracle passed the returned image,
+    the search's seconds and NFE. `prompts` are (global index, prompt) pairs: the index seeds
+    the search, so results do not depend on how prompts are split over workers."""
     from tts_diffusion import Budget, TTSInputError, load_searcher
 
     steps = proc.num_steps
-    cats = sorted({p["category"] for p in prompts})
-    out = {"accuracy": {}, "per_category": {}, "seconds_per_search": {}, "mean_nfe": {}}
+    records = []
     for name in methods:
         search = load_searcher(name)
-        hits = defaultdict(lambda: defaultdict(float))
-        secs, nfes, runs = defaultdict(float), defaultdict(float), defaultdict(int)
-        for k, p in enumerate(prompts):
+        for k, p in prompts:
             gen_seed = seed * 100003 + k
             kw = {"keep_images": 1 if guided_by_oracle else 10**6, **hyper.get(name, {})}
             todo = [max(budgets)] if name in PREFIX_CONSISTENT else budgets
@@ -94,15 +72,26 @@ def run_grid(proc, guide, oracle, prompts, methods, budgets, hyper, seed, guided
                     continue
                 dt = time.perf_counter() - t0
                 for bb in (budgets if name in PREFIX_CONSISTENT else [b]):
-                    hits[bb][p["category"]] += judge(picked(res, bb * steps), p["prompt"], guided_by_oracle, oracle)
-                    secs[bb] += dt
-                    nfes[bb] += min(res.nfe, bb * steps)
-                    runs[bb] += 1
-        n_cat = {c: sum(p["category"] == c for p in prompts) for c in cats}
-        out["accuracy"][name] = {b: sum(hits[b].values()) / len(prompts) for b in budgets if runs[b]}
-        out["per_category"][name] = {b: {c: hits[b][c] / n_cat[c] for c in cats} for b in budgets if runs[b]}
-        out["seconds_per_search"][name] = {b: secs[b] / runs[b] for b in budgets if runs[b]}
-        out["mean_nfe"][name] = {b: nfes[b] / runs[b] for b in budgets if runs[b]}
+                    hit = judge(picked(res, bb * steps, steps), p["prompt"], guided_by_oracle, oracle)
+                    records.append({"tag": tag, "method": name, "budget": bb, "prompt": k, "category": p["category"],
+                                    "hit": hit, "seconds": dt, "nfe": min(res.nfe, bb * steps)})
+    return records
+
+
+def aggregate(records, prompts, methods, budgets, label=""):
+    """accuracy[method][budget], per-category accuracy, mean seconds and NFE per search."""
+    cats = sorted({p["category"] for p in prompts})
+    n_cat = {c: sum(p["category"] == c for p in prompts) for c in cats}
+    out = {"accuracy": {}, "per_category": {}, "seconds_per_search": {}, "mean_nfe": {}}
+    for name in methods:
+        mine = [r for r in records if r["method"] == name]
+        done = [b for b in budgets if any(r["budget"] == b for r in mine)]
+        at = {b: [r for r in mine if r["budget"] == b] for b in done}
+        out["accuracy"][name] = {b: sum(r["hit"] for r in at[b]) / len(prompts) for b in done}
+        out["per_category"][name] = {b: {c: sum(r["hit"] for r in at[b] if r["category"] == c) / n_cat[c]
+                                         for c in cats} for b in done}
+        out["seconds_per_search"][name] = {b: sum(r["seconds"] for r in at[b]) / len(at[b]) for b in done}
+        out["mean_nfe"][name] = {b: sum(r["nfe"] for r in at[b]) / len(at[b]) for b in done}
         row = "  ".join(f"{out['accuracy'][name].get(b, float('nan')):.3f}" for b in budgets)
         print(f"{label}{name:<10} {row}", flush=True)
     return out
@@ -149,7 +138,9 @@ def plot(results: dict, out: str, steps: int) -> None:
     except ImportError:
         print("matplotlib missing: no plot", file=sys.stderr)
         return
-    panels = [("accuracy", "oracle accuracy", results.get("accuracy", {}), steps)]
+    guide = results.get("verifier", "oracle")
+    panels = [(f"shapes world, {steps} steps, guided by the {guide}", "oracle accuracy",
+               results.get("accuracy", {}), steps)]
     if "paper" in results:
         panels.append(("paper", "oracle accuracy (10 steps)", results["paper"]["accuracy"], 10))
     if "mean_best_reward" in results:  # plot the regret -reward = |x - x*|^2 on a log axis
@@ -200,6 +191,8 @@ def merge(files: list[str], out: str) -> None:
                     merged["paper"].update({"ranking": ranking, "agrees_with_paper": ranking == list(PAPER_METHODS)})
                 else:
                     merged["paper"] = v
+            elif k == "records":
+                merged.setdefault("records", []).extend(v)
             elif k == "seconds":
                 merged["seconds"] = merged.get("seconds", 0.0) + v
             else:
@@ -227,6 +220,8 @@ def main() -> None:
     ap.add_argument("--paper", action="store_true", help="also the RBF paper's setting: 10 steps, NFE 500")
     ap.add_argument("--rbf-child-batch", type=int, default=1, help="children per RBF chain and batch (1: the paper)")
     ap.add_argument("--max-batch", type=int, default=128)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="processes sharing the device, each with a share of the prompts (GPU: 8 keeps it busy)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=16, help="gmm world: seeds per setting")
     ap.add_argument("--smoke", action="store_true", help="a few prompts and small budgets (CPU check)")
@@ -260,16 +255,66 @@ def main() -> None:
         print(f"wrote {out}.json and {out}.png")
         return
 
-    from tts_diffusion import TTSPipeline
-    from tts_diffusion.paths import assets_dir
-    from tts_diffusion.verifiers import load_verifier
-
     out = args.out or "docs/bench_particles"
     if args.smoke:
         args.prompts, args.budgets = 6, "1,2"
         args.steps = args.steps or 4
+    tts, model = load_world(args, "cpu")  # the parent only reads settings; workers load their own copy
+    proc = tts.process(args.steps, max_batch=args.max_batch)
+    prompts = eval_prompts(args.prompts)
+    if args.smoke:
+        prompts = prompts[:: max(1, len(prompts) // 2)][:2]
+    budgets = [int(b) for b in args.budgets.split(",")]
+    methods = [m for m in args.methods.split(",") if m]
+    hyper = {"rbf": {"child_batch": args.rbf_child_batch}}
+    if not proc.do_cfg and "fkc" in methods:
+        methods.remove("fkc")
+        print("guidance is off: fkc (guidance) skipped", file=sys.stderr)
+    mult = 2 if args.smoke else 50
+    paper_methods = [m for m in PAPER_METHODS if m in methods] if args.paper else []
+    job = {"args": vars(args), "methods": [] if args.no_grid else methods, "budgets": budgets, "hyper": hyper,
+           "paper_methods": paper_methods, "paper_mult": mult}
+    indexed = list(enumerate(prompts))
+    workers = max(1, min(args.workers, len(indexed)))
+    t0 = time.perf_counter()
+    if workers == 1:
+        records = shard_worker((job, indexed, 0))
+    else:  # one process per shard, all on the same device: the small model leaves the GPU mostly idle
+        import multiprocessing as mp
+
+        shards = [(job, indexed[w::workers], w) for w in range(workers)]
+        with mp.get_context("spawn").Pool(workers) as pool:
+            records = [r for part in pool.map(shard_worker, shards) for r in part]
     device = torch.device(args.device)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    results = {"model": model, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+               "steps": proc.num_steps, "guidance": proc.guidance_scale, "verifier": args.verifier,
+               "prompts": len(prompts), "budgets": budgets, "nfe": [b * proc.num_steps for b in budgets],
+               "seed": args.seed, "hyper": hyper, "workers": workers}
+    print(f"{'method':<10} " + "  ".join(f"x{b:<4}" for b in budgets), flush=True)
+    if not args.no_grid:
+        results.update(aggregate([r for r in records if r["tag"] == "grid"], prompts, methods, budgets))
+    if paper_methods:
+        print(f"paper setting: 10 steps, NFE {10 * mult}", flush=True)
+        paper = aggregate([r for r in records if r["tag"] == "paper"], prompts, paper_methods, [mult], label="  ")
+        acc = {m: paper["accuracy"][m][mult] for m in paper_methods if mult in paper["accuracy"].get(m, {})}
+        ranking = sorted(acc, key=lambda m: -acc[m])
+        paper.update({"nfe": 10 * mult, "ranking": ranking, "paper_ranking": list(PAPER_METHODS),
+                      "agrees_with_paper": ranking == list(PAPER_METHODS)})
+        results["paper"] = paper
+        print(f"ranking here: {' > '.join(ranking)}   (paper: {' > '.join(PAPER_METHODS)})", flush=True)
+    results["seconds"] = time.perf_counter() - t0
+    results["records"] = records
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{out}.json").write_text(json.dumps(results, indent=2))
+    plot(results, out, proc.num_steps)
+    print(f"wrote {out}.json and {out}.png ({results['seconds']:.0f} s)")
+
+
+def load_world(args, device: str):
+    """The shapes pipeline (or, for --smoke without the model, a tiny random PixArt) on `device`."""
+    from tts_diffusion import TTSPipeline
+
+    dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
     try:
         tts = TTSPipeline.from_pretrained(args.model, torch_dtype=dtype)
         model = args.model or "assets/shapes-model"
@@ -281,45 +326,35 @@ def main() -> None:
         print(f"no model ({str(e)[:120]}); smoke run on a tiny random pipeline", file=sys.stderr)
         tts, model = TTSPipeline(make_tiny_pipeline("pixart_sigma")), "tiny random pixart (smoke)"
     tts.set_progress_bar_config(disable=True)
-    tts.to(device)
+    return tts.to(device), model
+
+
+def shard_worker(payload) -> list[dict]:
+    """Run every method on one shard of the prompts (a worker process, or the main one)."""
+    job, indexed, w = payload
+    args = argparse.Namespace(**job["args"])
+    if args.workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.workers))
+    from tts_diffusion.verifiers import load_verifier
+
+    tts, _ = load_world(args, args.device)
     proc = tts.process(args.steps, max_batch=args.max_batch)
-    prompts = stratified(json.loads((assets_dir() / "prompts" / "shapes_eval.json").read_text())["prompts"], args.prompts)
-    if args.smoke:
-        prompts = prompts[:: max(1, len(prompts) // 2)][:2]
-    budgets = [int(b) for b in args.budgets.split(",")]
-    methods = [m for m in args.methods.split(",") if m]
     oracle = load_verifier("oracle")
     guide = oracle if args.verifier == "oracle" else tts.get_verifier(args.verifier)
-    hyper = {"rbf": {"child_batch": args.rbf_child_batch}}
-    if not proc.do_cfg and "fkc" in methods:
-        methods.remove("fkc")
-        print("guidance is off: fkc (guidance) skipped", file=sys.stderr)
-    t0 = time.perf_counter()
-    print(f"{'method':<10} " + "  ".join(f"x{b:<4}" for b in budgets), flush=True)
-    results = {"model": model, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-               "steps": proc.num_steps, "guidance": proc.guidance_scale, "verifier": args.verifier,
-               "prompts": len(prompts), "budgets": budgets, "nfe": [b * proc.num_steps for b in budgets],
-               "seed": args.seed, "hyper": hyper}
-    if not args.no_grid:
-        results.update(run_grid(proc, guide, oracle, prompts, methods, budgets, hyper, args.seed,
-                                args.verifier == "oracle"))
-    if args.paper:
+    by_oracle = args.verifier == "oracle"
+    records = []
+    for name in job["methods"]:
+        t0 = time.perf_counter()
+        records += run_records(proc, guide, oracle, indexed, [name], job["budgets"], job["hyper"], args.seed, by_oracle)
+        print(f"  [worker {w}] {name}: {len(indexed)} prompts in {time.perf_counter() - t0:.0f} s", flush=True)
+    if job["paper_methods"]:
         paper_proc = tts.process(10, max_batch=args.max_batch)
-        mult = 2 if args.smoke else 50
-        print(f"paper setting: 10 steps, NFE {10 * mult}", flush=True)
-        paper = run_grid(paper_proc, guide, oracle, prompts, list(PAPER_METHODS), [mult], hyper, args.seed,
-                         args.verifier == "oracle", label="  ")
-        acc = {m: paper["accuracy"][m][mult] for m in PAPER_METHODS if mult in paper["accuracy"].get(m, {})}
-        ranking = sorted(acc, key=lambda m: -acc[m])
-        paper.update({"nfe": 10 * mult, "ranking": ranking, "paper_ranking": list(PAPER_METHODS),
-                      "agrees_with_paper": ranking == list(PAPER_METHODS)})
-        results["paper"] = paper
-        print(f"ranking here: {' > '.join(ranking)}   (paper: {' > '.join(PAPER_METHODS)})", flush=True)
-    results["seconds"] = time.perf_counter() - t0
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{out}.json").write_text(json.dumps(results, indent=2))
-    plot(results, out, proc.num_steps)
-    print(f"wrote {out}.json and {out}.png ({results['seconds']:.0f} s)")
+        for name in job["paper_methods"]:
+            t0 = time.perf_counter()
+            records += run_records(paper_proc, guide, oracle, indexed, [name], [job["paper_mult"]], job["hyper"],
+                                   args.seed, by_oracle, tag="paper")
+            print(f"  [worker {w}] paper {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return records
 
 
 if __name__ == "__main__":

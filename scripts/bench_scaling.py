@@ -30,6 +30,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shapes_bench import eval_prompts, judge, picked  # noqa: E402
+
 PREFIX_CONSISTENT = {"best_of_n", "zero_order"}  # a run at budget B is the prefix of a larger run
 HYPER = {  # benchmark settings per searcher (defaults of the searcher otherwise)
     "best_of_n": {},
@@ -41,37 +45,6 @@ HYPER = {  # benchmark settings per searcher (defaults of the searcher otherwise
     "svdd": {},
     "code": {},
 }
-
-
-def stratified(prompts: list[dict], k: int) -> list[dict]:
-    by_cat = defaultdict(list)
-    for p in prompts:
-        by_cat[p["category"]].append(p)
-    per = max(1, k // len(by_cat))
-    out = []
-    for cat in sorted(by_cat):
-        out.extend(by_cat[cat][:per])
-    return out
-
-
-def picked(result, budget_nfe, steps):
-    """The candidate the search would return had it stopped at `budget_nfe`. Best-of-N's
-    candidates of one round share the round's NFE stamp; the first k of them are exactly
-    best-of-k (seeds are drawn in order), so for it the prefix is used."""
-    if result.settings.get("searcher") == "best_of_n":
-        within = result.candidates[: budget_nfe // steps]
-    else:
-        within = [c for c in result.candidates if c.nfe <= budget_nfe]
-    return max(within, key=lambda c: c.score) if within else None
-
-
-def judge(candidate, prompt, guide_name, oracle) -> bool:
-    if candidate is None:
-        return False
-    if guide_name == "oracle":
-        return candidate.score >= 1.0 - 1e-6
-    image = candidate.image.float().div(255).unsqueeze(0).to(oracle.device)
-    return bool(oracle(image, [prompt])[0] >= 1.0 - 1e-6)
 
 
 def plot(results: dict, out: str) -> None:
@@ -123,7 +96,6 @@ def main() -> None:
         return
 
     from tts_diffusion import Budget, TTSInputError, TTSPipeline, available_searchers, load_searcher
-    from tts_diffusion.paths import assets_dir
 
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -132,7 +104,7 @@ def main() -> None:
     tts.to(device)
     proc = tts.process(args.steps, max_batch=args.max_batch)
     steps = proc.num_steps
-    prompts = stratified(json.loads((assets_dir() / "prompts" / "shapes_eval.json").read_text())["prompts"], args.prompts)
+    prompts = eval_prompts(args.prompts)
     budgets = [int(b) for b in args.budgets.split(",")]
     searchers = [s for s in args.searchers.split(",") if s in available_searchers()]
     skipped = [s for s in args.searchers.split(",") if s not in available_searchers()]
@@ -146,7 +118,7 @@ def main() -> None:
         for sname in searchers:
             search = load_searcher(sname)
             t0 = time.perf_counter()
-            hits = defaultdict(lambda: defaultdict(int))  # budget -> category -> correct
+            hits = defaultdict(lambda: defaultdict(float))  # budget -> category -> correct
             ran = defaultdict(int)  # budget -> prompts the method could run at that budget
             for k, p in enumerate(prompts):
                 gen_seed = args.seed * 100003 + k
@@ -156,7 +128,7 @@ def main() -> None:
                                  torch.Generator().manual_seed(gen_seed), **hyper)
                     for b in budgets:
                         ran[b] += 1
-                        hits[b][p["category"]] += judge(picked(res, b * steps, steps), p["prompt"], vname, oracle)
+                        hits[b][p["category"]] += judge(picked(res, b * steps, steps), p["prompt"], vname == "oracle", oracle)
                 else:
                     for b in budgets:
                         try:
@@ -165,7 +137,7 @@ def main() -> None:
                         except TTSInputError:  # a budget too small for the method's minimum
                             continue
                         ran[b] += 1
-                        hits[b][p["category"]] += judge(picked(res, b * steps, steps), p["prompt"], vname, oracle)
+                        hits[b][p["category"]] += judge(picked(res, b * steps, steps), p["prompt"], vname == "oracle", oracle)
             key = f"{vname}/{sname}"
             cats = sorted({p["category"] for p in prompts})
             n_cat = {c: sum(p["category"] == c for p in prompts) for c in cats}

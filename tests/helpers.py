@@ -1,5 +1,4 @@
 """Small test-only verifiers whose score is a known function of the image."""
-import torch
 
 from tts_diffusion.verifiers.base import Verifier
 

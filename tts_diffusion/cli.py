@@ -8,9 +8,7 @@ Bad input prints one line, `error: ...`, and exits with code 2.
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 
 import click
 
