@@ -191,3 +191,22 @@ def test_rbf_on_a_diffusers_pipeline(tiny_pipe):
         res = load_searcher(name)(proc, BrightnessVerifier(), "a red circle", Budget(20),
                                   torch.Generator().manual_seed(0), grid="vp")
         assert res.nfe <= 20 and res.best.image.shape[0] == 3
+
+
+@pytest.mark.parametrize("name", ["rbf", "svdd"])
+def test_pipeline_runs_the_papers_setting_by_default(tiny_pipe, name):
+    """Left out, steps and budget are the RBF paper's (10 steps, NFE 500) with 2 chains from a
+    pool of 25; given, the caller's win."""
+    from tiny_pipelines import pipeline_call_kwargs
+    from tts_diffusion import TTSPipeline
+
+    tts = TTSPipeline(tiny_pipe("flux"))
+    kw = {k: v for k, v in pipeline_call_kwargs("flux").items() if k in ("height", "width")}
+    res = tts("a red circle", searcher=name, verifier=BrightnessVerifier(), progress=False, **kw)
+    assert res.settings["num_steps"] == 10 and res.settings["budget"] == 500
+    assert 450 < res.nfe <= 500  # svdd: 2 + 2 x 27 children x 9 steps = 488
+    if name == "rbf":
+        assert res.settings["chains"] == 2 and res.settings["init_pool"] == 25
+    res = tts("a red circle", searcher=name, verifier=BrightnessVerifier(), progress=False, budget=24,
+              num_inference_steps=4, **kw)
+    assert res.settings["num_steps"] == 4 and res.nfe <= 24

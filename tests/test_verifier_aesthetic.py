@@ -2,7 +2,6 @@
 Offline: a tiny random open_clip model in a local dir and random heads in tmp files."""
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -11,32 +10,17 @@ import torch.nn.functional as F
 
 pytest.importorskip("open_clip")
 
-import open_clip  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
+from tiny_clip import MEAN, STD, write_tiny_clip  # noqa: E402
 from tts_diffusion.errors import MissingWeightsError, TTSInputError  # noqa: E402
 from tts_diffusion.verifiers import CLIPVerifier, available_verifiers, load_verifier  # noqa: E402
 from tts_diffusion.verifiers.aesthetic import HEAD_NAME, AestheticVerifier  # noqa: E402
 from tts_diffusion.verifiers.preprocess import clip_preprocess  # noqa: E402
 
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
-TINY_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 16},
-    "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
-}
 LINEAR_IDX = (0, 2, 4, 6, 7)  # upstream MLP.layers indices of the Linear layers
 RELU_IDX = (0, 3, 6, 9, 11)  # ... of the ReLU ("reluMSE") variant
 SIZES = [(32, 1024), (1024, 128), (128, 64), (64, 16), (16, 1)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)
@@ -54,14 +38,7 @@ def _offline(monkeypatch, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny-clip")
-    cfg = {"model_cfg": TINY_CFG,
-           "preprocess_cfg": {"mean": list(MEAN), "std": list(STD), "interpolation": "bicubic", "resize_mode": "shortest"}}
-    (d / "open_clip_config.json").write_text(json.dumps(cfg))
-    torch.manual_seed(0)
-    model = open_clip.create_model(f"local-dir:{d}", load_weights=False)
-    save_file(model.state_dict(), str(d / "open_clip_model.safetensors"))
-    return d
+    return write_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 def _head_sd(seed: int = 0, idx=LINEAR_IDX, width: int = 32, prefix: str = "") -> dict[str, torch.Tensor]:

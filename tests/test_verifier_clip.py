@@ -16,31 +16,15 @@ pytest.importorskip("open_clip")
 import open_clip  # noqa: E402
 from open_clip.transform import image_transform  # noqa: E402
 from PIL import Image  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 
+from tiny_clip import MEAN, STD, TINY_CFG, write_tiny_clip  # noqa: E402
 from tts_diffusion.errors import MissingWeightsError, TTSInputError  # noqa: E402
 from tts_diffusion.verifiers import CLIPVerifier, available_verifiers, load_verifier  # noqa: E402
 from tts_diffusion.verifiers.clip import default_clip_source  # noqa: E402
 from tts_diffusion.verifiers.preprocess import clip_preprocess  # noqa: E402
 
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
-TINY_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 16},
-    "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
-}
 TINY_ARCH = "tts-tiny-test"
 PROMPTS = ["a red circle", "two blue squares", "a green triangle left of a circle"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest (and avoids spin-waiting on a busy box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)
@@ -65,16 +49,7 @@ def _tiny_arch(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny-clip")
-    cfg = {
-        "model_cfg": TINY_CFG,
-        "preprocess_cfg": {"mean": list(MEAN), "std": list(STD), "interpolation": "bicubic", "resize_mode": "shortest"},
-    }
-    (d / "open_clip_config.json").write_text(json.dumps(cfg))
-    torch.manual_seed(0)
-    model = open_clip.create_model(f"local-dir:{d}", load_weights=False)
-    save_file(model.state_dict(), str(d / "open_clip_model.safetensors"))
-    return d
+    return write_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture(scope="module")

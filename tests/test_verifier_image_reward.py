@@ -35,14 +35,6 @@ UPSTREAM_SCORES = torch.tensor(REF["scores"])
 ENV_VARS = ("TTS_IMAGEREWARD_CHECKPOINT", "TTS_IMAGEREWARD_MED_CONFIG", "TTS_IMAGEREWARD_VOCAB", "TTS_IMAGEREWARD_DIR")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path_factory):
     """No hub, empty caches and assets, no stray ImageReward environment variables."""

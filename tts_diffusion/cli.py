@@ -59,9 +59,11 @@ def main() -> None:
 @click.option("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
 @click.option("--searcher", default="best_of_n", show_default=True, help="search method (see `tts-diffusion list`)")
 @click.option("--verifier", default=None, help="verifier name (default: oracle for the shapes model, else clip)")
-@click.option("--budget", type=int, default=None, help="NFE budget (one sample costs --steps); default 4 samples")
+@click.option("--budget", type=int, default=None,
+              help="NFE budget (one sample costs --steps); default: the searcher's (see `list`), else 4 samples")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--steps", type=int, default=None, help="denoising steps per sample (default: the model's)")
+@click.option("--steps", type=int, default=None,
+              help="denoising steps per sample (default: the searcher's (see `list`), else the model's)")
 @click.option("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
 @click.option("--height", type=int, default=None)
 @click.option("--width", type=int, default=None)
@@ -130,12 +132,14 @@ def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
 def list_() -> None:
     """List the available searchers, verifiers and models."""
     from .paths import default_model_path
-    from .searchers import available_searchers
+    from .searchers import available_searchers, run_defaults
     from .verifiers import available_verifiers
 
     click.echo("searchers:")
     for k, d in available_searchers().items():
-        click.echo(f"  {k:<12} {d}")
+        rd = run_defaults(k)
+        extra = f" [defaults: {rd['num_inference_steps']} steps, {rd['budget']} NFE]" if rd else ""
+        click.echo(f"  {k:<12} {d}{extra}")
     click.echo("verifiers:")
     for k, d in available_verifiers().items():
         click.echo(f"  {k:<12} {d}")

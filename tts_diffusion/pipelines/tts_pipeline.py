@@ -174,7 +174,8 @@ class TTSPipeline:
         """Search for the image that scores best on `verifier`.
 
         budget: NFE (denoiser evaluations per row; one sample costs `num_inference_steps`);
-            default: 4 samples' worth.
+            default: the searcher's own (rbf, svdd, code: 500 at 10 steps, the RBF paper's
+            setting), else 4 samples' worth.
         seed / generator: the search is deterministic for a given seed.
         searcher_kwargs: the searcher's own hyper-parameters (e.g. `n`, `round_size`)."""
         if not isinstance(prompt, str) or not prompt.strip():
@@ -182,9 +183,14 @@ class TTSPipeline:
         search = load_searcher(searcher)
         ver = self.get_verifier(verifier, **(verifier_options or {}))
         ver.check_prompt(prompt)  # before any compute is spent
+        defaults = getattr(search, "run_defaults", {})
+        if num_inference_steps is None:
+            num_inference_steps = defaults.get("num_inference_steps")
         proc = self.process(num_inference_steps, guidance_scale, height=height, width=width,
                             max_batch=max_batch, **(process_options or {}))
-        nfe = int(budget) if budget is not None else 4 * proc.num_steps
+        if budget is None:
+            budget = defaults.get("budget", 4 * proc.num_steps)
+        nfe = int(budget)
         if nfe < proc.num_steps:
             raise TTSInputError(
                 f"budget of {nfe} NFE is below one full sample ({proc.num_steps} NFE at {proc.num_steps} steps);"

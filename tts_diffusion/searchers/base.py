@@ -25,13 +25,26 @@ class Searcher(Protocol):
 _REGISTRY: dict[str, tuple[Searcher, str]] = {}
 
 
-def register_searcher(name: str, description: str) -> Callable[[Searcher], Searcher]:
+def register_searcher(name: str, description: str, *, run_defaults: dict | None = None
+                      ) -> Callable[[Searcher], Searcher]:
+    """Register `fn` under `name`. run_defaults: what `TTSPipeline` / the CLI use when the
+    caller leaves them out, e.g. a paper's setting {"num_inference_steps": 10, "budget": 500}."""
+    unknown = set(run_defaults or {}) - {"num_inference_steps", "budget"}
+    if unknown:
+        raise ValueError(f"run_defaults takes num_inference_steps and budget, not {sorted(unknown)}")
+
     def deco(fn: Searcher) -> Searcher:
         _REGISTRY[name] = (fn, description)
         fn.searcher_name = name  # type: ignore[attr-defined]
+        fn.run_defaults = dict(run_defaults or {})  # type: ignore[attr-defined]
         return fn
 
     return deco
+
+
+def run_defaults(name_or_fn: str | Searcher) -> dict:
+    """The searcher's default steps / budget ({} when it has none: the model's steps, 4 samples)."""
+    return dict(getattr(load_searcher(name_or_fn), "run_defaults", {}))
 
 
 def available_searchers() -> dict[str, str]:

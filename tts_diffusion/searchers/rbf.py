@@ -234,14 +234,30 @@ def blockwise_search(proc: DenoisingProcess, cond: Conditioning, reward_fn: Rewa
     return ChainResult(x, best, spent)
 
 
+def _prepare(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget, negative_prompt: str | None,
+             interpolant: str, grid: str, keep_images: int) -> tuple[DenoisingProcess, Conditioning, SearchLog]:
+    """Checks shared by rbf / svdd / code (interpolant and grid names, at least one full
+    sample in the budget); returns the process on the chosen grid, the conditioning and the log."""
+    if interpolant not in INTERPOLANTS:
+        raise TTSInputError(f"unknown interpolant {interpolant!r}; choose from {INTERPOLANTS}")
+    run_proc = _process_for(proc, grid)
+    full_samples(budget, run_proc.num_steps)
+    cond = run_proc.encode(prompt, negative_prompt)
+    return run_proc, cond, SearchLog(run_proc, verifier, prompt, budget, keep_images)
+
+
 def _finish(log: SearchLog, res: ChainResult, settings: dict) -> SearchResult:
     info = [{"chain": j, "tweedie_reward": float(res.tweedie_rewards[j])} for j in range(res.x.shape[0])]
     log.score_latents(res.x, None, info)
     return log.result({**settings, "search_nfe": res.nfe})
 
 
+#: Kim et al. 2025 compare RBF, SVDD and CoDe at 10 steps and NFE 500; those are their defaults
+PAPER_RUN = {"num_inference_steps": 10, "budget": 500}
+
+
 @register_searcher("rbf", "rollover budget forcing: flow ODE -> VP SDE, children per step until one improves "
-                          "the x0 reward, unspent NFE rolls over (Kim et al. 2025)")
+                          "the x0 reward, unspent NFE rolls over (Kim et al. 2025)", run_defaults=PAPER_RUN)
 def rbf(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
         generator: torch.Generator | None = None, *, negative_prompt: str | None = None, chains: int = 2,
         init_pool: int = 25, eta: float = 1.0, interpolant: str = "vp", grid: str = "native",
@@ -251,16 +267,10 @@ def rbf(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
     eta: noise of the stochastic steps (1: DDPM); interpolant: "vp" (converted, default)
     or "native" (the process's own stochastic step); grid: "native" or "vp" (uniform VP time);
     child_batch: children proposed per chain and batch."""
-    if interpolant not in INTERPOLANTS:
-        raise TTSInputError(f"unknown interpolant {interpolant!r}; choose from {INTERPOLANTS}")
-    run_proc = _process_for(proc, grid)
-    n = run_proc.num_steps
-    full_samples(budget, n)
-    nfe = budget.remaining_nfe
+    run_proc, cond, log = _prepare(proc, verifier, prompt, budget, negative_prompt, interpolant, grid, keep_images)
+    n, nfe = run_proc.num_steps, budget.remaining_nfe
     c = max(1, min(int(chains), nfe // n))
     pool = max(1, min(int(init_pool), nfe // c - (n - 1)))
-    cond = run_proc.encode(prompt, negative_prompt)
-    log = SearchLog(run_proc, verifier, prompt, budget, keep_images)
     with run_proc.metered(budget):
         res = rollover_budget_forcing(run_proc, cond, log.score_intermediate, nfe, generator, chains=c,
                                       init_pool=pool, eta=eta, interpolant=interpolant, child_batch=child_batch)
@@ -275,15 +285,10 @@ def _blockwise_searcher(name: str, block_default: int):
                generator: torch.Generator | None = None, *, negative_prompt: str | None = None, particles: int = 2,
                children: int | None = None, block: int = block_default, alpha: float = 0.0, eta: float = 1.0,
                interpolant: str = "vp", grid: str = "native", keep_images: int = 16) -> SearchResult:
-        if interpolant not in INTERPOLANTS:
-            raise TTSInputError(f"unknown interpolant {interpolant!r}; choose from {INTERPOLANTS}")
-        run_proc = _process_for(proc, grid)
-        n = run_proc.num_steps
-        full_samples(budget, n)
+        run_proc, cond, log = _prepare(proc, verifier, prompt, budget, negative_prompt, interpolant, grid,
+                                       keep_images)
         nfe = budget.remaining_nfe
-        k = max(1, min(int(particles), nfe // n))
-        cond = run_proc.encode(prompt, negative_prompt)
-        log = SearchLog(run_proc, verifier, prompt, budget, keep_images)
+        k = max(1, min(int(particles), nfe // run_proc.num_steps))
         with run_proc.metered(budget):
             res = blockwise_search(run_proc, cond, log.score_intermediate, nfe, generator, particles=k,
                                    children=children, block=block, alpha=alpha, eta=eta, interpolant=interpolant)
@@ -297,6 +302,6 @@ def _blockwise_searcher(name: str, block_default: int):
 
 
 svdd = register_searcher("svdd", "SVDD-style greedy search: per step, the best of M stochastic children by the "
-                                 "reward of their x0 estimate")(_blockwise_searcher("svdd", 1))
+                                 "reward of their x0 estimate", run_defaults=PAPER_RUN)(_blockwise_searcher("svdd", 1))
 code = register_searcher("code", "CoDe: blockwise search, the best of M children each run a block of "
-                                 "stochastic steps")(_blockwise_searcher("code", 2))
+                                 "stochastic steps", run_defaults=PAPER_RUN)(_blockwise_searcher("code", 2))

@@ -32,56 +32,22 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from ..errors import MissingWeightsError, TTSInputError
 from ..paths import assets_dir
 from .base import Verifier, register_verifier
 from .clip import DEFAULT_MODEL, DEFAULT_PRETRAINED, CLIPVerifier, _resolve_source
+from .score_mlp import LINEAR_IDX, RELU_IDX, ScoreMLP
 
 __all__ = ["AestheticVerifier", "AestheticHead", "make_aesthetic", "HEAD_ENV", "HEAD_NAME"]
 
 HEAD_ENV = "TTS_AESTHETIC_HEAD"
 HEAD_NAME = "sac+logos+ava1-l14-linearMSE.pth"
 HEAD_URL = "github.com/christophschuhmann/improved-aesthetic-predictor"
-_LINEAR_IDX = (0, 2, 4, 6, 7)
-_RELU_IDX = (0, 3, 6, 9, 11)
 _PREFIXES = ("module.", "model.", "mlp.")
 
 
-class AestheticHead(nn.Module):
-    """Upstream ``MLP.layers`` (module indices as upstream, so its state dict loads as is)."""
-
-    def __init__(self, width: int = 768, relu: bool = False):
-        super().__init__()
-        self.relu = relu
-        if relu:
-            self.layers = nn.Sequential(
-                nn.Linear(width, 1024), nn.ReLU(), nn.Dropout(0.2),
-                nn.Linear(1024, 128), nn.ReLU(), nn.Dropout(0.2),
-                nn.Linear(128, 64), nn.ReLU(), nn.Dropout(0.1),
-                nn.Linear(64, 16), nn.ReLU(),
-                nn.Linear(16, 1),
-            )
-        else:
-            self.layers = nn.Sequential(
-                nn.Linear(width, 1024), nn.Dropout(0.2),
-                nn.Linear(1024, 128), nn.Dropout(0.2),
-                nn.Linear(128, 64), nn.Dropout(0.1),
-                nn.Linear(64, 16),
-                nn.Linear(16, 1),
-            )
-
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        """[B, width] -> [B] in float32 (weights cast on the fly if the module was cast)."""
-        x = emb.float()
-        for m in self.layers:
-            if isinstance(m, nn.Linear):
-                x = F.linear(x, m.weight.float(), m.bias.float())
-            elif isinstance(m, nn.ReLU):
-                x = F.relu(x)
-        return x[:, 0]
+AestheticHead = ScoreMLP  # upstream ``MLP.layers``; its state dict loads as is
 
 
 def _head_candidates() -> list[Path]:
@@ -131,12 +97,12 @@ def load_head(path: str) -> AestheticHead:
                 k = k[len(pre):]
         clean[k] = v
     idx = tuple(sorted({int(k.split(".")[1]) for k in clean if k.startswith("layers.") and k.endswith(".weight")}))
-    if idx not in (_LINEAR_IDX, _RELU_IDX):
+    if idx not in (LINEAR_IDX, RELU_IDX):
         raise TTSInputError(
-            f"{path} is not an improved-aesthetic-predictor head: expected Linear layers at layers.{_LINEAR_IDX} "
-            f"(linear) or layers.{_RELU_IDX} (ReLU variant), found {idx or sorted(clean)[:8]}"
+            f"{path} is not an improved-aesthetic-predictor head: expected Linear layers at layers.{LINEAR_IDX} "
+            f"(linear) or layers.{RELU_IDX} (ReLU variant), found {idx or sorted(clean)[:8]}"
         )
-    head = AestheticHead(int(clean["layers.0.weight"].shape[1]), relu=idx == _RELU_IDX)
+    head = AestheticHead(int(clean["layers.0.weight"].shape[1]), relu=idx == RELU_IDX)
     try:
         head.load_state_dict(clean, strict=True)
     except RuntimeError as e:

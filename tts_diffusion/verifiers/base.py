@@ -15,6 +15,23 @@ import torch
 from ..errors import TTSInputError
 
 
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """A dtype name or torch.dtype; None: fp16 on CUDA, fp32 elsewhere."""
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {
+        "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+        "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+        "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+    }
+    try:
+        return table[str(dtype).lower().replace("torch.", "")]
+    except KeyError:
+        raise TTSInputError(f"unknown dtype {dtype!r}; use fp16, bf16 or fp32") from None
+
+
 @dataclass
 class Verdict:
     """Scores plus optional per-image feedback (text) and correctness flags."""
@@ -46,6 +63,28 @@ class Verifier(torch.nn.Module):
     def check_prompt(self, prompt: str) -> None:
         """Raise TTSInputError if this verifier cannot judge `prompt` (called before any
         sampling, so bad input fails before compute is spent). Default: any prompt."""
+
+    def _placement(self, device: str | torch.device | None, dtype: str | torch.dtype | None,
+                   chunk_size: int) -> tuple[torch.device, torch.dtype]:
+        """Constructor helper for verifiers with weights: checks `chunk_size`, remembers
+        whether the dtype follows the device (no dtype given: fp16 on CUDA, fp32 elsewhere,
+        also after later `.to(device)` calls) and returns the (device, dtype) to build on."""
+        if int(chunk_size) < 1:
+            raise TTSInputError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.chunk_size = int(chunk_size)
+        self._auto_dtype = dtype is None
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        return device, resolve_dtype(dtype, device)
+
+    def _to_args(self, *args, **kwargs):
+        """`.to(...)` arguments as (device, dtype, non_blocking, memory_format); while no
+        dtype was ever asked for, a move picks the device's dtype (fp16 on CUDA)."""
+        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **kwargs)
+        if dtype is not None:
+            self._auto_dtype = False
+        elif device is not None and getattr(self, "_auto_dtype", False):
+            dtype = resolve_dtype(None, torch.device(device))
+        return device, dtype, non_blocking, memory_format
 
     def cuda(self, device: int | torch.device | None = None) -> "Verifier":
         """Routed through `to`, so a subclass's device/dtype rules (fp16 on CUDA) apply."""

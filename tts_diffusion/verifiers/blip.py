@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import TTSInputError
+from .score_mlp import ScoreMLP
 
 __all__ = [
     "IMAGE_REWARD_MEAN",
@@ -349,28 +350,6 @@ class _Blip(nn.Module):
         self.text_encoder = MedBertModel(med)
 
 
-class _RewardMLP(nn.Module):
-    """Upstream ``MLP``; ``layers`` indices 0, 2, 4, 6, 7 are the Linear layers."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(width, 1024), nn.Dropout(0.2),
-            nn.Linear(1024, 128), nn.Dropout(0.2),
-            nn.Linear(128, 64), nn.Dropout(0.1),
-            nn.Linear(64, 16),
-            nn.Linear(16, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """float32 whatever the module's dtype (upstream: ``txt_features.float()`` first)."""
-        x = x.float()
-        for m in self.layers:
-            if isinstance(m, nn.Linear):
-                x = F.linear(x, m.weight.float(), m.bias.float())
-        return x
-
-
 class ImageRewardModel(nn.Module):
     """``blip.visual_encoder`` + ``blip.text_encoder`` + ``mlp``; forward gives the
     normalised reward [B] (float32) from normalised pixels and prompt tokens."""
@@ -381,7 +360,7 @@ class ImageRewardModel(nn.Module):
             med = MedConfig(**{**asdict(med), "encoder_width": vision.embed_dim})
         self.vision_cfg, self.med_cfg = vision, med
         self.blip = _Blip(vision, med)
-        self.mlp = _RewardMLP(med.hidden_size)
+        self.mlp = ScoreMLP(med.hidden_size)
         self.mean, self.std = IMAGE_REWARD_MEAN, IMAGE_REWARD_STD
 
     def text_features(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -390,7 +369,7 @@ class ImageRewardModel(nn.Module):
         return self.blip.text_encoder(input_ids, attention_mask, image_embeds)[:, 0]
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        r = self.mlp(self.text_features(pixel_values, input_ids, attention_mask))[:, 0]
+        r = self.mlp(self.text_features(pixel_values, input_ids, attention_mask))
         return (r - self.mean) / self.std
 
     @torch.no_grad()

@@ -137,22 +137,6 @@ def _hf_cached(repo_id: str, filename: str) -> str | None:
     return p if isinstance(p, str) and os.path.isfile(p) else None
 
 
-def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    if dtype is None:
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    table = {
-        "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-        "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-        "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
-    }
-    try:
-        return table[str(dtype).lower().replace("torch.", "")]
-    except KeyError:
-        raise TTSInputError(f"unknown dtype {dtype!r}; use fp16, bf16 or fp32") from None
-
-
 @dataclass
 class _Source:
     kind: str  # "tag" | "file" | "dir" | "hub" | "random"
@@ -328,11 +312,7 @@ class CLIPVerifier(Verifier):
         from open_clip.model import get_model_preprocess_cfg
         from open_clip.transform import merge_preprocess_dict
 
-        if int(chunk_size) < 1:
-            raise TTSInputError(f"chunk_size must be >= 1, got {chunk_size}")
-        device = torch.device(device) if device is not None else torch.device("cpu")
-        self._auto_dtype = dtype is None
-        self.chunk_size = int(chunk_size)
+        device, dtype = self._placement(device, dtype, chunk_size)
         self.scale = float(scale)
         self.text_cache_size = int(text_cache_size)
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -378,7 +358,7 @@ class CLIPVerifier(Verifier):
             "interpolation": pp.get("interpolation", "bicubic") or "bicubic",
             "fill_color": pp.get("fill_color", 0),
         }
-        self.model.to(device=device, dtype=_resolve_dtype(dtype, device))
+        self.model.to(device=device, dtype=dtype)
 
     # ------------------------------------------------------------------ device / dtype
     @property
@@ -388,11 +368,7 @@ class CLIPVerifier(Verifier):
         return torch.float32
 
     def to(self, *args, **kwargs):
-        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **kwargs)
-        if dtype is not None:
-            self._auto_dtype = False
-        elif device is not None and self._auto_dtype:
-            dtype = _resolve_dtype(None, torch.device(device))
+        device, dtype, non_blocking, memory_format = self._to_args(*args, **kwargs)
         kw: dict[str, Any] = {"non_blocking": non_blocking}
         if device is not None:
             kw["device"] = device

@@ -73,7 +73,7 @@ from .blip import (
     convert_state_dict,
     infer_vision_config,
 )
-from .clip import _hf_cached, _resolve_dtype
+from .clip import _hf_cached
 from .preprocess import clip_preprocess
 
 __all__ = ["ImageRewardVerifier", "BertWordPieceTokenizer", "resolve_image_reward_files", "make_image_reward"]
@@ -264,11 +264,7 @@ class ImageRewardVerifier(Verifier):
         token_cache_size: int = 4096,
     ):
         super().__init__()
-        if int(chunk_size) < 1:
-            raise TTSInputError(f"chunk_size must be >= 1, got {chunk_size}")
-        device = torch.device(device) if device is not None else torch.device("cpu")
-        self._auto_dtype = dtype is None
-        self.chunk_size = int(chunk_size)
+        device, dtype = self._placement(device, dtype, chunk_size)
         self.token_cache_size = int(token_cache_size)
         self._tokens: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
@@ -319,7 +315,7 @@ class ImageRewardVerifier(Verifier):
             "resize_mode": "shortest",
             "interpolation": "bicubic",
         }
-        self._move(device=device, dtype=_resolve_dtype(dtype, device))
+        self._move(device=device, dtype=dtype)
 
     # ------------------------------------------------------------------ device / dtype
     @property
@@ -327,11 +323,7 @@ class ImageRewardVerifier(Verifier):
         return self.model.blip.visual_encoder.pos_embed.dtype
 
     def to(self, *args, **kwargs):
-        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **kwargs)
-        if dtype is not None:
-            self._auto_dtype = False
-        elif device is not None and self._auto_dtype:
-            dtype = _resolve_dtype(None, torch.device(device))
+        device, dtype, non_blocking, _ = self._to_args(*args, **kwargs)
         return self._move(device=device, dtype=dtype, non_blocking=non_blocking)
 
     def _move(self, device=None, dtype=None, non_blocking: bool = False):
