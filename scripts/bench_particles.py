@@ -140,7 +140,7 @@ def plot(results: dict, out: str, steps: int) -> None:
         return
     guide = results.get("verifier", "oracle")
     panels = [(f"shapes world, {steps} steps, guided by the {guide}", "oracle accuracy",
-               results.get("accuracy", {}), steps)]
+               results["accuracy"], steps)] if results.get("accuracy") else []
     if "paper" in results:
         panels.append(("paper", "oracle accuracy (10 steps)", results["paper"]["accuracy"], 10))
     if "mean_best_reward" in results:  # plot the regret -reward = |x - x*|^2 on a log axis
@@ -154,7 +154,8 @@ def plot(results: dict, out: str, steps: int) -> None:
             names = sorted(acc, key=lambda m: -acc[m])
             ax.bar(names, [acc[m] for m in names], color="tab:blue")
             ax.set_ylabel(ylabel)
-            ax.set_title(f"Kim et al. 2025 setting: 10 steps, NFE {results['paper'].get('nfe', '')}")
+            ax.set_title(f"Kim et al. 2025 setting: 10 steps, NFE {results['paper'].get('nfe', '')}\n"
+                         f"guided by the {guide}, judged by the oracle", fontsize=10)
             ax.grid(alpha=0.3, axis="y")
             continue
         for name, acc in curves.items():
