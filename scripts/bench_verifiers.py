@@ -72,14 +72,20 @@ def timeit(fn, device, warmup: int, repeats: int) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
 
 
-def pil_path(verifier, pil_transform, images, prompt):
-    """The PIL round trip a PIL-based verifier would do, then the same model and text."""
+def pil_batch(verifier, pil_transform, images):
+    """The PIL round trip a PIL-based verifier does: uint8 images, `pil_transform` on each,
+    stacked on the verifier's device and dtype."""
     import numpy as np
     from PIL import Image
 
     arr = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     x = torch.stack([pil_transform(Image.fromarray(np.ascontiguousarray(a))) for a in arr])
-    x = x.to(verifier.device, verifier.dtype, non_blocking=True)
+    return x.to(verifier.device, verifier.dtype, non_blocking=True)
+
+
+def pil_path(verifier, pil_transform, images, prompt):
+    """The PIL round trip a PIL-based verifier would do, then the same model and text."""
+    x = pil_batch(verifier, pil_transform, images)
     with torch.no_grad():
         img = torch.nn.functional.normalize(verifier.model.encode_image(x).float(), dim=-1)
     txt = verifier.encode_texts([prompt] * len(images))
@@ -127,6 +133,40 @@ def top_kernels(verifier, images, prompt, n: int = 12) -> list[dict]:
     return rows[:n]
 
 
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def dtype_rows(args, device, v, images, row, encode_only, pil_scores) -> tuple[dict, dict]:
+    """For every dtype of --dtypes: the encode-only row (`encode_only(v)` prepares its inputs
+    at that dtype and returns the call to time), the verifier rows with torch and PIL
+    preprocessing (`pil_scores()`), and the checks (matmul input dtypes, top CUDA kernels in
+    fp16, torch-vs-PIL score difference), printed. Returns (checks, torch-path scores)."""
+    pil_repeats = args.pil_repeats or max(1, min(args.repeats, 5))
+    checks: dict = {}
+    scores: dict = {}
+    for dt in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
+        v.to(DTYPES[dt])
+        encode = encode_only(v)
+        with torch.no_grad():
+            row("encode_image only", dt, "-", encode, args.repeats)
+        row("verifier", dt, "torch", lambda: v(images, PROMPT), args.repeats)
+        if not args.no_pil:
+            row("verifier", dt, "pil", pil_scores, pil_repeats)
+        checks[dt] = {"matmul_input_dtypes": matmul_input_dtypes(v, images, PROMPT)}
+        if device.type == "cuda" and dt == "fp16":
+            checks[dt]["top_kernels"] = top_kernels(v, images, PROMPT)
+        # agreement of the torch and PIL paths on this model
+        s_t, s_p = v(images, PROMPT), pil_scores()
+        checks[dt]["torch_vs_pil_max_abs_score_diff"] = float((s_t - s_p).abs().max())
+        scores[dt] = s_t
+    for dt, c in checks.items():
+        print(f"  [{dt}] matmul inputs: {c['matmul_input_dtypes']}   torch-vs-PIL max |d score| "
+              f"{c['torch_vs_pil_max_abs_score_diff']:.2e}")
+        for k in c.get("top_kernels", [])[:8]:
+            print(f"      {k['device_us']:>10.1f} us  x{k['calls']:<4} {k['name'][:100]}")
+    return checks, scores
+
+
 IR_TINY_VISION = {"img_size": 224, "patch_size": 32, "embed_dim": 64, "depth": 2, "num_heads": 4}
 IR_TINY_MED = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
 
@@ -145,12 +185,7 @@ def ir_pil_transform():
 
 def ir_pil_path(verifier, pil_transform, images, prompt):
     """The upstream PIL round trip, then the same ImageReward network and tokens."""
-    import numpy as np
-    from PIL import Image
-
-    arr = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    x = torch.stack([pil_transform(Image.fromarray(np.ascontiguousarray(a))) for a in arr])
-    x = x.to(verifier.device, verifier.dtype, non_blocking=True)
+    x = pil_batch(verifier, pil_transform, images)
     return verifier.score_preprocessed(x, [prompt] * len(images))
 
 
@@ -177,34 +212,20 @@ def bench_image_reward(args, device, images, timeit_row, results) -> dict:
     nparams = sum(p.numel() for p in v.model.parameters())
     cfg = v.preprocess_cfg
     pil_tf = ir_pil_transform()
-    pil_repeats = args.pil_repeats or max(1, min(args.repeats, 5))
     print(f"{what}: {nparams / 1e6:.1f}M parameters, load={load_s:.1f}s", flush=True)
     start = len(results)
     timeit_row("preprocess only", "fp32", "torch", lambda: clip_preprocess(images, **cfg), args.repeats)
-    checks: dict = {}
-    scores: dict = {}
-    for dt in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dt]
-        v.to(dtype)
+
+    def encode_only(v):
         x = v.preprocess(images)
         ids, mask = v.tokenize([PROMPT] * len(images))
-        with torch.no_grad():
-            timeit_row("encode_image only", dt, "-", lambda: v.model(x, ids, mask), args.repeats)
-        timeit_row("verifier", dt, "torch", lambda: v(images, PROMPT), args.repeats)
-        if not args.no_pil:
-            timeit_row("verifier", dt, "pil", lambda: ir_pil_path(v, pil_tf, images, PROMPT), pil_repeats)
-        checks[dt] = {"matmul_input_dtypes": matmul_input_dtypes(v, images, PROMPT)}
-        if device.type == "cuda" and dt == "fp16":
-            checks[dt]["top_kernels"] = top_kernels(v, images, PROMPT)
-        s_t, s_p = v(images, PROMPT), ir_pil_path(v, pil_tf, images, PROMPT)
-        checks[dt]["torch_vs_pil_max_abs_score_diff"] = float((s_t - s_p).abs().max())
+        return lambda: v.model(x, ids, mask)
+
+    checks, scores = dtype_rows(args, device, v, images, timeit_row, encode_only,
+                                lambda: ir_pil_path(v, pil_tf, images, PROMPT))
+    for dt, s_t in scores.items():
         checks[dt]["scores_finite"] = bool(torch.isfinite(s_t).all())
         scores[dt] = s_t.cpu()
-    for dt, c in checks.items():
-        print(f"  [{dt}] matmul inputs: {c['matmul_input_dtypes']}   torch-vs-PIL max |d score| "
-              f"{c['torch_vs_pil_max_abs_score_diff']:.2e}")
-        for k in c.get("top_kernels", [])[:8]:
-            print(f"      {k['device_us']:>10.1f} us  x{k['calls']:<4} {k['name'][:100]}")
     if "fp16" in scores and "fp32" in scores:
         # same (fp16-rounded, after the first cast) weights: the effect of fp16 activations
         d = float((scores["fp16"] - scores["fp32"]).abs().max())
@@ -251,7 +272,6 @@ def main() -> None:
 
         factory._MODEL_CONFIGS["tts-bench-tiny"] = json.loads(json.dumps(TINY_CFG))
         model = "tts-bench-tiny"
-    pil_repeats = args.pil_repeats or max(1, min(args.repeats, 5))
     which = {w.strip() for w in args.verifiers.split(",") if w.strip()}
     if not which or which - {"clip", "image_reward"}:
         ap.error(f"--verifiers takes clip and/or image_reward, got {args.verifiers!r}")
@@ -286,28 +306,13 @@ def main() -> None:
         print(f"device={device} ({device_name}) "
               f"model={args.model} batch={B} input={args.size}x{args.size} load={load_s:.1f}s", flush=True)
         row("preprocess only", "fp32", "torch", lambda: clip_preprocess(images, **cfg), args.repeats)
-        for dt in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
-            dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dt]
-            v.to(dtype)
+
+        def encode_only(v):
             x = v.preprocess(images)
             v(images, PROMPT)  # fill the text cache
-            with torch.no_grad():
-                row("encode_image only", dt, "-", lambda: v.model.encode_image(x), args.repeats)
-            row("verifier", dt, "torch", lambda: v(images, PROMPT), args.repeats)
-            if not args.no_pil:
-                row("verifier", dt, "pil", lambda: pil_path(v, pil_tf, images, PROMPT), pil_repeats)
-            checks[dt] = {"matmul_input_dtypes": matmul_input_dtypes(v, images, PROMPT)}
-            if device.type == "cuda" and dt == "fp16":
-                checks[dt]["top_kernels"] = top_kernels(v, images, PROMPT)
-            # agreement of the torch and PIL paths on this model
-            s_t, s_p = v(images, PROMPT), pil_path(v, pil_tf, images, PROMPT)
-            checks[dt]["torch_vs_pil_max_abs_score_diff"] = float((s_t - s_p).abs().max())
+            return lambda: v.model.encode_image(x)
 
-        for dt, c in checks.items():
-            print(f"  [{dt}] matmul inputs: {c['matmul_input_dtypes']}   torch-vs-PIL max |d score| "
-                  f"{c['torch_vs_pil_max_abs_score_diff']:.2e}")
-            for k in c.get("top_kernels", [])[:8]:
-                print(f"      {k['device_us']:>10.1f} us  x{k['calls']:<4} {k['name'][:100]}")
+        checks, _ = dtype_rows(args, device, v, images, row, encode_only, lambda: pil_path(v, pil_tf, images, PROMPT))
         del v
         if device.type == "cuda":
             torch.cuda.empty_cache()
