@@ -9,7 +9,8 @@ judge) and returns one image, which the oracle judges. A prompt's particles go t
 denoiser as one batch (`--max-batch` rows per call); `--workers N` splits the prompts over N
 processes sharing the device (the small model leaves one process's GPU mostly idle).
 Best-of-N is prefix-consistent (its run at budget B is the first part of its run at a larger
-budget) and runs once at the largest budget; the other methods run once per budget. A budget below a method's minimum is skipped.
+budget) and runs once at the largest budget; the other methods run once per budget. A budget
+below a method's minimum is skipped.
 
 `--paper` adds the setting of Kim et al. 2025 (Table 2: 10 steps, NFE 500; they report
 RBF > SVDD > CoDe > best-of-N > SMC on FLUX): every method at 10 steps and NFE 500, and the
@@ -50,31 +51,30 @@ PAPER_METHODS = ("rbf", "svdd", "code", "best_of_n", "smc")  # the paper's repor
 PREFIX_CONSISTENT = {"best_of_n"}
 
 
-def run_records(proc, guide, oracle, prompts, methods, budgets, hyper, seed, guided_by_oracle, tag="grid"):
-    """One record per (method, budget, prompt): whether the oracle passed the returned image,
-    the search's seconds and NFE. `prompts` are (global index, prompt) pairs: the index seeds
-    the search, so results do not depend on how prompts are split over workers."""
+def run_records(proc, guide, oracle, prompts, name, budgets, hyper, seed, guided_by_oracle, tag="grid"):
+    """One record per (budget, prompt) of method `name`: whether the oracle passed the returned
+    image, the search's seconds and NFE. `prompts` are (global index, prompt) pairs: the index
+    seeds the search, so results do not depend on how prompts are split over workers."""
     from tts_diffusion import Budget, TTSInputError, load_searcher
 
     steps = proc.num_steps
+    search = load_searcher(name)
+    kw = {"keep_images": 1 if guided_by_oracle else 10**6, **hyper.get(name, {})}
+    todo = [max(budgets)] if name in PREFIX_CONSISTENT else budgets
     records = []
-    for name in methods:
-        search = load_searcher(name)
-        for k, p in prompts:
-            gen_seed = seed * 100003 + k
-            kw = {"keep_images": 1 if guided_by_oracle else 10**6, **hyper.get(name, {})}
-            todo = [max(budgets)] if name in PREFIX_CONSISTENT else budgets
-            for b in todo:
-                t0 = time.perf_counter()
-                try:
-                    res = search(proc, guide, p["prompt"], Budget(b * steps), torch.Generator().manual_seed(gen_seed), **kw)
-                except TTSInputError:
-                    continue
-                dt = time.perf_counter() - t0
-                for bb in (budgets if name in PREFIX_CONSISTENT else [b]):
-                    hit = judge(picked(res, bb * steps, steps), p["prompt"], guided_by_oracle, oracle)
-                    records.append({"tag": tag, "method": name, "budget": bb, "prompt": k, "category": p["category"],
-                                    "hit": hit, "seconds": dt, "nfe": min(res.nfe, bb * steps)})
+    for k, p in prompts:
+        gen_seed = seed * 100003 + k
+        for b in todo:
+            t0 = time.perf_counter()
+            try:
+                res = search(proc, guide, p["prompt"], Budget(b * steps), torch.Generator().manual_seed(gen_seed), **kw)
+            except TTSInputError:
+                continue
+            dt = time.perf_counter() - t0
+            for bb in (budgets if name in PREFIX_CONSISTENT else [b]):
+                hit = judge(picked(res, bb * steps, steps), p["prompt"], guided_by_oracle, oracle)
+                records.append({"tag": tag, "method": name, "budget": bb, "prompt": k, "category": p["category"],
+                                "hit": hit, "seconds": dt, "nfe": min(res.nfe, bb * steps)})
     return records
 
 
@@ -222,7 +222,7 @@ def main() -> None:
     ap.add_argument("--rbf-child-batch", type=int, default=1, help="children per RBF chain and batch (1: the paper)")
     ap.add_argument("--max-batch", type=int, default=128)
     ap.add_argument("--workers", type=int, default=1,
-                    help="processes sharing the device, each with a share of the prompts (GPU: 8 keeps it busy)")
+                    help="processes sharing the device, each with a share of the prompts (14 on an H100 for docs/)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=16, help="gmm world: seeds per setting")
     ap.add_argument("--smoke", action="store_true", help="a few prompts and small budgets (CPU check)")
@@ -346,13 +346,13 @@ def shard_worker(payload) -> list[dict]:
     records = []
     for name in job["methods"]:
         t0 = time.perf_counter()
-        records += run_records(proc, guide, oracle, indexed, [name], job["budgets"], job["hyper"], args.seed, by_oracle)
+        records += run_records(proc, guide, oracle, indexed, name, job["budgets"], job["hyper"], args.seed, by_oracle)
         print(f"  [worker {w}] {name}: {len(indexed)} prompts in {time.perf_counter() - t0:.0f} s", flush=True)
     if job["paper_methods"]:
         paper_proc = tts.process(10, max_batch=args.max_batch)
         for name in job["paper_methods"]:
             t0 = time.perf_counter()
-            records += run_records(paper_proc, guide, oracle, indexed, [name], [job["paper_mult"]], job["hyper"],
+            records += run_records(paper_proc, guide, oracle, indexed, name, [job["paper_mult"]], job["hyper"],
                                    args.seed, by_oracle, tag="paper")
             print(f"  [worker {w}] paper {name}: {time.perf_counter() - t0:.0f} s", flush=True)
     return records

@@ -24,7 +24,7 @@ from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..paths import default_model_path, domain_clip_path
-from ..searchers import load_searcher
+from ..searchers import load_searcher, run_defaults
 from ..verifiers import Verifier, load_verifier
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -183,7 +183,7 @@ class TTSPipeline:
         search = load_searcher(searcher)
         ver = self.get_verifier(verifier, **(verifier_options or {}))
         ver.check_prompt(prompt)  # before any compute is spent
-        defaults = getattr(search, "run_defaults", {})
+        defaults = run_defaults(search)
         if num_inference_steps is None:
             num_inference_steps = defaults.get("num_inference_steps")
         proc = self.process(num_inference_steps, guidance_scale, height=height, width=width,
