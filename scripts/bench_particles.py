@@ -44,57 +44,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
-from shapes_bench import eval_prompts, judge, picked  # noqa: E402
+from shapes_bench import aggregate, eval_prompts, run_records  # noqa: E402
 
 METHODS = ("best_of_n", "smc", "fkc", "rbf", "svdd", "code")
 PAPER_METHODS = ("rbf", "svdd", "code", "best_of_n", "smc")  # the paper's reported order, best first
 PREFIX_CONSISTENT = {"best_of_n"}
-
-
-def run_records(proc, guide, oracle, prompts, name, budgets, hyper, seed, guided_by_oracle, tag="grid"):
-    """One record per (budget, prompt) of method `name`: whether the oracle passed the returned
-    image, the search's seconds and NFE. `prompts` are (global index, prompt) pairs: the index
-    seeds the search, so results do not depend on how prompts are split over workers."""
-    from tts_diffusion import Budget, TTSInputError, load_searcher
-
-    steps = proc.num_steps
-    search = load_searcher(name)
-    kw = {"keep_images": 1 if guided_by_oracle else 10**6, **hyper.get(name, {})}
-    todo = [max(budgets)] if name in PREFIX_CONSISTENT else budgets
-    records = []
-    for k, p in prompts:
-        gen_seed = seed * 100003 + k
-        for b in todo:
-            t0 = time.perf_counter()
-            try:
-                res = search(proc, guide, p["prompt"], Budget(b * steps), torch.Generator().manual_seed(gen_seed), **kw)
-            except TTSInputError:
-                continue
-            dt = time.perf_counter() - t0
-            for bb in (budgets if name in PREFIX_CONSISTENT else [b]):
-                hit = judge(picked(res, bb * steps, steps), p["prompt"], guided_by_oracle, oracle)
-                records.append({"tag": tag, "method": name, "budget": bb, "prompt": k, "category": p["category"],
-                                "hit": hit, "seconds": dt, "nfe": min(res.nfe, bb * steps)})
-    return records
-
-
-def aggregate(records, prompts, methods, budgets, label=""):
-    """accuracy[method][budget], per-category accuracy, mean seconds and NFE per search."""
-    cats = sorted({p["category"] for p in prompts})
-    n_cat = {c: sum(p["category"] == c for p in prompts) for c in cats}
-    out = {"accuracy": {}, "per_category": {}, "seconds_per_search": {}, "mean_nfe": {}}
-    for name in methods:
-        mine = [r for r in records if r["method"] == name]
-        done = [b for b in budgets if any(r["budget"] == b for r in mine)]
-        at = {b: [r for r in mine if r["budget"] == b] for b in done}
-        out["accuracy"][name] = {b: sum(r["hit"] for r in at[b]) / len(prompts) for b in done}
-        out["per_category"][name] = {b: {c: sum(r["hit"] for r in at[b] if r["category"] == c) / n_cat[c]
-                                         for c in cats} for b in done}
-        out["seconds_per_search"][name] = {b: sum(r["seconds"] for r in at[b]) / len(at[b]) for b in done}
-        out["mean_nfe"][name] = {b: sum(r["nfe"] for r in at[b]) / len(at[b]) for b in done}
-        row = "  ".join(f"{out['accuracy'][name].get(b, float('nan')):.3f}" for b in budgets)
-        print(f"{label}{name:<10} {row}", flush=True)
-    return out
 
 
 def gmm_world(args):
@@ -346,14 +300,15 @@ def shard_worker(payload) -> list[dict]:
     records = []
     for name in job["methods"]:
         t0 = time.perf_counter()
-        records += run_records(proc, guide, oracle, indexed, name, job["budgets"], job["hyper"], args.seed, by_oracle)
+        records += run_records(proc, guide, oracle, indexed, name, job["budgets"], job["hyper"], args.seed, by_oracle,
+                               PREFIX_CONSISTENT)
         print(f"  [worker {w}] {name}: {len(indexed)} prompts in {time.perf_counter() - t0:.0f} s", flush=True)
     if job["paper_methods"]:
         paper_proc = tts.process(10, max_batch=args.max_batch)
         for name in job["paper_methods"]:
             t0 = time.perf_counter()
             records += run_records(paper_proc, guide, oracle, indexed, name, [job["paper_mult"]], job["hyper"],
-                                   args.seed, by_oracle, tag="paper")
+                                   args.seed, by_oracle, PREFIX_CONSISTENT, tag="paper")
             print(f"  [worker {w}] paper {name}: {time.perf_counter() - t0:.0f} s", flush=True)
     return records
 

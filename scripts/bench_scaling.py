@@ -24,7 +24,6 @@ import json
 import os
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,7 +31,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shapes_bench import eval_prompts, judge, picked  # noqa: E402
+from shapes_bench import aggregate, eval_prompts, run_records  # noqa: E402
 
 PREFIX_CONSISTENT = {"best_of_n", "zero_order"}  # a run at budget B is the prefix of a larger run
 HYPER = {  # benchmark settings per searcher (defaults of the searcher otherwise)
@@ -95,7 +94,7 @@ def main() -> None:
         plot(json.loads(Path(args.replot).read_text()), str(Path(args.replot).with_suffix("")))
         return
 
-    from tts_diffusion import Budget, TTSInputError, TTSPipeline, available_searchers, load_searcher
+    from tts_diffusion import TTSPipeline, available_searchers
 
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -116,35 +115,14 @@ def main() -> None:
     for vname in args.verifiers.split(","):
         guide = oracle if vname == "oracle" else tts.get_verifier(vname)
         for sname in searchers:
-            search = load_searcher(sname)
             t0 = time.perf_counter()
-            hits = defaultdict(lambda: defaultdict(float))  # budget -> category -> correct
-            ran = defaultdict(int)  # budget -> prompts the method could run at that budget
-            for k, p in enumerate(prompts):
-                gen_seed = args.seed * 100003 + k
-                hyper = {"keep_images": 10**6, **HYPER.get(sname, {})}  # keep every image to judge
-                if sname in PREFIX_CONSISTENT:
-                    res = search(proc, guide, p["prompt"], Budget(max(budgets) * steps),
-                                 torch.Generator().manual_seed(gen_seed), **hyper)
-                    for b in budgets:
-                        ran[b] += 1
-                        hits[b][p["category"]] += judge(picked(res, b * steps, steps), p["prompt"], vname == "oracle", oracle)
-                else:
-                    for b in budgets:
-                        try:
-                            res = search(proc, guide, p["prompt"], Budget(b * steps),
-                                         torch.Generator().manual_seed(gen_seed), **hyper)
-                        except TTSInputError:  # a budget too small for the method's minimum
-                            continue
-                        ran[b] += 1
-                        hits[b][p["category"]] += judge(picked(res, b * steps, steps), p["prompt"], vname == "oracle", oracle)
+            records = run_records(proc, guide, oracle, list(enumerate(prompts)), sname, budgets, HYPER, args.seed,
+                                  vname == "oracle", PREFIX_CONSISTENT)
+            agg = aggregate(records, prompts, [sname], budgets, echo=False)
             key = f"{vname}/{sname}"
-            cats = sorted({p["category"] for p in prompts})
-            n_cat = {c: sum(p["category"] == c for p in prompts) for c in cats}
             # None where the budget is below the method's minimum (e.g. one path of `paths`)
-            results["accuracy"][key] = {b: sum(hits[b].values()) / len(prompts) if ran[b] else None for b in budgets}
-            results["per_category"][key] = {b: {c: hits[b][c] / n_cat[c] for c in cats} if ran[b] else None
-                                            for b in budgets}
+            results["accuracy"][key] = {b: agg["accuracy"][sname].get(b) for b in budgets}
+            results["per_category"][key] = {b: agg["per_category"][sname].get(b) for b in budgets}
             results["seconds"][key] = time.perf_counter() - t0
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(f"{args.out}.json").write_text(json.dumps(results, indent=2))  # partial results survive a time-out

@@ -1,10 +1,13 @@
 """What the shapes-world benchmarks (bench_scaling.py, bench_particles.py) share: the
-category-balanced prompt subset, which candidate a search returns at a smaller budget, and
-the oracle's verdict on it."""
+category-balanced prompt subset, running a searcher over prompts and budgets, which candidate
+a search returns at a smaller budget, the oracle's verdict on it, and the accuracy tables."""
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
+
+import torch
 
 
 def eval_prompts(k: int) -> list[dict]:
@@ -41,3 +44,55 @@ def judge(candidate, prompt: str, guided_by_oracle: bool, oracle) -> float:
         return float(candidate.score >= 1.0 - 1e-6)
     image = candidate.image.float().div(255).unsqueeze(0).to(oracle.device)
     return float(oracle(image, [prompt])[0] >= 1.0 - 1e-6)
+
+
+def run_records(proc, guide, oracle, prompts, name, budgets, hyper, seed, guided_by_oracle,
+                prefix_consistent=frozenset({"best_of_n"}), tag="grid") -> list[dict]:
+    """One record per (budget, prompt) of method `name`: whether the oracle passed the returned
+    image, the search's seconds and NFE. `prompts` are (global index, prompt) pairs: the index
+    seeds the search, so results do not depend on how prompts are split over workers.
+    Methods in `prefix_consistent` (a run at budget B is the first part of a run at a larger
+    budget) run once at the largest budget and are read off at the others; the rest run once
+    per budget, and a budget below a method's minimum (TTSInputError) gives no record."""
+    from tts_diffusion import Budget, TTSInputError, load_searcher
+
+    steps = proc.num_steps
+    search = load_searcher(name)
+    kw = {"keep_images": 1 if guided_by_oracle else 10**6, **hyper.get(name, {})}
+    todo = [max(budgets)] if name in prefix_consistent else budgets
+    records = []
+    for k, p in prompts:
+        gen_seed = seed * 100003 + k
+        for b in todo:
+            t0 = time.perf_counter()
+            try:
+                res = search(proc, guide, p["prompt"], Budget(b * steps), torch.Generator().manual_seed(gen_seed), **kw)
+            except TTSInputError:
+                continue
+            dt = time.perf_counter() - t0
+            for bb in (budgets if name in prefix_consistent else [b]):
+                hit = judge(picked(res, bb * steps, steps), p["prompt"], guided_by_oracle, oracle)
+                records.append({"tag": tag, "method": name, "budget": bb, "prompt": k, "category": p["category"],
+                                "hit": hit, "seconds": dt, "nfe": min(res.nfe, bb * steps)})
+    return records
+
+
+def aggregate(records, prompts, methods, budgets, label="", echo=True) -> dict:
+    """accuracy[method][budget], per-category accuracy, mean seconds and NFE per search, over
+    the budgets a method has records for; `echo` prints one row per method."""
+    cats = sorted({p["category"] for p in prompts})
+    n_cat = {c: sum(p["category"] == c for p in prompts) for c in cats}
+    out = {"accuracy": {}, "per_category": {}, "seconds_per_search": {}, "mean_nfe": {}}
+    for name in methods:
+        mine = [r for r in records if r["method"] == name]
+        done = [b for b in budgets if any(r["budget"] == b for r in mine)]
+        at = {b: [r for r in mine if r["budget"] == b] for b in done}
+        out["accuracy"][name] = {b: sum(r["hit"] for r in at[b]) / len(prompts) for b in done}
+        out["per_category"][name] = {b: {c: sum(r["hit"] for r in at[b] if r["category"] == c) / n_cat[c]
+                                         for c in cats} for b in done}
+        out["seconds_per_search"][name] = {b: sum(r["seconds"] for r in at[b]) / len(at[b]) for b in done}
+        out["mean_nfe"][name] = {b: sum(r["nfe"] for r in at[b]) / len(at[b]) for b in done}
+        if echo:
+            row = "  ".join(f"{out['accuracy'][name].get(b, float('nan')):.3f}" for b in budgets)
+            print(f"{label}{name:<10} {row}", flush=True)
+    return out
