@@ -37,6 +37,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/fkc_diversity")
     args = ap.parse_args()
+    try:
+        counts = [int(x) for x in args.particles.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        ap.error(f"--particles takes comma-separated positive counts, got {args.particles!r}")
     torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
 
     from tts_diffusion import Budget, TTSPipeline, load_searcher
@@ -51,7 +57,7 @@ def main() -> None:
     prompts = eval_prompts(args.prompts)
     t0 = time.perf_counter()
     rows = []
-    for k in [int(x) for x in args.particles.split(",")]:
+    for k in counts:
         distinct, best_right, frac_right = [], [], []
         for i, p in enumerate(prompts):
             res = fkc(proc, oracle, p["prompt"], Budget(k * proc.num_steps),

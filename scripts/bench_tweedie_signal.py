@@ -62,10 +62,13 @@ def main() -> None:
     tts.to(device)
     proc = tts.process(None)
     oracle = load_verifier("oracle")
-    probes = [int(i) for i in args.probes.split(",")]
+    try:
+        probes = [int(i) for i in args.probes.split(",")]
+    except ValueError:
+        ap.error(f"--probes takes comma-separated step indices, got {args.probes!r}")
     bad = [i for i in probes if not 0 <= i < proc.num_steps]
     if bad:
-        sys.exit(f"error: probe steps {bad} are outside 0..{proc.num_steps - 1}; pass --probes within the grid")
+        ap.error(f"probe steps {bad} are outside 0..{proc.num_steps - 1}; pass --probes within the grid")
     s = args.samples
     scores: dict[int, list[float]] = {i: [] for i in probes}
     final: list[bool] = []
