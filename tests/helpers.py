@@ -16,3 +16,17 @@ class BrightnessVerifier(Verifier):
     def score(self, images, prompts):
         self.calls += images.shape[0]
         return images.float().mean(dim=(1, 2, 3))
+
+
+class SelectRecorder:
+    """A per-particle state entry (core/state.py) that records every selection it follows."""
+
+    def __init__(self):
+        self.selected: list[list[int]] = []
+        self.resets: list[int] = []
+
+    def select(self, idx):
+        self.selected.append(idx.tolist())
+
+    def reset(self, num_particles):
+        self.resets.append(int(num_particles))

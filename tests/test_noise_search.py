@@ -100,8 +100,9 @@ class RecordingProcess(DenoisingProcess):
         self.denoised.append((i, x.shape[0]))
         return super().denoise(x, i, cond)
 
-    def reindex(self, idx):
-        self.reindexed.append(idx.tolist())
+    def select(self, idx, *items):
+        self.reindexed.append(torch.as_tensor(idx).tolist())
+        return super().select(idx, *items)
 
 
 def test_paths_renoise_to_the_stated_level_and_keep_the_best(tiny_pipe):

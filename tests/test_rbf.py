@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from analytic import FunctionVerifier, analytic_process, bimodal_1d, four_modes_2d
-from helpers import BrightnessVerifier
+from helpers import BrightnessVerifier, SelectRecorder
 from tts_diffusion import Budget, TTSInputError
 from tts_diffusion.searchers import available_searchers, load_searcher
 from tts_diffusion.searchers.rbf import blockwise_search, rollover_budget_forcing
@@ -172,8 +172,9 @@ def test_blockwise_children_and_soft_selection():
         assert res.nfe == 2 + 2 * 11 * 9 <= 200 and res.x.shape == (2, 2, 1, 1)
     soft = blockwise_search(proc, cond, far_reward, 200, torch.Generator().manual_seed(0), alpha=0.5)
     assert soft.nfe <= 200
-    seen = []  # per-particle model state follows: expanded to children, then the kept child
-    proc.add_reindex_hook(lambda idx: seen.append(idx.tolist()))
+    # per-particle model state follows: expanded to children, then the kept child
+    rec = proc.call.register("recorder", SelectRecorder())
+    seen = rec.selected
     blockwise_search(proc, cond, far_reward, 200, torch.Generator().manual_seed(0), particles=2, block=3)
     assert len(seen) == 6 and seen[0] == [0] * 11 + [1] * 11
     assert all(len(a) == 22 and len(b) == 2 and b[0] < 11 <= b[1] for a, b in zip(seen[::2], seen[1::2]))

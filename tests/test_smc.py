@@ -22,7 +22,7 @@ from analytic import (
     FunctionVerifier, GaussianMixture, agrees, analytic_process, bimodal_1d, four_modes_2d, kish_ess, replicate,
     weighted_ks,
 )
-from helpers import BrightnessVerifier
+from helpers import BrightnessVerifier, SelectRecorder
 from tts_diffusion import Budget, TTSInputError
 from tts_diffusion.searchers import available_searchers, load_searcher
 from tts_diffusion.searchers.smc import POTENTIALS, _log_potential, fk_steering, potential_steps
@@ -159,8 +159,8 @@ def test_smc_matches_tilted_target_2d(kind):
 def test_searcher_budget_determinism_and_reindex():
     g = bimodal_1d()
     proc = analytic_process({"": g, "a": g}, "flow", 10)
-    seen = []
-    proc.add_reindex_hook(lambda idx: seen.append(idx.clone()))
+    rec = proc.call.register("recorder", SelectRecorder())
+    seen = rec.selected
     ver = FunctionVerifier(lambda x: -x[:, 0], 1)
     smc = load_searcher("smc")
     assert "smc" in available_searchers()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -29,6 +29,7 @@ from ..errors import TTSInputError
 from .adapters import Embeds, ModelAdapter, adapter_for, cat_rows, expand_rows
 from .budget import Budget
 from .families import Family, flow_family, vp_family
+from .state import CallState, active_call, select_rows
 from .timing import Timings
 
 
@@ -107,7 +108,7 @@ class DenoisingProcess:
         self.decode_batch = max(1, int(decode_batch or self.max_batch))
         self.budget: Budget | None = None
         self.timings = Timings(self.device)
-        self._reindex_hooks: list[Callable[[torch.Tensor], None]] = []
+        self.call = CallState()
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -157,6 +158,16 @@ class DenoisingProcess:
     def width(self) -> int:
         return self.adapter.width
 
+    def for_call(self) -> "DenoisingProcess":
+        """A view of this process for one search call: same model, grid and settings; its own
+        budget, timings and per-particle state. `TTSPipeline` takes one per call, so a cached
+        process can serve many threads at once."""
+        other = copy.copy(self)
+        other.budget = None
+        other.timings = Timings(self.device)
+        other.call = CallState(options=dict(self.call.options))
+        return other
+
     # --------------------------------------------------------------- budget
     @contextlib.contextmanager
     def metered(self, budget: Budget) -> Iterator[Budget]:
@@ -184,7 +195,9 @@ class DenoisingProcess:
     def noise_from_seeds(self, seeds: Sequence[int]) -> torch.Tensor:
         """Initial noise for each seed, drawn exactly as the pipeline draws it for
         `generator=torch.Generator().manual_seed(seed)` (CPU generator), so any candidate can
-        be reproduced with the plain pipeline."""
+        be reproduced with the plain pipeline. A new draw is a new population: per-particle
+        call state restarts for these rows."""
+        self.reset_particles(len(seeds))
         shape = self.adapter.latent_shape(1)
         rows = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s)), dtype=self.dtype) for s in seeds]
         noise = torch.cat(rows).to(self.device) if rows else torch.zeros((0, *shape[1:]), device=self.device, dtype=self.dtype)
@@ -209,13 +222,16 @@ class DenoisingProcess:
         if self.budget is not None:
             self.budget.charge_nfe(n)
         outs, conds, unconds = [], [], []
-        with self.timings.phase("denoise"):
+        with self.timings.phase("denoise"), active_call(self.call):
+            self.call.step = i
             for s in range(0, n, self.max_batch):
                 xc = x[s : s + self.max_batch]
+                self.call.rows = slice(s, s + xc.shape[0])
                 o, c, u = self._guided(xc, i, cond)
                 outs.append(o)
                 conds.append(c)
                 unconds.append(u)
+            self.call.rows = None
             out = torch.cat(outs)
             x0, eps = self.family.to_x0_eps(x, out, i)
         cond_out = torch.cat(conds) if self.do_cfg else None
@@ -273,20 +289,26 @@ class DenoisingProcess:
 
     def with_grid(self, family: Family, model_timesteps: torch.Tensor) -> "DenoisingProcess":
         """The same model on another grid (e.g. `family.vp_regrid()`); shares the adapter,
-        timings and reindex hooks (meter it with `metered` like this one)."""
+        timings and per-particle call state (meter it with `metered` like this one)."""
         other = copy.copy(self)
         other.family, other.model_timesteps = family, model_timesteps
         return other
 
     # ----------------------------------------------------------- particle state
-    def add_reindex_hook(self, hook: Callable[[torch.Tensor], None]) -> None:
-        """Register per-particle model state (e.g. T-GATE caches) to follow resampling."""
-        self._reindex_hooks.append(hook)
+    def select(self, idx: torch.Tensor | Sequence[int], *items: Any) -> Any:
+        """Select / duplicate / drop particles: `x, pred, log_w = proc.select(idx, x, pred, log_w)`.
 
-    def reindex(self, idx: torch.Tensor) -> None:
-        """After resampling particles with `x = x[idx]`: reorder per-particle model state."""
-        for hook in self._reindex_hooks:
-            hook(idx)
+        Indexes every item by the parent rows `idx` and moves every per-particle state
+        registered on this call (core/state.py) the same way. Returns the items (one item:
+        itself, several: a tuple)."""
+        idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+        self.call.select(idx.cpu())
+        out = tuple(select_rows(item, idx) for item in items)
+        return out[0] if len(out) == 1 else out
+
+    def reset_particles(self, num_particles: int) -> None:
+        """A fresh population of `num_particles` (new noise): per-particle state restarts."""
+        self.call.reset(int(num_particles))
 
     def settings(self) -> dict:
         return {

@@ -15,13 +15,14 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
+from ..core.state import Progress
 from ..errors import TTSInputError
 from ..paths import default_model_path, domain_clip_path
 from ..searchers import load_searcher, run_defaults
@@ -170,13 +171,16 @@ class TTSPipeline:
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  height: int | None = None, width: int | None = None, negative_prompt: str | None = None,
                  max_batch: int = 16, progress: bool = True, verifier_options: dict | None = None,
-                 process_options: dict | None = None, **searcher_kwargs) -> SearchResult:
+                 process_options: dict | None = None, progress_callback: Callable[[Progress], None] | None = None,
+                 **searcher_kwargs) -> SearchResult:
         """Search for the image that scores best on `verifier`.
 
         budget: NFE (denoiser evaluations per row; one sample costs `num_inference_steps`);
             default: the searcher's own (rbf, svdd, code: 500 at 10 steps, the RBF paper's
             setting), else 4 samples' worth.
         seed / generator: the search is deterministic for a given seed.
+        progress_callback: called with a `Progress` (NFE spent, budget, best so far) after
+            every denoiser call and every scored round, from the calling thread.
         searcher_kwargs: the searcher's own hyper-parameters (e.g. `n`, `round_size`)."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise TTSInputError("the prompt is empty: pass a non-empty text prompt")
@@ -186,8 +190,9 @@ class TTSPipeline:
         defaults = run_defaults(search)
         if num_inference_steps is None:
             num_inference_steps = defaults.get("num_inference_steps")
+        # a per-call view: budget, timings and per-particle state belong to this call only
         proc = self.process(num_inference_steps, guidance_scale, height=height, width=width,
-                            max_batch=max_batch, **(process_options or {}))
+                            max_batch=max_batch, **(process_options or {})).for_call()
         if budget is None:
             budget = defaults.get("budget", 4 * proc.num_steps)
         nfe = int(budget)
@@ -200,11 +205,18 @@ class TTSPipeline:
             generator = torch.Generator().manual_seed(int(seed if seed is not None else torch.seed()))
         bar = None
         b = Budget(nfe)
+        proc.call.on_progress = progress_callback
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=nfe, desc=f"{getattr(search, 'searcher_name', 'search')}", unit="NFE", leave=False)
-            b.on_charge = bar.update
+
+        def on_charge(n: int) -> None:
+            if bar is not None:
+                bar.update(n)
+            proc.call.report(b.nfe, b.max_nfe)
+
+        b.on_charge = on_charge
         try:
             result = search(proc, ver, prompt, b, generator, negative_prompt=negative_prompt, **searcher_kwargs)
         finally:

@@ -72,6 +72,8 @@ class SearchLog:
         self.candidates.extend(new)
         self._trim()
         self.trace.append(TracePoint(self.budget.nfe, self.budget.verifier_calls, self.best.score))
+        self.proc.call.best = self.best
+        self.proc.call.report(self.budget.nfe, self.budget.max_nfe)
 
     def _trim(self) -> None:
         with_img = sorted((c for c in self.candidates if c.image is not None), key=lambda c: -c.score)

@@ -160,7 +160,7 @@ def fkc_sample(proc: DenoisingProcess, experts: ExpertFn, coefs: Sequence[float]
                 idx = resample(log_w, scheme, generator).to(dev)
                 x, pred = x[idx], pred.index(idx)
                 outs = [o[idx] for o in outs]
-                proc.reindex(idx)
+                proc.select(idx)
                 log_w = torch.zeros_like(log_w)
                 run.resample_steps.append(i)
         if variant == "target_score" or eta == 0.0:

@@ -92,7 +92,7 @@ def search_over_paths(proc: DenoisingProcess, verifier: Verifier, prompt: str, b
             log.score_latents(x, seeds)
         for it, (i, j, k) in enumerate(sched):
             parents = torch.arange(n, device=x.device).repeat_interleave(m)
-            proc.reindex(parents)
+            proc.select(parents)
             children = proc.renoise(x[parents], i, j, generator)
             children, pred = proc.sample(children, cond, start=j, end=k)
             if k == steps:
@@ -101,6 +101,6 @@ def search_over_paths(proc: DenoisingProcess, verifier: Verifier, prompt: str, b
                 scores = log.score_intermediate(pred.x0)
             keep = torch.topk(scores, n, sorted=True).indices.to(children.device)
             x = children[keep]
-            proc.reindex(keep)
+            proc.select(keep)
     return log.result({"searcher": "paths", "n": n, "m": m, "start": start, "sigma": proc.family.s(start),
                        "delta_f": delta_f, "delta_b": delta_b, "verifier": verifier.name})

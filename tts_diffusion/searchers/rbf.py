@@ -215,7 +215,7 @@ def blockwise_search(proc: DenoisingProcess, cond: Conditioning, reward_fn: Rewa
         # every particle's m children, side by side: rows p*m .. p*m + m - 1
         parents = torch.arange(k, device=x.device).repeat_interleave(m)
         y, p = x[parents], pred.index(parents)
-        proc.reindex(parents)
+        proc.select(parents)
         for t in range(i, j_end):
             y = stochastic_step(proc, y, t, p, eta, generator, interpolant)
             p = proc.denoise(y, t + 1, cond)
@@ -227,7 +227,7 @@ def blockwise_search(proc: DenoisingProcess, cond: Conditioning, reward_fn: Rewa
             choice = r.argmax(1)
         rows = (torch.arange(k) * m + choice).to(y.device)
         x, pred = y[rows], p.index(rows)
-        proc.reindex(rows)
+        proc.select(rows)
         best = r[torch.arange(k), choice]
         i = j_end
     x = proc.step(x, n - 1, pred, eta=0.0)

@@ -136,7 +136,7 @@ def fk_steering(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn,
                 idx = resample(log_w, scheme, generator).to(dev)
                 x, pred, applied = x[idx], pred.index(idx), applied[idx]
                 state = {key: v[idx] for key, v in state.items()}
-                proc.reindex(idx)
+                proc.select(idx)
                 log_w = torch.zeros_like(log_w)
                 run.resample_steps.append(i)
         x = proc.step(x, i, pred, eta=eta, generator=generator)

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import TTSInputError
+from ..params import Param, ParamSpec
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -131,14 +132,24 @@ VerifierFactory = Callable[..., Verifier]
 _REGISTRY: dict[str, tuple[VerifierFactory, str]] = {}
 
 
-def register_verifier(name: str, description: str = "") -> Callable[[VerifierFactory], VerifierFactory]:
-    """Decorator: register a factory `f(**options) -> Verifier` under `name`."""
+def register_verifier(name: str, description: str = "", *, params: Sequence[Param] = ()
+                      ) -> Callable[[VerifierFactory], VerifierFactory]:
+    """Decorator: register a factory `f(**options) -> Verifier` under `name`; params: its
+    options (params.py), used to parse `--verifier-option` and validate keyword options."""
 
     def deco(factory: VerifierFactory) -> VerifierFactory:
         _REGISTRY[name] = (factory, description)
+        factory.params = ParamSpec(f"verifier {name!r}", list(params))  # type: ignore[attr-defined]
         return factory
 
     return deco
+
+
+def verifier_params(name: str) -> ParamSpec:
+    """The declared options of a registered verifier."""
+    if name not in _REGISTRY:
+        raise TTSInputError(f"unknown verifier {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
+    return _REGISTRY[name][0].params  # type: ignore[attr-defined]
 
 
 def available_verifiers() -> dict[str, str]:

@@ -1,0 +1,131 @@
+"""Per-call, per-particle state: the one mechanism that moves particles.
+
+A search call owns a `CallState`. Everything that has one row per particle and must follow
+the particles when a searcher selects, duplicates or drops them registers here (T-GATE's
+attention caches, a multistep scheduler's history of model outputs, Alfie's attention
+accumulators, ...). Searchers never reorder such state by hand: they call
+
+    x, pred, log_w = proc.select(idx, x, pred, log_w)
+
+which indexes what they pass *and* every registered entry with the same `idx` (a LongTensor
+of parent rows; repeats duplicate a particle, missing rows drop it). When a searcher starts
+a fresh population (new noise), `proc.reset_particles(n)` tells every entry that its rows
+are new, so caches restart.
+
+Model hooks (attention processors installed on a shared model) find the state of the call
+that is running through `current_call()`, a context variable, so one model serves many
+threads at once: each thread sees its own call. During a denoiser forward,
+`CallState.rows` is the slice of particle rows the model sees (the process splits the
+batch into chunks of `max_batch` rows), and `CallState.step` the grid point.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class ParticleEntry(Protocol):
+    """Per-particle state: follows `select` and restarts on `reset`."""
+
+    def select(self, idx: torch.Tensor) -> None: ...
+
+    def reset(self, num_particles: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report: NFE spent of the budget and the best candidate so far
+    (`best.image` is a uint8 HWC array, `best.score` its verifier score; None before the
+    first candidate is scored)."""
+
+    nfe: int
+    max_nfe: int
+    best_score: float | None
+    best: Any
+
+
+@dataclass
+class CallState:
+    """What one search call carries besides its budget and timings."""
+
+    entries: dict[str, ParticleEntry] = field(default_factory=dict)
+    #: particle rows of the chunk being forwarded (set by the process around each model call)
+    rows: slice | None = None
+    #: grid point of the denoiser call in flight
+    step: int | None = None
+    #: number of particles the entries currently hold rows for
+    num_particles: int | None = None
+    #: free-form options hooks read (e.g. {"tgate": TGate(...)}); set by the pipeline
+    options: dict[str, Any] = field(default_factory=dict)
+    #: best candidate so far (kept by the searcher's SearchLog) and the progress listener
+    best: Any = None
+    on_progress: Callable[["Progress"], None] | None = field(default=None, repr=False)
+
+    def report(self, nfe: int, max_nfe: int) -> None:
+        """Tell the listener (UI, callback) where the search stands."""
+        if self.on_progress is not None:
+            best = self.best
+            self.on_progress(Progress(nfe, max_nfe, None if best is None else best.score, best))
+
+    def register(self, name: str, entry: ParticleEntry) -> ParticleEntry:
+        if not isinstance(entry, ParticleEntry):
+            raise TypeError(f"{name}: per-particle state must implement select(idx) and reset(n)")
+        self.entries[name] = entry
+        if self.num_particles is not None:
+            entry.reset(self.num_particles)
+        return entry
+
+    def get(self, name: str) -> ParticleEntry | None:
+        return self.entries.get(name)
+
+    def select(self, idx: torch.Tensor) -> None:
+        for entry in self.entries.values():
+            entry.select(idx)
+        self.num_particles = int(idx.numel())
+
+    def reset(self, num_particles: int) -> None:
+        for entry in self.entries.values():
+            entry.reset(num_particles)
+        self.num_particles = int(num_particles)
+
+
+_CURRENT: contextvars.ContextVar[CallState | None] = contextvars.ContextVar("tts_call_state", default=None)
+
+
+def current_call() -> CallState | None:
+    """The `CallState` of the search running in this thread / context (None outside one)."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def active_call(state: CallState) -> Iterator[CallState]:
+    """Make `state` the current call for the block (nests; restores the previous one)."""
+    token = _CURRENT.set(state)
+    try:
+        yield state
+    finally:
+        _CURRENT.reset(token)
+
+
+def select_rows(item: Any, idx: torch.Tensor) -> Any:
+    """Index one searcher item by particle rows: a tensor, None, a list / tuple of such, or
+    anything with an `index(idx)` method (e.g. `Prediction`)."""
+    if item is None:
+        return None
+    if isinstance(item, torch.Tensor):
+        return item[idx.to(item.device)]
+    if hasattr(item, "index"):
+        return item.index(idx)
+    if isinstance(item, (list, tuple)):
+        if item and not isinstance(item[0], (torch.Tensor, type(None))) and not hasattr(item[0], "index"):
+            # a plain per-particle Python list (e.g. seeds)
+            return type(item)(item[int(k)] for k in idx.tolist())
+        return type(item)(select_rows(v, idx) for v in item)
+    if isinstance(item, dict):
+        return {k: select_rows(v, idx) for k, v in item.items()}
+    raise TypeError(f"cannot select particle rows of a {type(item).__name__}")
