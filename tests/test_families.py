@@ -113,3 +113,48 @@ def test_flow_ode_step_is_euler_and_equals_ddim():
     euler = x + (fam.s(4) - fam.s(3)) * u
     assert torch.allclose(fam.ode_step(x, 3, u, x0, eps).double(), euler, atol=1e-6)
     assert torch.allclose(fam._ddim(x0, eps, 3, 0.0).double(), euler, atol=1e-6)
+
+
+# ----------------------------------------------- usual step counts (issue 16, part 2)
+def ks_to_data(x, fam):
+    """Kolmogorov-Smirnov distance between the samples and the exact marginal at the
+    family's last grid point."""
+    xs, _ = torch.sort(x)
+    w, m, sd = GMM.marginal(fam.a(fam.num_steps), fam.s(fam.num_steps))
+    cdf = (w * 0.5 * (1 + torch.erf((xs[:, None] - m) / (sd * math.sqrt(2))))).sum(1)
+    k = torch.arange(1, len(xs) + 1, dtype=torch.float64)
+    return float(torch.maximum(k / len(xs) - cdf, cdf - (k - 1) / len(xs)).max())
+
+
+#: KS bound per step count: the probability-flow ODE's own discretisation error on this
+#: mixture (0.056 at 10 steps, 0.017 at 28, SD3's shift-3 grid) plus sampling slack; the
+#: KS noise of 20000 samples is about 0.01.
+KS_BOUND = {10: 0.08, 28: 0.035}
+
+
+@pytest.mark.parametrize("steps", [10, 28])
+@pytest.mark.parametrize("diffusion", ["ddim", "constant", "sigma", "flow_grpo"])
+def test_flow_sde_at_usual_step_counts(diffusion, steps):
+    """Every diffusion schedule at eta 0.7 lands on the data law at SD3's usual step counts,
+    within the ODE's own discretisation error (not only at 200 steps)."""
+    fam = flow(steps=steps, diffusion=diffusion)
+    ks = ks_to_data(run(fam, 0.7, torch.Generator().manual_seed(1)), fam)
+    assert ks < KS_BOUND[steps], ks
+
+
+@pytest.mark.parametrize("steps", [10, 28])
+def test_flow_grpo_clipped_first_step_would_fail(monkeypatch, steps):
+    """Guard: the old flow_grpo coefficient, sigma clipped to 1 - 1e-3 at pure noise (so
+    g = sqrt(999) eta on the first step), over-disperses (std 2.41 for data std 1.69 at 10
+    steps) and fails the bound above; Flow-GRPO's next-sigma denominator passes it."""
+    from tts_diffusion.core.families import Family
+
+    def clipped(self, sigma, sigma_next):
+        sigma = min(sigma, 1.0 - 1e-3)
+        return math.sqrt(sigma / (1.0 - sigma))
+
+    fam = flow(steps=steps, diffusion="flow_grpo")
+    assert fam._flow_h(1.0, fam.s(1)) == pytest.approx(math.sqrt(1.0 / (1.0 - fam.s(1))))
+    monkeypatch.setattr(Family, "_flow_h", clipped)
+    ks = ks_to_data(run(fam, 0.7, torch.Generator().manual_seed(1)), fam)
+    assert ks > KS_BOUND[steps], ks

@@ -117,7 +117,8 @@ class Family:
             d x = [u - g^2/2 * score] d sigma + g d W   (sigma decreasing),
         Euler-Maruyama with diffusion coefficient g(sigma) = eta * h(sigma), h chosen by
         `self.diffusion`: "constant" (1), "sigma" (sigma), "flow_grpo" (sqrt(sigma/(1-sigma)),
-        Liu et al. 2025). "ddim" instead uses the DDIM form above on the flow interpolant,
+        Liu et al. 2025, eq. 9; at sigma = 1, where it diverges, the denominator takes the
+        next grid sigma as Flow-GRPO's reference `sd3_sde_with_logprob` does). "ddim" instead uses the DDIM form above on the flow interpolant,
         which keeps the marginals exactly for every step size. The last step (to sigma = 0)
         is always noise-free.
         """
@@ -130,19 +131,23 @@ class Family:
         if s_next <= 0.0:
             return self.ode_step(x, i, out, x0, eps), 0.0
         d = s - s_next  # > 0: |d sigma|
-        g = eta * self._flow_h(s)
+        g = eta * self._flow_h(s, s_next)
         score = -eps / s
         mean = x - d * out + 0.5 * g * g * d * score
         return mean, g * math.sqrt(d)
 
-    def _flow_h(self, sigma: float) -> float:
+    def _flow_h(self, sigma: float, sigma_next: float) -> float:
+        """h(sigma) of the step sigma -> sigma_next (g = eta h)."""
         if self.diffusion == "constant":
             return 1.0
         if self.diffusion == "sigma":
             return sigma
         if self.diffusion == "flow_grpo":
-            sigma = min(sigma, 1.0 - 1e-3)
-            return math.sqrt(sigma / (1.0 - sigma))
+            # sqrt(sigma / (1 - sigma)) diverges at pure noise: Flow-GRPO evaluates the
+            # denominator at the next grid sigma there (`torch.where(sigma == 1, sigma_max,
+            # sigma)` with sigma_max = sigmas[1]), so the first step's noise stays finite.
+            den = sigma if sigma < 1.0 else sigma_next
+            return math.sqrt(sigma / (1.0 - den))
         raise ValueError(f"unknown flow diffusion schedule {self.diffusion!r}; choose from {FLOW_DIFFUSION_SCHEDULES}")
 
     def _ddim_std(self, i: int, eta: float) -> float:
