@@ -13,8 +13,9 @@ Every searcher talks to this object, never to a pipeline:
 Grid points run i = 0 (noise) .. n (clean); `step` takes i to i+1. Particles are the
 batch dimension; `denoise` splits it into chunks of `max_batch` rows, so results do not
 depend on memory settings. With eta = 0 the process reproduces the pipeline's own
-`__call__` for the same initial latents (DDIM for DDPM-family schedulers, Euler for
-flow-matching ones; see tests/test_faithfulness.py).
+`__call__` for the same initial latents: ODE steps are the pipeline's own scheduler's
+steps (core/schedulers.py; see tests/test_faithfulness.py), stochastic steps the family's
+SDE (core/families.py).
 """
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ import torch
 from ..errors import TTSInputError
 from .adapters import Embeds, ModelAdapter, adapter_for, cat_rows, expand_rows
 from .budget import Budget
-from .families import Family, flow_family, vp_family
+from . import schedulers
+from .families import Family
+from .schedulers import SchedulerGrid, is_flow_scheduler  # noqa: F401  (re-exported)
 from .state import CallState, active_call, select_rows
 from .timing import Timings
 
@@ -63,44 +66,28 @@ class Prediction:
         return Prediction(self.i, self.out[idx], self.x0[idx], self.eps[idx], pick(self.cond_out), pick(self.uncond_out))
 
 
-def is_flow_scheduler(scheduler: Any) -> bool:
-    """Flow-matching schedulers: the FlowMatch* family, and DDPM-family solvers configured
-    for flow models (DPMSolverMultistepScheduler with prediction_type "flow_prediction" /
-    use_flow_sigmas, as Sana and the embedded shapes model use)."""
-    cfg = scheduler.config
-    return (type(scheduler).__name__.startswith("FlowMatch") or cfg.get("prediction_type") == "flow_prediction"
-            or bool(cfg.get("use_flow_sigmas", False)))
-
-
-def make_family(scheduler: Any, adapter: ModelAdapter, num_steps: int, diffusion: str = "ddim") -> tuple[Family, torch.Tensor]:
-    """The family grid for `num_steps` and the raw timesteps the model is given.
-
-    Flow-matching schedulers: a copy of the pipeline's own scheduler is asked for its
-    sigmas with the same arguments the pipeline passes (shift, dynamic shift mu, sigmas).
-    DDPM-family schedulers: DDIM on the same alpha_bar table and timestep spacing."""
-    if is_flow_scheduler(scheduler):
-        sch = type(scheduler).from_config(scheduler.config)
-        sch.set_timesteps(num_steps, device="cpu", **adapter.timestep_kwargs(sch, num_steps))
-        return flow_family(sch.sigmas, sch.timesteps, diffusion), sch.timesteps.clone()
-    from diffusers import DDIMScheduler
-
-    sch = DDIMScheduler.from_config(scheduler.config)
-    sch.set_timesteps(num_steps)
-    ts = [int(t) for t in sch.timesteps]
-    ratio = sch.config.num_train_timesteps // num_steps
-    fam = vp_family(sch.alphas_cumprod, ts, [t - ratio for t in ts], float(sch.final_alpha_cumprod),
-                    sch.config.prediction_type)
-    return fam, sch.timesteps.clone()
+def make_family(scheduler: Any, adapter: ModelAdapter, num_steps: int, diffusion: str = "ddim"
+                ) -> tuple[Family, torch.Tensor, SchedulerGrid | None]:
+    """The grid for the pipeline's `num_inference_steps = num_steps`, the timesteps the model
+    is given at each grid point, and how the pipeline's scheduler steps on it (None: the
+    family's own ODE step, which is DDIM and flow-matching Euler). See core/schedulers.py:
+    a copy of the pipeline's scheduler is asked for its grid with the arguments the
+    pipeline passes (shift, dynamic shift mu); a scheduler the process cannot reproduce
+    gets one warning and DDIM on its noise schedule (Euler on flow sigmas)."""
+    return schedulers.build(scheduler, adapter, num_steps, diffusion)
 
 
 class DenoisingProcess:
     """A pipeline as a sampler over a fixed grid of `num_steps` time points."""
 
     def __init__(self, adapter: ModelAdapter, family: Family, model_timesteps: torch.Tensor, *,
-                 guidance_scale: float, cfg_scale: float, max_batch: int = 16, decode_batch: int | None = None):
+                 guidance_scale: float, cfg_scale: float, max_batch: int = 16, decode_batch: int | None = None,
+                 stepping: SchedulerGrid | None = None):
         self.adapter = adapter
         self.family = family
         self.model_timesteps = model_timesteps
+        #: the pipeline's scheduler for ODE steps (None: the family's own ODE step)
+        self.stepping = stepping
         self.guidance_scale = guidance_scale
         self.cfg_scale = cfg_scale
         self.do_cfg = adapter.do_cfg(cfg_scale)
@@ -128,14 +115,14 @@ class DenoisingProcess:
         adapter = adapter_for(pipe)(pipe, height, width, max_sequence_length)
         if guidance_scale is None:
             guidance_scale = 3.5 if adapter.distilled_guidance else 7.5
-        family, ts = make_family(pipe.scheduler, adapter, int(num_steps), diffusion)
+        family, ts, stepping = make_family(pipe.scheduler, adapter, int(num_steps), diffusion)
         if adapter.distilled_guidance:
             adapter.guidance = float(guidance_scale)
             cfg_scale = float(true_cfg_scale)
         else:
             cfg_scale = float(guidance_scale)
         return cls(adapter, family, ts, guidance_scale=float(guidance_scale), cfg_scale=cfg_scale,
-                   max_batch=max_batch, decode_batch=decode_batch)
+                   max_batch=max_batch, decode_batch=decode_batch, stepping=stepping)
 
     # ----------------------------------------------------------- description
     @property
@@ -199,8 +186,14 @@ class DenoisingProcess:
         call state restarts for these rows."""
         self.reset_particles(len(seeds))
         shape = self.adapter.latent_shape(1)
-        rows = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s)), dtype=self.dtype) for s in seeds]
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        rows = [torch.randn(shape, generator=g, dtype=self.dtype) for g in gens]
         noise = torch.cat(rows).to(self.device) if rows else torch.zeros((0, *shape[1:]), device=self.device, dtype=self.dtype)
+        if self.stepping is not None:
+            if self.stepping.noise_scale != 1.0:  # the scheduler's init_noise_sigma, in the family's coordinates
+                noise = noise * self.stepping.noise_scale
+            if self.stepping.ancestral:  # the pipeline's generator goes on to draw the step noise
+                schedulers.history(self.call, self.stepping).generators = gens
         return self.adapter.pack(noise)
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -254,7 +247,17 @@ class DenoisingProcess:
     # ------------------------------------------------------------------ steps
     def step(self, x: torch.Tensor, i: int, pred: Prediction, eta: float = 0.0,
              noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x at grid point i -> i+1: the ODE step (eta = 0) or the family's stochastic step."""
+        """x at grid point i -> i+1.
+
+        eta = 0: the pipeline's own scheduler step (DPM-Solver++, UniPC, PNDM, Euler, Heun,
+        ...; its history per particle, core/schedulers.py), or the family's ODE step where
+        that is the scheduler (DDIM, flow-matching Euler). An ancestral scheduler (Euler
+        ancestral) draws its noise from each particle's seed stream, as `pipe` does.
+        eta > 0: the family's stochastic step (families.py); the scheduler's history then
+        restarts at the next ODE step."""
+        if eta == 0.0 and self.stepping is not None:
+            return schedulers.history(self.call, self.stepping).step(x, i, pred.out, generator)
+        self._invalidate_history()
         mean, std = self.family.transition(x, i, pred.out, pred.x0, pred.eps, eta)
         if std == 0.0:
             return mean
@@ -264,14 +267,22 @@ class DenoisingProcess:
 
     def renoise(self, x: torch.Tensor, i: int, j: int, generator: torch.Generator | None = None,
                 noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Jump from grid point i back to the noisier grid point j <= i (forward process)."""
+        """Jump from grid point i back to the noisier grid point j <= i (forward process).
+        The scheduler's history restarts at j (first-order step, core/schedulers.py)."""
+        self._invalidate_history()
         if noise is None:
             noise = self.randn_like(x, generator)
         return self.family.renoise(x, i, j, noise).to(x.dtype)
 
+    def _invalidate_history(self) -> None:
+        entry = self.call.get("scheduler")
+        if isinstance(entry, schedulers.SchedulerHistory):
+            entry.invalidate()
+
     def sample(self, x: torch.Tensor, cond: Conditioning, start: int = 0, end: int | None = None,
                eta: float = 0.0, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Prediction | None]:
-        """Run grid points start..end (default: to the clean end). Returns x at `end` and the last prediction."""
+        """Run grid points start..end (default: to the clean end). Returns x at `end` and the
+        last prediction. With eta = 0 from the first grid point this is `pipe(latents=x)`."""
         end = self.num_steps if end is None else end
         pred = None
         for i in range(start, end):
@@ -292,6 +303,7 @@ class DenoisingProcess:
         timings and per-particle call state (meter it with `metered` like this one)."""
         other = copy.copy(self)
         other.family, other.model_timesteps = family, model_timesteps
+        other.stepping = None  # the pipeline's scheduler does not visit this grid: the family's ODE step
         return other
 
     # ----------------------------------------------------------- particle state
