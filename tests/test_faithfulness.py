@@ -289,3 +289,16 @@ def test_call_views_keep_their_own_history(tiny_pipe):
     ref_a, _ = proc.sample(proc.noise_from_seeds([1]), cond)
     ref_b, _ = proc.sample(proc.noise_from_seeds([2, 3]), cond)
     assert _close(xa, ref_a) and _close(xb, ref_b)
+
+
+def test_unreproducible_flow_scheduler_warns_and_uses_euler(tiny_pipe):
+    """A flow scheduler the process cannot step like (FlowMatch Heun) gets the warning and
+    Euler on its sigmas."""
+    base = tiny_pipe("sd3")
+    kw = pipeline_call_kwargs("sd3")
+    pipe = type(base)(**{**base.components,
+                         "scheduler": diffusers.FlowMatchHeunDiscreteScheduler.from_config(base.scheduler.config)})
+    with pytest.warns(UserWarning, match="FlowMatchHeunDiscreteScheduler.*Euler"):
+        proc = DenoisingProcess.from_pipeline(pipe, 3, 4.0, height=kw["height"], width=kw["width"],
+                                              max_sequence_length=kw["max_sequence_length"])
+    assert proc.stepping is None and proc.family.kind == "flow"

@@ -209,6 +209,8 @@ class SchedulerHistory:
     # ------------------------------------------------------------ particle entry
     def select(self, idx: torch.Tensor) -> None:
         idx = idx.reshape(-1).long()
+        if self.rows is not None and idx.numel() and int(idx.max()) >= self.rows:
+            self.at = None  # the selection is over rows this history does not hold: restart
         if self.sch is not None and self.at is not None:
             for name in HISTORY:
                 value = getattr(self.sch, name, None)
