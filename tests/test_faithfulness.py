@@ -302,3 +302,30 @@ def test_unreproducible_flow_scheduler_warns_and_uses_euler(tiny_pipe):
         proc = DenoisingProcess.from_pipeline(pipe, 3, 4.0, height=kw["height"], width=kw["width"],
                                               max_sequence_length=kw["max_sequence_length"])
     assert proc.stepping is None and proc.family.kind == "flow"
+
+
+@pytest.mark.parametrize("name", ["euler", "euler_karras", "heun", "dpmpp_2m_karras", "dpmpp_2s", "unipc", "pndm"])
+def test_family_grid_is_the_schedulers(tiny_pipe, name):
+    """`proc.family` describes the time points the scheduler visits (what searchers use for
+    x0, renoise and SDE steps): sigma = s / a at every grid point, and the Tweedie x0 of a
+    prediction equals the scheduler's own x0 estimate."""
+    proc = sd15_proc(tiny_pipe, name, steps=4)
+    sch = proc.stepping.template
+    fam = proc.family
+    ratio = torch.tensor([fam.s(i) / fam.a(i) for i in range(fam.num_steps + 1)], dtype=torch.float64)
+    if name == "pndm":
+        ab = sch.alphas_cumprod.double()[[int(t) for t in sch.timesteps]]
+        assert torch.allclose(ratio[:-1], ((1 - ab) / ab).sqrt(), rtol=1e-6)
+    else:
+        assert torch.allclose(ratio, sch.sigmas.double(), rtol=1e-5, atol=1e-6)
+    cond = proc.encode(PROMPT)
+    x = proc.noise_from_seeds([6, 7])
+    pred = proc.denoise(x, 0, cond)
+    if name == "pndm":  # PNDM never forms x0; its grid is checked above
+        return
+    work = proc.stepping.fresh(0)
+    if hasattr(sch, "convert_model_output"):  # DPM-Solver / UniPC's data prediction
+        x0 = work.convert_model_output(pred.out, sample=x)
+    else:  # Euler, Heun: the step's pred_original_sample on x_ve = x / a
+        x0 = work.step(pred.out, sch.timesteps[0], x / fam.a(0)).pred_original_sample
+    assert _close(pred.x0, x0, rel=1e-5), (pred.x0 - x0).abs().max()
