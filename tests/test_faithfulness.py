@@ -119,7 +119,7 @@ FLOW_SCHEDULERS = {
 }
 
 
-def with_scheduler(base, cls_name, overrides, family):
+def with_scheduler(base, cls_name, overrides):
     sched = getattr(diffusers, cls_name).from_config({**base.scheduler.config, **overrides})
     pipe = type(base)(**{**base.components, "scheduler": sched})
     pipe.set_progress_bar_config(disable=True)
@@ -143,7 +143,7 @@ def test_pipeline_scheduler_is_reproduced(tiny_pipe, name):
     """For each scheduler, the process's eta = 0 path is `pipe(...)` for the same seed
     (Euler ancestral included: its step noise continues the seed's generator)."""
     cls_name, over = VP_SCHEDULERS[name]
-    pipe = with_scheduler(tiny_pipe("sd15"), cls_name, over, "sd15")
+    pipe = with_scheduler(tiny_pipe("sd15"), cls_name, over)
     proc, x, ref = run_both(pipe, "sd15", seed=11)
     assert proc.stepping is not None and proc.num_steps == len(pipe.scheduler.timesteps)
     assert _close(x, ref), (name, (x - ref).abs().max().item())
@@ -168,7 +168,7 @@ def test_flow_pipeline_scheduler_is_reproduced(tiny_pipe, name):
     ("sd21v", "EulerDiscreteScheduler", {}),
 ])
 def test_shipped_schedulers_of_other_families(tiny_pipe, family, cls_name, over):
-    pipe = with_scheduler(tiny_pipe(family), cls_name, over, family)
+    pipe = with_scheduler(tiny_pipe(family), cls_name, over)
     _, x, ref = run_both(pipe, family, seed=2, guidance=4.0)
     assert _close(x, ref, rel=1e-4), (x - ref).abs().max()
 
@@ -179,7 +179,7 @@ HISTORY_SCHEDULERS = ["dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "unipc", "pndm", "heun
 
 def sd15_proc(tiny_pipe, name, steps=5, **kw):
     cls_name, over = VP_SCHEDULERS[name]
-    pipe = with_scheduler(tiny_pipe("sd15"), cls_name, over, "sd15")
+    pipe = with_scheduler(tiny_pipe("sd15"), cls_name, over)
     return DenoisingProcess.from_pipeline(pipe, steps, 4.0, height=32, width=32, **kw)
 
 
