@@ -172,6 +172,13 @@ def resample(log_w: torch.Tensor, scheme: str = "systematic", generator: torch.G
     return fn(log_w, generator, n)
 
 
+def dead_to_neginf(log_w: torch.Tensor) -> torch.Tensor:
+    """Log-weights with NaN and +inf replaced by -inf. They only arise from arithmetic on a
+    lineage that already has zero weight (a -inf reward: inf - inf, r - (-inf)), so the
+    particle stays dead instead of poisoning the population."""
+    return torch.where(torch.isnan(log_w) | torch.isposinf(log_w), torch.full_like(log_w, -math.inf), log_w)
+
+
 def should_resample(log_w: torch.Tensor, threshold: float) -> bool:
     """The one adaptive-resampling rule (SMC and FKC): resample when ESS < threshold * K.
 
