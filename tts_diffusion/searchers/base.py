@@ -21,7 +21,7 @@ from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..params import Param, ParamSpec
-from ..verifiers.base import Verifier
+from ..verifiers.base import Verifier, as_verifier
 
 
 class Searcher(Protocol):
@@ -48,8 +48,9 @@ def register_searcher(name: str, description: str, *, params: Sequence[Param] = 
     "budget": 500}. min_budget(num_steps, options): the least NFE a run needs (default: one
     full sample, num_steps NFE).
 
-    The registered object validates its keyword arguments through the spec, then calls `fn`
-    with them; `fn.__wrapped__` is the unvalidated function."""
+    The registered object validates its keyword arguments through the spec, accepts a plain
+    callable `f(images, prompts) -> scores` as the verifier (`FunctionVerifier`), then calls
+    `fn`; `fn.__wrapped__` is the unvalidated function."""
     unknown = set(run_defaults or {}) - {"num_inference_steps", "budget"}
     if unknown:
         raise ValueError(f"run_defaults takes num_inference_steps and budget, not {sorted(unknown)}")
@@ -64,8 +65,9 @@ def register_searcher(name: str, description: str, *, params: Sequence[Param] = 
         def validated(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
                       generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
                       **hyper: Any) -> SearchResult:
-            return fn(proc, verifier, prompt, budget, generator, negative_prompt=negative_prompt,
-                      **spec.validate(hyper))
+            hyper = spec.validate(hyper)
+            return fn(proc, as_verifier(verifier), prompt, budget, generator, negative_prompt=negative_prompt,
+                      **hyper)
 
         validated.searcher_name = name  # type: ignore[attr-defined]
         validated.run_defaults = dict(run_defaults or {})  # type: ignore[attr-defined]

@@ -138,12 +138,14 @@ class FunctionVerifier(Verifier):
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         out = self.fn(images, list(prompts))
-        if isinstance(out, torch.Tensor):
-            return out.detach()
         try:
-            return torch.as_tensor(out, dtype=torch.float32)
+            scores = out.detach() if isinstance(out, torch.Tensor) else torch.as_tensor(out, dtype=torch.float32)
         except (TypeError, ValueError, RuntimeError):
             raise TTSInputError(f"verifier {self.name!r} returned {type(out).__name__}, not a list of scores") from None
+        if scores.shape != (images.shape[0],) or scores.is_complex() or scores.dtype == torch.bool:
+            raise TTSInputError(f"verifier {self.name!r} returned scores of shape {tuple(scores.shape)} and dtype "
+                                f"{scores.dtype}; expected {images.shape[0]} real numbers")
+        return scores
 
 
 def as_verifier(obj: "Verifier | Callable") -> Verifier:
