@@ -324,3 +324,19 @@ def test_plain_callable_is_a_verifier():
         load_verifier(42)
     with pytest.raises(TTSInputError, match="registered verifier name only"):
         load_verifier(brightness, chunk_size=4)
+
+
+def test_pipeline_takes_a_plain_callable_and_validates_searcher_options(tiny_pipe):
+    from tiny_pipelines import pipeline_call_kwargs
+    from tts_diffusion import TTSPipeline
+
+    tts = TTSPipeline(tiny_pipe("flux"))
+    kw = {k: v for k, v in pipeline_call_kwargs("flux").items() if k in ("height", "width")}
+
+    def brightness(images, prompts):
+        return images.mean(dim=(1, 2, 3))
+
+    res = tts("a red circle", verifier=brightness, progress=False, num_inference_steps=2, budget=6, **kw)
+    assert len(res.candidates) == 3 and res.settings["verifier"] == "brightness"
+    with pytest.raises(TTSInputError, match="searcher 'best_of_n' has no option 'n'"):
+        tts("a red circle", verifier=brightness, progress=False, num_inference_steps=2, budget=6, n=3, **kw)

@@ -136,6 +136,13 @@ class FunctionVerifier(Verifier):
     def device(self) -> torch.device:
         return self._device
 
+    def to(self, *args, **kwargs) -> "FunctionVerifier":
+        """Images are handed to `fn` on this device (the pipeline moves its verifier)."""
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is not None:
+            self._device = torch.device(device)
+        return self
+
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         out = self.fn(images, list(prompts))
         try:
