@@ -220,6 +220,8 @@ def validate_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     os.PathLike (made str); Python objects the CLI cannot express (a torch.dtype, a
     torch.device, a mapping, a Verifier) go to the factory, which checks them."""
     spec = verifier_params(name)
+    if not hasattr(_REGISTRY[name][0], "params"):  # put in the registry by hand, without a spec
+        return dict(options)
     extra = getattr(_REGISTRY[name][0], "extra_option", None)
     out: dict[str, Any] = {}
     for key, value in options.items():
@@ -238,7 +240,8 @@ def verifier_params(name: str) -> ParamSpec:
     """The declared options of a registered verifier."""
     if name not in _REGISTRY:
         raise TTSInputError(f"unknown verifier {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
-    return _REGISTRY[name][0].params  # type: ignore[attr-defined]
+    factory = _REGISTRY[name][0]
+    return getattr(factory, "params", None) or ParamSpec(f"verifier {name!r}")
 
 
 def available_verifiers() -> dict[str, str]:
