@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
-from shapes_bench import aggregate, eval_prompts, run_records  # noqa: E402
+from shapes_bench import aggregate, eval_prompts, fit_to_budget, run_records  # noqa: E402
 
 METHODS = ("best_of_n", "smc", "fkc", "rbf", "svdd", "code")
 PAPER_METHODS = ("rbf", "svdd", "code", "best_of_n", "smc")  # the paper's reported order, best first
@@ -71,7 +71,8 @@ def gmm_world(args):
             for b in budgets:
                 for s in range(args.seeds):
                     try:
-                        r = load_searcher(name)(proc, ver, "a", Budget(b * proc.num_steps), torch.Generator().manual_seed(s))
+                        r = load_searcher(name)(proc, ver, "a", Budget(b * proc.num_steps), torch.Generator().manual_seed(s),
+                                                **fit_to_budget(name, b * proc.num_steps, proc.num_steps, {}))
                     except TTSInputError:
                         continue
                     vals[b].append(r.best_score)

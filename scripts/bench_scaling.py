@@ -36,8 +36,8 @@ from shapes_bench import aggregate, eval_prompts, run_records  # noqa: E402
 PREFIX_CONSISTENT = {"best_of_n", "zero_order"}  # a run at budget B is the prefix of a larger run
 HYPER = {  # benchmark settings per searcher (defaults of the searcher otherwise)
     "best_of_n": {},
-    "zero_order": {"n": 4, "step": 0.6},
-    "paths": {"m": 4},
+    "zero_order": {"num_children": 4, "step_size": 0.6},
+    "paths": {"num_children": 4},
     "smc": {},
     "fkc": {},
     "rbf": {},

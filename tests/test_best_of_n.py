@@ -83,7 +83,7 @@ def test_budget_is_enforced(tiny_pipe):
     with pytest.raises(TTSInputError, match="below one full sample"):
         load_searcher("best_of_n")(proc, BrightnessVerifier(), PROMPT, Budget(2), torch.Generator())
     with pytest.raises(TTSInputError, match="need"):
-        load_searcher("best_of_n")(proc, BrightnessVerifier(), PROMPT, Budget(9), torch.Generator(), n=4)
+        load_searcher("best_of_n")(proc, BrightnessVerifier(), PROMPT, Budget(9), torch.Generator(), num_samples=4)
     # the process itself refuses to overspend, whatever the caller does
     cond = proc.encode(PROMPT)
     b = Budget(3)

@@ -58,7 +58,7 @@ def test_list():
     (["a cat", "--model", "/no/such/folder"], "does not exist"),
     (["a cat", "--model", "someone/not-cached-model"], "could not load model"),
     (["a cat", "--budget", "8", "--steps", "2", "--height", "36", "--width", "32"], "not supported by this model"),
-    (["a cat", "--budget", "8", "--steps", "2", "-o", "nope=1"], "does not take that option"),
+    (["a cat", "--budget", "8", "--steps", "2", "-o", "nope=1"], "searcher 'best_of_n' has no option 'nope'"),
 ])
 def test_bad_input_one_line_exit_2(model_dir, tmp_path, args, message):
     if "--model" not in args:

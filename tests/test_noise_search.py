@@ -45,15 +45,15 @@ def test_zero_order_pivot_improves_monotonically_and_spends_exactly(tiny_pipe):
     proc = _proc(tiny_pipe("flux"))
     budget = Budget(proc.num_steps * (1 + 3 * 4) + 3)  # 3 iterations of 4 neighbours (+ spare NFE)
     res = load_searcher("zero_order")(proc, BrightnessVerifier(), PROMPT, budget, torch.Generator().manual_seed(0),
-                                      n=4, step=0.6)
-    assert res.settings["iterations"] == 3 and res.nfe == proc.num_steps * 13 <= budget.max_nfe
+                                      num_children=4, step_size=0.6)
+    assert res.settings["num_rounds"] == 3 and res.nfe == proc.num_steps * 13 <= budget.max_nfe
     best = [p.best_score for p in res.trace]
     assert len(best) == 4 and best == sorted(best)
     assert res.best_score == pytest.approx(max(res.scores))
     # the pivot only moves to an improving neighbour ("keep"): each iteration's neighbours are
     # centred on the best noise found so far, so the best never comes from a stale pivot
     again = load_searcher("zero_order")(proc, BrightnessVerifier(), PROMPT, Budget(budget.max_nfe),
-                                        torch.Generator().manual_seed(0), n=4, step=0.6)
+                                        torch.Generator().manual_seed(0), num_children=4, step_size=0.6)
     assert again.scores == res.scores  # deterministic per seed
 
 
@@ -63,7 +63,7 @@ def test_zero_order_beats_its_pivot_on_a_smooth_objective(tiny_pipe):
     wins = 0
     for seed in range(3):
         res = load_searcher("zero_order")(proc, BrightnessVerifier(), PROMPT, Budget(proc.num_steps * 13),
-                                          torch.Generator().manual_seed(seed), n=4, step=0.8)
+                                          torch.Generator().manual_seed(seed), num_children=4, step_size=0.8)
         wins += res.best_score > res.candidates[0].score
     assert wins == 3
 
@@ -74,13 +74,13 @@ def test_zero_order_options_checked(tiny_pipe):
     with pytest.raises(TTSInputError, match="on_stall"):
         zo(proc, BrightnessVerifier(), PROMPT, Budget(100), torch.Generator(), on_stall="nope")
     with pytest.raises(TTSInputError, match="need"):
-        zo(proc, BrightnessVerifier(), PROMPT, Budget(proc.num_steps * 5), torch.Generator(), n=4, iterations=2)
+        zo(proc, BrightnessVerifier(), PROMPT, Budget(proc.num_steps * 5), torch.Generator(), num_children=4, num_rounds=2)
 
 
 def test_path_schedule_and_cost():
     assert path_schedule(10, 4, 1, 3) == [(4, 3, 6), (6, 5, 8), (8, 7, 10)]
     assert path_schedule(10, 10, 1, 2) == []
-    assert path_cost(10, n=2, m=3, start=4, delta_f=1, delta_b=3) == (2 * 4 + 3 * 2 * 3 * 3, 3 * 2 * 3)
+    assert path_cost(10, num_particles=2, num_children=3, start=4, delta_f=1, delta_b=3) == (2 * 4 + 3 * 2 * 3 * 3, 3 * 2 * 3)
     with pytest.raises(TTSInputError):
         path_schedule(10, 4, 2, 2)
 
@@ -110,7 +110,7 @@ def test_paths_renoise_to_the_stated_level_and_keep_the_best(tiny_pipe):
     nfe, calls = path_cost(6, 2, 3, 2, 1, 2)
     budget = Budget(nfe)
     res = load_searcher("paths")(proc, BrightnessVerifier(), PROMPT, budget, torch.Generator().manual_seed(0),
-                                 n=2, m=3, start=2, delta_f=1, delta_b=2)
+                                 num_particles=2, num_children=3, start=2, delta_f=1, delta_b=2)
     assert proc.renoised == [(2, 1, 6), (3, 2, 6), (4, 3, 6), (5, 4, 6)]
     # initial paths run 0..1, then each round denoises its 6 children from j to k
     assert proc.denoised[:2] == [(0, 2), (1, 2)]
@@ -120,7 +120,7 @@ def test_paths_renoise_to_the_stated_level_and_keep_the_best(tiny_pipe):
     assert proc.reindexed[0] == [0, 0, 0, 1, 1, 1]  # per-particle state follows the branching
     # sigma is mapped to the nearest grid point
     res2 = load_searcher("paths")(proc, BrightnessVerifier(), PROMPT, Budget(nfe), torch.Generator().manual_seed(0),
-                                  n=2, m=3, sigma=proc.family.s(2), delta_f=1, delta_b=2)
+                                  num_particles=2, num_children=3, sigma=proc.family.s(2), delta_f=1, delta_b=2)
     assert res2.settings["start"] == 2 and res2.scores == res.scores
 
 

@@ -9,7 +9,7 @@ import torch
 from analytic import FunctionVerifier, analytic_process, bimodal_1d, four_modes_2d
 from helpers import BrightnessVerifier, SelectRecorder
 from tts_diffusion import Budget, TTSInputError
-from tts_diffusion.searchers import available_searchers, load_searcher
+from tts_diffusion.searchers import available_searchers, load_searcher, min_budget
 from tts_diffusion.searchers.rbf import blockwise_search, rollover_budget_forcing
 
 TARGET = torch.tensor([1.0, -2.2], dtype=torch.float64)  # near the rarest mode (1.5, -1.5), weight 0.1
@@ -27,16 +27,22 @@ def test_never_exceeds_the_budget(name):
     search = load_searcher(name)
     assert name in available_searchers()
     for nfe in (10, 11, 19, 57, 100, 137, 500):
-        for extra in ({}, {"child_batch": 3} if name == "rbf" else {"particles": 3}):
+        for extra in ({}, {"child_batch": 3} if name == "rbf" else {"num_particles": 3}):
             budget = Budget(nfe)
             ver.calls = 0
+            need = min_budget(name, proc.num_steps, **extra)
+            if nfe < need:  # never shrunk: an error with the numbers
+                with pytest.raises(TTSInputError, match=f"needs? (at least )?{need} NFE"):
+                    search(proc, ver, "a", budget, torch.Generator().manual_seed(nfe), **extra)
+                assert budget.nfe == 0
+                continue
             res = search(proc, ver, "a", budget, torch.Generator().manual_seed(nfe), **extra)
             assert res.nfe == budget.nfe <= nfe, (name, nfe, extra, res.nfe)
             assert res.verifier_calls == ver.calls
             assert res.best_score == max(res.scores)
     # RBF spends everything: each NFE is one scored child (or pool member), plus the finals
     res = load_searcher("rbf")(proc, ver, "a", Budget(137), torch.Generator().manual_seed(0))
-    assert res.nfe == 137 and res.verifier_calls == 137 + res.settings["chains"]
+    assert res.nfe == 137 and res.verifier_calls == 137 + res.settings["num_particles"]
     with pytest.raises(TTSInputError, match="below one full sample"):
         search(proc, ver, "a", Budget(9), torch.Generator())
 
@@ -47,7 +53,7 @@ def test_paper_defaults():
     proc = analytic_process({"": g, "a": g}, "vp", 10)
     res = load_searcher("rbf")(proc, FunctionVerifier(far_reward, 2), "a", Budget(500), torch.Generator().manual_seed(0))
     s = res.settings
-    assert (s["chains"], s["init_pool"], s["grid"], s["interpolant"]) == (2, 25, "native", "vp")
+    assert (s["num_particles"], s["init_pool"], s["grid"], s["interpolant"]) == (2, 25, "native", "vp")
     assert all(q[0] == 25 for q in s["quotas"]) and all(len(q) == 9 for q in s["quotas"])
     assert res.nfe == 500 and len(res.candidates) == 2
 
@@ -66,16 +72,16 @@ def test_rollover_rule():
         return out
 
     nfe = 2 * 4 + 2 * 5 * 10  # 2 chains, pool 4, 5 search steps, quota 10
-    res = rollover_budget_forcing(proc, cond, rising, nfe, torch.Generator().manual_seed(0), chains=2, init_pool=4)
+    res = rollover_budget_forcing(proc, cond, rising, nfe, torch.Generator().manual_seed(0), num_particles=2, init_pool=4)
     for q in res.quotas:  # quota grows by base - 1 per step, the last step takes everything left
         assert q[:4] == [10, 19, 28, 37] and q[4] == 50 - 4
     assert res.rollovers == 2 * 4 and res.forced == 0 and res.nfe == nfe
     flat = rollover_budget_forcing(proc, cond, lambda x0: torch.zeros(x0.shape[0]), nfe,
-                                   torch.Generator().manual_seed(0), chains=2, init_pool=4)
+                                   torch.Generator().manual_seed(0), num_particles=2, init_pool=4)
     assert all(q == [10] * 5 for q in flat.quotas) and flat.rollovers == 0 and flat.forced == 2 * 4
     assert flat.nfe == nfe and flat.x.shape == (2, 1, 1, 1)
     with pytest.raises(TTSInputError, match="at least"):
-        rollover_budget_forcing(proc, cond, rising, 2 * (4 + 5) - 1, None, chains=2, init_pool=4)
+        rollover_budget_forcing(proc, cond, rising, 2 * (4 + 5) - 1, None, num_particles=2, init_pool=4)
 
 
 def test_search_is_deterministic_per_generator():
@@ -168,18 +174,18 @@ def test_blockwise_children_and_soft_selection():
     proc = analytic_process({"": g, "a": g}, "vp", 10)
     cond = proc.encode("a")
     for block in (1, 2, 4):
-        res = blockwise_search(proc, cond, far_reward, 200, torch.Generator().manual_seed(0), particles=2, block=block)
+        res = blockwise_search(proc, cond, far_reward, 200, torch.Generator().manual_seed(0), num_particles=2, block=block)
         assert res.nfe == 2 + 2 * 11 * 9 <= 200 and res.x.shape == (2, 2, 1, 1)
     soft = blockwise_search(proc, cond, far_reward, 200, torch.Generator().manual_seed(0), alpha=0.5)
     assert soft.nfe <= 200
     # per-particle model state follows: expanded to children, then the kept child
     rec = proc.call.register("recorder", SelectRecorder())
     seen = rec.selected
-    blockwise_search(proc, cond, far_reward, 200, torch.Generator().manual_seed(0), particles=2, block=3)
+    blockwise_search(proc, cond, far_reward, 200, torch.Generator().manual_seed(0), num_particles=2, block=3)
     assert len(seen) == 6 and seen[0] == [0] * 11 + [1] * 11
     assert all(len(a) == 22 and len(b) == 2 and b[0] < 11 <= b[1] for a, b in zip(seen[::2], seen[1::2]))
     with pytest.raises(TTSInputError):
-        blockwise_search(proc, cond, far_reward, 20, None, particles=2, children=2)
+        blockwise_search(proc, cond, far_reward, 20, None, num_particles=2, num_children=2)
 
 
 def test_rbf_on_a_diffusers_pipeline(tiny_pipe):
@@ -188,9 +194,9 @@ def test_rbf_on_a_diffusers_pipeline(tiny_pipe):
 
     kw = pipeline_call_kwargs("sd15")
     proc = DenoisingProcess.from_pipeline(tiny_pipe("sd15"), 3, 4.0, height=kw["height"], width=kw["width"])
-    for name in ("rbf", "svdd"):
+    for name, extra in (("rbf", {"init_pool": 4}), ("svdd", {})):
         res = load_searcher(name)(proc, BrightnessVerifier(), "a red circle", Budget(20),
-                                  torch.Generator().manual_seed(0), grid="vp")
+                                  torch.Generator().manual_seed(0), grid="vp", **extra)
         assert res.nfe <= 20 and res.best.image.shape[0] == 3
 
 
@@ -207,7 +213,8 @@ def test_pipeline_runs_the_papers_setting_by_default(tiny_pipe, name):
     assert res.settings["num_steps"] == 10 and res.settings["budget"] == 500
     assert 450 < res.nfe <= 500  # svdd: 2 + 2 x 27 children x 9 steps = 488
     if name == "rbf":
-        assert res.settings["chains"] == 2 and res.settings["init_pool"] == 25
+        assert res.settings["num_particles"] == 2 and res.settings["init_pool"] == 25
+    small = {"init_pool": 5} if name == "rbf" else {}  # 2 chains x (5 + 3) = 16 NFE
     res = tts("a red circle", searcher=name, verifier=BrightnessVerifier(), progress=False, budget=24,
-              num_inference_steps=4, **kw)
+              num_inference_steps=4, **small, **kw)
     assert res.settings["num_steps"] == 4 and res.nfe <= 24

@@ -47,7 +47,7 @@ def run_1d(kind, potential="difference", lam=1.0, interval=20, final_correction=
     proc = analytic_process({"": g, "a": g}, kind, STEPS)
     window = window or (interval, STEPS)
     run = fk_steering(proc, proc.encode("a"), lambda x: -first_coord(x), K, torch.Generator().manual_seed(seed),
-                      lam=lam, potential=potential, resample_interval=interval, window=window, ess_threshold=0.5,
+                      reward_scale=lam, potential=potential, resample_interval=interval, window=window, resample_threshold=0.5,
                       final_correction=final_correction)
     return run, g.tilt_linear(lam, [-1.0])
 
@@ -137,8 +137,8 @@ def test_smc_matches_tilted_target_2d(kind):
             (w[:, None] * x).sum(0).tolist()
 
     def one(seed):
-        run = fk_steering(proc, cond, reward, 1000, torch.Generator().manual_seed(seed), lam=1.0,
-                          potential="difference", resample_interval=20, window=(20, STEPS), ess_threshold=0.5)
+        run = fk_steering(proc, cond, reward, 1000, torch.Generator().manual_seed(seed), reward_scale=1.0,
+                          potential="difference", resample_interval=20, window=(20, STEPS), resample_threshold=0.5)
         return stats(run.x, torch.softmax(run.log_w, 0))
 
     samples = target.sample(400000, torch.Generator().manual_seed(0))  # Monte Carlo SE < 1e-3
@@ -147,8 +147,8 @@ def test_smc_matches_tilted_target_2d(kind):
     assert agrees(est, se, exact, slack=[0.01] * 4 + [0.03] * 2), (est, se, exact)
     # guard: the same runs without the final weighting, potentials stopping at step 100
     def early(seed):
-        run = fk_steering(proc, cond, reward, 1000, torch.Generator().manual_seed(seed), lam=1.0,
-                          potential="difference", resample_interval=20, window=(20, 100), ess_threshold=0.5,
+        run = fk_steering(proc, cond, reward, 1000, torch.Generator().manual_seed(seed), reward_scale=1.0,
+                          potential="difference", resample_interval=20, window=(20, 100), resample_threshold=0.5,
                           final_correction=False)
         return stats(run.x, torch.softmax(run.log_w, 0))
 
@@ -165,7 +165,7 @@ def test_searcher_budget_determinism_and_reindex():
     smc = load_searcher("smc")
     assert "smc" in available_searchers()
     budget = Budget(83)  # 8 particles of 10 steps, 3 NFE left over
-    res = smc(proc, ver, "a", budget, torch.Generator().manual_seed(0), lam=2.0, resample_interval=3, ess_threshold=None)
+    res = smc(proc, ver, "a", budget, torch.Generator().manual_seed(0), reward_scale=2.0, resample_interval=3, resample_threshold=1.0)
     pot = res.settings["potential_steps"]
     assert pot == [3, 6, 9] and res.settings["resample_steps"] == pot and len(seen) == 3
     assert res.nfe == 80 == budget.nfe and len(res.candidates) == 8
@@ -173,10 +173,10 @@ def test_searcher_budget_determinism_and_reindex():
     assert res.best_score == max(res.scores)
     assert sum(c.info["resampled_copies"] for c in res.candidates) == 8
     assert math.isclose(sum(math.exp(c.info["log_weight"]) for c in res.candidates), 1.0, rel_tol=1e-6)
-    again = smc(proc, ver, "a", Budget(83), torch.Generator().manual_seed(0), lam=2.0, resample_interval=3,
-                ess_threshold=None)
-    other = smc(proc, ver, "a", Budget(83), torch.Generator().manual_seed(1), lam=2.0, resample_interval=3,
-                ess_threshold=None)
+    again = smc(proc, ver, "a", Budget(83), torch.Generator().manual_seed(0), reward_scale=2.0, resample_interval=3,
+                resample_threshold=1.0)
+    other = smc(proc, ver, "a", Budget(83), torch.Generator().manual_seed(1), reward_scale=2.0, resample_interval=3,
+                resample_threshold=1.0)
     assert again.scores == res.scores and other.scores != res.scores
     with pytest.raises(TTSInputError, match="num_particles"):
         smc(proc, ver, "a", Budget(30), torch.Generator(), num_particles=4)

@@ -154,7 +154,7 @@ def test_registry_options(monkeypatch):
     ens2 = load_verifier("ensemble", members=["t_up", Constant()], mode="zscore",
                          member_options={"t_up": {"chunk_size": 3}})
     assert ens2.member_names == ["t_up", "constant"] and ens2.members[0].chunk_size == 3
-    with pytest.raises(TTSInputError, match="unknown ensemble option"):
+    with pytest.raises(TTSInputError, match="verifier 'ensemble' has no option 'bogus'; valid: members"):
         load_verifier("ensemble", members="t_up", bogus=1)
     with pytest.raises(TTSInputError, match="not ensemble members"):
         load_verifier("ensemble", members="t_up", **{"t_down.sign": 1.0})

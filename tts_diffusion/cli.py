@@ -1,7 +1,7 @@
 """The `tts-diffusion` command line.
 
     tts-diffusion generate "a photo of two red circles" --budget 160 --out best.png
-    tts-diffusion list
+    tts-diffusion list [--searcher NAME [--steps N] [-o KEY=VALUE]] [--verifier NAME]
 
 Bad input prints one line, `error: ...`, and exits with code 2.
 """
@@ -128,12 +128,56 @@ def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
     click.echo(f"wrote {image_path} and {sidecar}")
 
 
+#: steps `list --searcher` assumes when neither --steps nor the searcher's own defaults say
+LIST_STEPS = 20
+
+
+def _print_spec(spec, header: str) -> None:
+    click.echo(header)
+    for p in spec:
+        default = "derived" if p.default is None else p.default
+        if isinstance(default, tuple):
+            default = ",".join(str(v) for v in default)
+        click.echo(f"  {p.name:<20} {p.type.__name__:<6} default {default!s:<12} {p.allowed()}")
+        click.echo(f"  {'':<20} {p.help}")
+
+
 @main.command(name="list")
-def list_() -> None:
-    """List the available searchers, verifiers and models."""
+@click.option("--searcher", "searcher", default=None, metavar="NAME",
+              help="print this searcher's parameters and its minimum budget")
+@click.option("--verifier", "verifier", default=None, metavar="NAME", help="print this verifier's options")
+@click.option("--steps", type=int, default=None, metavar="N",
+              help=f"steps for the minimum budget (default: the searcher's own, else {LIST_STEPS})")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="searcher option the minimum budget should assume (repeatable)")
+def list_(searcher: str | None, verifier: str | None, steps: int | None, options: tuple[str, ...]) -> None:
+    """List the available searchers, verifiers and models; with --searcher / --verifier, the
+    parameters of one (type, default, allowed values, help) and a searcher's minimum budget."""
+    from .errors import TTSInputError
     from .paths import default_model_path
-    from .searchers import available_searchers, run_defaults
+    from .searchers import available_searchers, min_budget, run_defaults, searcher_params
     from .verifiers import available_verifiers
+    from .verifiers.base import verifier_params
+
+    if steps is not None and steps < 1:
+        _fail(f"--steps must be at least 1, got {steps}")
+    if (steps is not None or options) and searcher is None:
+        _fail("--steps and -o go with --searcher NAME")
+    if searcher is not None or verifier is not None:
+        try:
+            if searcher is not None:
+                spec = searcher_params(searcher)
+                opts = spec.parse(options)
+                n = steps if steps is not None else run_defaults(searcher).get("num_inference_steps", LIST_STEPS)
+                _print_spec(spec, f"searcher {searcher}: {available_searchers()[searcher]}")
+                given = "".join(f" {k}={v}" for k, v in opts.items())
+                click.echo(f"minimum budget at {n} steps{' with' + given if given else ''}: "
+                           f"{min_budget(searcher, n, **opts)} NFE")
+            if verifier is not None:
+                _print_spec(verifier_params(verifier), f"verifier {verifier}: {available_verifiers()[verifier]}")
+        except TTSInputError as e:
+            _fail(str(e))
+        return
 
     click.echo("searchers:")
     for k, d in available_searchers().items():
@@ -148,6 +192,7 @@ def list_() -> None:
     state = "" if (default / "model_index.json").exists() else "  (missing)"
     click.echo(f"  {'(default)':<12} embedded shapes model at {default}{state}")
     click.echo("  any diffusers folder or hub id of: Stable Diffusion 1.x/2.x, SDXL, PixArt-Sigma, SD3, FLUX")
+    click.echo("details: tts-diffusion list --searcher NAME [--steps N] | --verifier NAME")
 
 
 if __name__ == "__main__":  # pragma: no cover

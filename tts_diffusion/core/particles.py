@@ -1,6 +1,6 @@
 """Particle-population arithmetic shared by the particle searchers (SMC / FK steering,
-Feynman-Kac correctors): log-weight normalisation, effective sample size and the four
-classic resampling schemes.
+Feynman-Kac correctors): log-weight normalisation, effective sample size, the one
+adaptive-resampling rule (`should_resample`) and the four classic resampling schemes.
 
 Pure functions on tensors. Weights live in the last dimension; any leading dimensions are
 independent populations resampled in one call. Uniforms are drawn from the given
@@ -170,6 +170,28 @@ def resample(log_w: torch.Tensor, scheme: str = "systematic", generator: torch.G
     except KeyError:
         raise ValueError(f"unknown resampling scheme {scheme!r}; choose from {RESAMPLING_SCHEMES}") from None
     return fn(log_w, generator, n)
+
+
+def dead_to_neginf(log_w: torch.Tensor) -> torch.Tensor:
+    """Log-weights with NaN and +inf replaced by -inf. They only arise from arithmetic on a
+    lineage that already has zero weight (a -inf reward: inf - inf, r - (-inf)), so the
+    particle stays dead instead of poisoning the population."""
+    return torch.where(torch.isnan(log_w) | torch.isposinf(log_w), torch.full_like(log_w, -math.inf), log_w)
+
+
+def should_resample(log_w: torch.Tensor, threshold: float) -> bool:
+    """The one adaptive-resampling rule (SMC and FKC): resample when ESS < threshold * K.
+
+    threshold in [0, 1]: 1 resamples at every potential step (whatever the weights), 0
+    never; in between, when Kish's ESS of the population `log_w` [K] falls below
+    threshold * K."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"resample threshold must be in [0, 1], got {threshold}")
+    if threshold >= 1.0:
+        return True
+    if threshold <= 0.0:
+        return False
+    return float(ess(log_w)) < threshold * log_w.shape[-1]
 
 
 def offspring_counts(idx: torch.Tensor, k: int) -> torch.Tensor:

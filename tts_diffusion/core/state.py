@@ -119,13 +119,21 @@ def select_rows(item: Any, idx: torch.Tensor) -> Any:
         return None
     if isinstance(item, torch.Tensor):
         return item[idx.to(item.device)]
-    if hasattr(item, "index"):
-        return item.index(idx)
-    if isinstance(item, (list, tuple)):
-        if item and not isinstance(item[0], (torch.Tensor, type(None))) and not hasattr(item[0], "index"):
+    if isinstance(item, (list, tuple)):  # before `index`: lists and tuples have an index() method
+        if item and _per_particle_value(item[0]):
             # a plain per-particle Python list (e.g. seeds)
             return type(item)(item[int(k)] for k in idx.tolist())
         return type(item)(select_rows(v, idx) for v in item)
+    if hasattr(item, "index"):
+        return item.index(idx)
     if isinstance(item, dict):
         return {k: select_rows(v, idx) for k, v in item.items()}
     raise TypeError(f"cannot select particle rows of a {type(item).__name__}")
+
+
+def _per_particle_value(v: Any) -> bool:
+    """True for one particle's plain value (a seed, a string, an info object); False for
+    items that hold rows themselves (tensors, None, containers, objects with `index`)."""
+    if isinstance(v, (str, bytes, int, float, bool)):
+        return True
+    return not (v is None or isinstance(v, (torch.Tensor, list, tuple, dict)) or hasattr(v, "index"))

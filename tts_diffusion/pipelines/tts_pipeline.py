@@ -134,10 +134,12 @@ class TTSPipeline:
         self.pipe.set_progress_bar_config(**kwargs)
 
     # ----------------------------------------------------------------------
-    def get_verifier(self, verifier: str | Verifier | None, **options) -> Verifier:
+    def get_verifier(self, verifier: str | Verifier | Callable | None, **options) -> Verifier:
         verifier = verifier if verifier is not None else (self.verifier or "clip")
         if isinstance(verifier, Verifier):
             return verifier
+        if not isinstance(verifier, str):  # a plain callable f(images, prompts) -> scores
+            return load_verifier(verifier, **options).to(self.device)
         if verifier == "clip" and options.get("model") is None and options.get("checkpoint") is None:
             # the domain CLIP for the embedded model, OpenAI's ViT-L/14 for everything else
             if self.is_default_model:

@@ -3,10 +3,16 @@
     search(proc, verifier, prompt, budget, generator, *, negative_prompt=None, **hyper) -> SearchResult
 
 that spends at most `budget` (the process charges every denoiser row to it), records the
-best score against NFE, and is deterministic for a given generator seed."""
+best score against NFE, and is deterministic for a given generator seed.
+
+Every registered searcher declares its hyper-parameters (params.py). The registry wraps the
+function so that keyword arguments are validated against that spec before any model work:
+an unknown key lists the valid ones, a bad value names the key, the value and what is
+allowed, both naming the searcher ("searcher 'smc' option ...")."""
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+import functools
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
@@ -15,7 +21,7 @@ from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..params import Param, ParamSpec
-from ..verifiers.base import Verifier
+from ..verifiers.base import Verifier, as_verifier
 
 
 class Searcher(Protocol):
@@ -23,25 +29,52 @@ class Searcher(Protocol):
                  generator: torch.Generator | None, **hyper) -> SearchResult: ...
 
 
+#: min_budget(num_steps, options) -> the least NFE a run with these (validated) options needs
+MinBudget = Callable[[int, dict], int]
+
 _REGISTRY: dict[str, tuple[Searcher, str]] = {}
+
+#: the option every searcher shares (bookkeeping, not search)
+KEEP_IMAGES = Param("keep_images", int, 16, "candidate images kept in the result (the best ones)", low=1)
 
 
 def register_searcher(name: str, description: str, *, params: Sequence[Param] = (),
-                      run_defaults: dict | None = None) -> Callable[[Searcher], Searcher]:
+                      run_defaults: dict | None = None,
+                      min_budget: MinBudget | None = None) -> Callable[[Searcher], Searcher]:
     """Register `fn` under `name`. params: the searcher's hyper-parameters (params.py), the
-    single source for CLI parsing, validation, `list --searcher` and the demo's widgets.
-    run_defaults: what `TTSPipeline` / the CLI use when the caller leaves them out, e.g. a
-    paper's setting {"num_inference_steps": 10, "budget": 500}."""
+    single source for CLI parsing, validation, `list --searcher` and the demo's widgets
+    (`keep_images` is added when not declared). run_defaults: what `TTSPipeline` / the CLI
+    use when the caller leaves them out, e.g. a paper's setting {"num_inference_steps": 10,
+    "budget": 500}. min_budget(num_steps, options): the least NFE a run needs (default: one
+    full sample, num_steps NFE).
+
+    The registered object validates its keyword arguments through the spec, accepts a plain
+    callable `f(images, prompts) -> scores` as the verifier (`FunctionVerifier`), then calls
+    `fn`; `fn.__wrapped__` is the unvalidated function."""
     unknown = set(run_defaults or {}) - {"num_inference_steps", "budget"}
     if unknown:
         raise ValueError(f"run_defaults takes num_inference_steps and budget, not {sorted(unknown)}")
+    params = list(params)
+    if KEEP_IMAGES.name not in {p.name for p in params}:
+        params.append(KEEP_IMAGES)
 
     def deco(fn: Searcher) -> Searcher:
-        _REGISTRY[name] = (fn, description)
-        fn.searcher_name = name  # type: ignore[attr-defined]
-        fn.run_defaults = dict(run_defaults or {})  # type: ignore[attr-defined]
-        fn.params = ParamSpec(f"searcher {name!r}", list(params))  # type: ignore[attr-defined]
-        return fn
+        spec = ParamSpec(f"searcher {name!r}", params)
+
+        @functools.wraps(fn)
+        def validated(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
+                      generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
+                      **hyper: Any) -> SearchResult:
+            hyper = spec.validate(hyper)
+            return fn(proc, as_verifier(verifier), prompt, budget, generator, negative_prompt=negative_prompt,
+                      **hyper)
+
+        validated.searcher_name = name  # type: ignore[attr-defined]
+        validated.run_defaults = dict(run_defaults or {})  # type: ignore[attr-defined]
+        validated.params = spec  # type: ignore[attr-defined]
+        validated.min_budget = min_budget or (lambda steps, options: steps)  # type: ignore[attr-defined]
+        _REGISTRY[name] = (validated, description)
+        return validated
 
     return deco
 
@@ -55,6 +88,19 @@ def searcher_params(name_or_fn: str | Searcher) -> ParamSpec:
     """The declared hyper-parameters of a searcher (an empty spec for a plain callable)."""
     fn = load_searcher(name_or_fn)
     return getattr(fn, "params", None) or ParamSpec(f"searcher {getattr(fn, '__name__', 'callable')!r}")
+
+
+def min_budget(name_or_fn: str | Searcher, num_steps: int, **options: Any) -> int:
+    """The least NFE budget `name` can run with at `num_steps` steps and these options
+    (validated first; options left out take their defaults, and a default derived from the
+    budget takes its smallest value). E.g. paths with defaults at 20 steps: 129."""
+    fn = load_searcher(name_or_fn)
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise TTSInputError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+    spec = searcher_params(fn)
+    opts = {**spec.defaults(), **spec.validate(options)}
+    rule = getattr(fn, "min_budget", None)
+    return int(rule(num_steps, opts)) if rule is not None else num_steps
 
 
 def available_searchers() -> dict[str, str]:

@@ -15,7 +15,8 @@ from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .base import register_searcher
+from ..params import Param
+from .base import KEEP_IMAGES, register_searcher
 from .common import SearchLog
 
 
@@ -30,25 +31,36 @@ def full_samples(budget: Budget, num_steps: int) -> int:
     return n
 
 
-@register_searcher("best_of_n", "random search: N noises, sampled deterministically, best verifier score kept")
+PARAMS = [
+    Param("num_samples", int, None, "independent candidates N (default: as many as the budget pays for)", low=1),
+    Param("round_size", int, None, "candidates per round, one trace point each (default: all in one round)", low=1),
+    KEEP_IMAGES,
+]
+
+
+def _min_budget(num_steps: int, o: dict) -> int:
+    return (o["num_samples"] or 1) * num_steps
+
+
+@register_searcher("best_of_n", "random search: N noises, sampled deterministically, best verifier score kept",
+                   params=PARAMS, min_budget=_min_budget)
 def best_of_n(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
               generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
-              n: int | None = None, round_size: int | None = None, keep_images: int = 16) -> SearchResult:
-    """n: candidates (default: as many as the budget pays for); round_size: candidates per
-    round (default: all in one round)."""
+              num_samples: int | None = None, round_size: int | None = None, keep_images: int = 16) -> SearchResult:
+    """num_samples: candidates N (default: as many as the budget pays for); round_size:
+    candidates per round (default: all in one round)."""
     affordable = full_samples(budget, proc.num_steps)
-    n = affordable if n is None else int(n)
-    if n < 1:
-        raise TTSInputError(f"n must be at least 1, got {n}")
+    n = affordable if num_samples is None else int(num_samples)
     if n > affordable:
-        raise TTSInputError(f"n={n} candidates need {n * proc.num_steps} NFE but the budget has {budget.remaining_nfe}")
-    round_size = n if round_size is None else max(1, int(round_size))
+        raise TTSInputError(f"num_samples={n} candidates need {n * proc.num_steps} NFE but the budget has"
+                            f" {budget.remaining_nfe}")
+    round_size = n if round_size is None else int(round_size)
     cond = proc.encode(prompt, negative_prompt)
     log = SearchLog(proc, verifier, prompt, budget, keep_images)
     seeds = proc.seeds(n, generator)
     with proc.metered(budget):
         for r in range(0, n, round_size):
             round_seeds = seeds[r : r + round_size]
-            x, _ = proc.sample(proc.noise_from_seeds(round_seeds), cond)
+            x, _ = proc.sample(proc.noise_from_seeds(round_seeds), cond)  # a fresh population each round
             log.score_latents(x, round_seeds, [{"round": r // round_size} for _ in round_seeds])
-    return log.result({"searcher": "best_of_n", "n": n, "round_size": round_size, "verifier": verifier.name})
+    return log.result({"searcher": "best_of_n", "num_samples": n, "round_size": round_size, "verifier": verifier.name})

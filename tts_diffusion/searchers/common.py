@@ -2,7 +2,9 @@
 kept candidates, and the SearchResult at the end."""
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -10,7 +12,10 @@ import torch
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
 from ..core.result import Candidate, SearchResult, TracePoint, to_uint8
+from ..errors import TTSInputError
 from ..verifiers.base import Verifier
+
+_INTS = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
 class SearchLog:
@@ -28,13 +33,39 @@ class SearchLog:
         self.trace: list[TracePoint] = []
         self._t0 = time.perf_counter()
         self._timings_start = dict(proc.timings.seconds)
+        self.nonfinite = 0  # scores that were NaN / inf (recorded as -inf)
 
     def verify(self, images: torch.Tensor) -> torch.Tensor:
-        """Verifier scores [B] (float32, CPU) for float images in [0,1]; charged and timed."""
-        self.budget.charge_verifier(images.shape[0])
+        """Verifier scores [B] (float32, CPU) for float images in [0,1]; charged and timed.
+
+        Checked at the boundary: anything but B real numbers (a tensor or sequence of shape
+        [B]) raises TTSInputError naming the verifier. A NaN or infinite score is a failed
+        judgement, never a winner: it becomes -inf (the worst score: never picked as best,
+        zero weight in particle methods), with one warning per search."""
+        b = images.shape[0]
+        self.budget.charge_verifier(b)
         with self.proc.timings.phase("verify"):
-            scores = self.verifier(images.to(self.verifier.device), [self.prompt] * images.shape[0])
-        return scores.float().cpu()
+            raw = self.verifier(images.to(self.verifier.device), [self.prompt] * b)
+        return self._checked(raw, b)
+
+    def _checked(self, raw: Any, b: int) -> torch.Tensor:
+        name = getattr(self.verifier, "name", type(self.verifier).__name__)
+        try:
+            scores = torch.as_tensor(raw.detach().cpu() if isinstance(raw, torch.Tensor) else raw)
+        except (TypeError, ValueError, RuntimeError):
+            raise TTSInputError(f"verifier {name!r} returned {type(raw).__name__}, not {b} scores") from None
+        if scores.shape != (b,) or not (scores.dtype.is_floating_point or scores.dtype in _INTS):
+            raise TTSInputError(f"verifier {name!r} returned scores of shape {tuple(scores.shape)} and dtype "
+                                f"{scores.dtype}; expected {b} real numbers (shape [{b}])")
+        scores = scores.float()
+        bad = ~torch.isfinite(scores)
+        if bad.any():
+            if self.nonfinite == 0:
+                warnings.warn(f"verifier {name!r} returned non-finite scores ({scores[bad].tolist()[:4]}); "
+                              "they count as the worst score (-inf)", RuntimeWarning, stacklevel=3)
+            self.nonfinite += int(bad.sum())
+            scores = torch.where(bad, torch.full_like(scores, -math.inf), scores)
+        return scores
 
     def score_latents(self, latents: torch.Tensor, seeds: Sequence[int | None] | None = None,
                       info: Sequence[dict[str, Any]] | None = None) -> torch.Tensor:
@@ -89,5 +120,6 @@ class SearchLog:
         return SearchResult(
             prompt=self.prompt, best=self.best, candidates=self.candidates, trace=self.trace,
             nfe=self.budget.nfe, verifier_calls=self.budget.verifier_calls, timings=timings,
-            settings={**self.proc.settings(), **settings},
+            settings={**self.proc.settings(), **settings,
+                      **({"nonfinite_scores": self.nonfinite} if self.nonfinite else {})},
         )

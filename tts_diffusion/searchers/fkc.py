@@ -35,7 +35,8 @@ with eta) fed with the combined score (its mean is linear in the score); the wei
 integrated with the trapezoid rule in time (the scores at a grid point close the previous
 step and open the next: no extra evaluations). Log-weight increments are centred
 over the population (the paper's centring), the population is resampled when ESS <
-`ess_threshold` K (1.0: at every step, as the paper's code does; systematic by default) and
+`resample_threshold` K (`core.particles.should_resample`; 1, the default: at every step, as the
+paper's code does; 0: never; `resampling` systematic by default) and
 once more at the end, so the final particles are an unweighted sample of the target at the
 clean end.
 
@@ -63,12 +64,14 @@ from typing import Callable, Sequence
 import torch
 
 from ..core.budget import Budget
-from ..core.particles import RESAMPLING_SCHEMES, center_log_weights, ess, normalize_log_weights, resample
+from ..core.particles import (RESAMPLING_SCHEMES, center_log_weights, ess, normalize_log_weights, resample,
+                              should_resample)
 from ..core.process import DenoisingProcess, Prediction
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .base import register_searcher
+from ..params import Param
+from .base import KEEP_IMAGES, register_searcher
 from .best_of_n import full_samples
 from .common import SearchLog
 
@@ -114,15 +117,18 @@ def combine(proc: DenoisingProcess, x: torch.Tensor, i: int, outs: Sequence[torc
 @torch.no_grad()
 def fkc_sample(proc: DenoisingProcess, experts: ExpertFn, coefs: Sequence[float], num_particles: int,
                generator: torch.Generator | None = None, *, eta: float = 1.0, variant: str = "target_score",
-               ess_threshold: float | None = 1.0, scheme: str = "systematic", weights: bool = True) -> FKCRun:
+               resample_threshold: float = 1.0, resampling: str = "systematic", weights: bool = True) -> FKCRun:
     """Weighted SDE simulation of q ~ prod_k p_k^(c_k) (see the module docstring).
+
+    resample_threshold in [0, 1]: resample when ESS < threshold K (`should_resample`; 1, the
+    paper's choice: at every step, 0: never).
 
     weights=False runs the same SDE without weights or resampling (the plain heuristic, e.g.
     ordinary CFG sampling; for tests)."""
     if variant not in FKC_VARIANTS:
         raise TTSInputError(f"unknown FKC variant {variant!r}; choose from {FKC_VARIANTS}")
-    if scheme not in RESAMPLING_SCHEMES:
-        raise TTSInputError(f"unknown resampling scheme {scheme!r}; choose from {RESAMPLING_SCHEMES}")
+    if resampling not in RESAMPLING_SCHEMES:
+        raise TTSInputError(f"unknown resampling scheme {resampling!r}; choose from {RESAMPLING_SCHEMES}")
     coefs = [float(c) for c in coefs]
     total = sum(coefs)
     if total <= 0:
@@ -154,13 +160,11 @@ def fkc_sample(proc: DenoisingProcess, experts: ExpertFn, coefs: Sequence[float]
                 h += 0.5 * fam.pf_eta(i)
             log_w = center_log_weights(log_w + h * q.to(dev))
         if weights:
-            e = float(ess(log_w))
-            run.ess.append(e)
-            if ess_threshold is not None and e < float(ess_threshold) * k - 1e-9:
-                idx = resample(log_w, scheme, generator).to(dev)
-                x, pred = x[idx], pred.index(idx)
-                outs = [o[idx] for o in outs]
-                proc.select(idx)
+            run.ess.append(float(ess(log_w)))
+            if should_resample(log_w, float(resample_threshold)):
+                # every per-particle quantity follows its ancestor; weights uniform again
+                idx = resample(log_w, resampling, generator)
+                x, pred, outs = proc.select(idx, x, pred, list(outs))
                 log_w = torch.zeros_like(log_w)
                 run.resample_steps.append(i)
         if variant == "target_score" or eta == 0.0:
@@ -176,17 +180,37 @@ def fkc_sample(proc: DenoisingProcess, experts: ExpertFn, coefs: Sequence[float]
             if std > 0:
                 x = x + (std / math.sqrt(total)) * proc.randn_like(x, generator)
     run.x, run.log_w = x, normalize_log_weights(log_w)
-    run.ancestors = resample(run.log_w, scheme, generator).to(dev) if weights else torch.arange(k, device=dev)
+    run.ancestors = resample(run.log_w, resampling, generator).to(dev) if weights else torch.arange(k, device=dev)
     return run
 
 
+PARAMS = [
+    Param("mode", str, "cfg", "target: cfg p_u^(1-w) p_c^w, anneal p^beta, or product p(prompt)^beta p(prompt_2)^beta",
+          choices=FKC_MODES),
+    Param("guidance", float, None, "w of the cfg target (default: the process's guidance scale)"),
+    Param("beta", float, None, "exponent of anneal (default 2) / product (default 1)", low=0.0, low_open=True),
+    Param("prompt_2", str, None, "the second prompt of product mode (required there)"),
+    Param("variant", str, "target_score", "annealing SDE (Skreta et al. 2025)", choices=FKC_VARIANTS),
+    Param("num_particles", int, None, "particles K (default: as many as the budget pays for)", low=1),
+    Param("eta", float, 1.0, "noise of the stochastic steps (1: DDPM / the family's SDE)", low=0.0),
+    Param("resample_threshold", float, 1.0, "resample when ESS < threshold * K (1: every step, the paper's; 0: never)",
+          low=0.0, high=1.0),
+    Param("resampling", str, "systematic", "resampling scheme", choices=RESAMPLING_SCHEMES),
+    KEEP_IMAGES,
+]
+
+
+def _min_budget(num_steps: int, o: dict) -> int:
+    return (o["num_particles"] or 1) * num_steps * (2 if o["mode"] == "product" else 1)
+
+
 @register_searcher("fkc", "Feynman-Kac correctors: weighted SDE + resampling for CFG as p_u^(1-w) p_c^w, "
-                          "annealing p^beta, or the product of two prompts")
+                          "annealing p^beta, or the product of two prompts", params=PARAMS, min_budget=_min_budget)
 def fkc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
         generator: torch.Generator | None = None, *, negative_prompt: str | None = None, mode: str = "cfg",
         guidance: float | None = None, beta: float | None = None, prompt_2: str | None = None,
         variant: str = "target_score", num_particles: int | None = None, eta: float = 1.0,
-        ess_threshold: float | None = 1.0, scheme: str = "systematic", keep_images: int = 16) -> SearchResult:
+        resample_threshold: float = 1.0, resampling: str = "systematic", keep_images: int = 16) -> SearchResult:
     """mode: "cfg" (target p_u^(1-w) p_c^w with w = `guidance`, default the process's CFG
     scale; needs CFG on), "anneal" (p^beta of the model's own, guided, distribution, beta
     default 2; `variant` target_score | tempered_noise) or "product" (p(prompt)^beta
@@ -199,11 +223,12 @@ def fkc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
     calls = 2 if mode == "product" else 1
     affordable = full_samples(budget, n * calls)
     k = affordable if num_particles is None else int(num_particles)
-    if not 1 <= k <= affordable:
+    if k > affordable:
         raise TTSInputError(f"num_particles={k} needs {k * n * calls} NFE but the budget has {budget.remaining_nfe}")
     cond = proc.encode(prompt, negative_prompt)
     settings: dict = {"searcher": "fkc", "mode": mode, "num_particles": k, "eta": eta, "variant": variant,
-                      "ess_threshold": ess_threshold, "scheme": scheme, "verifier": verifier.name}
+                      "resample_threshold": resample_threshold, "resampling": resampling,
+                      "verifier": verifier.name}
     if mode == "cfg":
         if not proc.do_cfg:
             raise TTSInputError("FKC guidance needs classifier-free guidance on (guidance_scale > 1)")
@@ -236,7 +261,7 @@ def fkc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
     log = SearchLog(proc, verifier, prompt, budget, keep_images)
     with proc.metered(budget):
         run = fkc_sample(proc, experts, coefs, k, generator, eta=eta, variant=variant,
-                         ess_threshold=ess_threshold, scheme=scheme)
+                         resample_threshold=resample_threshold, resampling=resampling)
     counts = torch.bincount(run.ancestors.cpu(), minlength=k).tolist()
     info = [{"particle": j, "log_weight": float(run.log_w[j]), "resampled_copies": counts[j]} for j in range(k)]
     log.score_latents(run.x, None, info)

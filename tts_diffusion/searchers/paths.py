@@ -1,8 +1,8 @@
 """Search over paths (Ma et al. 2025, sec. 3.3 "Search over Paths").
 
-    1. sample N noises and run the ODE sampler down to noise level sigma (grid point i0)
+    1. sample N = `num_particles` noises and run the ODE sampler down to noise level sigma (grid point i0)
     2. each path is noised forward by Delta_f (grid point i -> i - Delta_f) into M
-       children with fresh noise (the forward process, `proc.renoise`)
+       = `num_children` children with fresh noise (the forward process, `proc.renoise`)
     3. each child is run back by Delta_b > Delta_f grid points with the ODE sampler; the
        verifier scores each child's Tweedie estimate x0 (the final image once the end is
        reached) and the best N children are kept
@@ -20,7 +20,8 @@ from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .base import register_searcher
+from ..params import Param
+from .base import KEEP_IMAGES, register_searcher
 from .common import SearchLog
 
 
@@ -40,8 +41,10 @@ def path_schedule(num_steps: int, start: int, delta_f: int, delta_b: int) -> lis
     return out
 
 
-def path_cost(num_steps: int, n: int, m: int, start: int, delta_f: int, delta_b: int) -> tuple[int, int]:
+def path_cost(num_steps: int, num_particles: int, num_children: int, start: int, delta_f: int,
+              delta_b: int) -> tuple[int, int]:
     """(NFE, verifier calls) of one search over paths."""
+    n, m = num_particles, num_children
     sched = path_schedule(num_steps, start, delta_f, delta_b)
     return n * start + sum(n * m * (k - j) for _, j, k in sched), n * m * len(sched)
 
@@ -53,35 +56,65 @@ def nearest_grid_point(proc: DenoisingProcess, sigma: float) -> int:
     return min(range(len(levels)), key=lambda i: abs(levels[i] - sigma))
 
 
-@register_searcher("paths", "search over paths: branch noisy paths forward, denoise back, keep the best")
+def resolve_schedule(num_steps: int, start: int | None, delta_f: int | None,
+                     delta_b: int | None) -> tuple[int, int, int]:
+    """(start, delta_f, delta_b) with the defaults filled in: start num_steps // 4,
+    delta_f num_steps // 10 and delta_b num_steps // 5 (at least 1 and delta_f + 1)."""
+    start = num_steps // 4 if start is None else int(start)
+    delta_f = max(1, num_steps // 10) if delta_f is None else int(delta_f)
+    delta_b = max(delta_f + 1, num_steps // 5) if delta_b is None else int(delta_b)
+    return start, delta_f, delta_b
+
+
+PARAMS = [
+    Param("num_particles", int, None, "paths N kept after each round (default: as many as the budget pays for)", low=1),
+    Param("num_children", int, 4, "children M per path per round", low=1),
+    Param("sigma", float, None, "noise level in [0, 1] where branching starts (alternative to start)", low=0.0, high=1.0),
+    Param("start", int, None, "grid point where branching starts (default: num_steps // 4)", low=0),
+    Param("delta_f", int, None, "grid points each path is noised back per round (default: num_steps // 10, >= 1)",
+          low=1),
+    Param("delta_b", int, None, "grid points children are denoised forward per round (default: num_steps // 5, "
+          ">= delta_f + 1)", low=2),
+    KEEP_IMAGES,
+]
+
+
+def _min_budget(num_steps: int, o: dict) -> int:
+    # sigma needs the process's noise levels; without it the default start is used
+    start, delta_f, delta_b = resolve_schedule(num_steps, o["start"], o["delta_f"], o["delta_b"])
+    return path_cost(num_steps, o["num_particles"] or 1, o["num_children"], start, delta_f, delta_b)[0]
+
+
+@register_searcher("paths", "search over paths: branch noisy paths forward, denoise back, keep the best",
+                   params=PARAMS, min_budget=_min_budget)
 def search_over_paths(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
                       generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
-                      n: int | None = None, m: int = 4, sigma: float | None = None, start: int | None = None,
-                      delta_f: int | None = None, delta_b: int | None = None, keep_images: int = 16) -> SearchResult:
-    """n: paths kept (default: the most the budget pays for); m: children per path;
-    sigma / start: where branching starts, as a noise level or a grid point (default: grid
-    point num_steps // 4, early in sampling, where the layout is still open);
-    delta_f / delta_b: grid points noised forward / denoised back per iteration
+                      num_particles: int | None = None, num_children: int = 4, sigma: float | None = None,
+                      start: int | None = None, delta_f: int | None = None, delta_b: int | None = None,
+                      keep_images: int = 16) -> SearchResult:
+    """num_particles: paths N kept (default: the most the budget pays for); num_children:
+    children M per path; sigma / start: where branching starts, as a noise level or a grid
+    point (default: grid point num_steps // 4, early in sampling, where the layout is still
+    open); delta_f / delta_b: grid points noised forward / denoised back per round
     (defaults: num_steps // 10 and num_steps // 5, at least 1 and delta_f + 1)."""
     steps = proc.num_steps
     if sigma is not None and start is not None:
         raise TTSInputError("give either sigma (a noise level) or start (a grid point), not both")
-    start = nearest_grid_point(proc, float(sigma)) if sigma is not None else (steps // 4 if start is None else int(start))
-    delta_f = max(1, steps // 10) if delta_f is None else int(delta_f)
-    delta_b = max(delta_f + 1, steps // 5) if delta_b is None else int(delta_b)
-    m = int(m)
-    if m < 1:
-        raise TTSInputError(f"m (children per path) must be at least 1, got {m}")
+    start = nearest_grid_point(proc, float(sigma)) if sigma is not None else start
+    start, delta_f, delta_b = resolve_schedule(steps, start, delta_f, delta_b)
+    m = int(num_children)
     sched = path_schedule(steps, start, delta_f, delta_b)
     per_path = path_cost(steps, 1, m, start, delta_f, delta_b)[0]
-    if n is None:
+    if num_particles is None:
         n = budget.remaining_nfe // per_path
         if n < 1:
-            raise TTSInputError(f"budget of {budget.remaining_nfe} NFE is below one path ({per_path} NFE with m={m},"
-                                f" start={start}, delta_f={delta_f}, delta_b={delta_b} at {steps} steps)")
-    n = int(n)
-    if n < 1 or n * per_path > budget.remaining_nfe:
-        raise TTSInputError(f"n={n} paths need {n * per_path} NFE; the budget has {budget.remaining_nfe}")
+            raise TTSInputError(f"budget of {budget.remaining_nfe} NFE is below one path ({per_path} NFE with"
+                                f" num_children={m}, start={start}, delta_f={delta_f}, delta_b={delta_b} at {steps}"
+                                f" steps); raise the budget to at least {per_path}")
+    else:
+        n = int(num_particles)
+    if n * per_path > budget.remaining_nfe:
+        raise TTSInputError(f"num_particles={n} paths need {n * per_path} NFE; the budget has {budget.remaining_nfe}")
 
     cond = proc.encode(prompt, negative_prompt)
     log = SearchLog(proc, verifier, prompt, budget, keep_images)
@@ -91,16 +124,17 @@ def search_over_paths(proc: DenoisingProcess, verifier: Verifier, prompt: str, b
         if not sched:  # branching starts at the clean end: plain best-of-N
             log.score_latents(x, seeds)
         for it, (i, j, k) in enumerate(sched):
-            parents = torch.arange(n, device=x.device).repeat_interleave(m)
-            proc.select(parents)
-            children = proc.renoise(x[parents], i, j, generator)
+            # 2. each path becomes M children (rows p*M .. p*M + M - 1), noised back to j
+            x = proc.select(torch.arange(n).repeat_interleave(m), x)
+            children = proc.renoise(x, i, j, generator)
+            # 3. denoise each child to k, score it, keep the best N
             children, pred = proc.sample(children, cond, start=j, end=k)
             if k == steps:
-                scores = log.score_latents(children, None, [{"iteration": it} for _ in range(children.shape[0])])
+                scores = log.score_latents(children, None, [{"round": it} for _ in range(children.shape[0])])
             else:  # score the Tweedie estimate of each child's image
                 scores = log.score_intermediate(pred.x0)
-            keep = torch.topk(scores, n, sorted=True).indices.to(children.device)
-            x = children[keep]
-            proc.select(keep)
-    return log.result({"searcher": "paths", "n": n, "m": m, "start": start, "sigma": proc.family.s(start),
-                       "delta_f": delta_f, "delta_b": delta_b, "verifier": verifier.name})
+            keep = torch.topk(scores, n, sorted=True).indices
+            x = proc.select(keep, children)
+    return log.result({"searcher": "paths", "num_particles": n, "num_children": m, "start": start,
+                       "sigma": proc.family.s(start), "delta_f": delta_f, "delta_b": delta_b,
+                       "verifier": verifier.name})

@@ -13,34 +13,39 @@ it coincides with the process's own step (DDIM(eta) is covariant under the scale
 `grid="vp"` also re-spaces the grid points uniformly in VP time (`Family.vp_regrid`, the
 time reparametrisation); the default keeps the pipeline's grid.
 
-Rollover budget forcing (RBF). `chains` independent chains (default 2). Each starts from the
-best of an initial pool of `init_pool` noises (25) by the verifier's score of their Tweedie
-estimates x0_hat. The remaining budget is split evenly over the chains and, per chain, over
-the search steps (grid points 1 .. n-1): a per-step NFE quota. At a step a chain proposes
-children x_{i+1} ~ p(. | x_i) one at a time, each costing one NFE (its denoiser evaluation,
-which gives its x0_hat, scored, and is reused for its own next step). The first child whose
-reward beats the chain's best so far is taken at once and the unspent quota rolls over to
-the next step; if the quota runs out, the best child of the step is taken. The last search
-step spends everything that is left. A final deterministic step (no NFE) goes to the clean
-end; the final samples are scored and the best is returned. Paper defaults: 10 steps,
-NFE 500, pool 25, 2 chains; with NFE 500 each chain gets (500 - 50) / 2 / 9 = 25 NFE per step.
-As in the authors' code (KAIST-Visual-AI-Group/Flow-Inference-Time-Scaling, rbf/rbf.py) a
-child is compared with the chain's best reward so far, a step whose quota runs out takes
-its best child, and the last search step spends what is left.
+Rollover budget forcing (RBF), per chain (`num_particles` chains, default 2):
 
-SVDD ("svdd"): each of `particles` particles draws `children` children per step (all in one
-batch), scores their x0_hat and keeps the best (greedy; `alpha > 0` samples the child with
-probability ~ exp(r / alpha), SVDD's soft value decoding). CoDe ("code"): the same over
+    x <- the best of `init_pool` noises (25) by the verifier's score of its x0_hat
+    for each search step (grid points 0 .. n-2), with quota = share + what rolled over:
+        propose children x' ~ p(. | x) one at a time (1 NFE each: its denoiser evaluation,
+        which gives x0_hat(x'), scored, and is reused for its own next step)
+        the first child whose reward beats the chain's best so far is taken at once and the
+            unspent quota rolls over to the next step
+        if the quota runs out, the best child of the step is taken (budget forcing)
+    a deterministic last step (no NFE) to the clean end; the final samples are scored
+
+The NFE left after the pools is split evenly over the chains and, per chain, over the search
+steps (grid points 1 .. n-1); the last search step spends everything that is left. Paper
+defaults: 10 steps, NFE 500, pool 25, 2 chains; with NFE 500 each chain gets
+(500 - 50) / 2 / 9 = 25 NFE per step. As in the authors' code
+(KAIST-Visual-AI-Group/Flow-Inference-Time-Scaling, rbf/rbf.py) a child is compared with
+the chain's best reward so far, a step whose quota runs out takes its best child, and the
+last search step spends what is left. Chains at the same grid point propose in one batch;
+the population (each chain's state and its best child of the step) is kept as named rows
+(`NamedRows`), moved only through `proc.select`, so per-particle model state follows.
+
+SVDD ("svdd"): each of `num_particles` particles draws `num_children` children per step (all
+in one batch), scores their x0_hat and keeps the best (greedy; `alpha > 0` samples the child
+with probability ~ exp(r / alpha), SVDD's soft value decoding). CoDe ("code"): the same over
 blocks of `block` steps: each child runs `block` stochastic steps before it is scored.
-Both spend NFE = particles + particles * children * (n - 1) (children from the budget),
-and call `proc.reindex` when children are expanded from their parents and when the best
-child is kept, so per-particle model state follows. RBF's chains move one child at a time
-and keep no per-row model state between denoiser calls; it does not call `reindex`.
+Both spend NFE = K + K M (n - 1) (M from the budget by default) and move particles through
+`proc.select` when children are expanded from their parents and when the best child is kept.
+A budget that cannot pay for the requested particles / chains is an error (never shrunk).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -49,7 +54,8 @@ from ..core.process import Conditioning, DenoisingProcess, Prediction
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .base import register_searcher
+from ..params import Param
+from .base import KEEP_IMAGES, register_searcher
 from .best_of_n import full_samples
 from .common import SearchLog
 
@@ -88,122 +94,188 @@ class ChainResult:
     quotas: list[list[int]] = field(default_factory=list)  # per chain, the quota of every step
 
 
+# ------------------------------------------------------------------ bookkeeping
+def _cat_preds(a: Prediction, b: Prediction) -> Prediction:
+    """Two predictions' rows, one after the other (the rows may be at different grid points;
+    each row's own grid point is tracked by its chain)."""
+    def cat(name: str):
+        u, v = getattr(a, name), getattr(b, name)
+        return None if u is None or v is None else torch.cat([u, v])
+
+    return Prediction(a.i, cat("out"), cat("x0"), cat("eps"), cat("cond_out"), cat("uncond_out"))
+
+
+class NamedRows:
+    """The particle population as named rows (a chain's state, its best child of the step).
+
+    Every change of the population goes through `proc.select`, so per-particle model state
+    registered on the call (core/state.py) follows the rows: `expand` puts children (copies
+    of their parents) first and the named rows after them, `children_step` replaces the
+    children by their next state, `compact` keeps the named rows only."""
+
+    def __init__(self, proc: DenoisingProcess, x: torch.Tensor, pred: Prediction, names: list[Any]):
+        self.proc, self.x, self.pred = proc, x, pred
+        self.row = {name: r for r, name in enumerate(names)}
+
+    def expand(self, parents: list[tuple[Any, int]]) -> tuple[torch.Tensor, Prediction]:
+        """m copies of each named parent as rows 0..M-1 (in order), the named rows after them."""
+        idx = [self.row[name] for name, m in parents for _ in range(m)]
+        first = len(idx)
+        names = list(self.row)
+        idx += [self.row[name] for name in names]
+        self.x, self.pred = self.proc.select(idx, self.x, self.pred)
+        self.row = {name: first + k for k, name in enumerate(names)}
+        return self.x[:first], self.pred.index(slice(0, first))
+
+    def children_step(self, kids: torch.Tensor, kid_pred: Prediction) -> None:
+        """Rows 0..M-1 (the copies made by `expand`) become the children's new states."""
+        m = kids.shape[0]
+        self.x = torch.cat([kids, self.x[m:]])
+        self.pred = _cat_preds(kid_pred, self.pred.index(slice(m, self.x.shape[0])))
+
+    def name(self, name: Any, row: int) -> None:
+        self.row[name] = row
+
+    def drop(self, name: Any) -> int | None:
+        return self.row.pop(name, None)
+
+    def compact(self) -> None:
+        """Keep the named rows only, in naming order."""
+        names = list(self.row)
+        self.x, self.pred = self.proc.select([self.row[name] for name in names], self.x, self.pred)
+        self.row = {name: k for k, name in enumerate(names)}
+
+
+@dataclass
+class Chain:
+    """One RBF chain: its reward bar, its children budget and the current step's quota."""
+
+    best: float  # best x0_hat reward the chain has reached (the bar a child must beat)
+    left: int  # children NFE left
+    base: int  # per-step share of the chain's budget
+    at: int = 0  # grid point of the chain's state
+    quota: int = 0  # NFE of the current step
+    used: int = 0  # NFE spent in the current step
+    step_best: float | None = None  # best child reward of the current step
+    quotas: list[int] = field(default_factory=list)
+
+    def start_step(self, num_steps: int, rollover: int) -> None:
+        """The quota of the step from grid point `at`: the share plus what rolled over; the
+        last search step gets everything left."""
+        last = self.at == num_steps - 2
+        self.quota = self.left if last else min(self.left, self.base + rollover)
+        self.used, self.step_best = 0, None
+        self.quotas.append(self.quota)
+
+    def proposals(self, child_batch: int, last: bool) -> int:
+        """Children to propose now (the last search step proposes all of its quota at once)."""
+        return self.quota - self.used if last else min(child_batch, self.quota - self.used)
+
+    def consider(self, rewards: list[float], last: bool) -> tuple[int | None, int | None]:
+        """Pay for the children (in proposal order); returns (the first child that beats the
+        chain's best, if any and not on the last step; the step's new best child, if any)."""
+        accepted = new_best = None
+        for q, r in enumerate(rewards):
+            self.used += 1
+            self.left -= 1
+            if self.step_best is None or r > self.step_best:
+                self.step_best, new_best = r, q
+            if not last and accepted is None and r > self.best:
+                accepted = q
+        return accepted, new_best
+
+
 @torch.no_grad()
 def rollover_budget_forcing(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn, nfe: int,
-                            generator: torch.Generator | None = None, *, chains: int = 2, init_pool: int = 25,
-                            eta: float = 1.0, interpolant: str = "vp", child_batch: int = 1) -> ChainResult:
-    """RBF with at most `nfe` denoiser evaluations (module docstring). child_batch > 1
-    proposes that many children of a chain in one batch (faster on a GPU; children after
-    an accepted one are still paid for, as they were evaluated)."""
-    n = proc.num_steps
-    c, pool = int(chains), int(init_pool)
+                            generator: torch.Generator | None = None, *, num_particles: int = 2,
+                            init_pool: int = 25, eta: float = 1.0, interpolant: str = "vp",
+                            child_batch: int = 1) -> ChainResult:
+    """RBF with at most `nfe` denoiser evaluations (module docstring); `num_particles` chains.
+    child_batch > 1 proposes that many children of a chain in one batch (faster on a GPU;
+    children after an accepted one are still paid for, as they were evaluated). Chains at
+    the same grid point propose in one batch."""
+    n, c, pool = proc.num_steps, int(num_particles), int(init_pool)
     search_steps = n - 1
     if c < 1 or pool < 1 or c * (pool + search_steps) > nfe:
-        raise TTSInputError(f"RBF with {c} chains, a pool of {pool} and {n} steps needs at least "
+        raise TTSInputError(f"RBF with num_particles={c} chains, init_pool={pool} and {n} steps needs at least "
                             f"{c * (pool + search_steps)} NFE, the budget has {nfe}")
     child_batch = max(1, int(child_batch))
-    spent = 0
-    # 1. initial pool at grid point 0: keep each chain's best noise by the reward of its x0_hat
+    res = ChainResult(torch.zeros(0), torch.zeros(c), 0)
+
+    # 1. initial pool at grid point 0: each chain starts from the best of its `pool` noises by r(x0_hat)
     x = proc.sample_noise(c * pool, generator)
     pred = proc.denoise(x, 0, cond)
-    spent += c * pool
-    r = reward_fn(pred.x0).double().reshape(c, pool)
-    best_j = r.argmax(1)
-    pick = torch.arange(c) * pool + best_j
-    xs = [x[int(p)][None] for p in pick]
-    preds = [pred.index(slice(int(p), int(p) + 1)) for p in pick]
-    best = [float(r[j, best_j[j]]) for j in range(c)]
-    at = [0] * c  # grid point of each chain's current state
+    spent = c * pool
+    r0 = reward_fn(pred.x0).double().cpu().reshape(c, pool)
+    start = r0.argmax(1)
+    x, pred = proc.select(torch.arange(c) * pool + start, x, pred)
+    pop = NamedRows(proc, x, pred, [("chain", j) for j in range(c)])
     share, extra = divmod(nfe - c * pool, c)  # children NFE per chain (the first `extra` get one more)
     base = share // search_steps if search_steps else 0
-    left = [share + (j < extra) for j in range(c)]  # children budget left per chain
-    quota = [min(base, left[j]) if search_steps > 1 else left[j] for j in range(c)]
-    used = [0] * c
-    step_best: list[tuple[float, torch.Tensor, Prediction] | None] = [None] * c
-    res = ChainResult(x, torch.zeros(c), 0, quotas=[[q] if search_steps else [] for q in quota])
-
-    def advance(j: int, new_x: torch.Tensor, new_pred: Prediction, leftover: int) -> None:
-        xs[j], preds[j] = new_x, new_pred
-        at[j] += 1
-        used[j] = 0
-        step_best[j] = None
-        if at[j] < n - 1:
-            last = at[j] == n - 2
-            quota[j] = left[j] if last else min(left[j], base + leftover)
-            res.quotas[j].append(quota[j])
+    chains = [Chain(best=float(r0[j, start[j]]), left=share + (j < extra), base=base) for j in range(c)]
+    if search_steps:
+        for ch in chains:
+            ch.start_step(n, 0)
 
     # 2. search steps: children of grid point i land on i + 1 (1 NFE each)
-    while True:
-        active = [j for j in range(c) if at[j] < n - 1]
-        if not active:
-            break
-        for i in sorted({at[j] for j in active}):
-            group = [j for j in active if at[j] == i]
-            last_step = i + 1 == n - 1
-            # the last search step has no early acceptance: all its children go in one batch
-            m = {j: quota[j] - used[j] if last_step else min(child_batch, quota[j] - used[j]) for j in group}
-            parent_x = torch.cat([xs[j].expand(m[j], *xs[j].shape[1:]) for j in group])
-            parent_pred = _cat_preds([preds[j] for j in group], [m[j] for j in group])
+    while active := [j for j in range(c) if chains[j].at < n - 1]:
+        for i in sorted({chains[j].at for j in active}):
+            group = [j for j in active if chains[j].at == i]
+            last = i + 1 == n - 1
+            # propose children x_{i+1} ~ p(. | x_i) of every chain in the group, one batch
+            m = [chains[j].proposals(child_batch, last) for j in group]
+            parent_x, parent_pred = pop.expand([(("chain", j), mj) for j, mj in zip(group, m)])
             kids = stochastic_step(proc, parent_x, i, parent_pred, eta, generator, interpolant)
             kid_pred = proc.denoise(kids, i + 1, cond)
             spent += kids.shape[0]
-            kid_r = reward_fn(kid_pred.x0).double().cpu()
+            kid_r = reward_fn(kid_pred.x0).double().cpu().tolist()
+            pop.children_step(kids, kid_pred)
             row = 0
-            for j in group:
-                accepted = None
-                for q in range(m[j]):
-                    rr = float(kid_r[row + q])
-                    used[j] += 1
-                    left[j] -= 1
-                    if step_best[j] is None or rr > step_best[j][0]:
-                        step_best[j] = (rr, kids[row + q][None], kid_pred.index(slice(row + q, row + q + 1)))
-                    if not last_step and rr > best[j] and accepted is None:
-                        accepted = q
-                if accepted is not None:  # rollover: take it, carry the unspent quota over
-                    rr = float(kid_r[row + accepted])
-                    best[j] = rr
+            for j, mj in zip(group, m):
+                chain = chains[j]
+                accepted, new_best = chain.consider(kid_r[row : row + mj], last)
+                if accepted is not None:  # rollover: take the child now, its unspent quota moves on
+                    chain.best = kid_r[row + accepted]
                     res.rollovers += 1
-                    advance(j, kids[row + accepted][None], kid_pred.index(slice(row + accepted, row + accepted + 1)),
-                            quota[j] - used[j])
-                elif used[j] >= quota[j]:  # budget forcing: the best child of the step
-                    rr, bx, bp = step_best[j]
-                    best[j] = max(best[j], rr)
-                    if not last_step:
-                        res.forced += 1
-                    advance(j, bx, bp, 0)
-                row += m[j]
+                    pop.name(("chain", j), row + accepted)
+                    pop.drop(("best", j))
+                    chain.at += 1
+                    if chain.at < n - 1:
+                        chain.start_step(n, chain.quota - chain.used)
+                else:
+                    if new_best is not None:
+                        pop.name(("best", j), row + new_best)
+                    if chain.used >= chain.quota:  # budget forcing: the best child of the step
+                        chain.best = max(chain.best, chain.step_best)
+                        res.forced += not last
+                        pop.name(("chain", j), pop.drop(("best", j)))
+                        chain.at += 1
+                        if chain.at < n - 1:
+                            chain.start_step(n, 0)
+                row += mj
+            pop.compact()
+
     # 3. a deterministic last step to the clean end (no NFE)
-    finals = [proc.step(xs[j], n - 1, preds[j], eta=0.0) for j in range(c)]
-    res.x = torch.cat(finals)
-    res.tweedie_rewards = torch.tensor(best)
+    res.x = proc.step(pop.x, n - 1, pop.pred, eta=0.0)
+    res.tweedie_rewards = torch.tensor([ch.best for ch in chains])
+    res.quotas = [ch.quotas for ch in chains]
     res.nfe = spent
     return res
 
 
-def _cat_preds(preds: list[Prediction], reps: list[int]) -> Prediction:
-    def cat(field_: str):
-        parts = [getattr(p, field_) for p in preds]
-        if parts[0] is None:
-            return None
-        return torch.cat([t.expand(r, *t.shape[1:]) for t, r in zip(parts, reps)])
-
-    return Prediction(preds[0].i, cat("out"), cat("x0"), cat("eps"), cat("cond_out"), cat("uncond_out"))
-
-
 @torch.no_grad()
 def blockwise_search(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn, nfe: int,
-                     generator: torch.Generator | None = None, *, particles: int = 2, children: int | None = None,
-                     block: int = 1, alpha: float = 0.0, eta: float = 1.0, interpolant: str = "vp") -> ChainResult:
-    """SVDD (block = 1) / CoDe (block > 1): per block, `children` children per particle
+                     generator: torch.Generator | None = None, *, num_particles: int = 2,
+                     num_children: int | None = None, block: int = 1, alpha: float = 0.0, eta: float = 1.0,
+                     interpolant: str = "vp") -> ChainResult:
+    """SVDD (block = 1) / CoDe (block > 1): per block, `num_children` children per particle
     run `block` stochastic steps in one batch; each particle keeps its best child (alpha = 0)
     or samples one with probability ~ exp(r / alpha)."""
     n = proc.num_steps
-    k, block = int(particles), max(1, int(block))
-    if children is None:
-        children = (nfe - k) // (k * max(1, n - 1)) if n > 1 else 1
-    m = int(children)
+    k, block = int(num_particles), max(1, int(block))
+    m = blockwise_children(nfe, n, k) if num_children is None else int(num_children)
     if k < 1 or m < 1 or k + k * m * (n - 1) > nfe:
-        raise TTSInputError(f"{k} particles with {m} children per step over {n} steps need "
+        raise TTSInputError(f"num_particles={k} with num_children={max(1, m)} per step over {n} steps need "
                             f"{k + k * max(1, m) * (n - 1)} NFE, the budget has {nfe}")
     x = proc.sample_noise(k, generator)
     pred = proc.denoise(x, 0, cond)
@@ -213,9 +285,7 @@ def blockwise_search(proc: DenoisingProcess, cond: Conditioning, reward_fn: Rewa
     while i < n - 1:
         j_end = min(i + block, n - 1)
         # every particle's m children, side by side: rows p*m .. p*m + m - 1
-        parents = torch.arange(k, device=x.device).repeat_interleave(m)
-        y, p = x[parents], pred.index(parents)
-        proc.select(parents)
+        y, p = proc.select(torch.arange(k).repeat_interleave(m), x, pred)
         for t in range(i, j_end):
             y = stochastic_step(proc, y, t, p, eta, generator, interpolant)
             p = proc.denoise(y, t + 1, cond)
@@ -225,13 +295,16 @@ def blockwise_search(proc: DenoisingProcess, cond: Conditioning, reward_fn: Rewa
             choice = torch.multinomial(torch.softmax(r / alpha, 1), 1, generator=generator).reshape(k)
         else:
             choice = r.argmax(1)
-        rows = (torch.arange(k) * m + choice).to(y.device)
-        x, pred = y[rows], p.index(rows)
-        proc.select(rows)
+        x, pred = proc.select(torch.arange(k) * m + choice, y, p)
         best = r[torch.arange(k), choice]
         i = j_end
     x = proc.step(x, n - 1, pred, eta=0.0)
     return ChainResult(x, best, spent)
+
+
+def blockwise_children(nfe: int, num_steps: int, num_particles: int) -> int:
+    """The most children per particle and step `nfe` pays for (SVDD / CoDe's default)."""
+    return (nfe - num_particles) // (num_particles * max(1, num_steps - 1)) if num_steps > 1 else 1
 
 
 def _prepare(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget, negative_prompt: str | None,
@@ -256,52 +329,97 @@ def _finish(log: SearchLog, res: ChainResult, settings: dict) -> SearchResult:
 PAPER_RUN = {"num_inference_steps": 10, "budget": 500}
 
 
+def _stochastic_params() -> list[Param]:
+    return [
+        Param("eta", float, 1.0, "noise of the stochastic steps (1: DDPM)", low=0.0),
+        Param("interpolant", str, "vp", "stochastic step on the VP-converted interpolant or the process's own",
+              choices=INTERPOLANTS),
+        Param("grid", str, "native", "the pipeline's grid or one uniform in VP time", choices=GRIDS),
+    ]
+
+
+RBF_PARAMS = [
+    Param("num_particles", int, 2, "chains C", low=1),
+    Param("init_pool", int, 25, "initial noises per chain; each chain starts from the best", low=1),
+    *_stochastic_params(),
+    Param("child_batch", int, 1, "children proposed per chain and batch (1: the paper)", low=1),
+    KEEP_IMAGES,
+]
+
+
+def _rbf_min_budget(num_steps: int, o: dict) -> int:
+    return o["num_particles"] * (o["init_pool"] + num_steps - 1)
+
+
 @register_searcher("rbf", "rollover budget forcing: flow ODE -> VP SDE, children per step until one improves "
-                          "the x0 reward, unspent NFE rolls over (Kim et al. 2025)", run_defaults=PAPER_RUN)
+                          "the x0 reward, unspent NFE rolls over (Kim et al. 2025)", params=RBF_PARAMS,
+                   run_defaults=PAPER_RUN, min_budget=_rbf_min_budget)
 def rbf(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
-        generator: torch.Generator | None = None, *, negative_prompt: str | None = None, chains: int = 2,
+        generator: torch.Generator | None = None, *, negative_prompt: str | None = None, num_particles: int = 2,
         init_pool: int = 25, eta: float = 1.0, interpolant: str = "vp", grid: str = "native",
         child_batch: int = 1, keep_images: int = 16) -> SearchResult:
-    """chains / init_pool: the paper's 2 chains from a pool of 25 noises (each shrunk to what
-    the budget pays for, down to a single chain and pool of one = one stochastic sample);
-    eta: noise of the stochastic steps (1: DDPM); interpolant: "vp" (converted, default)
-    or "native" (the process's own stochastic step); grid: "native" or "vp" (uniform VP time);
+    """num_particles / init_pool: the paper's 2 chains, each from the best of 25 noises (a
+    budget below num_particles * (init_pool + steps - 1) NFE is an error); eta: noise of the
+    stochastic steps (1: DDPM); interpolant: "vp" (converted, default) or "native" (the
+    process's own stochastic step); grid: "native" or "vp" (uniform VP time);
     child_batch: children proposed per chain and batch."""
     run_proc, cond, log = _prepare(proc, verifier, prompt, budget, negative_prompt, interpolant, grid, keep_images)
-    n, nfe = run_proc.num_steps, budget.remaining_nfe
-    c = max(1, min(int(chains), nfe // n))
-    pool = max(1, min(int(init_pool), nfe // c - (n - 1)))
+    nfe = budget.remaining_nfe
     with run_proc.metered(budget):
-        res = rollover_budget_forcing(run_proc, cond, log.score_intermediate, nfe, generator, chains=c,
-                                      init_pool=pool, eta=eta, interpolant=interpolant, child_batch=child_batch)
-    return _finish(log, res, {"searcher": "rbf", "chains": c, "init_pool": pool, "eta": eta,
+        res = rollover_budget_forcing(run_proc, cond, log.score_intermediate, nfe, generator,
+                                      num_particles=num_particles, init_pool=init_pool, eta=eta,
+                                      interpolant=interpolant, child_batch=child_batch)
+    return _finish(log, res, {"searcher": "rbf", "num_particles": num_particles, "init_pool": init_pool, "eta": eta,
                               "interpolant": interpolant, "grid": grid, "child_batch": child_batch,
                               "verifier": verifier.name, "rollovers": res.rollovers, "forced_steps": res.forced,
                               "quotas": res.quotas})
 
 
+def _blockwise_params(block_default: int) -> list[Param]:
+    return [
+        Param("num_particles", int, 2, "particles K", low=1),
+        Param("num_children", int, None, "children M per particle and block (default: as many as the budget pays "
+              "for)", low=1),
+        Param("block", int, block_default, "stochastic steps each child runs before it is scored", low=1),
+        Param("alpha", float, 0.0, "0: keep the best child; > 0: sample one with probability ~ exp(r / alpha)",
+              low=0.0),
+        *_stochastic_params(),
+        KEEP_IMAGES,
+    ]
+
+
+def _blockwise_min_budget(num_steps: int, o: dict) -> int:
+    k = o["num_particles"]
+    return k + k * (o["num_children"] or 1) * (num_steps - 1)
+
+
 def _blockwise_searcher(name: str, block_default: int):
     def search(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
-               generator: torch.Generator | None = None, *, negative_prompt: str | None = None, particles: int = 2,
-               children: int | None = None, block: int = block_default, alpha: float = 0.0, eta: float = 1.0,
-               interpolant: str = "vp", grid: str = "native", keep_images: int = 16) -> SearchResult:
+               generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
+               num_particles: int = 2, num_children: int | None = None, block: int = block_default,
+               alpha: float = 0.0, eta: float = 1.0, interpolant: str = "vp", grid: str = "native",
+               keep_images: int = 16) -> SearchResult:
         run_proc, cond, log = _prepare(proc, verifier, prompt, budget, negative_prompt, interpolant, grid,
                                        keep_images)
         nfe = budget.remaining_nfe
-        k = max(1, min(int(particles), nfe // run_proc.num_steps))
         with run_proc.metered(budget):
-            res = blockwise_search(run_proc, cond, log.score_intermediate, nfe, generator, particles=k,
-                                   children=children, block=block, alpha=alpha, eta=eta, interpolant=interpolant)
-        return _finish(log, res, {"searcher": name, "particles": k, "block": block, "alpha": alpha, "eta": eta,
-                                  "interpolant": interpolant, "grid": grid, "verifier": verifier.name})
+            res = blockwise_search(run_proc, cond, log.score_intermediate, nfe, generator,
+                                   num_particles=num_particles, num_children=num_children, block=block,
+                                   alpha=alpha, eta=eta, interpolant=interpolant)
+        m = blockwise_children(nfe, run_proc.num_steps, num_particles) if num_children is None else num_children
+        return _finish(log, res, {"searcher": name, "num_particles": num_particles, "num_children": m,
+                                  "block": block, "alpha": alpha, "eta": eta, "interpolant": interpolant,
+                                  "grid": grid, "verifier": verifier.name})
 
     search.__name__ = name
-    search.__doc__ = (f"{name}: particles, children per step (default: what the budget pays for), block "
-                      f"(default {block_default}), alpha (0: greedy), eta, interpolant, grid.")
+    search.__doc__ = (f"{name}: num_particles, num_children per particle and block (default: what the budget pays"
+                      f" for), block (default {block_default}), alpha (0: greedy), eta, interpolant, grid.")
     return search
 
 
 svdd = register_searcher("svdd", "SVDD-style greedy search: per step, the best of M stochastic children by the "
-                                 "reward of their x0 estimate", run_defaults=PAPER_RUN)(_blockwise_searcher("svdd", 1))
+                                 "reward of their x0 estimate", params=_blockwise_params(1), run_defaults=PAPER_RUN,
+                         min_budget=_blockwise_min_budget)(_blockwise_searcher("svdd", 1))
 code = register_searcher("code", "CoDe: blockwise search, the best of M children each run a block of "
-                                 "stochastic steps", run_defaults=PAPER_RUN)(_blockwise_searcher("code", 2))
+                                 "stochastic steps", params=_blockwise_params(2), run_defaults=PAPER_RUN,
+                         min_budget=_blockwise_min_budget)(_blockwise_searcher("code", 2))

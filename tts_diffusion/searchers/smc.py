@@ -13,9 +13,10 @@ potential steps):
     sum         log G_i = lam sum_{j <= i} r_j
     immediate   log G_i = lam r_i
 
-The population is resampled at potential steps (always, or when ESS < ess_threshold K),
-weights reset to uniform and every per-particle quantity (x, its prediction, the reward
-history, model state via `proc.reindex`) follows its ancestor.
+(lam = `reward_scale`). The population is resampled at potential steps when ESS <
+`resample_threshold` K (`core.particles.should_resample`: 1 = at every potential step, 0 =
+never), weights reset to uniform and every per-particle quantity (x, its prediction, the
+reward history, registered model state) follows its ancestor through `proc.select`.
 
 Final correction (the last potential G_0 = exp(lam r(x_0)) / prod_i G_i): at the clean end the
 log-weights get lam r(x) - sum_i log G_i, the total of every potential the particle's
@@ -38,12 +39,13 @@ from typing import Callable, Sequence
 import torch
 
 from ..core.budget import Budget
-from ..core.particles import RESAMPLING_SCHEMES, ess, normalize_log_weights, resample
+from ..core.particles import RESAMPLING_SCHEMES, dead_to_neginf, ess, normalize_log_weights, resample, should_resample
 from ..core.process import Conditioning, DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .base import register_searcher
+from ..params import Param
+from .base import KEEP_IMAGES, register_searcher
 from .best_of_n import full_samples
 from .common import SearchLog
 
@@ -74,8 +76,9 @@ def potential_steps(num_steps: int, interval: int, window: tuple[int, int]) -> l
     return list(range(lo, hi, max(1, int(interval))))
 
 
-def _log_potential(kind: str, lam: float, r: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+def _log_potential(kind: str, reward_scale: float, r: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
     """log G at one potential step; updates the per-particle reward history in `state`."""
+    lam = reward_scale
     if kind == "difference":
         g = lam * (r - state["prev"])
         state["prev"] = r
@@ -92,24 +95,33 @@ def _log_potential(kind: str, lam: float, r: torch.Tensor, state: dict[str, torc
     return g
 
 
+def check_window(window: Sequence[int], num_steps: int) -> tuple[int, int]:
+    """(first, end) grid points with 0 <= first < end <= num_steps, or a TTSInputError."""
+    lo, hi = (int(v) for v in window)
+    if not 0 <= lo < hi <= num_steps:
+        raise TTSInputError(f"window=({lo}, {hi}) must satisfy 0 <= first < end <= {num_steps} (the grid points"
+                            f" of {num_steps} steps)")
+    return lo, hi
+
+
 @torch.no_grad()
 def fk_steering(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn, num_particles: int,
-                generator: torch.Generator | None = None, *, lam: float = 10.0, potential: str = "max",
-                resample_interval: int = 1, window: Sequence[int] | None = None, ess_threshold: float | None = None,
-                scheme: str = "systematic", eta: float = 1.0, final_reward_fn: RewardFn | None = None,
+                generator: torch.Generator | None = None, *, reward_scale: float = 10.0, potential: str = "max",
+                resample_interval: int = 1, window: Sequence[int] | None = None, resample_threshold: float = 1.0,
+                resampling: str = "systematic", eta: float = 1.0, final_reward_fn: RewardFn | None = None,
                 final_correction: bool = True) -> SMCRun:
     """Run FK steering over the whole grid (see the module docstring).
 
     reward_fn(x0_latents) -> scores [K]: rewards of Tweedie estimates at potential steps;
     final_reward_fn (default reward_fn): rewards of the final particles.
     window: (first, end) grid points where potentials may be evaluated (default: all).
-    ess_threshold: None resamples at every potential step; a value tau resamples when
-        ESS < tau K (adaptive resampling).
+    resample_threshold in [0, 1]: resample at a potential step when ESS < threshold K
+        (`should_resample`; 1: at every potential step, 0: never).
     final_correction: False skips the last weighting (only for tests showing it matters)."""
     if potential not in POTENTIALS:
         raise TTSInputError(f"unknown potential {potential!r}; choose from {POTENTIALS}")
-    if scheme not in RESAMPLING_SCHEMES:
-        raise TTSInputError(f"unknown resampling scheme {scheme!r}; choose from {RESAMPLING_SCHEMES}")
+    if resampling not in RESAMPLING_SCHEMES:
+        raise TTSInputError(f"unknown resampling scheme {resampling!r}; choose from {RESAMPLING_SCHEMES}")
     n, k = proc.num_steps, int(num_particles)
     steps = set(potential_steps(n, resample_interval, tuple(window) if window is not None else (0, n)))
     final_reward_fn = final_reward_fn or reward_fn
@@ -118,25 +130,24 @@ def fk_steering(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn,
     dev = x.device
     log_w = torch.zeros(k, dtype=torch.float64, device=dev)
     applied = torch.zeros(k, dtype=torch.float64, device=dev)  # sum of log G along each ancestry
-    state = {"prev": torch.zeros(k, dtype=torch.float64, device=dev),
-             "max": torch.full((k,), -torch.inf, dtype=torch.float64, device=dev),
-             "sum": torch.zeros(k, dtype=torch.float64, device=dev)}
+    history = {"prev": torch.zeros(k, dtype=torch.float64, device=dev),
+               "max": torch.full((k,), -torch.inf, dtype=torch.float64, device=dev),
+               "sum": torch.zeros(k, dtype=torch.float64, device=dev)}
     run = SMCRun(x, log_w, log_w, log_w)
     for i in range(n):
         pred = proc.denoise(x, i, cond)
         if i in steps:
+            # potential: score the Tweedie estimate, log w += log G_i
             r = reward_fn(pred.x0).to(dev, torch.float64)
-            g = _log_potential(potential, float(lam), r, state)
-            log_w = log_w + g
-            applied = applied + g
+            g = _log_potential(potential, float(reward_scale), r, history)
+            log_w = dead_to_neginf(log_w + g)
+            applied = dead_to_neginf(applied + g)
             run.potential_steps.append(i)
-            e = float(ess(log_w))
-            run.ess.append(e)
-            if ess_threshold is None or e < float(ess_threshold) * k:
-                idx = resample(log_w, scheme, generator).to(dev)
-                x, pred, applied = x[idx], pred.index(idx), applied[idx]
-                state = {key: v[idx] for key, v in state.items()}
-                proc.select(idx)
+            run.ess.append(float(ess(log_w)))
+            if should_resample(log_w, float(resample_threshold)):
+                # resample: every per-particle quantity follows its ancestor; weights uniform again
+                idx = resample(log_w, resampling, generator)
+                x, pred, applied, history = proc.select(idx, x, pred, applied, history)
                 log_w = torch.zeros_like(log_w)
                 run.resample_steps.append(i)
         x = proc.step(x, i, pred, eta=eta, generator=generator)
@@ -144,36 +155,55 @@ def fk_steering(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn,
     r_final = final_reward_fn(x).to(dev, torch.float64)
     if final_correction:
         # G_0 = exp(lam r(x)) / prod_i G_i: the target becomes p(x) exp(lam r(x)) (Singhal et al. 2025)
-        log_w = log_w + float(lam) * r_final - applied
+        log_w = dead_to_neginf(log_w + float(reward_scale) * r_final - applied)
     log_w = normalize_log_weights(log_w)
     run.x, run.log_w, run.rewards = x, log_w, r_final
-    run.ancestors = resample(log_w, scheme, generator).to(dev)
+    run.ancestors = resample(log_w, resampling, generator).to(dev)
     return run
 
 
+PARAMS = [
+    Param("num_particles", int, None, "particles K (default: as many full samples as the budget pays for)", low=1),
+    Param("reward_scale", float, 10.0, "lambda: the target is p(x) exp(lambda r(x))", low=0.0),
+    Param("potential", str, "max", "potential G built from the x0 rewards", choices=POTENTIALS),
+    Param("resample_interval", int, None, "grid points between potentials (default: num_steps // 5, >= 1)", low=1),
+    Param("window", tuple, None, "(first, end) grid points with potentials (default: (resample_interval, "
+          "num_steps))", length=2),
+    Param("resample_threshold", float, 0.5, "resample when ESS < threshold * K (1: every potential step, 0: never)",
+          low=0.0, high=1.0),
+    Param("resampling", str, "systematic", "resampling scheme", choices=RESAMPLING_SCHEMES),
+    Param("eta", float, 1.0, "noise of the stochastic steps (1: DDPM / the family's SDE)", low=0.0),
+    KEEP_IMAGES,
+]
+
+
+def _min_budget(num_steps: int, o: dict) -> int:
+    return (o["num_particles"] or 1) * num_steps
+
+
 @register_searcher("smc", "SMC / FK steering: K particles with stochastic steps, reward potentials on x0 estimates, "
-                          "resampling; final weights target p(x) exp(lam r(x))")
+                          "resampling; final weights target p(x) exp(lambda r(x))", params=PARAMS,
+                   min_budget=_min_budget)
 def smc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
         generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
-        num_particles: int | None = None, lam: float = 10.0, potential: str = "max",
+        num_particles: int | None = None, reward_scale: float = 10.0, potential: str = "max",
         resample_interval: int | None = None, window: Sequence[int] | None = None,
-        ess_threshold: float | None = 0.5, scheme: str = "systematic", eta: float = 1.0,
+        resample_threshold: float = 0.5, resampling: str = "systematic", eta: float = 1.0,
         keep_images: int = 16) -> SearchResult:
     """num_particles: K (default: as many full samples as the budget pays for, i.e. best-of-N's
-    N at equal NFE); lam: reward scale; potential: difference | max | sum | immediate;
+    N at equal NFE); reward_scale: lambda; potential: difference | max | sum | immediate;
     resample_interval: grid points between potentials (default n // 5, at least 1);
     window: (first, end) grid points with potentials (default: (interval, n), skipping the
-    pure-noise point); ess_threshold: adaptive resampling threshold (None: always);
-    scheme: multinomial | systematic | stratified | residual; eta: stochastic-step noise."""
+    pure-noise point); resample_threshold: resample when ESS < threshold K (1: always,
+    0: never); resampling: multinomial | systematic | stratified | residual; eta:
+    stochastic-step noise."""
     n = proc.num_steps
     affordable = full_samples(budget, n)
     k = affordable if num_particles is None else int(num_particles)
-    if not 1 <= k <= affordable:
+    if k > affordable:
         raise TTSInputError(f"num_particles={k} needs {k * n} NFE but the budget has {budget.remaining_nfe}")
     interval = max(1, n // 5) if resample_interval is None else int(resample_interval)
-    if interval < 1:
-        raise TTSInputError(f"resample_interval must be at least 1, got {resample_interval}")
-    window = (min(interval, n - 1), n) if window is None else tuple(int(v) for v in window)
+    window = (min(interval, n - 1), n) if window is None else check_window(window, n)
     cond = proc.encode(prompt, negative_prompt)
     log = SearchLog(proc, verifier, prompt, budget, keep_images)
     final: dict[str, torch.Tensor] = {}
@@ -184,14 +214,15 @@ def smc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
         return final["scores"]
 
     with proc.metered(budget):
-        run = fk_steering(proc, cond, log.score_intermediate, k, generator, lam=lam, potential=potential,
-                          resample_interval=interval, window=window, ess_threshold=ess_threshold, scheme=scheme,
-                          eta=eta, final_reward_fn=final_reward)
+        run = fk_steering(proc, cond, log.score_intermediate, k, generator, reward_scale=reward_scale,
+                          potential=potential, resample_interval=interval, window=window,
+                          resample_threshold=resample_threshold, resampling=resampling, eta=eta,
+                          final_reward_fn=final_reward)
     counts = torch.bincount(run.ancestors.cpu(), minlength=k).tolist()
     info = [{"particle": j, "log_weight": float(run.log_w[j]), "resampled_copies": counts[j]} for j in range(k)]
     log.record(final["images"], final["scores"], None, info)
-    return log.result({"searcher": "smc", "num_particles": k, "lam": lam, "potential": potential,
-                       "resample_interval": interval, "window": list(window), "ess_threshold": ess_threshold,
-                       "scheme": scheme, "eta": eta, "verifier": verifier.name,
-                       "potential_steps": run.potential_steps, "resample_steps": run.resample_steps,
-                       "final_ess": float(ess(run.log_w))})
+    return log.result({"searcher": "smc", "num_particles": k, "reward_scale": reward_scale, "potential": potential,
+                       "resample_interval": interval, "window": list(window),
+                       "resample_threshold": resample_threshold, "resampling": resampling, "eta": eta,
+                       "verifier": verifier.name, "potential_steps": run.potential_steps,
+                       "resample_steps": run.resample_steps, "final_ess": float(ess(run.log_w))})

@@ -1,8 +1,8 @@
 """Zero-order search (Ma et al. 2025, sec. 3.2 "Zero-Order Search").
 
     pivot <- a random Gaussian noise; score it (one full sample)
-    repeat K times:
-        draw N neighbours of the pivot at distance lambda (on the pivot's Gaussian shell)
+    repeat K = `num_rounds` times:
+        draw N neighbours of the pivot at distance lambda = `step_size` (on the pivot's Gaussian shell)
         sample each with the deterministic ODE sampler, score the images
         if the best neighbour beats the pivot: it becomes the pivot
         else: `on_stall` decides (keep the pivot and redraw / move anyway / restart)
@@ -22,7 +22,8 @@ from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .base import register_searcher
+from ..params import Param
+from .base import KEEP_IMAGES, register_searcher
 from .best_of_n import full_samples
 from .common import SearchLog
 
@@ -46,42 +47,56 @@ def shell_neighbours(pivot: torch.Tensor, n: int, step: float, generator: torch.
     return y.reshape(n, *pivot.shape[1:]).to(pivot.device, pivot.dtype)
 
 
-@register_searcher("zero_order", "zero-order search: move a pivot noise to its best neighbour on the Gaussian shell")
+PARAMS = [
+    Param("num_children", int, 4, "neighbours N of the pivot per round", low=1),
+    Param("step_size", float, 0.5, "lambda: the neighbours' distance relative to the pivot's norm", low=0.0,
+          high=2.0, low_open=True),
+    Param("num_rounds", int, None, "rounds K (default: as many as the budget pays for, at least 1)", low=1),
+    Param("on_stall", str, "keep", "no neighbour beats the pivot: keep it (fresh neighbours), move to the best "
+          "neighbour anyway, or restart from a new noise", choices=ON_STALL),
+    KEEP_IMAGES,
+]
+
+
+def _min_budget(num_steps: int, o: dict) -> int:
+    return (1 + (o["num_rounds"] or 1) * o["num_children"]) * num_steps
+
+
+@register_searcher("zero_order", "zero-order search: move a pivot noise to its best neighbour on the Gaussian shell",
+                   params=PARAMS, min_budget=_min_budget)
 def zero_order(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
                generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
-               n: int = 4, step: float = 0.5, iterations: int | None = None, on_stall: str = "keep",
+               num_children: int = 4, step_size: float = 0.5, num_rounds: int | None = None, on_stall: str = "keep",
                keep_images: int = 16) -> SearchResult:
-    """n: neighbours per iteration; step: lambda, the neighbours' distance relative to the
-    pivot's norm; iterations: K (default: as many as the budget pays for);
+    """num_children: neighbours N per round; step_size: lambda, the neighbours' distance
+    relative to the pivot's norm; num_rounds: K (default: as many as the budget pays for);
     on_stall: when no neighbour improves on the pivot, "keep" the pivot (fresh neighbours
     next time), "move" to the best neighbour anyway, or "restart" from a new random noise."""
-    if on_stall not in ON_STALL:
-        raise TTSInputError(f"on_stall must be one of {', '.join(ON_STALL)}, got {on_stall!r}")
-    n = int(n)
-    if n < 1:
-        raise TTSInputError(f"n (neighbours per iteration) must be at least 1, got {n}")
+    n = int(num_children)
     samples = full_samples(budget, proc.num_steps)
     affordable = (samples - 1) // n
-    iterations = affordable if iterations is None else int(iterations)
-    if iterations > affordable:
-        raise TTSInputError(f"{iterations} iterations of {n} neighbours need {(1 + iterations * n) * proc.num_steps} NFE;"
-                            f" the budget has {budget.remaining_nfe}")
+    rounds = affordable if num_rounds is None else int(num_rounds)
+    if rounds > affordable or rounds < 1:
+        raise TTSInputError(f"{max(rounds, 1)} rounds of {n} neighbours need {(1 + max(rounds, 1) * n) * proc.num_steps}"
+                            f" NFE (the pivot and the neighbours at {proc.num_steps} steps); the budget has"
+                            f" {budget.remaining_nfe}")
     cond = proc.encode(prompt, negative_prompt)
     log = SearchLog(proc, verifier, prompt, budget, keep_images)
     with proc.metered(budget):
         seed = proc.seeds(1, generator)[0]
         pivot = proc.noise_from_seeds([seed])
         x, _ = proc.sample(pivot, cond)
-        pivot_score = float(log.score_latents(x, [seed], [{"iteration": 0, "role": "pivot"}])[0])
-        for k in range(1, iterations + 1):
-            noises = shell_neighbours(pivot, n, step, generator)
+        pivot_score = float(log.score_latents(x, [seed], [{"round": 0, "role": "pivot"}])[0])
+        for k in range(1, rounds + 1):
+            noises = shell_neighbours(pivot, n, step_size, generator)
+            proc.reset_particles(n)  # the neighbours are a fresh population
             x, _ = proc.sample(noises, cond)
-            scores = log.score_latents(x, None, [{"iteration": k, "role": "neighbour"} for _ in range(n)])
+            scores = log.score_latents(x, None, [{"round": k, "role": "neighbour"} for _ in range(n)])
             best = int(torch.argmax(scores))
             if float(scores[best]) > pivot_score or on_stall == "move":
                 pivot, pivot_score = noises[best : best + 1], float(scores[best])
             elif on_stall == "restart":
                 seed = proc.seeds(1, generator)[0]
                 pivot, pivot_score = proc.noise_from_seeds([seed]), -math.inf
-    return log.result({"searcher": "zero_order", "n": n, "step": step, "iterations": iterations,
+    return log.result({"searcher": "zero_order", "num_children": n, "step_size": step_size, "num_rounds": rounds,
                        "on_stall": on_stall, "verifier": verifier.name})

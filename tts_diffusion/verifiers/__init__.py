@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from .base import Verdict, Verifier, available_verifiers, check_inputs, load_verifier, register_verifier
+from .base import (FunctionVerifier, Verdict, Verifier, available_verifiers, check_inputs, load_verifier,
+                   register_verifier, verifier_params)
 from .preprocess import clip_preprocess
 
 #: modules that register built-in verifiers, imported when present (some are written
@@ -28,9 +29,11 @@ __all__ = [
     "Verdict",
     "Verifier",
     "CLIPVerifier",
+    "FunctionVerifier",
     "available_verifiers",
     "check_inputs",
     "clip_preprocess",
     "load_verifier",
     "register_verifier",
+    "verifier_params",
 ]

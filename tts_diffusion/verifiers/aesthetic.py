@@ -35,7 +35,8 @@ import torch
 
 from ..errors import MissingWeightsError, TTSInputError
 from ..paths import assets_dir
-from .base import Verifier, register_verifier
+from ..params import Param
+from .base import Verifier, placement_params, register_verifier
 from .clip import DEFAULT_MODEL, DEFAULT_PRETRAINED, CLIPVerifier, _resolve_source
 from .score_mlp import LINEAR_IDX, RELU_IDX, ScoreMLP
 
@@ -176,7 +177,17 @@ class AestheticVerifier(Verifier):
         return f"head={self.head_path!r}, relu={self.head.relu}, clip={self.clip.source!r}"
 
 
-@register_verifier("aesthetic", "LAION aesthetic predictor: MLP head on the CLIP ViT-L/14 image embedding (prompt ignored)")
+AESTHETIC_PARAMS = [
+    Param("head", str, None, f"the MLP head file (default: ${HEAD_ENV}, else {HEAD_NAME} in the cache)"),
+    Param("model", str, DEFAULT_MODEL, "open_clip architecture of the image embedding"),
+    Param("pretrained", str, DEFAULT_PRETRAINED, "open_clip pretrained tag", nullable=True),
+    Param("checkpoint", str, None, "path to CLIP weights for `model` (default: none, use `pretrained`)"),
+    *placement_params(64),
+]
+
+
+@register_verifier("aesthetic", "LAION aesthetic predictor: MLP head on the CLIP ViT-L/14 image embedding (prompt ignored)",
+                   params=AESTHETIC_PARAMS, extra=lambda k, v: k == "clip")
 def make_aesthetic(**options: Any) -> AestheticVerifier:
     """Factory for the registry: head, model, pretrained, checkpoint, device, dtype, chunk_size."""
     if options.get("model", "") is None:

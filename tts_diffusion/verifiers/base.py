@@ -7,8 +7,9 @@ fp16/bf16. A verifier may also produce per-image feedback text for refinement lo
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -114,6 +115,56 @@ class Verifier(torch.nn.Module):
         return Verdict(scores=self(images, prompts))
 
 
+class FunctionVerifier(Verifier):
+    """A plain callable `fn(images, prompts) -> scores` used as a verifier.
+
+    `images` is the float tensor [B, 3, H, W] in [0, 1] on `device`, `prompts` a list of B
+    strings; the scores may be a tensor, a NumPy array or a list of B numbers (the search
+    checks them: shape [B], NaN / inf count as the worst score)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, list[str]], object], name: str | None = None,
+                 chunk_size: int = 64, device: str | torch.device = "cpu"):
+        super().__init__()
+        if not callable(fn):
+            raise TTSInputError(f"a verifier must be a Verifier, a registered name or a callable, got {fn!r}")
+        if int(chunk_size) < 1:
+            raise TTSInputError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.fn, self.chunk_size, self._device = fn, int(chunk_size), torch.device(device)
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def to(self, *args, **kwargs) -> "FunctionVerifier":
+        """Images are handed to `fn` on this device (the pipeline moves its verifier)."""
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is not None:
+            self._device = torch.device(device)
+        return self
+
+    def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        out = self.fn(images, list(prompts))
+        try:
+            scores = out.detach() if isinstance(out, torch.Tensor) else torch.as_tensor(out, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            raise TTSInputError(f"verifier {self.name!r} returned {type(out).__name__}, not a list of scores") from None
+        if scores.shape != (images.shape[0],) or scores.is_complex() or scores.dtype == torch.bool:
+            raise TTSInputError(f"verifier {self.name!r} returned scores of shape {tuple(scores.shape)} and dtype "
+                                f"{scores.dtype}; expected {images.shape[0]} real numbers")
+        return scores
+
+
+def as_verifier(obj: "Verifier | Callable") -> Verifier:
+    """A Verifier as is; a plain callable wrapped in `FunctionVerifier`; anything else refused."""
+    if isinstance(obj, Verifier):
+        return obj
+    if callable(obj):
+        return FunctionVerifier(obj)
+    raise TTSInputError(f"a verifier must be a registered name, a Verifier or a callable f(images, prompts) -> scores,"
+                        f" got {type(obj).__name__}")
+
+
 def check_inputs(images: torch.Tensor, prompts: Sequence[str] | str) -> tuple[torch.Tensor, list[str]]:
     """Validate the verifier call; broadcast a single prompt to the batch."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
@@ -132,24 +183,65 @@ VerifierFactory = Callable[..., Verifier]
 _REGISTRY: dict[str, tuple[VerifierFactory, str]] = {}
 
 
-def register_verifier(name: str, description: str = "", *, params: Sequence[Param] = ()
+#: options most verifiers share (their Python values may also be torch.device / torch.dtype)
+DTYPES = ("fp16", "bf16", "fp32", "float16", "bfloat16", "float32", "half", "float")
+
+
+def placement_params(chunk_size: int = 64) -> list[Param]:
+    """device, dtype and chunk_size, declared the same way for every verifier with weights."""
+    return [
+        Param("device", str, None, "device to run on, e.g. cpu, cuda, cuda:1 (default: cpu; the pipeline moves it)"),
+        Param("dtype", str, None, "weights' dtype (default: fp16 on CUDA, fp32 elsewhere)", choices=DTYPES),
+        Param("chunk_size", int, chunk_size, "images per forward pass", low=1),
+    ]
+
+
+def register_verifier(name: str, description: str = "", *, params: Sequence[Param] = (),
+                      extra: Callable[[str, Any], bool] | None = None
                       ) -> Callable[[VerifierFactory], VerifierFactory]:
     """Decorator: register a factory `f(**options) -> Verifier` under `name`; params: its
-    options (params.py), used to parse `--verifier-option` and validate keyword options."""
+    options (params.py), used to parse `--verifier-option` and validate keyword options
+    before the factory runs. extra(key, value): True for options outside the spec that go
+    to the factory unchecked (the factory validates them; e.g. an ensemble's per-member
+    `clip.model` options)."""
 
     def deco(factory: VerifierFactory) -> VerifierFactory:
         _REGISTRY[name] = (factory, description)
         factory.params = ParamSpec(f"verifier {name!r}", list(params))  # type: ignore[attr-defined]
+        factory.extra_option = extra  # type: ignore[attr-defined]
         return factory
 
     return deco
+
+
+def validate_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Keyword options of verifier `name` checked against its spec ("verifier 'clip' option
+    chunk_size=0 is not valid: ..."; unknown keys list the valid ones). Paths may be
+    os.PathLike (made str); Python objects the CLI cannot express (a torch.dtype, a
+    torch.device, a mapping, a Verifier) go to the factory, which checks them."""
+    spec = verifier_params(name)
+    if not hasattr(_REGISTRY[name][0], "params"):  # put in the registry by hand, without a spec
+        return dict(options)
+    extra = getattr(_REGISTRY[name][0], "extra_option", None)
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if extra is not None and extra(key, value):
+            out[key] = value
+        elif isinstance(value, (torch.device, torch.dtype, Mapping, torch.nn.Module)) and key in spec.names():
+            out[key] = value
+        else:
+            out[key] = spec.get(key).validate(value, spec.owner)
+    return out
 
 
 def verifier_params(name: str) -> ParamSpec:
     """The declared options of a registered verifier."""
     if name not in _REGISTRY:
         raise TTSInputError(f"unknown verifier {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
-    return _REGISTRY[name][0].params  # type: ignore[attr-defined]
+    factory = _REGISTRY[name][0]
+    return getattr(factory, "params", None) or ParamSpec(f"verifier {name!r}")
 
 
 def available_verifiers() -> dict[str, str]:
@@ -157,11 +249,15 @@ def available_verifiers() -> dict[str, str]:
     return {k: d for k, (_, d) in sorted(_REGISTRY.items())}
 
 
-def load_verifier(name_or_verifier: str | Verifier, **options) -> Verifier:
-    """A verifier object from its registered name (options go to its factory)."""
-    if isinstance(name_or_verifier, Verifier):
-        return name_or_verifier
+def load_verifier(name_or_verifier: str | Verifier | Callable, **options) -> Verifier:
+    """A verifier object from its registered name (options are validated against its spec,
+    then go to its factory); a Verifier as is; a plain callable `f(images, prompts) ->
+    scores` wrapped in `FunctionVerifier`."""
+    if not isinstance(name_or_verifier, str):
+        if options:
+            raise TTSInputError(f"verifier options {sorted(options)} apply to a registered verifier name only")
+        return as_verifier(name_or_verifier)
     if name_or_verifier not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise TTSInputError(f"unknown verifier {name_or_verifier!r}; available: {known}")
-    return _REGISTRY[name_or_verifier][0](**options)
+    return _REGISTRY[name_or_verifier][0](**validate_options(name_or_verifier, options))

@@ -59,7 +59,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import MissingWeightsError, TTSInputError
-from .base import Verifier, register_verifier
+from ..params import Param
+from .base import Verifier, placement_params, register_verifier
 from .preprocess import clip_preprocess
 
 __all__ = ["CLIPVerifier", "make_clip", "default_clip_source", "assets_dir"]
@@ -486,7 +487,18 @@ def _load_weights(net: torch.nn.Module, path: str, what: str) -> None:
 
 
 # --------------------------------------------------------------------------- registry
-@register_verifier("clip", "CLIP score (cosine of image and prompt embeddings) through open_clip")
+CLIP_PARAMS = [
+    Param("model", str, None, "open_clip architecture (e.g. ViT-L-14) or a local model folder "
+          "(default: the project's domain CLIP when present, else ViT-L-14)"),
+    Param("pretrained", str, None, "open_clip pretrained tag (default: openai with ViT-L-14)"),
+    Param("checkpoint", str, None, "path to a weights file for `model` (default: none, use `pretrained`)"),
+    *placement_params(64),
+    Param("scale", float, 1.0, "multiplier of the cosine similarity", low=0.0, low_open=True),
+    Param("text_cache_size", int, 4096, "prompt embeddings kept in memory", low=0),
+]
+
+
+@register_verifier("clip", "CLIP score (cosine of image and prompt embeddings) through open_clip", params=CLIP_PARAMS)
 def make_clip(**options) -> CLIPVerifier:
     """Factory for the registry. Without `model` (and `checkpoint`) options the project's
     domain CLIP (``<assets>/shapes-clip``) is used when present, else ViT-L-14/openai."""
