@@ -12,6 +12,7 @@ so that `DenoisingProcess` with eta = 0 matches the pipeline (see tests/test_fai
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,20 @@ import torch
 from ..errors import TTSInputError
 
 Embeds = dict[str, torch.Tensor]
+
+_LOCK_GUARD = threading.Lock()
+
+
+def encode_lock(pipe: Any) -> threading.RLock:
+    """The lock that serialises prompt encoding on one diffusers pipeline. Its fast
+    tokenizers keep padding / truncation settings on the shared backend and the pipelines'
+    `encode_prompt` switches them between calls ("max_length", then "longest" to detect
+    truncation), so two threads encoding at once can get each other's padding."""
+    lock = pipe.__dict__.get("_tts_encode_lock")
+    if lock is None:
+        with _LOCK_GUARD:
+            lock = pipe.__dict__.setdefault("_tts_encode_lock", threading.RLock())
+    return lock
 
 
 def expand_rows(embeds: Embeds, rows: int) -> Embeds:
