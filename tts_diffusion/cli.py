@@ -78,7 +78,9 @@ class _OneLineErrors(click.Group):
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tts-diffusion")
 def main() -> None:
-    """Test-time scaling for diffusion and flow text-to-image models."""
+    """Test-time scaling for diffusion and flow text-to-image models.
+
+    Exit codes: 0 done, 2 bad input (one `error:` line on stderr), 130 interrupted."""
 
 
 @main.command()
@@ -194,10 +196,20 @@ def _run_search(run: dict, quiet: bool) -> None:
     except KeyboardInterrupt:
         _write_interrupted(run, latest.get("progress"))
         return
-    image_path, sidecar = result.save(run["out"])
+    image_path, sidecar = _save(result, run["out"])
     click.echo(f"best score {result.best_score:.4f} after {result.nfe} NFE "
                f"({len(result.candidates)} candidates, {result.timings.get('total', 0):.1f} s)")
     click.echo(f"wrote {image_path} and {sidecar}")
+
+
+def _save(result, out):
+    """Write image and sidecar (checked again: the folder may have changed during the search)."""
+    from .errors import TTSInputError
+
+    try:
+        return result.save(out)
+    except (TTSInputError, OSError) as e:
+        _fail(f"could not write {out}: {e}")
 
 
 def _write_interrupted(run: dict, progress) -> None:
@@ -212,7 +224,7 @@ def _write_interrupted(run: dict, progress) -> None:
     settings.update(device=str(run["device"]), dtype=str(run["torch_dtype"]).replace("torch.", ""))
     result = SearchResult(prompt=run["prompt"], best=best, candidates=[best], trace=[], nfe=progress.nfe,
                           verifier_calls=0, timings={}, settings=settings, interrupted=True)
-    image_path, sidecar = result.save(run["out"])
+    image_path, sidecar = _save(result, run["out"])
     click.echo(f"interrupted after {progress.nfe} of {progress.max_nfe} NFE: wrote the best so far"
                f" (score {best.score:.4f}) to {image_path} and {sidecar}", err=True)
     sys.exit(EXIT_INTERRUPTED)

@@ -224,7 +224,8 @@ class TTSPipeline:
             steps, the RBF paper's setting), else 4 samples' worth.
         seed / generator: the search is deterministic for a given seed. With a seed, every
             prompt's search starts from a generator seeded with it (a prompt gives the same
-            result alone or in a list); `generator` may be one torch.Generator (shared by the
+            result alone or in a list; seed=None draws one, recorded in `settings["seed"]`);
+            `generator` may be one torch.Generator (shared by the
             prompts in turn) or a list with one per prompt.
         num_images_per_prompt: `result.images` holds the k best candidates (default: all
             kept candidates, best first); the budget must pay for k full samples.
@@ -285,10 +286,12 @@ class TTSPipeline:
 
         # 3. one search per prompt, each with its own per-call view of the process
         show_bar = progress and not self._progress_bar_config.get("disable", False)
+        if seed is None and generator is None:  # a fresh seed, drawn once and recorded
+            seed = torch.seed() % (checks.MAX_SEED + 1)
         results = []
         for p, gen in zip(prompts, generators):
             if gen is None:
-                gen = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % (checks.MAX_SEED + 1))
+                gen = torch.Generator().manual_seed(seed)
             result = self._search(base.for_call(), search, ver, p, nfe, gen, negative_prompt, hyper, show_bar,
                                   progress_callback, callback_on_step_end)
             result.settings.update({"budget": nfe, "seed": seed if generator is None else None,
