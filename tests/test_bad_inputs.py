@@ -286,3 +286,66 @@ def test_our_own_sidecar_is_replaced_a_foreign_one_is_not(tmp_path, model_dir):
     r = CliRunner().invoke(main, [*args[:-3], "--out", str(other), "--quiet"])
     assert r.exit_code == 2 and "not a tts-diffusion sidecar" in r.stderr
     assert (tmp_path / "other.json").read_text() == "[1, 2]" and not other.exists()
+
+
+# ------------------------------------------------ options parsed by declared specs
+@pytest.fixture
+def spec_components():
+    """A searcher and a verifier registered with parameter specs for the test only."""
+    from tts_diffusion.params import Param
+    from tts_diffusion.searchers import base as sbase
+    from tts_diffusion.searchers.best_of_n import best_of_n
+    from tts_diffusion.verifiers import base as vbase
+
+    @sbase.register_searcher("spec_test", "test-only", params=[
+        Param("num_samples", int, None, "candidates", low=1),
+        Param("reward_scale", float, 1.0, "lambda", low=0.0)])
+    def spec_test(proc, verifier, prompt, budget, generator=None, *, negative_prompt=None, num_samples=None,
+                  reward_scale=1.0):
+        return best_of_n(proc, verifier, prompt, budget, generator, negative_prompt=negative_prompt)
+
+    vbase.register_verifier("spec_brightness", "test-only", params=[
+        Param("chunk_size", int, 64, "rows per pass", low=1)])(lambda chunk_size=64: BrightnessVerifier(chunk_size))
+    yield
+    sbase._REGISTRY.pop("spec_test")
+    vbase._REGISTRY.pop("spec_brightness")
+
+
+SPEC_ROWS = [
+    (["-o", "num_samples=abc"], "searcher 'spec_test' option num_samples='abc' is not valid: expected an integer >= 1"),
+    (["-o", "num_samples=1.7"], "num_samples='1.7' is not valid"),
+    (["-o", "num_samples=true"], "num_samples='true' is not valid"),
+    (["-o", "num_samples=0"], "num_samples=0 is not valid"),
+    (["-o", "reward_scale=NaN"], "reward_scale=nan is not valid"),
+    (["-o", "reward_scale=-1"], "reward_scale=-1.0 is not valid"),
+    (["-o", "window=5"], "has no option 'window'; valid: num_samples, reward_scale"),
+    (["--verifier-option", "chunk_size=0"], "verifier 'spec_brightness' option chunk_size=0 is not valid"),
+    (["--verifier-option", "nope=1"], "has no option 'nope'; valid: chunk_size"),
+]
+
+
+@pytest.mark.parametrize("extra,message", SPEC_ROWS, ids=[r[0][1] for r in SPEC_ROWS])
+def test_cli_options_parsed_by_spec_before_loading(extra, message, spec_components, out_dir, monkeypatch):
+    before = _snapshot(out_dir)
+    args = ["generate", "a cat", *_args(["--verifier", "spec_brightness"]), "--searcher", "spec_test", *extra,
+            "--out", str(out_dir / "best.png"), "--quiet"]
+    r = _cli(args, monkeypatch, forbid_load=True)
+    _assert_one_error_line(r, message)
+    assert _snapshot(out_dir) == before
+
+
+def test_cli_spec_options_reach_the_search(spec_components, model_dir, tmp_path):
+    out = tmp_path / "b.png"
+    r = CliRunner().invoke(main, ["generate", "a cat", *_args(["--verifier", "spec_brightness"]), "--searcher",
+                                  "spec_test", "-o", "num_samples=2", "--verifier-option", "chunk_size=3",
+                                  "--model", str(model_dir), "--device", "cpu", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.with_suffix(".json").read_text())["nfe"] == 8
+
+
+def test_python_searcher_kwargs_checked_by_spec(spec_components, tts, monkeypatch):
+    monkeypatch.setattr(DenoisingProcess, "denoise", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    with pytest.raises(TTSInputError, match="num_samples=0 is not valid"):
+        tts("a cat", searcher="spec_test", num_samples=0, **KW)
+    with pytest.raises(TTSInputError, match="has no option 'nope'"):
+        tts("a cat", searcher="spec_test", nope=1, **KW)

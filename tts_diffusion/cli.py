@@ -161,8 +161,12 @@ def _checked_inputs(prompt, model, searcher, verifier, budget, seed, steps, guid
     checks.check_dtype_on_device(torch_dtype, dev)
     if budget is not None and steps is not None:
         checks.check_budget_fits(budget, steps)
+    if verifier is None:  # the same default as TTSPipeline's: oracle for the embedded model, else clip
+        from .pipelines.tts_pipeline import default_verifier_name, is_default_model
+
+        verifier = default_verifier_name(is_default_model(model))
     hyper = _parse_options(options, searcher_params(searcher), "searcher")
-    vopts = _parse_options(verifier_options, verifier_params(verifier) if verifier is not None else [], "verifier")
+    vopts = _parse_options(verifier_options, verifier_params(verifier), "verifier")
     return dict(prompt=prompt, model=model, device=dev, torch_dtype=torch_dtype, out=image_path,
                 call=dict(searcher=searcher, verifier=verifier, budget=budget, seed=seed, num_inference_steps=steps,
                           guidance_scale=guidance, height=height, width=width, negative_prompt=negative_prompt,

@@ -72,6 +72,22 @@ def load_diffusers_pipeline(id_or_path: str | os.PathLike | None, **kwargs) -> A
         raise TTSInputError(f"could not load model {src!r} {where}: {_one_line(e)}") from e
 
 
+def is_default_model(id_or_path: str | os.PathLike | None) -> bool:
+    """True for the embedded shapes model (None, or a path to its folder)."""
+    if id_or_path is None:
+        return True
+    try:
+        return Path(str(id_or_path)).expanduser().resolve() == default_model_path().resolve()
+    except OSError:
+        return False
+
+
+def default_verifier_name(default_model: bool) -> str:
+    """The verifier used when none is named, in Python and the CLI alike: the exact oracle
+    for the embedded shapes model, CLIP for any other model."""
+    return "oracle" if default_model else "clip"
+
+
 def _dtype_kwarg() -> str:
     """diffusers >= 0.36 takes `dtype=` and deprecates `torch_dtype=`."""
     from diffusers.utils import deprecation_utils
@@ -119,7 +135,7 @@ class TTSPipeline:
         if (folder / DEFAULTS_FILE).exists():
             defaults = json.loads((folder / DEFAULTS_FILE).read_text())
         tts = cls(pipe, verifier=verifier, defaults=defaults)
-        tts.is_default_model = id_or_path is None or folder.resolve() == default_model_path().resolve()
+        tts.is_default_model = is_default_model(id_or_path)
         if device is not None:
             tts.to(device)
         return tts
@@ -138,8 +154,9 @@ class TTSPipeline:
         return out
 
     def to(self, device: str | torch.device) -> "TTSPipeline":
+        device = checks.check_device(device)
         with self._lock:
-            self._device = torch.device(device)
+            self._device = device
             self.pipe.to(self._device)
             for v in self._verifiers.values():
                 v.to(self._device)
@@ -161,7 +178,7 @@ class TTSPipeline:
         oracle for the embedded shapes model, CLIP otherwise."""
         if self.verifier is not None:
             return self.verifier if isinstance(self.verifier, str) else self.verifier.name
-        return "oracle" if self.is_default_model else "clip"
+        return default_verifier_name(self.is_default_model)
 
     def get_verifier(self, verifier: str | Verifier | None, **options) -> Verifier:
         if verifier is None:
@@ -272,6 +289,7 @@ class TTSPipeline:
         # 2. the process for these settings (cached) and the budget it allows
         base = self.process(num_inference_steps, guidance_scale, height=height, width=width,
                             max_batch=max_batch, **(process_options or {}))
+        checks.check_dtype_on_device(base.dtype, base.device)
         checks.check_size_fits(self.pipe, base.height, base.width, base.device)
         nfe = int(budget if budget is not None else defaults.get("budget", 4 * base.num_steps))
         if nfe < base.num_steps:
