@@ -349,3 +349,10 @@ def test_python_searcher_kwargs_checked_by_spec(spec_components, tts, monkeypatc
         tts("a cat", searcher="spec_test", num_samples=0, **KW)
     with pytest.raises(TTSInputError, match="has no option 'nope'"):
         tts("a cat", searcher="spec_test", nope=1, **KW)
+
+
+def test_bare_command_prints_help_and_usage_errors_are_one_line():
+    r = CliRunner().invoke(main, [])
+    assert r.exit_code == 0 and "Usage:" in r.output and "generate" in r.output
+    r = CliRunner().invoke(main, ["nope"])
+    assert r.exit_code == 2 and r.stderr.strip() == "error: No such command 'nope'."

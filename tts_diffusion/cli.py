@@ -64,7 +64,10 @@ class _OneLineErrors(click.Group):
         try:
             return super().main(*args, standalone_mode=False, **kwargs)
         except click.UsageError as e:
-            _fail(e.format_message().replace("\n", " "))
+            if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:  # bare `tts-diffusion`: help
+                click.echo(e.ctx.get_help())
+                sys.exit(0)
+            _fail(" ".join(e.format_message().split()))
         except click.exceptions.Abort:
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
