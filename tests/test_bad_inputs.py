@@ -245,6 +245,7 @@ API = [
     ("num-images-0", "a cat", {"num_images_per_prompt": 0}, "num_images_per_prompt must be at least 1"),
     ("num-images-over-budget", "a cat", {"num_images_per_prompt": 3}, "num_images_per_prompt=3 needs"),
     ("callback-not-callable", "a cat", {"callback_on_step_end": "print"}, "must be callable"),
+    ("verifier-options-list", "a cat", {"verifier_options": ["a=1"]}, "verifier_options must be a dict"),
     ("unknown-searcher", "a cat", {"searcher": "nope"}, "unknown searcher"),
     ("unknown-verifier", "a cat", {"verifier": "nope"}, "unknown verifier"),
 ]

@@ -277,6 +277,9 @@ class TTSPipeline:
         for name, fn in (("callback_on_step_end", callback_on_step_end), ("progress_callback", progress_callback)):
             if fn is not None and not callable(fn):
                 raise TTSInputError(f"{name} must be callable, got {type(fn).__name__}")
+        for name, opts in (("verifier_options", verifier_options), ("process_options", process_options)):
+            if opts is not None and not isinstance(opts, dict):
+                raise TTSInputError(f"{name} must be a dict of keyword options, got {type(opts).__name__}")
         search = load_searcher(searcher)
         hyper = checks.check_searcher_kwargs(searcher_params(search), searcher_kwargs)
         ver = self.get_verifier(verifier, **(verifier_options or {}))
