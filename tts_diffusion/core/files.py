@@ -65,7 +65,8 @@ def check_output_path(path: str | os.PathLike, option: str = "--out") -> tuple[P
         raise TTSInputError(f"{option} is empty: pass an image path such as best.png")
     p = Path(text).expanduser()
     if p.is_dir() or str(text).endswith(("/", os.sep)):
-        raise TTSInputError(f"{option} {text} is a directory: pass an image file path such as {Path(text) / 'best.png'}")
+        raise TTSInputError(f"{option} {text} is a directory: pass an image file path such as"
+                            f" {Path(text) / 'best.png'}")
     ext = p.suffix.lower()
     if ext == ".json":
         raise TTSInputError(f"{option} {text} ends in .json, which is the sidecar's extension: use .png, .jpg or .webp")

@@ -127,7 +127,8 @@ def check_device(device: Any) -> "Any":
         return dev
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise TTSInputError(f"device {device!r} was requested but this machine has no usable CUDA GPU; use --device cpu")
+            raise TTSInputError(f"device {device!r} was requested but this machine has no usable CUDA GPU;"
+                                " use --device cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise TTSInputError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()}"
                                 f" CUDA device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
@@ -212,8 +213,9 @@ def check_budget_fits(budget: int, num_steps: int) -> None:
     need = candidates * CANDIDATE_BYTES
     free = host_memory()
     if free is not None and need > free:
-        raise TTSInputError(f"a budget of {budget} NFE pays for up to {candidates} samples at {num_steps} steps, whose"
-                            f" records alone need about {_gb(need)} but {_gb(free)} of memory is free: lower the budget")
+        raise TTSInputError(f"a budget of {budget} NFE pays for up to {candidates} samples at {num_steps} steps,"
+                            f" whose records alone need about {_gb(need)} but {_gb(free)} of memory is free:"
+                            " lower the budget")
 
 
 def check_searcher_kwargs(spec: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
