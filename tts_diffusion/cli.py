@@ -3,7 +3,8 @@
     tts-diffusion generate "a photo of two red circles" --budget 160 --out best.png
     tts-diffusion list [--searcher NAME [--steps N] [-o KEY=VALUE]] [--verifier NAME]
 
-Bad input prints one line, `error: ...`, and exits with code 2.
+Bad input prints one line, `error: ...`, and exits with code 2, before any model work.
+Ctrl-C during a search writes the best image found so far and exits with code 130.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import sys
 import click
 
 EXIT_BAD_INPUT = 2
+#: Ctrl-C: the best image found so far is written (sidecar marked "interrupted")
+EXIT_INTERRUPTED = 130
 
 
 def _fail(message: str) -> None:
@@ -20,8 +23,12 @@ def _fail(message: str) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
-def _parse_options(pairs: tuple[str, ...], what: str) -> dict:
-    """KEY=VALUE pairs; values parsed as JSON where they parse (numbers, true/false), else strings."""
+def _parse_options(pairs: tuple[str, ...], spec, what: str) -> dict:
+    """KEY=VALUE pairs parsed by the component's declared spec (params.py): each value to its
+    declared type and range. A component that declares no parameters gets values parsed as
+    JSON where they parse (numbers, true/false), else strings, and checked by its signature."""
+    if list(spec):
+        return spec.parse(pairs)
     out = {}
     for p in pairs:
         if "=" not in p:
@@ -48,10 +55,35 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """Usage errors (a non-integer --seed, an unknown flag, ...) as one `error: ...` line
+    with exit code 2, like every other bad input; Ctrl-C outside a search exits 130."""
+
+    def main(self, *args, **kwargs):  # type: ignore[override]
+        kwargs.pop("standalone_mode", None)
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:  # bare `tts-diffusion`: help
+                click.echo(e.ctx.get_help())
+                sys.exit(0)
+            _fail(" ".join(e.format_message().split()))
+        except click.exceptions.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except click.ClickException as e:
+            click.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tts-diffusion")
 def main() -> None:
-    """Test-time scaling for diffusion and flow text-to-image models."""
+    """Test-time scaling for diffusion and flow text-to-image models.
+
+    Exit codes: 0 done, 2 bad input (one `error:` line on stderr), 130 interrupted."""
 
 
 @main.command()
@@ -61,71 +93,148 @@ def main() -> None:
 @click.option("--verifier", default=None, help="verifier name (default: oracle for the shapes model, else clip)")
 @click.option("--budget", type=int, default=None,
               help="NFE budget (one sample costs --steps); default: the searcher's (see `list`), else 4 samples")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed, 0 <= seed < 2**63")
 @click.option("--steps", type=int, default=None,
-              help="denoising steps per sample (default: the searcher's (see `list`), else the model's)")
-@click.option("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
-@click.option("--height", type=int, default=None)
-@click.option("--width", type=int, default=None)
+              help="denoising steps per sample, >= 1 (default: the searcher's (see `list`), else the model's)")
+@click.option("--guidance", type=float, default=None, help="guidance scale, finite and >= 0 (default: the model's)")
+@click.option("--height", type=int, default=None, help="image height in pixels (default: the model's)")
+@click.option("--width", type=int, default=None, help="image width in pixels (default: the model's)")
 @click.option("--negative-prompt", default=None)
-@click.option("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True,
-              help="auto: float16 on cuda, float32 on cpu")
-@click.option("--max-batch", type=int, default=16, show_default=True, help="rows per denoiser call (memory)")
+              help="auto: float16 on cuda, float32 on cpu (float16 on cpu is refused)")
+@click.option("--max-batch", type=int, default=16, show_default=True, help="rows per denoiser call (memory), >= 1")
 @click.option("--option", "-o", "options", multiple=True, help="searcher hyper-parameter KEY=VALUE (repeatable)")
 @click.option("--verifier-option", "verifier_options", multiple=True, help="verifier option KEY=VALUE (repeatable)")
-@click.option("--out", type=click.Path(dir_okay=False), default="tts_out.png", show_default=True,
-              help="image path; a JSON sidecar with scores, trace, settings and timings is written next to it")
+@click.option("--out", default="tts_out.png", show_default=True,
+              help="image path (.png, .jpg, .webp, ...; its folder must exist). A JSON sidecar with scores, trace,"
+                   " settings and timings is written next to it (best.png -> best.json); an existing image is"
+                   " replaced, an existing .json only if it is a tts-diffusion sidecar")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width, negative_prompt, device,
              dtype, max_batch, options, verifier_options, out, quiet) -> None:
-    """Search for the best image for PROMPT and write it to --out."""
-    if not prompt.strip():
-        _fail("the prompt is empty: pass a non-empty text prompt")
-    if budget is not None and budget < 1:
-        _fail(f"--budget must be a positive number of NFE, got {budget}")
-    if max_batch < 1:
-        _fail(f"--max-batch must be at least 1, got {max_batch}")
+    """Search for the best image for PROMPT and write it to --out.
+
+    Every input is checked before the model loads (bad input: one `error:` line, exit 2).
+    Ctrl-C during the search writes the best image found so far, with its sidecar marked
+    "interrupted", and exits with code 130."""
+    from .errors import TTSInputError
+
+    try:
+        run = _checked_inputs(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width,
+                              negative_prompt, device, dtype, max_batch, options, verifier_options, out)
+    except TTSInputError as e:
+        _fail(str(e))
+    _run_search(run, quiet)
+
+
+def _checked_inputs(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width, negative_prompt,
+                    device, dtype, max_batch, options, verifier_options, out) -> dict:
+    """Every CLI input validated (TTSInputError otherwise); returns what the search needs."""
+    from .errors import TTSInputError
+    from .pipelines import checks
+
+    checks.check_text(prompt)
+    if negative_prompt is not None:
+        checks.check_text(negative_prompt, "negative prompt", allow_empty=True)
+    checks.check_positive_int(budget, "--budget")
+    checks.check_positive_int(steps, "--steps", high=1000, why_high=" (the models are trained on 1000 timesteps)")
+    checks.check_positive_int(height, "--height")
+    checks.check_positive_int(width, "--width")
+    checks.check_positive_int(max_batch, "--max-batch", optional=False)
+    if guidance is not None:
+        checks.check_guidance(guidance)
+    checks.check_seed(seed)
+    image_path, _ = _check_out(out)
     import torch
 
-    from .errors import TTSInputError
     from .searchers import available_searchers
+    from .searchers.base import searcher_params
     from .verifiers import available_verifiers
+    from .verifiers.base import verifier_params
 
     if searcher not in available_searchers():
-        _fail(f"unknown searcher {searcher!r}; available: {', '.join(available_searchers())}")
+        raise TTSInputError(f"unknown searcher {searcher!r}; available: {', '.join(available_searchers())}")
     if verifier is not None and verifier not in available_verifiers():
-        _fail(f"unknown verifier {verifier!r}; available: {', '.join(available_verifiers())}")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        raise TTSInputError(f"unknown verifier {verifier!r}; available: {', '.join(available_verifiers())}")
+    dev = checks.check_device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
     if torch_dtype is None:
-        torch_dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    if verifier is None:
-        verifier = "oracle" if model is None else "clip"
-    hyper = _parse_options(options, "searcher")
-    vopts = _parse_options(verifier_options, "verifier")
+        torch_dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    checks.check_dtype_on_device(torch_dtype, dev)
+    if budget is not None and steps is not None:
+        checks.check_budget_fits(budget, steps)
+    if verifier is None:  # the same default as TTSPipeline's: oracle for the embedded model, else clip
+        from .pipelines.tts_pipeline import default_verifier_name, is_default_model
 
+        verifier = default_verifier_name(is_default_model(model))
+    hyper = _parse_options(options, searcher_params(searcher), "searcher")
+    vopts = _parse_options(verifier_options, verifier_params(verifier), "verifier")
+    return dict(prompt=prompt, model=model, device=dev, torch_dtype=torch_dtype, out=image_path,
+                call=dict(searcher=searcher, verifier=verifier, budget=budget, seed=seed, num_inference_steps=steps,
+                          guidance_scale=guidance, height=height, width=width, negative_prompt=negative_prompt,
+                          max_batch=max_batch, verifier_options=vopts, **hyper))
+
+
+def _check_out(out: str):
+    from .core.files import check_output_path
+
+    return check_output_path(out)
+
+
+def _run_search(run: dict, quiet: bool) -> None:
+    """Load the model, search, write the image and its sidecar; Ctrl-C writes the best so far."""
+    from .errors import TTSInputError
     from .pipelines import TTSPipeline
 
     _quiet_libraries()
+    latest: dict = {}
     try:
-        tts = TTSPipeline.from_pretrained(model, torch_dtype=torch_dtype)
-        tts.set_progress_bar_config(disable=True)
-        tts.to(device)
-        result = tts(prompt, searcher=searcher, verifier=verifier, budget=budget, seed=seed, num_inference_steps=steps,
-                     guidance_scale=guidance, height=height, width=width, negative_prompt=negative_prompt,
-                     max_batch=max_batch, progress=not quiet, verifier_options=vopts, **hyper)
+        tts = TTSPipeline.from_pretrained(run["model"], torch_dtype=run["torch_dtype"])
+        tts.to(run["device"])
+        result = tts(run["prompt"], progress=not quiet, progress_callback=lambda p: latest.update(progress=p),
+                     **run["call"])
     except TTSInputError as e:
         _fail(str(e))
     except TypeError as e:
         if "unexpected keyword argument" in str(e):
-            _fail(f"searcher {searcher!r} does not take that option: {e}")
+            _fail(f"searcher {run['call']['searcher']!r} does not take that option: {e}")
         raise
-    image_path, sidecar = result.save(out)
+    except KeyboardInterrupt:
+        _write_interrupted(run, latest.get("progress"))
+        return
+    image_path, sidecar = _save(result, run["out"])
     click.echo(f"best score {result.best_score:.4f} after {result.nfe} NFE "
                f"({len(result.candidates)} candidates, {result.timings.get('total', 0):.1f} s)")
     click.echo(f"wrote {image_path} and {sidecar}")
+
+
+def _save(result, out):
+    """Write image and sidecar (checked again: the folder may have changed during the search)."""
+    from .errors import TTSInputError
+
+    try:
+        return result.save(out)
+    except (TTSInputError, OSError) as e:
+        _fail(f"could not write {out}: {e}")
+
+
+def _write_interrupted(run: dict, progress) -> None:
+    """Ctrl-C: write the best candidate found so far (sidecar marked interrupted), exit 130."""
+    from .core.result import SearchResult
+
+    best = None if progress is None else progress.best
+    if best is None or best.image is None:
+        click.echo("interrupted before any candidate was scored; nothing written", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    settings = {k: v for k, v in run["call"].items() if k != "verifier_options"}
+    settings.update(device=str(run["device"]), dtype=str(run["torch_dtype"]).replace("torch.", ""))
+    result = SearchResult(prompt=run["prompt"], best=best, candidates=[best], trace=[], nfe=progress.nfe,
+                          verifier_calls=0, timings={}, settings=settings, interrupted=True)
+    image_path, sidecar = _save(result, run["out"])
+    click.echo(f"interrupted after {progress.nfe} of {progress.max_nfe} NFE: wrote the best so far"
+               f" (score {best.score:.4f}) to {image_path} and {sidecar}", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 #: steps `list --searcher` assumes when neither --steps nor the searcher's own defaults say

@@ -12,6 +12,7 @@ so that `DenoisingProcess` with eta = 0 matches the pipeline (see tests/test_fai
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,20 @@ import torch
 from ..errors import TTSInputError
 
 Embeds = dict[str, torch.Tensor]
+
+_LOCK_GUARD = threading.Lock()
+
+
+def encode_lock(pipe: Any) -> threading.RLock:
+    """The lock that serialises prompt encoding on one diffusers pipeline. Its fast
+    tokenizers keep padding / truncation settings on the shared backend and the pipelines'
+    `encode_prompt` switches them between calls ("max_length", then "longest" to detect
+    truncation), so two threads encoding at once can get each other's padding."""
+    lock = pipe.__dict__.get("_tts_encode_lock")
+    if lock is None:
+        with _LOCK_GUARD:
+            lock = pipe.__dict__.setdefault("_tts_encode_lock", threading.RLock())
+    return lock
 
 
 def expand_rows(embeds: Embeds, rows: int) -> Embeds:
@@ -254,7 +269,6 @@ class FluxAdapter(ModelAdapter):
         h, w = self._latent_hw()
         self.img_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, self.device, self.dtype)
         self.guidance: float | None = None  # set by the process
-        self.txt_ids: torch.Tensor | None = None
 
     def size_multiple(self) -> int:
         return self.vae_scale_factor * 2
@@ -289,18 +303,19 @@ class FluxAdapter(ModelAdapter):
         return {"sigmas": sigmas, "mu": mu}
 
     def encode(self, prompt, negative_prompt, cfg):
+        # the text position ids travel with the embeddings (a leading row axis of 1 so they
+        # broadcast like them), never on the adapter: one adapter serves concurrent calls
         kw = {}
         if self.max_sequence_length is not None:
             kw["max_sequence_length"] = self.max_sequence_length
         pos, pooled, txt_ids = self.pipe.encode_prompt(prompt=prompt, prompt_2=None, device=self.device,
                                                        num_images_per_prompt=1, **kw)
-        self.txt_ids = txt_ids
-        cond = {"encoder_hidden_states": pos, "pooled_projections": pooled}
+        cond = {"encoder_hidden_states": pos, "pooled_projections": pooled, "txt_ids": _row_axis(txt_ids)}
         uncond = None
         if cfg:
-            neg, neg_pooled, _ = self.pipe.encode_prompt(prompt=negative_prompt or "", prompt_2=None, device=self.device,
-                                                         num_images_per_prompt=1, **kw)
-            uncond = {"encoder_hidden_states": neg, "pooled_projections": neg_pooled}
+            neg, neg_pooled, neg_ids = self.pipe.encode_prompt(prompt=negative_prompt or "", prompt_2=None,
+                                                               device=self.device, num_images_per_prompt=1, **kw)
+            uncond = {"encoder_hidden_states": neg, "pooled_projections": neg_pooled, "txt_ids": _row_axis(neg_ids)}
         return cond, uncond
 
     def forward(self, x, t, embeds):
@@ -313,7 +328,12 @@ class FluxAdapter(ModelAdapter):
         t = t.to(x.dtype)
         return tr(hidden_states=x, timestep=t / 1000, guidance=guidance,
                   pooled_projections=embeds["pooled_projections"], encoder_hidden_states=embeds["encoder_hidden_states"],
-                  txt_ids=self.txt_ids, img_ids=self.img_ids, return_dict=False)[0]
+                  txt_ids=embeds["txt_ids"][0], img_ids=self.img_ids, return_dict=False)[0]
+
+
+def _row_axis(ids: torch.Tensor) -> torch.Tensor:
+    """FLUX position ids [seq, 3] (older diffusers: [1, seq, 3]) -> [1, seq, 3]."""
+    return ids if ids.dim() == 3 else ids[None]
 
 
 def adapter_for(pipe: Any) -> type[ModelAdapter]:

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from ..errors import TTSInputError
-from .adapters import Embeds, ModelAdapter, adapter_for, cat_rows, expand_rows
+from .adapters import Embeds, ModelAdapter, adapter_for, cat_rows, encode_lock, expand_rows
 from .budget import Budget
 from . import schedulers
 from .families import Family
@@ -170,7 +170,7 @@ class DenoisingProcess:
     def encode(self, prompt: str, negative_prompt: str | None = None) -> Conditioning:
         if not isinstance(prompt, str) or not prompt.strip():
             raise TTSInputError("the prompt is empty: pass a non-empty text prompt")
-        with self.timings.phase("encode"):
+        with self.timings.phase("encode"), encode_lock(self.adapter.pipe):  # tokenizers are not thread-safe
             cond, uncond = self.adapter.encode(prompt, negative_prompt, self.do_cfg)
         return Conditioning(prompt, negative_prompt, cond, uncond)
 

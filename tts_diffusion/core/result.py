@@ -2,7 +2,6 @@
 best score against NFE spent, timings, and the settings that reproduce it)."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +9,8 @@ from typing import Any
 
 import torch
 from PIL import Image
+
+from .files import check_output_path, save_image, save_json
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -57,6 +58,13 @@ class SearchResult:
     verifier_calls: int
     timings: dict[str, float]
     settings: dict[str, Any]
+    #: how many images `images` returns (None: every kept candidate) and in which form
+    #: ("pil", "pt": float [k,3,H,W] in [0,1], "np": float [k,H,W,3] in [0,1]); TTSPipeline
+    #: sets them from `num_images_per_prompt` and `output_type`
+    num_images: int | None = None
+    output_type: str = "pil"
+    #: the search was stopped (Ctrl-C) before it finished: `best` is the best found so far
+    interrupted: bool = False
 
     @property
     def image(self) -> Image.Image:
@@ -73,10 +81,15 @@ class SearchResult:
         return [c.score for c in self.candidates]
 
     @property
-    def images(self) -> list[Image.Image]:
-        """Kept candidate images, best first."""
+    def images(self) -> Any:
+        """Kept candidate images, best first: the `num_images` best (all kept when None), as
+        PIL images, a float tensor [k,3,H,W] ("pt") or a float array [k,H,W,3] ("np")."""
         kept = sorted((c for c in self.candidates if c.image is not None), key=lambda c: -c.score)
-        return [to_pil(c.image) for c in kept]
+        if self.best.image is not None and all(c is not self.best for c in kept):
+            kept.insert(0, self.best)
+        if self.num_images is not None:
+            kept = kept[: self.num_images]
+        return format_images([c.image for c in kept], self.output_type)
 
     def to_dict(self) -> dict[str, Any]:
         def cand(c: Candidate) -> dict[str, Any]:
@@ -93,17 +106,49 @@ class SearchResult:
             "trace": [{"nfe": p.nfe, "verifier_calls": p.verifier_calls, "best_score": _num(p.best_score)} for p in self.trace],
             "timings": self.timings,
             "settings": self.settings,
+            **({"interrupted": True} if self.interrupted else {}),
         }
 
     def save(self, path: str | Path) -> tuple[Path, Path]:
-        """Write the best image to `path` and a JSON sidecar next to it (same name, .json)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.image.save(path)
-        sidecar = path.with_suffix(".json")
-        sidecar.write_text(json.dumps(self.to_dict(), indent=2, default=str))
-        return path, sidecar
+        """Write the best image to `path` and a JSON sidecar next to it (same name, .json),
+        each atomically (temporary file + rename). The path is checked first (core/files.py):
+        a sidecar path holding a file that is not a tts-diffusion sidecar is refused."""
+        image_path, sidecar = check_output_path(path, option="output path")
+        save_image(self.image, image_path)
+        save_json(self.to_dict(), sidecar)
+        return image_path, sidecar
+
+
+def format_images(images: list[torch.Tensor], output_type: str = "pil") -> Any:
+    """uint8 [3,H,W] CPU images -> a list of PIL images ("pil"), a float tensor [k,3,H,W] in
+    [0,1] ("pt") or a float32 array [k,H,W,3] in [0,1] ("np"), as diffusers returns them."""
+    if output_type == "pil":
+        return [to_pil(im) for im in images]
+    batch = torch.stack(images).float() / 255.0 if images else torch.zeros(0, 3, 0, 0)
+    if output_type == "pt":
+        return batch
+    if output_type == "np":
+        return batch.permute(0, 2, 3, 1).numpy()
+    raise ValueError(f"output_type {output_type!r}: use pil, pt or np")
 
 
 def _num(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+class SearchResults(list):
+    """The results of a list of prompts (one search per prompt, in prompt order). `images`
+    concatenates each result's images prompt by prompt, as diffusers orders a batch."""
+
+    @property
+    def images(self) -> Any:
+        parts = [r.images for r in self]
+        if not parts:
+            return []
+        if isinstance(parts[0], list):
+            return [im for part in parts for im in part]
+        if isinstance(parts[0], torch.Tensor):
+            return torch.cat(parts)
+        import numpy as np
+
+        return np.concatenate(parts)

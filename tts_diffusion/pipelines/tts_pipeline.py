@@ -7,6 +7,13 @@
     result.image.save("best.png")
 
 `TTSPipeline(existing_diffusers_pipe)` wraps a pipeline you already built.
+
+diffusers habits: a list of prompts runs one search per prompt; `num_images_per_prompt=k`
+returns the k best candidates; `output_type` "pil" / "pt" / "np"; `return_dict=False`
+returns a tuple `(images,)`; `callback_on_step_end(pipe, step, timestep, callback_kwargs)`;
+one generator, one per prompt, or a seed. One `TTSPipeline` may be called from several
+threads at once: every call has its own budget, timings and per-particle state, and the
+caches are locked.
 """
 from __future__ import annotations
 
@@ -14,6 +21,8 @@ import inspect
 import json
 import os
 import re
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,12 +30,14 @@ import torch
 
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
-from ..core.result import SearchResult
+from ..core.result import SearchResult, SearchResults
 from ..core.state import Progress
 from ..errors import TTSInputError
 from ..paths import default_model_path, domain_clip_path
 from ..searchers import load_searcher, run_defaults
+from ..searchers.base import searcher_params
 from ..verifiers import Verifier, load_verifier
+from . import checks
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 #: optional file next to a model's model_index.json with the defaults it was tuned for
@@ -61,6 +72,22 @@ def load_diffusers_pipeline(id_or_path: str | os.PathLike | None, **kwargs) -> A
         raise TTSInputError(f"could not load model {src!r} {where}: {_one_line(e)}") from e
 
 
+def is_default_model(id_or_path: str | os.PathLike | None) -> bool:
+    """True for the embedded shapes model (None, or a path to its folder)."""
+    if id_or_path is None:
+        return True
+    try:
+        return Path(str(id_or_path)).expanduser().resolve() == default_model_path().resolve()
+    except OSError:
+        return False
+
+
+def default_verifier_name(default_model: bool) -> str:
+    """The verifier used when none is named, in Python and the CLI alike: the exact oracle
+    for the embedded shapes model, CLIP for any other model."""
+    return "oracle" if default_model else "clip"
+
+
 def _dtype_kwarg() -> str:
     """diffusers >= 0.36 takes `dtype=` and deprecates `torch_dtype=`."""
     from diffusers.utils import deprecation_utils
@@ -75,7 +102,11 @@ def _one_line(e: BaseException) -> str:
 
 class TTSPipeline:
     """A diffusers pipeline with test-time search. Follows diffusers habits: `.to(device)`,
-    `torch_dtype`, generators or seeds."""
+    `torch_dtype`, generators or seeds, `num_images_per_prompt`, `output_type`,
+    `return_dict`, `callback_on_step_end`, `set_progress_bar_config`. Thread-safe."""
+
+    #: processes kept for reuse (one per distinct steps / guidance / size / batch setting)
+    PROCESS_CACHE_SIZE = 4
 
     def __init__(self, pipe: Any, verifier: str | Verifier | None = None, defaults: dict | None = None):
         self.pipe = pipe
@@ -84,8 +115,11 @@ class TTSPipeline:
         self._verifiers: dict[str, Verifier] = {}
         self.verifier = verifier
         self._device: torch.device | None = None
-        self._procs: dict[tuple, DenoisingProcess] = {}
-        #: True for the embedded shapes model: its "clip" is the domain CLIP in assets/
+        self._procs: OrderedDict[tuple, DenoisingProcess] = OrderedDict()
+        self._lock = threading.RLock()  # guards the process and verifier caches and .to()
+        self._progress_bar_config: dict[str, Any] = {}
+        #: True for the embedded shapes model: its default verifier is the exact oracle and
+        #: its "clip" the domain CLIP shipped with the package
         self.is_default_model = False
 
     @classmethod
@@ -101,7 +135,7 @@ class TTSPipeline:
         if (folder / DEFAULTS_FILE).exists():
             defaults = json.loads((folder / DEFAULTS_FILE).read_text())
         tts = cls(pipe, verifier=verifier, defaults=defaults)
-        tts.is_default_model = id_or_path is None or folder.resolve() == default_model_path().resolve()
+        tts.is_default_model = is_default_model(id_or_path)
         if device is not None:
             tts.to(device)
         return tts
@@ -120,10 +154,12 @@ class TTSPipeline:
         return out
 
     def to(self, device: str | torch.device) -> "TTSPipeline":
-        self._device = torch.device(device)
-        self.pipe.to(self._device)
-        for v in self._verifiers.values():
-            v.to(self._device)
+        device = checks.check_device(device)
+        with self._lock:
+            self._device = device
+            self.pipe.to(self._device)
+            for v in self._verifiers.values():
+                v.to(self._device)
         return self
 
     @property
@@ -131,11 +167,22 @@ class TTSPipeline:
         return self.pipe._execution_device
 
     def set_progress_bar_config(self, **kwargs) -> None:
+        """As in diffusers; also applies to the search's own NFE bar (`disable=True` silences it)."""
+        self._progress_bar_config.update(kwargs)
         self.pipe.set_progress_bar_config(**kwargs)
 
     # ----------------------------------------------------------------------
+    @property
+    def default_verifier(self) -> str:
+        """The verifier used when none is named, the same from Python and the CLI: the exact
+        oracle for the embedded shapes model, CLIP otherwise."""
+        if self.verifier is not None:
+            return self.verifier if isinstance(self.verifier, str) else self.verifier.name
+        return default_verifier_name(self.is_default_model)
+
     def get_verifier(self, verifier: str | Verifier | Callable | None, **options) -> Verifier:
-        verifier = verifier if verifier is not None else (self.verifier or "clip")
+        if verifier is None:
+            verifier = self.verifier if self.verifier is not None else self.default_verifier
         if isinstance(verifier, Verifier):
             return verifier
         if not isinstance(verifier, str):  # a plain callable f(images, prompts) -> scores
@@ -147,82 +194,185 @@ class TTSPipeline:
             else:
                 options = {"pretrained": "openai", **options, "model": "ViT-L-14"}
         key = f"{verifier}:{sorted(options.items())}"
-        if key not in self._verifiers:
-            v = load_verifier(verifier, **options)
-            self._verifiers[key] = v.to(self.device)
-        return self._verifiers[key]
+        with self._lock:
+            if key not in self._verifiers:
+                v = load_verifier(verifier, **options)
+                self._verifiers[key] = v.to(self.device)
+            return self._verifiers[key]
 
     def process(self, num_inference_steps: int | None = None, guidance_scale: float | None = None, *,
                 height: int | None = None, width: int | None = None, max_batch: int = 16,
                 **kwargs) -> DenoisingProcess:
-        """The DenoisingProcess for these settings (cached)."""
-        steps = int(num_inference_steps or self.defaults.get("num_inference_steps", 25))
+        """The DenoisingProcess for these settings (cached; shared by calls, so take a
+        per-call view with `.for_call()` before searching)."""
+        steps = int(num_inference_steps if num_inference_steps is not None
+                    else self.defaults.get("num_inference_steps", 25))
         gs = guidance_scale if guidance_scale is not None else self.defaults.get("guidance_scale")
-        height = height or self.defaults.get("height")
-        width = width or self.defaults.get("width")
+        height = height if height is not None else self.defaults.get("height")
+        width = width if width is not None else self.defaults.get("width")
         if "max_sequence_length" in self.defaults:
             kwargs.setdefault("max_sequence_length", self.defaults["max_sequence_length"])
         key = (steps, gs, height, width, max_batch, tuple(sorted(kwargs.items())))
-        if key not in self._procs:
-            self._procs = {key: DenoisingProcess.from_pipeline(self.pipe, steps, gs, height=height, width=width,
-                                                               max_batch=max_batch, **kwargs)}
-        return self._procs[key]
+        with self._lock:
+            proc = self._procs.get(key)
+            if proc is None:
+                proc = DenoisingProcess.from_pipeline(self.pipe, steps, gs, height=height, width=width,
+                                                      max_batch=max_batch, **kwargs)
+                self._procs[key] = proc
+                while len(self._procs) > self.PROCESS_CACHE_SIZE:
+                    self._procs.popitem(last=False)
+            self._procs.move_to_end(key)
+            return proc
 
-    def __call__(self, prompt: str, *, searcher: str = "best_of_n", verifier: str | Verifier | None = None,
-                 budget: int | None = None, seed: int | None = 0, generator: torch.Generator | None = None,
+    def __call__(self, prompt: str | list[str], *, searcher: str = "best_of_n", verifier: str | Verifier | None = None,
+                 budget: int | None = None, seed: int | None = 0,
+                 generator: torch.Generator | list[torch.Generator] | None = None,
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  height: int | None = None, width: int | None = None, negative_prompt: str | None = None,
+                 num_images_per_prompt: int | None = None, output_type: str = "pil", return_dict: bool = True,
+                 callback_on_step_end: Callable[..., Any] | None = None,
                  max_batch: int = 16, progress: bool = True, verifier_options: dict | None = None,
                  process_options: dict | None = None, progress_callback: Callable[[Progress], None] | None = None,
-                 **searcher_kwargs) -> SearchResult:
+                 **searcher_kwargs) -> SearchResult | SearchResults | tuple:
         """Search for the image that scores best on `verifier`.
 
-        budget: NFE (denoiser evaluations per row; one sample costs `num_inference_steps`);
-            default: the searcher's own (rbf, svdd, code: 500 at 10 steps, the RBF paper's
-            setting), else 4 samples' worth.
-        seed / generator: the search is deterministic for a given seed.
+        prompt: a prompt, or a list of prompts (one search each; returns `SearchResults`,
+            a list of `SearchResult` whose `.images` concatenates them prompt by prompt).
+        budget: NFE per prompt (denoiser evaluations per row; one sample costs
+            `num_inference_steps`); default: the searcher's own (rbf, svdd, code: 500 at 10
+            steps, the RBF paper's setting), else 4 samples' worth.
+        seed / generator: the search is deterministic for a given seed. With a seed, every
+            prompt's search starts from a generator seeded with it (a prompt gives the same
+            result alone or in a list; seed=None draws one, recorded in `settings["seed"]`);
+            `generator` may be one torch.Generator (shared by the
+            prompts in turn) or a list with one per prompt.
+        num_images_per_prompt: `result.images` holds the k best candidates (default: all
+            kept candidates, best first); the budget must pay for k full samples.
+        output_type: "pil" (list of PIL images), "pt" (float tensor [k,3,H,W] in [0,1]) or
+            "np" (float array [k,H,W,3] in [0,1]); candidates are kept as 8-bit images.
+        return_dict: False returns a tuple `(images,)`, as diffusers does.
+        callback_on_step_end: called as `callback_on_step_end(pipe, step, timestep,
+            callback_kwargs)` after every denoiser call of the search (`pipe` is this
+            TTSPipeline, `step` the grid point, `timestep` the model timestep, and
+            callback_kwargs {"nfe", "max_nfe", "best_score"}); its return value is ignored
+            (a search owns its latents).
         progress_callback: called with a `Progress` (NFE spent, budget, best so far) after
             every denoiser call and every scored round, from the calling thread.
-        searcher_kwargs: the searcher's own hyper-parameters (e.g. `n`, `round_size`)."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise TTSInputError("the prompt is empty: pass a non-empty text prompt")
+        searcher_kwargs: the searcher's own hyper-parameters (see `tts-diffusion list`).
+
+        Every argument is checked before any model work; bad input raises TTSInputError."""
+        # 1. check the inputs (same rules and messages as the CLI)
+        prompts = checks.check_prompts(prompt)
+        if negative_prompt is not None:
+            checks.check_text(negative_prompt, "negative prompt", allow_empty=True)
+        steps_limit = self.pipe.scheduler.config.get("num_train_timesteps")
+        checks.check_positive_int(num_inference_steps, "num_inference_steps", high=steps_limit,
+                                  why_high=" (the number of timesteps the model was trained on)")
+        checks.check_positive_int(height, "height")
+        checks.check_positive_int(width, "width")
+        guidance_scale = checks.check_guidance(guidance_scale)
+        seed = checks.check_seed(seed)
+        generators = checks.check_generators(generator, len(prompts))
+        checks.check_positive_int(max_batch, "max_batch", optional=False)
+        checks.check_positive_int(budget, "budget")
+        checks.check_output_type(output_type)
+        for name, fn in (("callback_on_step_end", callback_on_step_end), ("progress_callback", progress_callback)):
+            if fn is not None and not callable(fn):
+                raise TTSInputError(f"{name} must be callable, got {type(fn).__name__}")
+        for name, opts in (("verifier_options", verifier_options), ("process_options", process_options)):
+            if opts is not None and not isinstance(opts, dict):
+                raise TTSInputError(f"{name} must be a dict of keyword options, got {type(opts).__name__}")
         search = load_searcher(searcher)
+        hyper = checks.check_searcher_kwargs(searcher_params(search), searcher_kwargs)
         ver = self.get_verifier(verifier, **(verifier_options or {}))
-        ver.check_prompt(prompt)  # before any compute is spent
+        for p in prompts:
+            ver.check_prompt(p)  # before any compute is spent
         defaults = run_defaults(search)
         if num_inference_steps is None:
             num_inference_steps = defaults.get("num_inference_steps")
-        # a per-call view: budget, timings and per-particle state belong to this call only
-        proc = self.process(num_inference_steps, guidance_scale, height=height, width=width,
-                            max_batch=max_batch, **(process_options or {})).for_call()
-        if budget is None:
-            budget = defaults.get("budget", 4 * proc.num_steps)
-        nfe = int(budget)
-        if nfe < proc.num_steps:
+
+        # 2. the process for these settings (cached) and the budget it allows
+        base = self.process(num_inference_steps, guidance_scale, height=height, width=width,
+                            max_batch=max_batch, **(process_options or {}))
+        checks.check_dtype_on_device(base.dtype, base.device)
+        checks.check_size_fits(self.pipe, base.height, base.width, base.device)
+        nfe = int(budget if budget is not None else defaults.get("budget", 4 * base.num_steps))
+        if nfe < base.num_steps:
             raise TTSInputError(
-                f"budget of {nfe} NFE is below one full sample ({proc.num_steps} NFE at {proc.num_steps} steps);"
-                f" raise the budget to at least {proc.num_steps}"
+                f"budget of {nfe} NFE is below one full sample ({base.num_steps} NFE at {base.num_steps} steps);"
+                f" raise the budget to at least {base.num_steps}"
             )
-        if generator is None:
-            generator = torch.Generator().manual_seed(int(seed if seed is not None else torch.seed()))
-        bar = None
+        checks.check_budget_fits(nfe, base.num_steps)
+        k = checks.check_num_images(num_images_per_prompt, nfe, base.num_steps)
+        if k is not None and "keep_images" in _accepted(search) and hyper.get("keep_images", 16) < k:
+            hyper["keep_images"] = k
+
+        # 3. one search per prompt, each with its own per-call view of the process
+        show_bar = progress and not self._progress_bar_config.get("disable", False)
+        if seed is None and generator is None:  # a fresh seed, drawn once and recorded
+            seed = torch.seed() % (checks.MAX_SEED + 1)
+        results = []
+        for p, gen in zip(prompts, generators):
+            if gen is None:
+                gen = torch.Generator().manual_seed(seed)
+            result = self._search(base.for_call(), search, ver, p, nfe, gen, negative_prompt, hyper, show_bar,
+                                  progress_callback, callback_on_step_end)
+            result.settings.update({"budget": nfe, "seed": seed if generator is None else None,
+                                    "negative_prompt": negative_prompt})
+            result.num_images, result.output_type = k, output_type
+            results.append(result)
+
+        # 4. outputs, as diffusers returns them
+        out: SearchResult | SearchResults = results[0] if isinstance(prompt, str) else SearchResults(results)
+        return out if return_dict else (out.images,)
+
+    def _search(self, proc: DenoisingProcess, search: Any, ver: Verifier, prompt: str, nfe: int,
+                generator: torch.Generator, negative_prompt: str | None, hyper: dict, show_bar: bool,
+                progress_callback: Callable[[Progress], None] | None,
+                callback_on_step_end: Callable[..., Any] | None) -> SearchResult:
+        """One search on a per-call process view: its own budget, bar and callbacks."""
         b = Budget(nfe)
         proc.call.on_progress = progress_callback
-        if progress:
+        bar = None
+        if show_bar:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=nfe, desc=f"{getattr(search, 'searcher_name', 'search')}", unit="NFE", leave=False)
+            cfg = {k: v for k, v in self._progress_bar_config.items() if k not in ("total", "disable")}
+            bar = tqdm(**{"desc": getattr(search, "searcher_name", "search"), "unit": "NFE", "leave": False, **cfg},
+                       total=nfe)
+        charged = [0]  # denoiser calls charged so far; the previous one has ended when the next starts
+
+        def step_ended(nfe_then: int) -> None:
+            i = proc.call.step
+            if callback_on_step_end is None or i is None:
+                return
+            best = proc.call.best
+            callback_on_step_end(self, i, proc.model_timesteps[i],
+                                 {"nfe": nfe_then, "max_nfe": b.max_nfe,
+                                  "best_score": None if best is None else best.score})
 
         def on_charge(n: int) -> None:
+            if charged[0]:
+                step_ended(b.nfe - n)
+            charged[0] += 1
             if bar is not None:
                 bar.update(n)
             proc.call.report(b.nfe, b.max_nfe)
 
         b.on_charge = on_charge
         try:
-            result = search(proc, ver, prompt, b, generator, negative_prompt=negative_prompt, **searcher_kwargs)
+            result = search(proc, ver, prompt, b, generator, negative_prompt=negative_prompt, **hyper)
+            if charged[0]:
+                step_ended(b.nfe)
         finally:
             if bar is not None:
                 bar.close()
-        result.settings.update({"budget": nfe, "seed": seed, "negative_prompt": negative_prompt})
         return result
+
+
+def _accepted(fn: Any) -> set[str]:
+    """Keyword names a searcher function takes."""
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return set()
