@@ -85,7 +85,7 @@ class TTSPipeline:
         self.verifier = verifier
         self._device: torch.device | None = None
         self._procs: dict[tuple, DenoisingProcess] = {}
-        #: True for the embedded shapes model: its "clip" is the domain CLIP in assets/
+        #: True for the embedded shapes model: its "clip" is the domain CLIP in the package assets
         self.is_default_model = False
 
     @classmethod
