@@ -2,7 +2,6 @@
 best score against NFE spent, timings, and the settings that reproduce it)."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +9,10 @@ from typing import Any
 
 import torch
 from PIL import Image
+
+
+#: bumped when the sidecar layout changes incompatibly (`tts-diffusion replay` checks it)
+SIDECAR_VERSION = 1
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -57,6 +60,9 @@ class SearchResult:
     verifier_calls: int
     timings: dict[str, float]
     settings: dict[str, Any]
+    #: what reruns it (set by TTSPipeline): model source, verifier and its options, the call's
+    #: arguments with defaults filled in ("run"); `save` adds versions and weight hashes
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def image(self) -> Image.Image:
@@ -95,13 +101,42 @@ class SearchResult:
             "settings": self.settings,
         }
 
-    def save(self, path: str | Path) -> tuple[Path, Path]:
-        """Write the best image to `path` and a JSON sidecar next to it (same name, .json)."""
+    def sidecar(self, command_line: list[str] | None = None) -> dict[str, Any]:
+        """The sidecar record: `to_dict()` plus what reruns the search (versions, model and
+        verifier weights with sha256, every setting, the command line)."""
+        from .provenance import describe_weights, versions
+
+        prov = self.provenance
+        out = self.to_dict()
+        out["sidecar_version"] = SIDECAR_VERSION
+        out["versions"] = versions()
+        out["command_line"] = list(command_line) if command_line is not None else None
+        if prov:
+            from ..paths import default_model_path
+
+            source = prov.get("model_source")
+            out["model"] = describe_weights(source if source is not None else default_model_path())
+            out["model"]["source"] = source  # None: the embedded default model
+            ver = dict(prov.get("verifier", {}))
+            ver["weights"] = {k: describe_weights(v) for k, v in ver.get("options", {}).items()
+                              if isinstance(v, str) and Path(v).expanduser().exists()}
+            out["verifier"] = ver
+            out["run"] = prov.get("run")
+            if "note" in prov:
+                out["note"] = prov["note"]
+        return out
+
+    def save(self, path: str | Path, command_line: list[str] | None = None) -> tuple[Path, Path]:
+        """Write the best image to `path` and a strict-JSON sidecar next to it (same name,
+        .json; `sidecar()`); `command_line` is recorded (the CLI passes sys.argv)."""
+        from .provenance import dumps_strict
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.image.save(path)
         sidecar = path.with_suffix(".json")
-        sidecar.write_text(json.dumps(self.to_dict(), indent=2, default=str))
+        record = {"image": path.name, **self.sidecar(command_line)}
+        sidecar.write_text(dumps_strict(record))
         return path, sidecar
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 
 from ..core.budget import Budget
+from ..core.provenance import searcher_options
 from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
 from ..core.state import Progress
@@ -87,6 +88,9 @@ class TTSPipeline:
         self._procs: dict[tuple, DenoisingProcess] = {}
         #: True for the embedded shapes model: its "clip" is the domain CLIP in the package assets
         self.is_default_model = False
+        #: where the weights came from (folder or hub id; None = the embedded default), for sidecars
+        self.model_source: str | None = getattr(pipe, "name_or_path", None) or getattr(
+            getattr(pipe, "config", None), "_name_or_path", None)
 
     @classmethod
     def from_pretrained(cls, id_or_path: str | os.PathLike | None = None, *, torch_dtype: torch.dtype | None = None,
@@ -102,6 +106,7 @@ class TTSPipeline:
             defaults = json.loads((folder / DEFAULTS_FILE).read_text())
         tts = cls(pipe, verifier=verifier, defaults=defaults)
         tts.is_default_model = id_or_path is None or folder.resolve() == default_model_path().resolve()
+        tts.model_source = None if id_or_path is None else str(id_or_path)
         if device is not None:
             tts.to(device)
         return tts
@@ -134,16 +139,21 @@ class TTSPipeline:
         self.pipe.set_progress_bar_config(**kwargs)
 
     # ----------------------------------------------------------------------
-    def get_verifier(self, verifier: str | Verifier | None, **options) -> Verifier:
+    def resolve_verifier(self, verifier: str | Verifier | None, **options) -> tuple[str | Verifier, dict]:
+        """The verifier name (or object) and options `get_verifier` builds it from."""
         verifier = verifier if verifier is not None else (self.verifier or "clip")
-        if isinstance(verifier, Verifier):
-            return verifier
         if verifier == "clip" and options.get("model") is None and options.get("checkpoint") is None:
             # the domain CLIP for the embedded model, OpenAI's ViT-L/14 for everything else
             if self.is_default_model:
                 options = {**options, "model": str(domain_clip_path())}
             else:
                 options = {"pretrained": "openai", **options, "model": "ViT-L-14"}
+        return verifier, options
+
+    def get_verifier(self, verifier: str | Verifier | None, **options) -> Verifier:
+        verifier, options = self.resolve_verifier(verifier, **options)
+        if isinstance(verifier, Verifier):
+            return verifier
         key = f"{verifier}:{sorted(options.items())}"
         if key not in self._verifiers:
             v = load_verifier(verifier, **options)
@@ -184,6 +194,11 @@ class TTSPipeline:
         searcher_kwargs: the searcher's own hyper-parameters (e.g. `n`, `round_size`)."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise TTSInputError("the prompt is empty: pass a non-empty text prompt")
+        prompt_given = prompt
+        if self.is_default_model:  # the embedded model knows only the canonical prompts it was trained on
+            from ..shapes.phrasing import canonical_prompt
+
+            prompt = canonical_prompt(prompt)
         search = load_searcher(searcher)
         ver = self.get_verifier(verifier, **(verifier_options or {}))
         ver.check_prompt(prompt)  # before any compute is spent
@@ -201,8 +216,10 @@ class TTSPipeline:
                 f"budget of {nfe} NFE is below one full sample ({proc.num_steps} NFE at {proc.num_steps} steps);"
                 f" raise the budget to at least {proc.num_steps}"
             )
+        generator_given = generator is not None
         if generator is None:
-            generator = torch.Generator().manual_seed(int(seed if seed is not None else torch.seed()))
+            seed = int(seed if seed is not None else torch.seed())
+            generator = torch.Generator().manual_seed(seed)
         bar = None
         b = Budget(nfe)
         proc.call.on_progress = progress_callback
@@ -222,5 +239,21 @@ class TTSPipeline:
         finally:
             if bar is not None:
                 bar.close()
-        result.settings.update({"budget": nfe, "seed": seed, "negative_prompt": negative_prompt})
+        result.settings.update({"budget": nfe, "seed": seed, "negative_prompt": negative_prompt, "prompt_given": prompt_given})
+        vname, vopts = self.resolve_verifier(verifier, **(verifier_options or {}))
+        result.provenance = {
+            "model_source": self.model_source,
+            "verifier": {"name": getattr(vname, "name", type(vname).__name__) if isinstance(vname, Verifier) else vname,
+                         "options": vopts},
+            # the arguments of this call, defaults filled in: `tts-diffusion replay` reruns them
+            "run": {"prompt": prompt_given, "searcher": getattr(search, "searcher_name", searcher),
+                    "searcher_options": searcher_options(search, searcher_kwargs),
+                    "verifier": vname if isinstance(vname, str) else None, "verifier_options": verifier_options or {},
+                    "budget": nfe, "seed": None if generator_given else seed, "num_inference_steps": proc.num_steps,
+                    "guidance_scale": proc.guidance_scale, "height": proc.height, "width": proc.width,
+                    "negative_prompt": negative_prompt, "max_batch": max_batch, "process_options": process_options or {},
+                    "dtype": str(proc.dtype).replace("torch.", ""), "device": str(proc.device)},
+        }
+        if generator_given:
+            result.provenance["note"] = "a generator was passed instead of a seed: the sidecar cannot replay the noise"
         return result
