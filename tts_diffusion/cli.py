@@ -204,7 +204,9 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
     if threads is not None and threads < 1:
         _fail(f"--threads must be at least 1, got {threads}")
     try:
-        record = json.loads(open(sidecar, encoding="utf-8").read())
+        from pathlib import Path
+
+        record = json.loads(Path(sidecar).read_text(encoding="utf-8"))
     except OSError as e:
         _fail(f"cannot read {sidecar}: {e.strerror or e}")
     except json.JSONDecodeError as e:
@@ -215,6 +217,8 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
               f"(sidecar_version {SIDECAR_VERSION} or later)")
     if record.get("sidecar_version") != SIDECAR_VERSION:
         _fail(f"{sidecar} has sidecar_version {record.get('sidecar_version')!r}; this tts-diffusion reads {SIDECAR_VERSION}")
+    if not isinstance(run.get("searcher"), str) or not isinstance(run.get("verifier"), str):
+        _fail(f"{sidecar} records a searcher or verifier passed as a Python object, which cannot be rebuilt from JSON")
     if run.get("seed") is None:
         _fail(f"{sidecar} records no seed (the search was run with a torch.Generator), so its noise cannot be replayed")
 

@@ -106,7 +106,11 @@ class TTSPipeline:
             defaults = json.loads((folder / DEFAULTS_FILE).read_text())
         tts = cls(pipe, verifier=verifier, defaults=defaults)
         tts.is_default_model = id_or_path is None or folder.resolve() == default_model_path().resolve()
-        tts.model_source = None if id_or_path is None else str(id_or_path)
+        if not tts.is_default_model:  # an absolute path when local, so a sidecar replays from anywhere
+            local = Path(str(id_or_path)).expanduser()
+            tts.model_source = str(local.resolve()) if local.exists() else str(id_or_path)
+        else:
+            tts.model_source = None
         if device is not None:
             tts.to(device)
         return tts
