@@ -112,3 +112,25 @@ def test_searcher_options_fill_defaults():
     search = load_searcher("best_of_n")
     filled = searcher_options(search, {"keep_images": 3})
     assert filled["keep_images"] == 3 and len(filled) > 1
+
+
+def test_sidecar_hashes_the_verifier_weights_it_was_pointed_at(tmp_path, monkeypatch):
+    """A verifier option that names local weights (the domain CLIP for `clip` on the embedded
+    model) is recorded with its path and sha256; a hub tag is recorded as given."""
+    import torch
+
+    from tts_diffusion.core.result import Candidate, SearchResult
+    from tts_diffusion.paths import domain_clip_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    best = Candidate(score=float("nan"), nfe=4, seed=1, image=torch.zeros(3, 4, 4, dtype=torch.uint8))
+    res = SearchResult("a photo of a circle", best, [best], [], 4, 1, {}, {}, provenance={
+        "model_source": None,
+        "verifier": {"name": "clip", "options": {"model": str(domain_clip_path()), "pretrained": "openai"}},
+        "run": {"prompt": "circle"}})
+    image, sidecar = res.save(tmp_path / "r.png", command_line=["tts-diffusion", "generate", "circle"])
+    side = json.loads(sidecar.read_text())
+    weights = side["verifier"]["weights"]
+    assert set(weights) == {"model"} and weights["model"]["sha256"] == weights_sha256(domain_clip_path())
+    assert side["verifier"]["options"]["pretrained"] == "openai"
+    assert side["best"]["score"] is None and side["command_line"] == ["tts-diffusion", "generate", "circle"]
