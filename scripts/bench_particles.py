@@ -2,7 +2,7 @@
 FKC guidance, rollover budget forcing (and its per-step baselines SVDD and CoDe) against
 random search (best-of-N) at equal NFE.
 
-For every eval prompt (a category-balanced subset of assets/prompts/shapes_eval.json), every
+For every eval prompt (a category-balanced subset of tts_diffusion/assets/prompts/shapes_eval.json), every
 method and every budget (multiples of one sample's NFE at the process's step count), the
 method searches with a verifier (default: the exact oracle, i.e. the search optimises the
 judge) and returns one image, which the oracle judges. A prompt's particles go through the
@@ -273,7 +273,7 @@ def load_world(args, device: str):
     dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
     try:
         tts = TTSPipeline.from_pretrained(args.model, torch_dtype=dtype)
-        model = args.model or "assets/shapes-model"
+        model = args.model or "tts_diffusion/assets/shapes-model"
     except Exception as e:  # noqa: BLE001
         if not args.smoke:
             raise

@@ -1,6 +1,6 @@
 """Scaling curves on the shapes world: oracle accuracy against NFE for each searcher.
 
-For every eval prompt (a category-balanced subset of assets/prompts/shapes_eval.json),
+For every eval prompt (a category-balanced subset of tts_diffusion/assets/prompts/shapes_eval.json),
 every searcher and every budget (multiples of one sample's NFE), the searcher picks one
 image with a verifier and the exact oracle judges it. Verifiers:
   - oracle: the search optimises the judge itself (an upper bound on what search can do);

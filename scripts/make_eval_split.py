@@ -1,4 +1,4 @@
-"""Write the fixed evaluation split of the shapes world: assets/prompts/shapes_eval.json.
+"""Write the fixed evaluation split of the shapes world: tts_diffusion/assets/prompts/shapes_eval.json.
 
 For each of GenEval's six categories, the distinct prompts of the grammar
 (`enumerate_prompts`) are shuffled with a seeded generator and taken cyclically until the
@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tts_diffusion.paths import eval_prompts_path
 from tts_diffusion.shapes.grammar import CATEGORIES, enumerate_prompts
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "assets" / "prompts" / "shapes_eval.json"
+DEFAULT_OUT = eval_prompts_path()
 
 
 def make_split(seed: int = 0, per_category: int = 100) -> dict:

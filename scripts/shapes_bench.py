@@ -11,11 +11,11 @@ import torch
 
 
 def eval_prompts(k: int) -> list[dict]:
-    """k prompts of assets/prompts/shapes_eval.json, the same number from every category, in
+    """k prompts of tts_diffusion/assets/prompts/shapes_eval.json, the same number from every category, in
     file order (so a larger k contains a smaller one's prompts)."""
-    from tts_diffusion.paths import assets_dir
+    from tts_diffusion.paths import eval_prompts_path
 
-    prompts = json.loads((assets_dir() / "prompts" / "shapes_eval.json").read_text())["prompts"]
+    prompts = json.loads(eval_prompts_path().read_text())["prompts"]
     by_cat: dict[str, list[dict]] = defaultdict(list)
     for p in prompts:
         by_cat[p["category"]].append(p)

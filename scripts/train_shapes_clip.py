@@ -2,9 +2,9 @@
 """Train the domain CLIP of the shapes world (a small open_clip model), and measure how well
 its score separates oracle-correct from incorrect images of the default model.
 
-    python scripts/train_shapes_clip.py --out assets/shapes-clip                  # ~2.5 min, one H100
-    python scripts/train_shapes_clip.py --out assets/shapes-clip --auc-only \\
-        --model assets/shapes-model                                                # ROC-AUC only
+    python scripts/train_shapes_clip.py --out tts_diffusion/assets/shapes-clip                  # ~2.5 min, one H100
+    python scripts/train_shapes_clip.py --out tts_diffusion/assets/shapes-clip --auc-only \\
+        --model tts_diffusion/assets/shapes-model                                                # ROC-AUC only
     python scripts/train_shapes_clip.py --out /tmp/c --smoke --device cpu          # test the script
 
 Training: contrastive (Radford et al. 2021, InfoNCE in both directions) on renderer images and
@@ -51,6 +51,7 @@ for p in (str(REPO), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
+from tts_diffusion.paths import domain_clip_path, eval_prompts_path  # noqa: E402
 from tts_diffusion.shapes.grammar import CATEGORIES  # noqa: E402
 from tts_diffusion.shapes.mismatch import mismatched_prompt  # noqa: E402
 from tts_diffusion.shapes.perturb import perturb  # noqa: E402
@@ -142,9 +143,9 @@ def write_clip_card(out: Path, report: dict) -> None:
         "with hard negatives; a cheap, imperfect verifier (the exact one is `tts_diffusion.shapes.oracle`).", "",
         "## Load", "", "```python",
         "import open_clip",
-        "model, _, preprocess = open_clip.create_model_and_transforms(\"local-dir:assets/shapes-clip\")",
-        "tokenizer = open_clip.get_tokenizer(\"local-dir:assets/shapes-clip\")   # standard BPE, context 32",
-        "# or: tts_diffusion.verifiers.clip.CLIPVerifier(model=\"assets/shapes-clip\") (the default \"clip\" verifier)",
+        "model, _, preprocess = open_clip.create_model_and_transforms(\"local-dir:tts_diffusion/assets/shapes-clip\")",
+        "tokenizer = open_clip.get_tokenizer(\"local-dir:tts_diffusion/assets/shapes-clip\")   # standard BPE, context 32",
+        "# or: tts_diffusion.verifiers.clip.CLIPVerifier(model=str(tts_diffusion.paths.domain_clip_path())) (the default \"clip\" verifier)",
         "```", "",
         "Images are 64x64, normalised with the render statistics in `open_clip_config.json`",
         f"(mean {cfg['preprocess_cfg']['mean']}, std {cfg['preprocess_cfg']['std']}). The weights are stored in float16",
@@ -406,7 +407,7 @@ def auc_on_generated(args, device: torch.device) -> dict:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(REPO / "assets" / "shapes-clip"))
+    p.add_argument("--out", default=str(domain_clip_path()))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seconds", type=float, default=130.0, help="wall-clock training time")
@@ -427,7 +428,7 @@ def parse_args(argv=None):
     p.add_argument("--auc-only", action="store_true")
     p.add_argument("--also-score", nargs="*", default=[], help="more CLIP folders to measure on the same images")
     p.add_argument("--samples-per-prompt", type=int, default=4)
-    p.add_argument("--eval-prompts", default=str(REPO / "assets" / "prompts" / "shapes_eval.json"))
+    p.add_argument("--eval-prompts", default=str(eval_prompts_path()))
     p.add_argument("--eval-seed", type=int, default=1234, help="as train_shapes_model.py's --eval-seed")
     p.add_argument("--eval-batch", type=int, default=512)
     p.add_argument("--smoke", action="store_true")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the embedded default text-to-image model of the shapes world, in one seeded command.
 
-    python scripts/train_shapes_model.py --out assets/shapes-model          # ~9 min on one H100
+    python scripts/train_shapes_model.py --out tts_diffusion/assets/shapes-model          # ~9 min on one H100
     python scripts/train_shapes_model.py --out /tmp/m --smoke --device cpu   # a minute on a CPU
 
 Stages (wall-clock bounded by --budget; the transformer stage takes what the others leave):
@@ -18,13 +18,13 @@ Stages (wall-clock bounded by --budget; the transformer stage takes what the oth
 4. save: the EMA weights as a diffusers ``PixArtSigmaPipeline`` (float32 safetensors) in --out.
 5. evaluate: the flow shift is picked on validation prompts drawn from the grammar (not the
    eval split); then the oracle's accuracy per category on the eval split
-   (assets/prompts/shapes_eval.json), one sample per prompt, fixed seed, default steps and
+   (tts_diffusion/assets/prompts/shapes_eval.json), one sample per prompt, fixed seed, default steps and
    guidance, plus a guidance sweep and generation timings. Everything goes to
    <out>/training_report.json and <out>/MODEL_CARD.md.
 
 CPU timing of a saved model (run on the target machine; updates the report and the card):
 
-    python scripts/train_shapes_model.py --benchmark assets/shapes-model --device cpu --threads 2
+    python scripts/train_shapes_model.py --benchmark tts_diffusion/assets/shapes-model --device cpu --threads 2
 """
 from __future__ import annotations
 
@@ -48,11 +48,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tts_diffusion.paths import default_model_path, eval_prompts_path  # noqa: E402
 from tts_diffusion.shapes import model as M  # noqa: E402
 from tts_diffusion.shapes.grammar import CATEGORIES, sample_scenes  # noqa: E402
 from tts_diffusion.shapes.renderer import render  # noqa: E402
 
-EVAL_PROMPTS = REPO / "assets" / "prompts" / "shapes_eval.json"
+EVAL_PROMPTS = eval_prompts_path()
 T0 = time.time()
 
 
@@ -405,7 +406,7 @@ def write_model_card(path: Path, report: dict) -> None:
         "```python",
         "import torch",
         "from diffusers import DiffusionPipeline",
-        "pipe = DiffusionPipeline.from_pretrained(\"assets/shapes-model\")   # PixArtSigmaPipeline, float32, CPU",
+        "pipe = DiffusionPipeline.from_pretrained(str(tts_diffusion.paths.default_model_path()))   # PixArtSigmaPipeline, float32, CPU",
         "images = pipe(",
         "    \"a photo of a red circle left of a blue square\",",
         f"    num_inference_steps={d['num_inference_steps']}, guidance_scale={d['guidance_scale']},",
@@ -482,8 +483,8 @@ def write_model_card(path: Path, report: dict) -> None:
         "(classifier-free guidance). The transformer stage is bounded by wall-clock time, so the number of",
         "steps (recorded above) depends on the machine; `--steps N` fixes it.",
         "",
-        "To rebuild: `python scripts/train_shapes_model.py --out assets/shapes-model` (about 9 minutes on one",
-        "H100, evaluation included), then `python scripts/train_shapes_model.py --benchmark assets/shapes-model",
+        "To rebuild: `python scripts/train_shapes_model.py --out tts_diffusion/assets/shapes-model` (about 9 minutes on one",
+        "H100, evaluation included), then `python scripts/train_shapes_model.py --benchmark tts_diffusion/assets/shapes-model",
         "--device cpu --threads 2` for the CPU timing below.",
         "",
     ]
@@ -523,14 +524,14 @@ def write_model_card(path: Path, report: dict) -> None:
     lines += ["## Files", "",
               "`training_report.json` holds every number above (and the loss curve); the sampling defaults",
               "in its `defaults` entry are what `pipe_call_kwargs` returns. The domain CLIP trained on the",
-              "same world (`scripts/train_shapes_clip.py`) lives in `assets/shapes-clip`.", ""]
+              "same world (`scripts/train_shapes_clip.py`) lives in `tts_diffusion/assets/shapes-clip`.", ""]
     (path / "MODEL_CARD.md").write_text("\n".join(lines))
 
 
 # ----------------------------------------------------------------------------- main
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(REPO / "assets" / "shapes-model"))
+    p.add_argument("--out", default=str(default_model_path()))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--budget", type=float, default=560.0, help="wall-clock seconds for the whole run")

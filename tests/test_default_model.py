@@ -1,4 +1,4 @@
-"""The embedded default model (assets/shapes-model) and its recipe (tts_diffusion.shapes.model).
+"""The embedded default model (tts_diffusion/assets/shapes-model, `paths.default_model_path()`) and its recipe (tts_diffusion.shapes.model).
 
 Offline and CPU only. Tests of the shipped asset skip (with the command that builds it) when
 the asset is not there; the recipe tests always run on tiny random components.

@@ -1,16 +1,53 @@
 """tts-diffusion: test-time scaling for diffusion and flow text-to-image models.
 
     from tts_diffusion import TTSPipeline
-    result = TTSPipeline.from_pretrained()("a photo of a red circle", verifier="oracle", budget=80)
+    result = TTSPipeline.from_pretrained()("two red circles", verifier="oracle", budget=80)
+
+The names below load on first use (PEP 562), so `import tts_diffusion` and the CLI's
+`--help` / `--version` do not import torch.
 """
-from .core import Budget, DenoisingProcess, SearchResult
-from .errors import BudgetExceeded, MissingWeightsError, TTSInputError
-from .pipelines import TTSPipeline
-from .searchers import available_searchers, load_searcher
-from .verifiers import Verifier, available_verifiers, load_verifier
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = [
-    "Budget", "BudgetExceeded", "DenoisingProcess", "MissingWeightsError", "SearchResult", "TTSInputError",
-    "TTSPipeline", "Verifier", "available_searchers", "available_verifiers", "load_searcher", "load_verifier",
-]
+
+#: public name -> module that defines it
+_LAZY = {
+    "Budget": ".core.budget",
+    "DenoisingProcess": ".core.process",
+    "SearchResult": ".core.result",
+    "BudgetExceeded": ".errors",
+    "MissingWeightsError": ".errors",
+    "TTSInputError": ".errors",
+    "TTSPipeline": ".pipelines.tts_pipeline",
+    "available_searchers": ".searchers",
+    "load_searcher": ".searchers",
+    "Verifier": ".verifiers",
+    "available_verifiers": ".verifiers",
+    "load_verifier": ".verifiers",
+}
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .core.budget import Budget
+    from .core.process import DenoisingProcess
+    from .core.result import SearchResult
+    from .errors import BudgetExceeded, MissingWeightsError, TTSInputError
+    from .pipelines.tts_pipeline import TTSPipeline
+    from .searchers import available_searchers, load_searcher
+    from .verifiers import Verifier, available_verifiers, load_verifier
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

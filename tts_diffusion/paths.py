@@ -1,16 +1,21 @@
-"""Where the project's shipped assets live (the embedded default model, domain CLIP,
-prompt sets). `TTS_DIFFUSION_ASSETS` overrides the location."""
+"""Where the project's shipped assets live: the embedded default model, the domain CLIP
+and the prompt sets, package data under ``tts_diffusion/assets/`` (they ship in the wheel).
+`TTS_DIFFUSION_ASSETS` overrides the location. Every lookup of a shipped file goes
+through a function here."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+ASSETS_ENV = "TTS_DIFFUSION_ASSETS"
+
 
 def assets_dir() -> Path:
-    env = os.environ.get("TTS_DIFFUSION_ASSETS")
+    """``$TTS_DIFFUSION_ASSETS`` if set, else the package's own ``assets/`` folder."""
+    env = os.environ.get(ASSETS_ENV)
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "assets"
+    return Path(__file__).resolve().parent / "assets"
 
 
 def domain_clip_path() -> Path:
@@ -21,3 +26,8 @@ def domain_clip_path() -> Path:
 def default_model_path() -> Path:
     """The embedded shapes text-to-image model (diffusers format)."""
     return assets_dir() / "shapes-model"
+
+
+def eval_prompts_path() -> Path:
+    """The fixed evaluation split of the shapes world (``{"prompts": [...]}`` JSON)."""
+    return assets_dir() / "prompts" / "shapes_eval.json"

@@ -96,6 +96,9 @@ class DenoisingProcess:
         self.budget: Budget | None = None
         self.timings = Timings(self.device)
         self.call = CallState()
+        #: the pipeline's `num_inference_steps` this grid was built for (num_steps counts
+        #: model calls: PNDM and Heun visit more grid points than inference steps)
+        self.num_inference_steps = family.num_steps
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -121,8 +124,10 @@ class DenoisingProcess:
             cfg_scale = float(true_cfg_scale)
         else:
             cfg_scale = float(guidance_scale)
-        return cls(adapter, family, ts, guidance_scale=float(guidance_scale), cfg_scale=cfg_scale,
+        proc = cls(adapter, family, ts, guidance_scale=float(guidance_scale), cfg_scale=cfg_scale,
                    max_batch=max_batch, decode_batch=decode_batch, stepping=stepping)
+        proc.num_inference_steps = int(num_steps)
+        return proc
 
     # ----------------------------------------------------------- description
     @property
@@ -328,6 +333,7 @@ class DenoisingProcess:
             "family": self.family.kind,
             "prediction_type": self.family.prediction_type,
             "num_steps": self.num_steps,
+            "num_inference_steps": self.num_inference_steps,
             "guidance_scale": self.guidance_scale,
             "cfg": self.do_cfg,
             "height": self.height,

@@ -10,7 +10,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .files import check_output_path, save_image, save_json
+from .files import atomic_write, check_output_path, save_image
+
+
+#: bumped when the sidecar layout changes incompatibly (`tts-diffusion replay` checks it)
+SIDECAR_VERSION = 1
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -65,6 +69,9 @@ class SearchResult:
     output_type: str = "pil"
     #: the search was stopped (Ctrl-C) before it finished: `best` is the best found so far
     interrupted: bool = False
+    #: what reruns it (set by TTSPipeline): model source, verifier and its options, the call's
+    #: arguments with defaults filled in ("run"); `save` adds versions and weight hashes
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def image(self) -> Image.Image:
@@ -109,13 +116,43 @@ class SearchResult:
             **({"interrupted": True} if self.interrupted else {}),
         }
 
-    def save(self, path: str | Path) -> tuple[Path, Path]:
-        """Write the best image to `path` and a JSON sidecar next to it (same name, .json),
-        each atomically (temporary file + rename). The path is checked first (core/files.py):
-        a sidecar path holding a file that is not a tts-diffusion sidecar is refused."""
+    def sidecar(self, command_line: list[str] | None = None) -> dict[str, Any]:
+        """The sidecar record: `to_dict()` plus what reruns the search (versions, model and
+        verifier weights with sha256, every setting, the command line)."""
+        from .provenance import describe_weights, versions
+
+        prov = self.provenance
+        out = self.to_dict()
+        out["sidecar_version"] = SIDECAR_VERSION
+        out["versions"] = versions()
+        out["command_line"] = list(command_line) if command_line is not None else None
+        if prov:
+            from ..paths import default_model_path
+
+            source = prov.get("model_source")
+            out["model"] = describe_weights(source if source is not None else default_model_path())
+            out["model"]["source"] = source  # None: the embedded default model
+            ver = dict(prov.get("verifier", {}))
+            ver["weights"] = {k: describe_weights(v) for k, v in ver.get("options", {}).items()
+                              if isinstance(v, str) and Path(v).expanduser().exists()}
+            out["verifier"] = ver
+            out["run"] = prov.get("run")
+            if "note" in prov:
+                out["note"] = prov["note"]
+        return out
+
+    def save(self, path: str | Path, command_line: list[str] | None = None) -> tuple[Path, Path]:
+        """Write the best image to `path` and a strict-JSON sidecar next to it (same name,
+        .json; `sidecar()`), each atomically (temporary file + rename). The path is checked
+        first (core/files.py): a sidecar path holding a file that is not a tts-diffusion
+        sidecar is refused. `command_line` is recorded (the CLI passes sys.argv)."""
+        from .provenance import dumps_strict
+
         image_path, sidecar = check_output_path(path, option="output path")
+        record = {"image": image_path.name, **self.sidecar(command_line)}
+        text = dumps_strict(record)  # before any file is written: a bad record loses nothing
         save_image(self.image, image_path)
-        save_json(self.to_dict(), sidecar)
+        atomic_write(sidecar, lambda f: f.write(text), mode="w")
         return image_path, sidecar
 
 

@@ -30,6 +30,7 @@ import torch
 
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
+from ..core.provenance import searcher_options
 from ..core.result import SearchResult, SearchResults
 from ..core.state import Progress
 from ..errors import TTSInputError
@@ -121,6 +122,9 @@ class TTSPipeline:
         #: True for the embedded shapes model: its default verifier is the exact oracle and
         #: its "clip" the domain CLIP shipped with the package
         self.is_default_model = False
+        #: where the model came from, for sidecars: None for the embedded model, else an
+        #: absolute local path or a hub id (set by from_pretrained)
+        self.model_source: str | None = None
 
     @classmethod
     def from_pretrained(cls, id_or_path: str | os.PathLike | None = None, *, torch_dtype: torch.dtype | None = None,
@@ -136,6 +140,9 @@ class TTSPipeline:
             defaults = json.loads((folder / DEFAULTS_FILE).read_text())
         tts = cls(pipe, verifier=verifier, defaults=defaults)
         tts.is_default_model = is_default_model(id_or_path)
+        if not tts.is_default_model:  # an absolute path when local, so a sidecar replays from anywhere
+            local = Path(str(id_or_path)).expanduser()
+            tts.model_source = str(local.resolve()) if local.exists() else str(id_or_path)
         if device is not None:
             tts.to(device)
         return tts
@@ -180,19 +187,25 @@ class TTSPipeline:
             return self.verifier if isinstance(self.verifier, str) else self.verifier.name
         return default_verifier_name(self.is_default_model)
 
-    def get_verifier(self, verifier: str | Verifier | Callable | None, **options) -> Verifier:
+    def resolve_verifier(self, verifier: str | Verifier | Callable | None, **options
+                         ) -> tuple[str | Verifier | Callable, dict]:
+        """The verifier name (or object / callable) and the options `get_verifier` builds it from."""
         if verifier is None:
             verifier = self.verifier if self.verifier is not None else self.default_verifier
-        if isinstance(verifier, Verifier):
-            return verifier
-        if not isinstance(verifier, str):  # a plain callable f(images, prompts) -> scores
-            return load_verifier(verifier, **options).to(self.device)
         if verifier == "clip" and options.get("model") is None and options.get("checkpoint") is None:
             # the domain CLIP for the embedded model, OpenAI's ViT-L/14 for everything else
             if self.is_default_model:
                 options = {**options, "model": str(domain_clip_path())}
             else:
                 options = {"pretrained": "openai", **options, "model": "ViT-L-14"}
+        return verifier, options
+
+    def get_verifier(self, verifier: str | Verifier | Callable | None, **options) -> Verifier:
+        verifier, options = self.resolve_verifier(verifier, **options)
+        if isinstance(verifier, Verifier):
+            return verifier
+        if not isinstance(verifier, str):  # a plain callable f(images, prompts) -> scores
+            return load_verifier(verifier, **options).to(self.device)
         key = f"{verifier}:{sorted(options.items())}"
         with self._lock:
             if key not in self._verifiers:
@@ -282,6 +295,11 @@ class TTSPipeline:
         for name, opts in (("verifier_options", verifier_options), ("process_options", process_options)):
             if opts is not None and not isinstance(opts, dict):
                 raise TTSInputError(f"{name} must be a dict of keyword options, got {type(opts).__name__}")
+        prompts_given = prompts
+        if self.is_default_model:  # the embedded model knows only the canonical prompts it was trained on
+            from ..shapes.phrasing import canonical_prompt
+
+            prompts = [canonical_prompt(p) for p in prompts]
         search = load_searcher(searcher)
         hyper = checks.check_searcher_kwargs(searcher_params(search), searcher_kwargs)
         ver = self.get_verifier(verifier, **(verifier_options or {}))
@@ -299,7 +317,8 @@ class TTSPipeline:
         nfe = int(budget if budget is not None else defaults.get("budget", 4 * base.num_steps))
         if nfe < base.num_steps:
             raise TTSInputError(
-                f"budget of {nfe} NFE is below one full sample ({base.num_steps} NFE at {base.num_steps} steps);"
+                f"budget of {nfe} NFE is below one full sample ({base.num_steps} NFE at"
+                f" {base.num_inference_steps} steps);"
                 f" raise the budget to at least {base.num_steps}"
             )
         checks.check_budget_fits(nfe, base.num_steps)
@@ -312,14 +331,32 @@ class TTSPipeline:
         if seed is None and generator is None:  # a fresh seed, drawn once and recorded
             seed = torch.seed() % (checks.MAX_SEED + 1)
         results = []
-        for p, gen in zip(prompts, generators):
+        vname, vopts = self.resolve_verifier(verifier, **(verifier_options or {}))
+        for p, given, gen in zip(prompts, prompts_given, generators):
             if gen is None:
                 gen = torch.Generator().manual_seed(seed)
             result = self._search(base.for_call(), search, ver, p, nfe, gen, negative_prompt, hyper, show_bar,
                                   progress_callback, callback_on_step_end)
             result.settings.update({"budget": nfe, "seed": seed if generator is None else None,
-                                    "negative_prompt": negative_prompt})
+                                    "negative_prompt": negative_prompt, "prompt_given": given})
             result.num_images, result.output_type = k, output_type
+            result.provenance = {
+                "model_source": self.model_source,
+                "verifier": {"name": vname if isinstance(vname, str) else getattr(vname, "name", type(vname).__name__),
+                             "options": vopts},
+                # the arguments of this call, defaults filled in: `tts-diffusion replay` reruns them
+                "run": {"prompt": given, "searcher": getattr(search, "searcher_name", searcher),
+                        "searcher_options": searcher_options(search, hyper),
+                        "verifier": vname if isinstance(vname, str) else None,
+                        "verifier_options": verifier_options or {}, "budget": nfe,
+                        "seed": seed if generator is None else None,
+                        "num_inference_steps": base.num_inference_steps, "guidance_scale": base.guidance_scale,
+                        "height": base.height, "width": base.width, "negative_prompt": negative_prompt,
+                        "max_batch": max_batch, "process_options": process_options or {},
+                        "dtype": str(base.dtype).replace("torch.", ""), "device": str(base.device)},
+            }
+            if generator is not None:
+                result.provenance["note"] = "a generator was passed instead of a seed: the sidecar cannot replay the noise"
             results.append(result)
 
         # 4. outputs, as diffusers returns them

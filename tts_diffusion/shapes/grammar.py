@@ -171,7 +171,22 @@ def normalize_prompt(prompt: str) -> str:
 
 
 def parse_prompt(prompt: str) -> Spec:
-    """Parse a prompt of the shapes grammar into a `Spec`.
+    """Parse a prompt of the shapes world into a `Spec` whose `prompt` is the canonical text.
+
+    Natural phrasings ("2 red circles", "a circle to the left of a square") are first mapped
+    to the canonical prompt by `phrasing.canonical_prompt`, which raises TTSInputError naming
+    the closest working prompt for text outside the world; the canonical text is then
+    parsed strictly by `parse_canonical`.
+    """
+    if not isinstance(prompt, str):
+        raise TTSInputError(f"prompt must be a string, got {type(prompt).__name__}")
+    from .phrasing import canonical_prompt  # phrasing builds on this module
+
+    return parse_canonical(canonical_prompt(prompt))
+
+
+def parse_canonical(prompt: str) -> Spec:
+    """Parse a canonical prompt of the shapes grammar into a `Spec`.
 
     Grammar (words separated by spaces, case-insensitive, optional trailing '.'):
         prompt   := "a photo of" body

@@ -3,7 +3,7 @@
 A small PixArt-Sigma-layout pipeline, loadable offline with plain diffusers::
 
     from diffusers import DiffusionPipeline
-    pipe = DiffusionPipeline.from_pretrained("assets/shapes-model")   # -> PixArtSigmaPipeline
+    pipe = DiffusionPipeline.from_pretrained(str(tts_diffusion.paths.default_model_path()))   # -> PixArtSigmaPipeline
     images = pipe("a photo of a red circle", **pipe_call_kwargs(pipe)).images
 
 Components (sizes in `ShapesModelConfig`):
@@ -343,7 +343,7 @@ def load_pipeline(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ):
-    """Load the default model (``assets/shapes-model`` unless `path`) offline, progress bar off."""
+    """Load the default model (``paths.default_model_path()`` unless `path`) offline, progress bar off."""
     from diffusers import DiffusionPipeline
 
     from ..errors import MissingWeightsError
@@ -352,7 +352,7 @@ def load_pipeline(
     if not (path / "model_index.json").is_file():
         raise MissingWeightsError(
             f"no diffusers pipeline at {path} (model_index.json missing); build it with "
-            "`python scripts/train_shapes_model.py --out assets/shapes-model` or set TTS_DIFFUSION_ASSETS"
+            "`python scripts/train_shapes_model.py --out tts_diffusion/assets/shapes-model` or set TTS_DIFFUSION_ASSETS"
         )
     pipe = DiffusionPipeline.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)

@@ -32,7 +32,7 @@ Model sources (``CLIPVerifier(model=..., pretrained=..., checkpoint=...)``)
 
 Defaults (registry ``load_verifier("clip")``): the project's domain CLIP at
 ``<assets>/shapes-clip`` when that directory exists (``<assets>`` is
-``$TTS_DIFFUSION_ASSETS`` or ``<repo>/assets``), else ViT-L-14 / openai.
+``$TTS_DIFFUSION_ASSETS`` or the package's ``tts_diffusion/assets``), else ViT-L-14 / openai.
 
 Precision: the whole model is cast to ``dtype`` (default float16 on CUDA, float32
 elsewhere); preprocessing runs in float32, the embeddings are normalised and the cosine
@@ -85,12 +85,12 @@ _HOWTO = (
 
 
 # --------------------------------------------------------------------------- helpers
-from ..paths import assets_dir  # noqa: E402  (re-exported)
+from ..paths import assets_dir, domain_clip_path  # noqa: E402  (assets_dir re-exported)
 
 
 def default_clip_source() -> dict[str, Any]:
     """Options for the default CLIP: the domain CLIP directory if present, else ViT-L-14/openai."""
-    domain = assets_dir() / DOMAIN_CLIP_DIRNAME
+    domain = domain_clip_path()
     if domain.is_dir():
         return {"model": str(domain)}
     return {"model": DEFAULT_MODEL, "pretrained": DEFAULT_PRETRAINED}
