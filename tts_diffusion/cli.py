@@ -77,8 +77,17 @@ def main() -> None:
 @click.option("--out", type=click.Path(dir_okay=False), default="tts_out.png", show_default=True,
               help="image path; a JSON sidecar with scores, trace, settings and timings is written next to it")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--rgba", is_flag=True,
+              help="Alfie RGBA generation (PixArt-layout models): centred subject, --out is an RGBA PNG, plus"
+                   " <stem>.rgb.png and <stem>.alpha.png; the verifier scores the subject on a plain background")
+@click.option("--background-prompt", default=None,
+              help="with --rgba: the background trajectory's prompt (default \"A white background\"; the embedded"
+                   " model: its exact blank canvas, no model cost)")
+@click.option("--subject", default=None,
+              help="with --rgba: the subject word(s) of the prompt whose attention makes the matte"
+                   " (default: found by a built-in rule)")
 def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width, negative_prompt, device,
-             dtype, max_batch, options, verifier_options, out, quiet) -> None:
+             dtype, max_batch, options, verifier_options, out, quiet, rgba, background_prompt, subject) -> None:
     """Search for the best image for PROMPT and write it to --out."""
     if not prompt.strip():
         _fail("the prompt is empty: pass a non-empty text prompt")
@@ -115,7 +124,8 @@ def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
         tts.to(device)
         result = tts(prompt, searcher=searcher, verifier=verifier, budget=budget, seed=seed, num_inference_steps=steps,
                      guidance_scale=guidance, height=height, width=width, negative_prompt=negative_prompt,
-                     max_batch=max_batch, progress=not quiet, verifier_options=vopts, **hyper)
+                     max_batch=max_batch, progress=not quiet, verifier_options=vopts, rgba=rgba,
+                     background_prompt=background_prompt, subject=subject, **hyper)
     except TTSInputError as e:
         _fail(str(e))
     except TypeError as e:

@@ -57,12 +57,23 @@ class SearchResult:
     verifier_calls: int
     timings: dict[str, float]
     settings: dict[str, Any]
+    #: the best image's alpha matte, uint8 [H, W] (rgba=True), else None
+    alpha: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def image(self) -> Image.Image:
         """The best image as PIL."""
         assert self.best.image is not None
         return to_pil(self.best.image)
+
+    @property
+    def rgba(self) -> Image.Image | None:
+        """The best image with its alpha matte as an RGBA PIL image (rgba=True), else None."""
+        if self.alpha is None:
+            return None
+        img = self.image.convert("RGBA")
+        img.putalpha(Image.fromarray(self.alpha.cpu().numpy()))
+        return img
 
     @property
     def best_score(self) -> float:
@@ -96,12 +107,25 @@ class SearchResult:
         }
 
     def save(self, path: str | Path) -> tuple[Path, Path]:
-        """Write the best image to `path` and a JSON sidecar next to it (same name, .json)."""
+        """Write the best image to `path` and a JSON sidecar next to it (same name, .json).
+
+        With an alpha matte (rgba=True) `path` is an RGBA PNG (a .png suffix is enforced:
+        other formats drop or mangle alpha), the plain RGB image goes to `<stem>.rgb.png` and
+        the matte to `<stem>.alpha.png` (8-bit grey); the sidecar's "files" entry says where."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.image.save(path)
+        data = self.to_dict()
+        if self.alpha is None:
+            self.image.save(path)
+        else:
+            path = path.with_suffix(".png")
+            rgb, alpha = path.with_name(path.stem + ".rgb.png"), path.with_name(path.stem + ".alpha.png")
+            self.rgba.save(path)
+            self.image.save(rgb)
+            Image.fromarray(self.alpha.cpu().numpy()).save(alpha)
+            data["files"] = {"rgba": path.name, "rgb": rgb.name, "alpha": alpha.name}
         sidecar = path.with_suffix(".json")
-        sidecar.write_text(json.dumps(self.to_dict(), indent=2, default=str))
+        sidecar.write_text(json.dumps(data, indent=2, default=str))
         return path, sidecar
 
 

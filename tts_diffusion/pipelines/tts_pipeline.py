@@ -172,6 +172,7 @@ class TTSPipeline:
                  height: int | None = None, width: int | None = None, negative_prompt: str | None = None,
                  max_batch: int = 16, progress: bool = True, verifier_options: dict | None = None,
                  process_options: dict | None = None, progress_callback: Callable[[Progress], None] | None = None,
+                 rgba: bool = False, background_prompt: str | None = None, subject: str | None = None,
                  **searcher_kwargs) -> SearchResult:
         """Search for the image that scores best on `verifier`.
 
@@ -181,6 +182,12 @@ class TTSPipeline:
         seed / generator: the search is deterministic for a given seed.
         progress_callback: called with a `Progress` (NFE spent, budget, best so far) after
             every denoiser call and every scored round, from the calling thread.
+        rgba: Alfie RGBA generation (pipelines/alfie.py): centred subject, alpha matte from
+            attention, `result.alpha` / `result.rgba`, `result.save` writes an RGBA PNG; the
+            verifier scores the subject composited on a plain background. PixArt-layout models.
+        background_prompt: rgba's background trajectory (default "A white background"; the
+            embedded model: its exact blank canvas at no model cost unless this is given).
+        subject: rgba's subject word(s) in the prompt (default: found by a built-in rule).
         searcher_kwargs: the searcher's own hyper-parameters (e.g. `n`, `round_size`)."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise TTSInputError("the prompt is empty: pass a non-empty text prompt")
@@ -193,9 +200,22 @@ class TTSPipeline:
         # a per-call view: budget, timings and per-particle state belong to this call only
         proc = self.process(num_inference_steps, guidance_scale, height=height, width=width,
                             max_batch=max_batch, **(process_options or {})).for_call()
+        run = None
+        if rgba:  # Alfie: centring hook, attention capture, compositing verifier (validated first)
+            from ..shapes.grammar import BACKGROUND
+            from .alfie import prepare_rgba
+
+            run = prepare_rgba(proc, prompt, ver, background_prompt=background_prompt, subject=subject,
+                               negative_prompt=negative_prompt, options={**(process_options or {}), **searcher_kwargs},
+                               canvas_color=BACKGROUND if self.is_default_model else None)
+            ver = run.verifier
+        elif background_prompt is not None or subject is not None:
+            raise TTSInputError("background_prompt and subject are options of rgba generation: pass rgba=True (--rgba)")
         if budget is None:
-            budget = defaults.get("budget", 4 * proc.num_steps)
+            budget = defaults.get("budget", 4 * proc.num_steps) * (run.rows_per_step if run else 1)
         nfe = int(budget)
+        if run is not None:
+            run.check_budget(nfe, proc.num_steps)
         if nfe < proc.num_steps:
             raise TTSInputError(
                 f"budget of {nfe} NFE is below one full sample ({proc.num_steps} NFE at {proc.num_steps} steps);"
@@ -204,7 +224,9 @@ class TTSPipeline:
         if generator is None:
             generator = torch.Generator().manual_seed(int(seed if seed is not None else torch.seed()))
         bar = None
-        b = Budget(nfe)
+        # rgba with a model background: every particle-step costs rows_per_step denoiser rows;
+        # the searcher plans in particle-steps, the result reports rows (run.finish)
+        b = Budget(nfe // run.rows_per_step if run else nfe)
         proc.call.on_progress = progress_callback
         if progress:
             from tqdm.auto import tqdm
@@ -222,5 +244,7 @@ class TTSPipeline:
         finally:
             if bar is not None:
                 bar.close()
+        if run is not None:
+            run.finish(result)
         result.settings.update({"budget": nfe, "seed": seed, "negative_prompt": negative_prompt})
         return result
