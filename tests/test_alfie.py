@@ -259,3 +259,22 @@ def test_errors_before_any_model_work(tiny_pipe, shapes, pixart):
         prepare_rgba(_proc(pixart), PROMPT, BrightnessVerifier(), options={"tgate": True})
     with pytest.raises(TTSInputError, match="rgba"):
         shapes("a photo of a red circle", verifier="alpha", budget=20, progress=False)
+
+
+def test_cli_rgba(tmp_path):
+    from click.testing import CliRunner
+
+    from tts_diffusion.cli import main
+
+    out = tmp_path / "cut.png"
+    r = CliRunner().invoke(main, ["generate", "a photo of a red circle", "--rgba", "--budget", "8", "--steps", "4",
+                                  "--device", "cpu", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert Image.open(out).mode == "RGBA" and (tmp_path / "cut.alpha.png").exists()
+    assert json.loads(out.with_suffix(".json").read_text())["settings"]["rgba"] is True
+    r = CliRunner().invoke(main, ["generate", "a photo of a red circle", "--background-prompt", "white",
+                                  "--device", "cpu", "--out", str(out), "--quiet"])
+    assert r.exit_code == 2 and "error: background_prompt and subject are options of rgba" in r.output
+    r = CliRunner().invoke(main, ["generate", "a photo of a red circle", "--rgba", "--subject", "square", "--device",
+                                  "cpu", "--out", str(out), "--quiet"])
+    assert r.exit_code == 2 and "error: subject word(s) 'square' are not in the prompt" in r.output
