@@ -259,6 +259,9 @@ def test_errors_before_any_model_work(tiny_pipe, shapes, pixart):
         prepare_rgba(_proc(pixart), PROMPT, BrightnessVerifier(), options={"tgate": True})
     with pytest.raises(TTSInputError, match="rgba"):
         shapes("a photo of a red circle", verifier="alpha", budget=20, progress=False)
+    with pytest.raises(TTSInputError, match="rgba"):
+        shapes("a photo of a red circle", verifier="ensemble", verifier_options={"members": "oracle,alpha"},
+               budget=20, progress=False)
 
 
 def test_cli_rgba(tmp_path):

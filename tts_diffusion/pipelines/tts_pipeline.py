@@ -211,6 +211,8 @@ class TTSPipeline:
             ver = run.verifier
         elif background_prompt is not None or subject is not None:
             raise TTSInputError("background_prompt and subject are options of rgba generation: pass rgba=True (--rgba)")
+        elif any(getattr(m, "name", None) == "alpha" for m in ver.modules()):
+            raise TTSInputError("the alpha verifier scores RGBA mattes: use it with rgba=True (--rgba)")
         if budget is None:
             budget = defaults.get("budget", 4 * proc.num_steps) * (run.rows_per_step if run else 1)
         nfe = int(budget)
@@ -233,10 +235,12 @@ class TTSPipeline:
 
             bar = tqdm(total=nfe, desc=f"{getattr(search, 'searcher_name', 'search')}", unit="NFE", leave=False)
 
+        rows = run.rows_per_step if run else 1  # denoiser rows per NFE the searcher is charged
+
         def on_charge(n: int) -> None:
             if bar is not None:
-                bar.update(n)
-            proc.call.report(b.nfe, b.max_nfe)
+                bar.update(n * rows)
+            proc.call.report(b.nfe * rows, b.max_nfe * rows)
 
         b.on_charge = on_charge
         try:
