@@ -120,6 +120,8 @@ def run_shapes(args) -> dict:
                     alpha, _ = run.verifier.matte_of(c.image)
                     ious.append(iou(alpha >= 0.5, f))
                     ious_any.append(iou(alpha > 0, f))
+                if args.variants:  # one round: candidate k is particle k of the call's maps
+                    rec[mode]["variants"] = matte_variants(run, res.candidates, fgs)
                 best_fg = foreground(res.best.image, BACKGROUND)
                 rec[mode].update({
                     "alpha_iou": ious, "alpha_support_iou": ious_any,
@@ -133,6 +135,24 @@ def run_shapes(args) -> dict:
               f"  border plain {np.mean(rec['plain']['border_touch']):.2f} rgba {np.mean(rec['rgba']['border_touch']):.2f}",
               flush=True)
     return {"records": records, "summary": summarise(records), "steps": steps, "n": args.n}
+
+
+def matte_variants(run, candidates, fgs) -> dict:
+    """Diagnostics: IoU of the GrabCut mask alone, of the soft alpha alone (>= 0.5), and of
+    GrabCut seeded by a trimap of the self-attention-guided map ff instead of the cross maps."""
+    from tts_diffusion.pipelines import matte
+
+    out: dict = {"grabcut_only": [], "soft_only": [], "grabcut_ff_trimap": []}
+    for k, (c, f) in enumerate(zip(candidates, fgs)):
+        img = c.image.permute(1, 2, 0).numpy()
+        cm = matte.subject_maps(run.capture.cross_map(k).cpu(), run.spans, run.grid)
+        s = run.capture.self_map(k).cpu()
+        size = img.shape[:2]
+        out["grabcut_only"].append(iou(matte.grabcut(img, matte.trimap(cm, size))[0], f))
+        out["soft_only"].append(iou(matte.soft_alpha(cm, s, size).numpy() >= 0.5, f))
+        ff = matte.guided_map(cm, s)[None]
+        out["grabcut_ff_trimap"].append(iou(matte.grabcut(img, matte.trimap(ff, size))[0], f))
+    return out
 
 
 def summarise(records: list[dict]) -> dict:
@@ -154,6 +174,9 @@ def summarise(records: list[dict]) -> dict:
             "alpha_support_iou_single": float(np.mean([v for r in rs for v in r["rgba"]["alpha_support_iou"]])),
             "alpha_iou_best_of_n": float(np.mean([r["rgba"]["best_alpha_iou"] for r in rs])),
         })
+        if all("variants" in r["rgba"] for r in rs):
+            for key in rs[0]["rgba"]["variants"]:
+                cat_out["rgba"][f"iou_{key}"] = float(np.mean([v for r in rs for v in r["rgba"]["variants"][key]]))
         out[cat] = cat_out
     return out
 
@@ -266,6 +289,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="pixart-xl: denoising steps")
     ap.add_argument("--particles", type=int, default=4, help="pixart-xl: candidates sampled together")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    ap.add_argument("--variants", action="store_true",
+                    help="shapes: also the IoU of GrabCut alone, soft alpha alone, and GrabCut from a trimap of ff")
     ap.add_argument("--out", required=True, help="output path without extension (<out>.json)")
     args = ap.parse_args()
     for name in ("prompts", "n", "size", "layers", "steps", "particles"):

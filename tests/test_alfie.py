@@ -13,7 +13,8 @@ import torch
 from helpers import BrightnessVerifier
 from PIL import Image
 
-from tts_diffusion.core.attention_capture import CAPTURE_KEY, MAPS_KEY, CaptureProcessor, capture_window
+from tts_diffusion.core.attention_capture import (CAPTURE_KEY, MAPS_KEY, CaptureProcessor, capture_window, has_capture,
+                                                  install_capture)
 from tts_diffusion.core.process import DenoisingProcess, Prediction
 from tts_diffusion.errors import TTSInputError
 from tts_diffusion.pipelines import TTSPipeline
@@ -281,3 +282,27 @@ def test_cli_rgba(tmp_path):
     r = CliRunner().invoke(main, ["generate", "a photo of a red circle", "--rgba", "--subject", "square", "--device",
                                   "cpu", "--out", str(out), "--quiet"])
     assert r.exit_code == 2 and "error: subject word(s) 'square' are not in the prompt" in r.output
+
+
+def test_capture_installs_once_even_under_another_wrapper(pixart):
+    """Another hook (T-GATE) wrapping our processor must not make the next rgba call wrap
+    again (maps would be counted twice)."""
+
+    class Outer:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, *a, **kw):
+            return self.inner(*a, **kw)
+
+    install_capture(pixart.transformer)
+    tr = pixart.transformer
+    saved = dict(tr.attn_processors)
+    try:
+        tr.set_attn_processor({k: Outer(v) for k, v in saved.items()})
+        assert all(has_capture(p) for p in tr.attn_processors.values())
+        install_capture(tr)
+        assert all(isinstance(p, Outer) for p in tr.attn_processors.values())
+        assert not has_capture(saved[next(iter(saved))].inner)
+    finally:
+        tr.set_attn_processor(saved)

@@ -214,14 +214,34 @@ def capture_layers(denoiser: torch.nn.Module) -> dict[str, list[tuple[str, Any]]
     return kinds
 
 
+#: attribute names under which wrapping processors keep the processor they delegate to
+_WRAPPED_ATTRS = ("inner", "processor", "wrapped", "base_processor")
+
+
+def has_capture(processor: Any) -> bool:
+    """True if `processor` is a `CaptureProcessor` or wraps one (another hook's wrapper, e.g.
+    T-GATE's, installed on top of ours), so installing again would count maps twice."""
+    seen = 0
+    while processor is not None and seen < 16:
+        if isinstance(processor, CaptureProcessor):
+            return True
+        nxt = None
+        for name in _WRAPPED_ATTRS:
+            nxt = vars(processor).get(name) if hasattr(processor, "__dict__") else None
+            if nxt is not None:
+                break
+        processor, seen = nxt, seen + 1
+    return False
+
+
 def install_capture(denoiser: torch.nn.Module) -> dict[str, int]:
     """Wrap every self/cross attention processor of `denoiser` once (idempotent: a module
-    whose processor is already a `CaptureProcessor` is left alone; one whose processor was
+    whose processor is, or wraps, a `CaptureProcessor` is left alone; one whose processor was
     replaced since is wrapped again). Returns the number of layers per kind."""
     kinds = capture_layers(denoiser)
     for kind, mods in kinds.items():
         for j, (_, mod) in enumerate(mods):
-            if not isinstance(mod.processor, CaptureProcessor):
+            if not has_capture(mod.processor):
                 mod.set_processor(CaptureProcessor(mod.processor, kind, first=j == 0))
     return {k: len(v) for k, v in kinds.items()}
 

@@ -265,7 +265,7 @@ class RGBARun:
     def settings(self) -> dict[str, Any]:
         return {"rgba": True, "matte_rows_exact": self.exact_rows, "subject": self.words, "subject_tokens": self.spans, "background": self.background,
                 "token_grid": list(self.grid), "nfe_rows_per_step": self.rows_per_step,
-                "capture_steps": sorted(self.capture.steps)}
+                "capture_steps": sorted(self.capture.steps), "captured_layer_calls": dict(self.capture.seen)}
 
     def finish(self, result: SearchResult) -> SearchResult:
         """Attach the best image's alpha; report NFE in denoiser rows (the budget the searcher
