@@ -144,10 +144,19 @@ def main() -> None:
                    " settings and timings is written next to it (best.png -> best.json); an existing image is"
                    " replaced, an existing .json only if it is a tts-diffusion sidecar")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--rgba", is_flag=True,
+              help="Alfie RGBA generation (PixArt-layout models): centred subject, --out is an RGBA PNG, plus"
+                   " <stem>.rgb.png and <stem>.alpha.png; the verifier scores the subject on a plain background")
+@click.option("--background-prompt", default=None,
+              help="with --rgba: the background trajectory's prompt (default \"A white background\"; the embedded"
+                   " model: its exact blank canvas, no model cost)")
+@click.option("--subject", default=None,
+              help="with --rgba: the subject word(s) of the prompt whose attention makes the matte"
+                   " (default: found by a built-in rule)")
 @click.option("--threads", type=int, default=None,
               help="CPU threads for torch, >= 1 (default on CPU: half the available cores, 1 to 4)")
 def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width, negative_prompt, device,
-             dtype, max_batch, options, verifier_options, out, quiet, threads) -> None:
+             dtype, max_batch, options, verifier_options, out, quiet, rgba, background_prompt, subject, threads) -> None:
     """Search for the best image for PROMPT and write it to --out.
 
     With the embedded model PROMPT may be plain ("two red circles", "2 red circles",
@@ -160,6 +169,10 @@ def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
     try:
         if threads is not None and threads < 1:
             raise TTSInputError(f"--threads must be at least 1, got {threads}")
+        if not rgba and (background_prompt is not None or subject is not None):
+            raise TTSInputError("--background-prompt and --subject go with --rgba")
+        if rgba and not out.lower().endswith(".png"):
+            raise TTSInputError(f"--rgba writes an RGBA PNG: pass an --out ending in .png, not {out}")
         if model is None and prompt.strip():  # the embedded world: check the prompt before importing torch
             from .shapes.phrasing import canonical_prompt
 
@@ -168,6 +181,8 @@ def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
                               negative_prompt, device, dtype, max_batch, options, verifier_options, out)
     except TTSInputError as e:
         _fail(str(e))
+    if rgba:
+        run["call"].update(rgba=True, background_prompt=background_prompt, subject=subject)
     _set_threads(threads, str(run["device"]))
     _run_search(run, quiet)
 
@@ -364,7 +379,9 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
                      guidance_scale=run.get("guidance_scale"), height=run.get("height"), width=run.get("width"),
                      negative_prompt=run.get("negative_prompt"), max_batch=run.get("max_batch", 16),
                      progress=not quiet, verifier_options=run.get("verifier_options") or {},
-                     process_options=run.get("process_options") or None, **(run.get("searcher_options") or {}))
+                     process_options=run.get("process_options") or None, rgba=bool(run.get("rgba")),
+                     background_prompt=run.get("background_prompt"), subject=run.get("subject"),
+                     **(run.get("searcher_options") or {}))
     except TTSInputError as e:
         _fail(str(e))
     image_path, new_sidecar = _save(result, out)

@@ -234,7 +234,10 @@ class DenoisingProcess:
             x0, eps = self.family.to_x0_eps(x, out, i)
         cond_out = torch.cat(conds) if self.do_cfg else None
         uncond_out = torch.cat(unconds) if self.do_cfg else None
-        return Prediction(i, out, x0, eps, cond_out, uncond_out)
+        pred = Prediction(i, out, x0, eps, cond_out, uncond_out)
+        # a per-call prediction hook (e.g. Alfie's centring, pipelines/alfie.py) may rewrite it
+        hook = self.call.options.get("prediction_hook")
+        return pred if hook is None else hook(self, x, i, cond, pred)
 
     def _guided(self, x: torch.Tensor, i: int, cond: Conditioning):
         rows = x.shape[0]

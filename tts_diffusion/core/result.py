@@ -72,12 +72,23 @@ class SearchResult:
     #: what reruns it (set by TTSPipeline): model source, verifier and its options, the call's
     #: arguments with defaults filled in ("run"); `save` adds versions and weight hashes
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: the best image's alpha matte, uint8 [H, W] (rgba=True), else None
+    alpha: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def image(self) -> Image.Image:
         """The best image as PIL."""
         assert self.best.image is not None
         return to_pil(self.best.image)
+
+    @property
+    def rgba(self) -> Image.Image | None:
+        """The best image with its alpha matte as an RGBA PIL image (rgba=True), else None."""
+        if self.alpha is None:
+            return None
+        img = self.image.convert("RGBA")
+        img.putalpha(Image.fromarray(self.alpha.cpu().numpy()))
+        return img
 
     @property
     def best_score(self) -> float:
@@ -145,13 +156,28 @@ class SearchResult:
         """Write the best image to `path` and a strict-JSON sidecar next to it (same name,
         .json; `sidecar()`), each atomically (temporary file + rename). The path is checked
         first (core/files.py): a sidecar path holding a file that is not a tts-diffusion
-        sidecar is refused. `command_line` is recorded (the CLI passes sys.argv)."""
+        sidecar is refused. `command_line` is recorded (the CLI passes sys.argv).
+
+        With an alpha matte (rgba=True) `path` must be a PNG and holds the RGBA image; the
+        plain RGB image goes to `<stem>.rgb.png` and the matte to `<stem>.alpha.png` (8-bit
+        grey); the sidecar's "files" entry says where."""
         from .provenance import dumps_strict
 
         image_path, sidecar = check_output_path(path, option="output path")
         record = {"image": image_path.name, **self.sidecar(command_line)}
+        if self.alpha is not None:
+            if image_path.suffix.lower() != ".png":  # other formats drop or mangle alpha
+                raise TTSInputError(f"an RGBA result is written as PNG: use a .png path, not {image_path.name}")
+            rgb = image_path.with_name(image_path.stem + ".rgb.png")
+            alpha = image_path.with_name(image_path.stem + ".alpha.png")
+            record["files"] = {"rgba": image_path.name, "rgb": rgb.name, "alpha": alpha.name}
         text = dumps_strict(record)  # before any file is written: a bad record loses nothing
-        save_image(self.image, image_path)
+        if self.alpha is None:
+            save_image(self.image, image_path)
+        else:
+            save_image(self.rgba, image_path)
+            save_image(self.image, rgb)
+            save_image(Image.fromarray(self.alpha.cpu().numpy()), alpha)
         atomic_write(sidecar, lambda f: f.write(text), mode="w")
         return image_path, sidecar
 

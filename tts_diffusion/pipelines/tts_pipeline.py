@@ -246,6 +246,7 @@ class TTSPipeline:
                  callback_on_step_end: Callable[..., Any] | None = None,
                  max_batch: int = 16, progress: bool = True, verifier_options: dict | None = None,
                  process_options: dict | None = None, progress_callback: Callable[[Progress], None] | None = None,
+                 rgba: bool = False, background_prompt: str | None = None, subject: str | None = None,
                  **searcher_kwargs) -> SearchResult | SearchResults | tuple:
         """Search for the image that scores best on `verifier`.
 
@@ -271,6 +272,12 @@ class TTSPipeline:
             (a search owns its latents).
         progress_callback: called with a `Progress` (NFE spent, budget, best so far) after
             every denoiser call and every scored round, from the calling thread.
+        rgba: Alfie RGBA generation (pipelines/alfie.py): centred subject, alpha matte from
+            attention, `result.alpha` / `result.rgba`, `result.save` writes an RGBA PNG; the
+            verifier scores the subject composited on a plain background. PixArt-layout models.
+        background_prompt: rgba's background trajectory (default "A white background"; the
+            embedded model: its exact blank canvas at no model cost unless this is given).
+        subject: rgba's subject word(s) in the prompt (default: found by a built-in rule).
         searcher_kwargs: the searcher's own hyper-parameters (see `tts-diffusion list`).
 
         Every argument is checked before any model work; bad input raises TTSInputError."""
@@ -300,9 +307,13 @@ class TTSPipeline:
             from ..shapes.phrasing import canonical_prompt
 
             prompts = [canonical_prompt(p) for p in prompts]
+        if not rgba and (background_prompt is not None or subject is not None):
+            raise TTSInputError("background_prompt and subject are options of rgba generation: pass rgba=True (--rgba)")
         search = load_searcher(searcher)
         hyper = checks.check_searcher_kwargs(searcher_params(search), searcher_kwargs)
         ver = self.get_verifier(verifier, **(verifier_options or {}))
+        if not rgba and any(getattr(m, "name", None) == "alpha" for m in ver.modules()):
+            raise TTSInputError("the alpha verifier scores RGBA mattes: use it with rgba=True (--rgba)")
         for p in prompts:
             ver.check_prompt(p)  # before any compute is spent
         defaults = run_defaults(search)
@@ -314,7 +325,9 @@ class TTSPipeline:
                             max_batch=max_batch, **(process_options or {}))
         checks.check_dtype_on_device(base.dtype, base.device)
         checks.check_size_fits(self.pipe, base.height, base.width, base.device)
-        nfe = int(budget if budget is not None else defaults.get("budget", 4 * base.num_steps))
+        # rgba with a model background: every particle-step costs one more denoiser row
+        rows = 1 if not rgba or (self.is_default_model and background_prompt is None) else 2
+        nfe = int(budget if budget is not None else defaults.get("budget", 4 * base.num_steps) * rows)
         if nfe < base.num_steps:
             raise TTSInputError(
                 f"budget of {nfe} NFE is below one full sample ({base.num_steps} NFE at"
@@ -330,13 +343,18 @@ class TTSPipeline:
         show_bar = progress and not self._progress_bar_config.get("disable", False)
         if seed is None and generator is None:  # a fresh seed, drawn once and recorded
             seed = torch.seed() % (checks.MAX_SEED + 1)
+        # every prompt's per-call view is set up (rgba: validated) before any model work
+        calls = [self._prepare(base.for_call(), p, ver, rgba, background_prompt, subject, negative_prompt, nfe,
+                               {**(process_options or {}), **hyper}) for p in prompts]
         results = []
         vname, vopts = self.resolve_verifier(verifier, **(verifier_options or {}))
-        for p, given, gen in zip(prompts, prompts_given, generators):
+        for (proc, call_ver, run), p, given, gen in zip(calls, prompts, prompts_given, generators):
             if gen is None:
                 gen = torch.Generator().manual_seed(seed)
-            result = self._search(base.for_call(), search, ver, p, nfe, gen, negative_prompt, hyper, show_bar,
-                                  progress_callback, callback_on_step_end)
+            result = self._search(proc, search, call_ver, p, nfe, gen, negative_prompt, hyper, show_bar,
+                                  progress_callback, callback_on_step_end, rows=run.rows_per_step if run else 1)
+            if run is not None:
+                run.finish(result)
             result.settings.update({"budget": nfe, "seed": seed if generator is None else None,
                                     "negative_prompt": negative_prompt, "prompt_given": given})
             result.num_images, result.output_type = k, output_type
@@ -353,6 +371,7 @@ class TTSPipeline:
                         "num_inference_steps": base.num_inference_steps, "guidance_scale": base.guidance_scale,
                         "height": base.height, "width": base.width, "negative_prompt": negative_prompt,
                         "max_batch": max_batch, "process_options": process_options or {},
+                        "rgba": rgba, "background_prompt": background_prompt, "subject": subject,
                         "dtype": str(base.dtype).replace("torch.", ""), "device": str(base.device)},
             }
             if generator is not None:
@@ -363,12 +382,30 @@ class TTSPipeline:
         out: SearchResult | SearchResults = results[0] if isinstance(prompt, str) else SearchResults(results)
         return out if return_dict else (out.images,)
 
+    def _prepare(self, proc: DenoisingProcess, prompt: str, ver: Verifier, rgba: bool, background_prompt: str | None,
+                 subject: str | None, negative_prompt: str | None, nfe: int, options: dict
+                 ) -> tuple[DenoisingProcess, Verifier, Any]:
+        """One prompt's per-call process view and verifier; with rgba, Alfie's set-up on it
+        (centring hook, attention capture, compositing verifier), validated here."""
+        if not rgba:
+            return proc, ver, None
+        from ..shapes.grammar import BACKGROUND
+        from .alfie import prepare_rgba
+
+        run = prepare_rgba(proc, prompt, ver, background_prompt=background_prompt, subject=subject,
+                           negative_prompt=negative_prompt, options=options,
+                           canvas_color=BACKGROUND if self.is_default_model else None)
+        run.check_budget(nfe, proc.num_steps)
+        return proc, run.verifier, run
+
     def _search(self, proc: DenoisingProcess, search: Any, ver: Verifier, prompt: str, nfe: int,
                 generator: torch.Generator, negative_prompt: str | None, hyper: dict, show_bar: bool,
                 progress_callback: Callable[[Progress], None] | None,
-                callback_on_step_end: Callable[..., Any] | None) -> SearchResult:
-        """One search on a per-call process view: its own budget, bar and callbacks."""
-        b = Budget(nfe)
+                callback_on_step_end: Callable[..., Any] | None, rows: int = 1) -> SearchResult:
+        """One search on a per-call process view: its own budget, bar and callbacks. rows:
+        denoiser rows per particle-step (rgba with a model background: 2); the searcher plans
+        in particle-steps, the bar and callbacks count rows."""
+        b = Budget(nfe // rows)
         proc.call.on_progress = progress_callback
         bar = None
         if show_bar:
@@ -385,7 +422,7 @@ class TTSPipeline:
                 return
             best = proc.call.best
             callback_on_step_end(self, i, proc.model_timesteps[i],
-                                 {"nfe": nfe_then, "max_nfe": b.max_nfe,
+                                 {"nfe": nfe_then * rows, "max_nfe": b.max_nfe * rows,
                                   "best_score": None if best is None else best.score})
 
         def on_charge(n: int) -> None:
@@ -393,8 +430,8 @@ class TTSPipeline:
                 step_ended(b.nfe - n)
             charged[0] += 1
             if bar is not None:
-                bar.update(n)
-            proc.call.report(b.nfe, b.max_nfe)
+                bar.update(n * rows)
+            proc.call.report(b.nfe * rows, b.max_nfe * rows)
 
         b.on_charge = on_charge
         try:

@@ -16,7 +16,7 @@ from .preprocess import clip_preprocess
 
 #: modules that register built-in verifiers, imported when present (some are written
 #: in parallel; a module that exists but fails to import is a real error and raises)
-_BUILTIN_MODULES = ("clip", "oracle", "image_reward", "aesthetic", "ensemble")
+_BUILTIN_MODULES = ("clip", "oracle", "image_reward", "aesthetic", "ensemble", "alpha")
 
 for _mod in _BUILTIN_MODULES:
     if importlib.util.find_spec(f"{__name__}.{_mod}") is not None:

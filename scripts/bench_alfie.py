@@ -1,0 +1,324 @@
+"""Alfie RGBA generation: matte accuracy, centring, and cost.
+
+Mode `shapes` (default; the embedded model, where the truth is known: the background colour
+is fixed, so the true foreground of a generated image is its non-background pixels). For
+eval-split prompts of the single-object, two-object and counting categories it runs one
+best-of-8 search with the oracle, plain and with rgba=True (same seeds), and reports
+
+- alpha IoU against the true foreground (alpha >= 0.5 vs pixels more than 0.2 from the
+  background colour in some channel), for single samples (every candidate: no search) and for
+  the oracle's pick of the 8 (search);
+- the share of images whose subject touches the border (a foreground pixel within 2 px of
+  the edge), rgba (centring) against plain generation;
+- oracle accuracy (plain: the image; rgba: the subject composited on the background);
+- seconds per sample, plain vs rgba (the rgba time includes the mattes), and the size of
+  the attention accumulators.
+
+Mode `pixart-xl` (for a GPU): a PixArt-Sigma-XL-size transformer (28 layers, 16 heads x 72,
+patch 2) with random weights at 512 px (token grid 32x32), the SDXL-size VAE, and a one-layer
+T5 with the real width (4096); times and peak GPU memory of plain sampling, rgba with the
+model's background prompt (2 rows per step), and rgba with a known canvas (capture and
+matte only), for `--particles` candidates.
+
+    python scripts/bench_alfie.py --mode shapes --prompts 6 --out docs/bench_alfie_shapes      # CPU, ~6 min
+    python scripts/bench_alfie.py --mode shapes --prompts 2 --n 2 --out /tmp/alfie_smoke      # CPU smoke, ~30 s
+    python scripts/bench_alfie.py --mode pixart-xl --device cuda --out docs/bench_alfie_pixart_xl   # H100
+    python scripts/bench_alfie.py --mode pixart-xl --device cpu --size 64 --layers 2 --out /tmp/x   # CPU smoke
+
+Writes <out>.json and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+CATEGORIES = ("single_object", "two_object", "counting")
+
+
+def foreground(image_u8: torch.Tensor, background, tol: float = 0.2) -> np.ndarray:
+    """True foreground of a shapes image [3, H, W] uint8: pixels more than `tol` from the background colour."""
+    img = image_u8.float().div(255)
+    bg = torch.tensor(background).view(3, 1, 1)
+    return ((img - bg).abs().amax(dim=0) > tol).numpy()
+
+
+def touches_border(fg: np.ndarray, px: int = 2) -> bool:
+    return bool(fg[:px].any() or fg[-px:].any() or fg[:, :px].any() or fg[:, -px:].any())
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
+
+
+def shapes_prompts(per_category: int) -> list[dict]:
+    from tts_diffusion.paths import assets_dir
+
+    prompts = json.loads((assets_dir() / "prompts" / "shapes_eval.json").read_text())["prompts"]
+    out = []
+    for cat in CATEGORIES:
+        out += [p for p in prompts if p["category"] == cat][:per_category]
+    return out
+
+
+def run_shapes(args) -> dict:
+    from tts_diffusion import Budget, TTSPipeline
+    from tts_diffusion.pipelines.alfie import prepare_rgba
+    from tts_diffusion.searchers import load_searcher
+    from tts_diffusion.shapes.grammar import BACKGROUND
+    from tts_diffusion.verifiers import load_verifier
+
+    device = torch.device(args.device)
+    tts = TTSPipeline.from_pretrained(None, torch_dtype=torch.float16 if device.type == "cuda" else torch.float32)
+    tts.set_progress_bar_config(disable=True)
+    tts.to(device)
+    oracle = load_verifier("oracle").to(device)
+    best_of_n = load_searcher("best_of_n")
+    base = tts.process(None, max_batch=args.n)
+    steps = base.num_steps
+    records = []
+    for j, p in enumerate(shapes_prompts(args.prompts)):
+        prompt = p["prompt"]
+        rec = {"prompt": prompt, "category": p["category"]}
+        for mode in ("plain", "rgba"):
+            proc = base.for_call()
+            ver = oracle
+            run = None
+            if mode == "rgba":
+                run = prepare_rgba(proc, prompt, oracle, canvas_color=BACKGROUND)
+                ver = run.verifier
+            t0 = time.perf_counter()
+            res = best_of_n(proc, ver, prompt, Budget(args.n * steps), torch.Generator().manual_seed(args.seed + j),
+                            n=args.n, keep_images=args.n)
+            if run is not None:
+                run.finish(res)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            secs = time.perf_counter() - t0
+            fgs = [foreground(c.image, BACKGROUND) for c in res.candidates]
+            rec[mode] = {
+                "seconds_per_sample": secs / args.n,
+                "border_touch": [touches_border(f) for f in fgs],
+                "oracle_pass": [c.score >= 1 - 1e-6 for c in res.candidates],
+                "best_pass": res.best.score >= 1 - 1e-6,
+            }
+            if run is not None:
+                ious, ious_any = [], []
+                for c, f in zip(res.candidates, fgs):
+                    alpha, _ = run.verifier.matte_of(c.image)
+                    ious.append(iou(alpha >= 0.5, f))
+                    ious_any.append(iou(alpha > 0, f))
+                if args.variants:  # one round: candidate k is particle k of the call's maps
+                    rec[mode]["variants"] = matte_variants(run, res.candidates, fgs)
+                best_fg = foreground(res.best.image, BACKGROUND)
+                rec[mode].update({
+                    "alpha_iou": ious, "alpha_support_iou": ious_any,
+                    "best_alpha_iou": iou(res.alpha.numpy() >= 128, best_fg),
+                    "accumulator_bytes": run.capture.maps.nbytes(),
+                    "grid": list(run.grid), "capture_steps": len(run.capture.steps),
+                })
+        records.append(rec)
+        print(f"{j + 1:3d} {p['category']:<14} {prompt:<40} iou(single) {np.mean(rec['rgba']['alpha_iou']):.3f}"
+              f"  iou(best) {rec['rgba']['best_alpha_iou']:.3f}"
+              f"  border plain {np.mean(rec['plain']['border_touch']):.2f} rgba {np.mean(rec['rgba']['border_touch']):.2f}",
+              flush=True)
+    return {"records": records, "summary": summarise(records), "steps": steps, "n": args.n}
+
+
+def matte_variants(run, candidates, fgs) -> dict:
+    """Diagnostics: IoU of the GrabCut mask alone, of the soft alpha alone (>= 0.5), and of
+    GrabCut seeded by a trimap of the self-attention-guided map ff instead of the cross maps."""
+    from tts_diffusion.pipelines import matte
+
+    out: dict = {"grabcut_only": [], "soft_only": [], "grabcut_ff_trimap": []}
+    for k, (c, f) in enumerate(zip(candidates, fgs)):
+        img = c.image.permute(1, 2, 0).numpy()
+        cm = matte.subject_maps(run.capture.cross_map(k).cpu(), run.spans, run.grid)
+        s = run.capture.self_map(k).cpu()
+        size = img.shape[:2]
+        out["grabcut_only"].append(iou(matte.grabcut(img, matte.trimap(cm, size))[0], f))
+        out["soft_only"].append(iou(matte.soft_alpha(cm, s, size).numpy() >= 0.5, f))
+        ff = matte.guided_map(cm, s)[None]
+        out["grabcut_ff_trimap"].append(iou(matte.grabcut(img, matte.trimap(ff, size))[0], f))
+    return out
+
+
+def summarise(records: list[dict]) -> dict:
+    out = {}
+    for cat in (*CATEGORIES, "all"):
+        rs = [r for r in records if cat == "all" or r["category"] == cat]
+        if not rs:
+            continue
+        cat_out = {"prompts": len(rs)}
+        for mode in ("plain", "rgba"):
+            cat_out[mode] = {
+                "border_touch_share": float(np.mean([b for r in rs for b in r[mode]["border_touch"]])),
+                "oracle_single": float(np.mean([b for r in rs for b in r[mode]["oracle_pass"]])),
+                "oracle_best_of_n": float(np.mean([r[mode]["best_pass"] for r in rs])),
+                "seconds_per_sample": float(np.mean([r[mode]["seconds_per_sample"] for r in rs])),
+            }
+        cat_out["rgba"].update({
+            "alpha_iou_single": float(np.mean([v for r in rs for v in r["rgba"]["alpha_iou"]])),
+            "alpha_support_iou_single": float(np.mean([v for r in rs for v in r["rgba"]["alpha_support_iou"]])),
+            "alpha_iou_best_of_n": float(np.mean([r["rgba"]["best_alpha_iou"] for r in rs])),
+        })
+        if all("variants" in r["rgba"] for r in rs):
+            for key in rs[0]["rgba"]["variants"]:
+                cat_out["rgba"][f"iou_{key}"] = float(np.mean([v for r in rs for v in r["rgba"]["variants"][key]]))
+        out[cat] = cat_out
+    return out
+
+
+# ------------------------------------------------------------------------- PixArt-XL
+def build_pixart_xl(device: torch.device, dtype: torch.dtype, size: int, layers: int):
+    """PixArt-Sigma-XL-size pipeline with random weights (transformer at full size)."""
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    from tts_diffusion.shapes.model import build_tokenizer
+
+    words = "a photo of an orange cat sitting on sofa white background the dog red car".split()
+    tok = build_tokenizer(words, max_length=300)
+    with torch.device(device):
+        torch.manual_seed(0)
+        text = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=4096, d_kv=64, d_ff=1024, num_layers=1,
+                                       num_heads=8, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+                                       use_cache=False, pad_token_id=0, eos_token_id=1)).to(dtype)
+        tr = PixArtTransformer2DModel(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8,
+                                      num_layers=layers, cross_attention_dim=1152, caption_channels=4096,
+                                      sample_size=size // 8, patch_size=2, attention_bias=True,
+                                      activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
+                                      norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+                                      use_additional_conditions=False).to(dtype)
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                            scaling_factor=0.13025).to(dtype)
+    pipe = PixArtSigmaPipeline(tokenizer=tok, text_encoder=text, vae=vae, transformer=tr,
+                               scheduler=DPMSolverMultistepScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def run_pixart_xl(args) -> dict:
+    from tts_diffusion import Budget, TTSPipeline
+    from tts_diffusion.pipelines.alfie import prepare_rgba
+    from tts_diffusion.searchers import load_searcher
+    from tts_diffusion.verifiers.base import Verifier
+
+    class Brightness(Verifier):
+        name = "brightness"
+
+        def score(self, images, prompts):
+            return images.float().mean(dim=(1, 2, 3))
+
+    device = torch.device(args.device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    pipe = build_pixart_xl(device, dtype, args.size, args.layers)
+    tts = TTSPipeline(pipe, defaults={"max_sequence_length": 300, "num_inference_steps": args.steps})
+    prompt = "a photo of an orange cat sitting on a sofa"
+    k = args.particles
+    base = tts.process(args.steps, 4.5, height=args.size, width=args.size, max_batch=k)
+    search = load_searcher("best_of_n")
+    ver = Brightness().to(device)
+    out = {}
+    for mode in ("plain", "rgba_canvas", "rgba_model_background", "plain"):
+        proc = base.for_call()
+        v, run = ver, None
+        if mode == "rgba_canvas":
+            run = prepare_rgba(proc, prompt, ver, canvas_color=(1.0, 1.0, 1.0))
+        elif mode == "rgba_model_background":
+            run = prepare_rgba(proc, prompt, ver)
+        if run is not None:
+            v = run.verifier
+        rows = run.rows_per_step if run else 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            start_mem = torch.cuda.memory_allocated()
+        t0 = time.perf_counter()
+        res = search(proc, v, prompt, Budget(k * args.steps), torch.Generator().manual_seed(0), n=k)
+        if run is not None:
+            run.finish(res)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        secs = time.perf_counter() - t0
+        rec = {"seconds": secs, "nfe_rows": res.nfe, "timings": res.timings,
+               "particles": k}
+        if device.type == "cuda":
+            rec["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            rec["peak_over_start_gib"] = (torch.cuda.max_memory_allocated() - start_mem) / 2**30
+        if run is not None:
+            rec["accumulator_mib"] = run.capture.maps.nbytes() / 2**20
+            rec["grid"] = list(run.grid)
+        out[mode] = rec  # "plain" twice: the first run warms up, the second is kept
+        print(f"{mode:<24} {secs:8.2f} s  " + (f"peak {rec.get('peak_gib', float('nan')):.2f} GiB  " if "peak_gib" in rec else "")
+              + (f"maps {rec['accumulator_mib']:.1f} MiB" if "accumulator_mib" in rec else ""), flush=True)
+    n_tok = (args.size // 8 // 2) ** 2
+    out["analytic"] = {"tokens": n_tok, "text_tokens": 300,
+                       "self_map_mib_per_particle": n_tok * n_tok * 4 / 2**20,
+                       "cross_map_mib_per_particle": n_tok * 300 * 4 / 2**20,
+                       "transient_head_map_mib_per_row": n_tok * n_tok * 4 / 2**20,
+                       "alfie_original_self_maps_gib": args.layers * 16 * n_tok * n_tok * 4 / 2**30}
+    out["settings"] = {"size": args.size, "layers": args.layers, "steps": args.steps, "device": str(device),
+                       "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=("shapes", "pixart-xl"), default="shapes")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--prompts", type=int, default=6, help="shapes: prompts per category")
+    ap.add_argument("--n", type=int, default=8, help="shapes: candidates per search (best-of-n)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", type=int, default=512, help="pixart-xl: image size in pixels")
+    ap.add_argument("--layers", type=int, default=28, help="pixart-xl: transformer layers")
+    ap.add_argument("--steps", type=int, default=20, help="pixart-xl: denoising steps")
+    ap.add_argument("--particles", type=int, default=4, help="pixart-xl: candidates sampled together")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    ap.add_argument("--variants", action="store_true",
+                    help="shapes: also the IoU of GrabCut alone, soft alpha alone, and GrabCut from a trimap of ff")
+    ap.add_argument("--out", required=True, help="output path without extension (<out>.json)")
+    args = ap.parse_args()
+    for name in ("prompts", "n", "size", "layers", "steps", "particles"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.size % 16:
+        ap.error(f"--size must be a multiple of 16 (VAE factor 8 x patch 2), got {args.size}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    data = run_shapes(args) if args.mode == "shapes" else run_pixart_xl(args)
+    data["command"] = " ".join(["python", "scripts/bench_alfie.py", *sys.argv[1:]])
+    data["device"] = str(args.device)
+    data["threads"] = torch.get_num_threads()
+    data["wall_seconds"] = time.perf_counter() - t0
+    if args.mode == "shapes":
+        print(f"\n{'category':<14} {'IoU single':>10} {'IoU best-of-' + str(args.n):>13} {'border plain':>12}"
+              f" {'border rgba':>11} {'oracle plain':>12} {'oracle rgba':>11} {'s/sample plain':>14} {'rgba':>6}")
+        for cat, s in data["summary"].items():
+            print(f"{cat:<14} {s['rgba']['alpha_iou_single']:10.3f} {s['rgba']['alpha_iou_best_of_n']:13.3f}"
+                  f" {s['plain']['border_touch_share']:12.3f} {s['rgba']['border_touch_share']:11.3f}"
+                  f" {s['plain']['oracle_single']:12.3f} {s['rgba']['oracle_single']:11.3f}"
+                  f" {s['plain']['seconds_per_sample']:14.3f} {s['rgba']['seconds_per_sample']:6.3f}")
+    out = Path(args.out).with_suffix(".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1, default=str))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

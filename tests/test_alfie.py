@@ -1,0 +1,308 @@
+"""Alfie RGBA generation on a tiny random PixArt-Sigma pipeline and the embedded model:
+the centring blend (against a two-trajectory reference loop and the exact forward process
+of the canvas), attention capture (shapes, time window, probabilities against diffusers'
+explicit attention scores, particle selection, no change to the model's output), the RGBA
+PNG, the budget, every searcher, and the errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers import BrightnessVerifier
+from PIL import Image
+
+from tts_diffusion.core.attention_capture import (CAPTURE_KEY, MAPS_KEY, CaptureProcessor, capture_window, has_capture,
+                                                  install_capture)
+from tts_diffusion.core.process import DenoisingProcess, Prediction
+from tts_diffusion.errors import TTSInputError
+from tts_diffusion.pipelines import TTSPipeline
+from tts_diffusion.pipelines.alfie import blend_predictions, centre_mask, encode_canvas, prepare_rgba
+from tts_diffusion.searchers import available_searchers
+from tts_diffusion.shapes.grammar import BACKGROUND
+
+pytest.importorskip("cv2")
+PROMPT = "a photo of a corgi"
+SEQ = 32
+
+
+@pytest.fixture(scope="module")
+def pixart():
+    """A private tiny PixArt-Sigma (the capture wraps its processors; the shared cached one stays stock)."""
+    from tiny_pipelines import make_tiny_pipeline
+
+    return make_tiny_pipeline("pixart_sigma", seed=3)
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    tts = TTSPipeline.from_pretrained()
+    tts.set_progress_bar_config(disable=True)
+    return tts
+
+
+def _proc(pipe, steps=4, height=32, width=48, **kw) -> DenoisingProcess:
+    return DenoisingProcess.from_pipeline(pipe, steps, 4.5, height=height, width=width, max_sequence_length=SEQ,
+                                          **kw).for_call()
+
+
+# ------------------------------------------------------------------------------ centring
+def _rand_pred(proc, x, i, g) -> Prediction:
+    out = torch.randn(x.shape, generator=g)
+    x0, eps = proc.family.to_x0_eps(x, out, i)
+    return Prediction(i, out, x0, eps, out + 0.1, out - 0.1)
+
+
+@pytest.mark.parametrize("which", ["vp", "flow"])
+@pytest.mark.parametrize("eta", [0.0, 0.7])
+def test_blending_predictions_is_blending_the_steps(pixart, shapes, which, eta):
+    """step(x, bg (1-M) + fg M) == step(x, bg) (1-M) + step(x, fg) M for every family and
+    eta (same step noise): why centring can act on the prediction."""
+    proc = _proc(pixart) if which == "vp" else shapes.process(4).for_call()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(proc.adapter.latent_shape(2), generator=g)
+    i = 1
+    fg, bg = _rand_pred(proc, x, i, g), _rand_pred(proc, x, i, g)
+    m = centre_mask(*x.shape[-2:])
+    noise = torch.randn(x.shape, generator=g)
+    got = proc.step(x, i, blend_predictions(bg, fg, m), eta=eta, noise=noise)
+    want = proc.step(x, i, bg, eta=eta, noise=noise) * (1 - m) + proc.step(x, i, fg, eta=eta, noise=noise) * m
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got, proc.step(x, i, fg, eta=eta, noise=noise), atol=1e-3)  # the blend does something
+
+
+def test_centre_mask_border_is_an_eighth():
+    m = centre_mask(16, 24)
+    assert m[2:14, 3:21].eq(1).all() and m.sum() == 12 * 18
+    assert m[:2].eq(0).all() and m[:, :3].eq(0).all() and m[14:].eq(0).all() and m[:, 21:].eq(0).all()
+
+
+def test_model_background_matches_two_trajectory_reference(pixart):
+    """Alfie's loop written out: both prompts denoise the same latent, each takes its own
+    DDIM step, the border comes from the background, the centre from the foreground."""
+    proc = _proc(pixart)
+    run = prepare_rgba(proc, PROMPT, BrightnessVerifier())
+    cond = proc.encode(PROMPT)
+    x = proc.noise_from_seeds([5, 6])
+    got, _ = proc.sample(x, cond)
+
+    ref = _proc(pixart)  # no hook: the plain process
+    bg_cond = ref.encode("A white background")
+    m = centre_mask(*x.shape[-2:])
+    y = x.clone()
+    for i in range(ref.num_steps):
+        y = ref.step(y, i, ref.denoise(y, i, bg_cond)) * (1 - m) + ref.step(y, i, ref.denoise(y, i, cond)) * m
+    torch.testing.assert_close(got, y, atol=1e-5, rtol=1e-4)
+    plain, _ = ref.sample(x, cond)
+    assert not torch.allclose(got, plain, atol=1e-3)
+    assert run.rows_per_step == 2
+
+
+def test_canvas_background_follows_the_forward_process_exactly(shapes):
+    """Embedded model: on the border x_i = a_i z + s_i eps for the shared noise eps and the
+    encoded blank canvas z, at every grid point, at no model cost; the clean border is z."""
+    proc = shapes.process(6).for_call()
+    run = prepare_rgba(proc, "a photo of a red circle", BrightnessVerifier(), canvas_color=BACKGROUND)
+    assert run.rows_per_step == 1
+    z = encode_canvas(proc, BACKGROUND)
+    cond = proc.encode("a photo of a red circle")
+    x = proc.noise_from_seeds([11])
+    fam = proc.family
+    eps = (x - fam.a(0) * z) / fam.s(0)
+    border = centre_mask(*x.shape[-2:]) == 0
+    for i in range(proc.num_steps):
+        x = proc.step(x, i, proc.denoise(x, i, cond))
+        want = fam.a(i + 1) * z + fam.s(i + 1) * eps
+        torch.testing.assert_close(x[..., border], want.expand_as(x)[..., border], atol=1e-4, rtol=1e-4)
+    # the decoded border is the background colour (up to the VAE's round trip)
+    img = proc.decode(x)[0]
+    border_px = centre_mask(64, 64) == 0
+    assert (img[:, border_px] - torch.tensor(BACKGROUND)[:, None]).abs().mean() < 0.03
+
+
+# ----------------------------------------------------------------------------- capture
+class _Reference:
+    """Records diffusers' own explicit attention scores (Attention.get_attention_scores) of
+    the conditional rows, mean over heads; delegates the output to the wrapped processor."""
+
+    def __init__(self, inner, kind, sink):
+        self.inner, self.kind, self.sink = inner, kind, sink
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kw):
+        r = hidden_states.shape[0] // 2
+        hs = hidden_states[r:]
+        ctx = hs if encoder_hidden_states is None else encoder_hidden_states[r:]
+        q, k = attn.head_to_batch_dim(attn.to_q(hs)), attn.head_to_batch_dim(attn.to_k(ctx))
+        mask = None
+        if self.kind == "cross" and attention_mask is not None:
+            mask = attn.prepare_attention_mask(attention_mask[r:], ctx.shape[1], r)
+        p = attn.get_attention_scores(q, k, mask).view(r, attn.heads, *q.shape[1:2], k.shape[1]).mean(1)
+        self.sink[self.kind] = self.sink.get(self.kind, 0) + p
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kw)
+
+
+def test_capture_shapes_window_probabilities_and_selection(pixart):
+    proc = _proc(pixart, steps=5)
+    cond = proc.encode(PROMPT)
+    x = proc.noise_from_seeds([1, 2])
+    before = proc.denoise(x, 0, cond).out
+    run = prepare_rgba(proc, PROMPT, BrightnessVerifier())
+    cap = proc.call.options[CAPTURE_KEY]
+    maps = proc.call.entries[MAPS_KEY]
+    # grid from latent size and patch size: 32x48 px -> 16x24 latent -> 8x12 tokens
+    assert run.grid == (8, 12)
+    # the window is t > 20 on the model's timesteps: DDIM "linspace" ends at t = 0
+    ts = proc.model_timesteps.tolist()
+    assert cap.steps == capture_window(proc.model_timesteps) == {i for i, t in enumerate(ts) if t > 20}
+    assert ts[-1] <= 20 and len(cap.steps) == 4
+    proc.reset_particles(2)
+    after = proc.denoise(x, 0, cond)
+    torch.testing.assert_close(after.out, blend_predictions(after, after, torch.ones(1)).out)
+    assert maps.cross.shape == (2, 96, SEQ) and maps.self_.shape == (2, 96, 96)
+    # probabilities: each query's row sums to 1 per layer; the mean over layers keeps that
+    torch.testing.assert_close(cap.cross_map(0).sum(-1), torch.ones(96), atol=1e-5, rtol=0)
+    torch.testing.assert_close(cap.self_map(1).sum(-1), torch.ones(96), atol=1e-5, rtol=0)
+    # against diffusers' explicit scores, summed over the two layers
+    sink: dict = {}
+    tr = pixart.transformer
+    saved = dict(tr.attn_processors)
+    try:
+        tr.set_attn_processor({k: _Reference(v.inner, v.kind, sink) for k, v in saved.items()})
+        ref = _proc(pixart, steps=5)
+        ref.denoise(x, 0, ref.encode(PROMPT))
+    finally:
+        tr.set_attn_processor(saved)
+    torch.testing.assert_close(maps.cross, sink["cross"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(maps.self_, sink["self"], atol=1e-5, rtol=1e-4)
+    # the wrapped processors do not change the model's output (the hook only blends)
+    plain = _proc(pixart, steps=5)
+    torch.testing.assert_close(plain.denoise(x, 0, plain.encode(PROMPT)).out, before)
+    # the last step (t <= 20) adds nothing; a non-window step leaves the sums as they are
+    snap = maps.cross.clone()
+    proc.denoise(x, 4, cond)
+    torch.testing.assert_close(maps.cross, snap)
+    proc.denoise(x, 1, cond)
+    assert not torch.allclose(maps.cross, snap)
+    # chunking does not change the sums; selection moves them with the particles
+    chunked = _proc(pixart, steps=5, max_batch=1)
+    prepare_rgba(chunked, PROMPT, BrightnessVerifier())
+    chunked.reset_particles(2)
+    chunked.denoise(x, 0, cond)
+    chunked.denoise(x, 1, cond)
+    torch.testing.assert_close(chunked.call.entries[MAPS_KEY].cross, maps.cross, atol=1e-6, rtol=1e-5)
+    row1 = maps.self_[1].clone()
+    proc.select(torch.tensor([1, 1, 0]))
+    assert maps.self_.shape[0] == 3
+    torch.testing.assert_close(maps.self_[0], row1)
+    torch.testing.assert_close(maps.self_[1], row1)
+    # the processors delegate: every wrapped processor keeps the one that was installed
+    assert all(isinstance(p, CaptureProcessor) for p in pixart.transformer.attn_processors.values())
+
+
+# --------------------------------------------------------------------------- end to end
+def test_rgba_png_and_sidecar(shapes, tmp_path):
+    r = shapes("a photo of a red circle", budget=12, num_inference_steps=6, seed=0, verifier="oracle",
+               rgba=True, progress=False)
+    assert r.alpha.dtype == torch.uint8 and r.alpha.shape == (64, 64)
+    assert r.settings["subject"] == ["circle"] and r.settings["background"].startswith("canvas")
+    path, sidecar = r.save(tmp_path / "cut.png")
+    im = Image.open(path)
+    assert im.mode == "RGBA" and im.size == (64, 64)
+    arr = np.asarray(im)
+    assert arr[..., 3].min() >= 0 and arr[..., 3].max() <= 255 and arr[..., 3].max() > arr[..., 3].min()
+    np.testing.assert_array_equal(arr[..., 3], r.alpha.numpy())
+    meta = json.loads(sidecar.read_text())
+    assert meta["files"] == {"rgba": "cut.png", "rgb": "cut.rgb.png", "alpha": "cut.alpha.png"}
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "cut.rgb.png")), arr[..., :3])
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "cut.alpha.png")), arr[..., 3])
+
+
+def test_model_background_costs_one_more_row_per_step(pixart):
+    tts = TTSPipeline(pixart, defaults={"max_sequence_length": SEQ})
+    steps = 3
+    r = tts(PROMPT, verifier=BrightnessVerifier(), budget=2 * 2 * steps, num_inference_steps=steps, height=32,
+            width=32, rgba=True, progress=False)
+    assert len(r.candidates) == 2 and r.nfe == 4 * steps
+    assert [c.nfe for c in r.candidates] == [4 * steps] * 2
+    assert r.settings["nfe_rows_per_step"] == 2 and r.alpha.shape == (32, 32)
+    with pytest.raises(TTSInputError, match=r"below one rgba sample \(6 NFE"):
+        tts(PROMPT, verifier=BrightnessVerifier(), budget=5, num_inference_steps=steps, height=32, width=32,
+            rgba=True, progress=False)
+
+
+@pytest.mark.parametrize("searcher", sorted(available_searchers()))
+def test_every_searcher_runs_with_rgba(shapes, searcher):
+    r = shapes("a photo of a blue square", searcher=searcher, budget=40, num_inference_steps=4, seed=1,
+               verifier="oracle", rgba=True, progress=False)
+    assert r.alpha is not None and r.alpha.shape == (64, 64) and r.nfe <= 40
+
+
+def test_alpha_verifier_joins_an_ensemble(shapes):
+    r = shapes("a photo of a red circle", budget=12, num_inference_steps=4, seed=0, verifier="ensemble",
+               verifier_options={"members": "oracle,alpha"}, rgba=True, progress=False)
+    assert r.alpha is not None and len(r.candidates) == 3
+
+
+# -------------------------------------------------------------------------------- errors
+def test_errors_before_any_model_work(tiny_pipe, shapes, pixart):
+    sd = TTSPipeline(tiny_pipe("sd15"))
+    with pytest.raises(TTSInputError, match="PixArt-Sigma-layout"):
+        sd("a photo of a cat", verifier=BrightnessVerifier(), budget=4, num_inference_steps=2, rgba=True,
+           progress=False)
+    with pytest.raises(TTSInputError, match="no subject found"):
+        shapes("a photo of a", verifier=BrightnessVerifier(), rgba=True, progress=False)
+    with pytest.raises(TTSInputError, match="pass rgba=True"):
+        shapes("a photo of a red circle", background_prompt="white", progress=False)
+    with pytest.raises(TTSInputError, match="not in the prompt"):
+        shapes("a photo of a red circle", subject="square", rgba=True, progress=False)
+    with pytest.raises(TTSInputError, match="T-GATE"):
+        prepare_rgba(_proc(pixart), PROMPT, BrightnessVerifier(), options={"tgate": True})
+    with pytest.raises(TTSInputError, match="rgba"):
+        shapes("a photo of a red circle", verifier="alpha", budget=20, progress=False)
+    with pytest.raises(TTSInputError, match="rgba"):
+        shapes("a photo of a red circle", verifier="ensemble", verifier_options={"members": "oracle,alpha"},
+               budget=20, progress=False)
+
+
+def test_cli_rgba(tmp_path):
+    from click.testing import CliRunner
+
+    from tts_diffusion.cli import main
+
+    out = tmp_path / "cut.png"
+    r = CliRunner().invoke(main, ["generate", "a photo of a red circle", "--rgba", "--budget", "8", "--steps", "4",
+                                  "--device", "cpu", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert Image.open(out).mode == "RGBA" and (tmp_path / "cut.alpha.png").exists()
+    assert json.loads(out.with_suffix(".json").read_text())["settings"]["rgba"] is True
+    r = CliRunner().invoke(main, ["generate", "a photo of a red circle", "--background-prompt", "white",
+                                  "--device", "cpu", "--out", str(out), "--quiet"])
+    assert r.exit_code == 2 and "error: background_prompt and subject are options of rgba" in r.output
+    r = CliRunner().invoke(main, ["generate", "a photo of a red circle", "--rgba", "--subject", "square", "--device",
+                                  "cpu", "--out", str(out), "--quiet"])
+    assert r.exit_code == 2 and "error: subject word(s) 'square' are not in the prompt" in r.output
+
+
+def test_capture_installs_once_even_under_another_wrapper(pixart):
+    """Another hook (T-GATE) wrapping our processor must not make the next rgba call wrap
+    again (maps would be counted twice)."""
+
+    class Outer:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, *a, **kw):
+            return self.inner(*a, **kw)
+
+    install_capture(pixart.transformer)
+    tr = pixart.transformer
+    saved = dict(tr.attn_processors)
+    try:
+        tr.set_attn_processor({k: Outer(v) for k, v in saved.items()})
+        assert all(has_capture(p) for p in tr.attn_processors.values())
+        install_capture(tr)
+        assert all(isinstance(p, Outer) for p in tr.attn_processors.values())
+        assert not has_capture(saved[next(iter(saved))].inner)
+    finally:
+        tr.set_attn_processor(saved)

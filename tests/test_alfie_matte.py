@@ -1,0 +1,145 @@
+"""Alfie's matte and subject tokens as pure functions: the soft-alpha formula against a
+hand computation, the GrabCut path and its centring-rectangle fallback, subject words and
+their token spans, the alpha verifier's terms."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tts_diffusion.errors import TTSInputError
+from tts_diffusion.pipelines import matte
+from tts_diffusion.pipelines.subject import subject_words, token_spans
+from tts_diffusion.verifiers.alpha import AlphaVerifier, border_share, scoring_alphas, sharpness
+
+cv2 = pytest.importorskip("cv2")
+
+
+def _n(v: np.ndarray) -> np.ndarray:
+    lo, hi = v.min(), v.max()
+    return np.zeros_like(v) if hi <= lo else (v - lo) / (hi - lo)
+
+
+def test_soft_alpha_matches_a_hand_computation():
+    """At image size == token grid, up() is the identity, so the formula is checked with
+    explicit loops: w = n(mean_k C_k); ff(p) = w(p) sum_q w(q) S[q](p) / sum_q w(q);
+    alpha = clip((1 + k) n(n(ff) + n(mean_k C_k)), 0, 1)."""
+    g = torch.Generator().manual_seed(0)
+    c = torch.rand(2, 3, 4, generator=g)  # two subject words on a 3x4 grid
+    s = torch.rand(12, 12, generator=g).softmax(dim=1)  # rows: query tokens
+    k = 0.5
+    cn, sn = c.numpy().astype(np.float64), s.numpy().astype(np.float64)
+    w = _n(cn.mean(0).reshape(-1))
+    ff = np.zeros(12)
+    for p in range(12):
+        acc = sum(w[q] * sn[q, p] for q in range(12))
+        ff[p] = w[p] * acc / w.sum()
+    hand = np.clip((1 + k) * _n(_n(ff) + _n(cn.mean(0).reshape(-1))), 0, 1).reshape(3, 4)
+    got = matte.soft_alpha(c, s, (3, 4), k).numpy()
+    np.testing.assert_allclose(got, hand, atol=1e-5)
+    # guard: a different k or a transposed self map gives another answer
+    assert not np.allclose(matte.soft_alpha(c, s, (3, 4), 0.0).numpy(), hand, atol=1e-3)
+    assert not np.allclose(matte.soft_alpha(c, s.T.contiguous(), (3, 4), k).numpy(), hand, atol=1e-3)
+
+
+def test_minmax_and_bicubic_upsampling():
+    x = torch.tensor([[1.0, 3.0], [5.0, 9.0]])
+    np.testing.assert_allclose(matte.minmax(x).numpy(), [[0, 0.25], [0.5, 1.0]])
+    assert matte.minmax(torch.full((2, 2), 7.0)).abs().sum() == 0  # constant -> zeros, no NaN
+    up = matte.upsample(torch.rand(2, 4, 4), (16, 12))
+    assert up.shape == (2, 16, 12)
+    same = torch.rand(3, 5)
+    torch.testing.assert_close(matte.upsample(same, (3, 5)), same)
+
+
+def test_trimap_thresholds_and_union():
+    # one word: values 0.05, 0.2, 0.5, 0.9 of its max; the second word adds sure FG elsewhere
+    c1 = torch.tensor([[0.05, 0.2], [0.5, 1.0]])
+    c2 = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    tm = matte.trimap(torch.stack([c1, c1 * 0 + torch.tensor([[0.0, 0.0], [0.0, 0.0]]) + c2]), (2, 2))
+    # n(c1) = [[0, .158], [.474, 1]] -> sure BG, probable BG, probable FG, sure FG; c2 makes (0,0) sure FG
+    assert tm.tolist() == [[cv2.GC_FGD, cv2.GC_PR_BGD], [cv2.GC_PR_FGD, cv2.GC_FGD]]
+
+
+def _disc_image(h: int, w: int, cy: float, cx: float, r: float) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[:h, :w]
+    inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    img = np.full((h, w, 3), 245, np.uint8)
+    img[inside] = (220, 20, 20)
+    return img, inside
+
+
+def test_grabcut_cuts_the_subject_from_attention_like_maps():
+    img, inside = _disc_image(64, 64, 30, 34, 12)
+    gy, gx = np.mgrid[:8, :8] * 8 + 4  # token centres of an 8x8 grid
+    blob = np.exp(-((gy - 30) ** 2 + (gx - 34) ** 2) / (2 * 8.0**2))
+    c = torch.tensor(blob, dtype=torch.float32)[None]
+    s = torch.eye(64)
+    fg, how = matte.grabcut(img, matte.trimap(c, (64, 64)))
+    assert how == "mask"
+    assert (fg & inside).sum() / (fg | inside).sum() > 0.95  # GrabCut snaps the blob to the disc
+    alpha, info = matte.alpha_matte(img, c, s)
+    assert info["grabcut_init"] == "mask"
+    assert alpha.min() >= 0 and alpha.max() <= 1
+    np.testing.assert_array_equal(alpha > 0, fg & (matte.soft_alpha(c, s, (64, 64)).numpy() > 0))
+    soft = matte.soft_alpha(c, s, (64, 64)).numpy()
+    np.testing.assert_allclose(alpha, fg * soft, atol=1e-6)  # alpha = G * alpha_soft
+
+
+def test_grabcut_falls_back_to_the_centring_rectangle():
+    """A flat map gives a trimap with no foreground: GrabCut starts from the centring window
+    (border h/8, w/8, here of a non-square image), never from a fixed 512-px rectangle."""
+    img, inside = _disc_image(48, 64, 24, 32, 10)
+    fg, how = matte.grabcut(img, matte.trimap(torch.zeros(1, 6, 8), (48, 64)))
+    assert how == "rect"
+    x, y, w, h = matte.centre_rect((48, 64))
+    assert (x, y, w, h) == (8, 6, 48, 36)
+    outside = np.ones_like(fg)
+    outside[y : y + h, x : x + w] = False
+    assert not fg[outside].any()
+    assert (fg & inside).sum() / (fg | inside).sum() > 0.8
+
+
+def test_subject_words_rule_and_override():
+    assert subject_words("a photo of two red circles") == ["circles"]
+    assert subject_words("a photo of a blue star left of a green square") == ["star", "square"]
+    assert subject_words("An illustration of a cute corgi wearing a hat") == ["corgi", "wearing", "hat"]
+    assert subject_words("a photo of a cute corgi wearing a hat", subject="corgi, hat") == ["corgi", "hat"]
+    with pytest.raises(TTSInputError, match="no subject found"):
+        subject_words("a photo of a white background")
+    with pytest.raises(TTSInputError, match="not in the prompt"):
+        subject_words("a photo of a cat", subject="dog")
+
+
+def test_token_spans_with_word_and_subword_tokenizers():
+    from tiny_pipelines import t5_tokenizer
+
+    from tts_diffusion.shapes.model import build_tokenizer
+
+    tok = build_tokenizer()
+    text = "a photo of two red circles"
+    spans = token_spans(tok, text, ["circles", "red"])
+    ids = tok(text)["input_ids"]
+    assert [tok.convert_ids_to_tokens(ids[j]) for j in spans[0]] == ["circles"]
+    assert [tok.convert_ids_to_tokens(ids[j]) for j in spans[1]] == ["red"]
+    t5 = t5_tokenizer(model_max_length=300)
+    text = "a photo of a corgi"
+    (span,) = token_spans(t5, text, ["corgi"])
+    pieces = "".join(t5.convert_ids_to_tokens(t5(text)["input_ids"][j]) for j in span).replace("\u2581", "")
+    assert pieces == "corgi"
+    with pytest.raises(TTSInputError, match="no token"):
+        token_spans(tok, text, ["corgi"], max_length=2)
+
+
+def test_alpha_verifier_terms():
+    a = torch.zeros(2, 8, 8)
+    a[0, 2:6, 2:6] = 1.0  # binary, transparent border
+    a[1] = 0.5  # flat 0.5: opaque-ish border, no sharpness
+    torch.testing.assert_close(border_share(a, 2), torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(sharpness(a), torch.tensor([1.0, 0.0]))
+    v = AlphaVerifier(border_width=2, border_weight=0.25)
+    images = torch.rand(2, 3, 8, 8)
+    with pytest.raises(TTSInputError, match="rgba"):
+        v(images, "a cat")
+    with scoring_alphas(a):
+        torch.testing.assert_close(v(images, "a cat"), torch.tensor([1.0, 0.0]))
