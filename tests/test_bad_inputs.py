@@ -32,53 +32,53 @@ BEFORE_LOAD = [
     ("nul-in-prompt", [], "a red\x00 circle", "control character"),
     ("escape-in-prompt", [], "a \x1b[31mred circle", "control character"),
     ("bell-in-prompt", [], "a red circle\x07", "control character"),
-    ("control-negative", ["--negative-prompt", "blurry\x00"], "a cat", "negative prompt contains"),
+    ("control-negative", ["--negative-prompt", "blurry\x00"], "a red circle", "negative prompt contains"),
     # steps / size / batch
-    ("steps-0", ["--steps", "0"], "a cat", "--steps must be at least 1"),
-    ("steps-negative", ["--steps", "-3"], "a cat", "--steps must be at least 1"),
-    ("steps-huge", ["--steps", "100000"], "a cat", "--steps=100000 is too large"),
-    ("steps-float", ["--steps", "2.5"], "a cat", "not a valid integer"),
-    ("height-0", ["--height", "0"], "a cat", "--height must be at least 1"),
-    ("width-0", ["--width", "0"], "a cat", "--width must be at least 1"),
-    ("height-negative", ["--height", "-64"], "a cat", "--height must be at least 1"),
-    ("max-batch-0", ["--max-batch", "0"], "a cat", "--max-batch must be at least 1"),
-    ("max-batch-negative", ["--max-batch", "-2"], "a cat", "--max-batch must be at least 1"),
+    ("steps-0", ["--steps", "0"], "a red circle", "--steps must be at least 1"),
+    ("steps-negative", ["--steps", "-3"], "a red circle", "--steps must be at least 1"),
+    ("steps-huge", ["--steps", "100000"], "a red circle", "--steps=100000 is too large"),
+    ("steps-float", ["--steps", "2.5"], "a red circle", "not a valid integer"),
+    ("height-0", ["--height", "0"], "a red circle", "--height must be at least 1"),
+    ("width-0", ["--width", "0"], "a red circle", "--width must be at least 1"),
+    ("height-negative", ["--height", "-64"], "a red circle", "--height must be at least 1"),
+    ("max-batch-0", ["--max-batch", "0"], "a red circle", "--max-batch must be at least 1"),
+    ("max-batch-negative", ["--max-batch", "-2"], "a red circle", "--max-batch must be at least 1"),
     # guidance
-    ("guidance-inf", ["--guidance", "inf"], "a cat", "finite number >= 0"),
-    ("guidance-minus-inf", ["--guidance", "-inf"], "a cat", "finite number >= 0"),
-    ("guidance-nan", ["--guidance", "nan"], "a cat", "finite number >= 0"),
-    ("guidance-negative", ["--guidance", "-1"], "a cat", "finite number >= 0"),
-    ("guidance-word", ["--guidance", "high"], "a cat", "not a valid float"),
+    ("guidance-inf", ["--guidance", "inf"], "a red circle", "finite number >= 0"),
+    ("guidance-minus-inf", ["--guidance", "-inf"], "a red circle", "finite number >= 0"),
+    ("guidance-nan", ["--guidance", "nan"], "a red circle", "finite number >= 0"),
+    ("guidance-negative", ["--guidance", "-1"], "a red circle", "finite number >= 0"),
+    ("guidance-word", ["--guidance", "high"], "a red circle", "not a valid float"),
     # seeds
-    ("seed-negative", ["--seed", "-1"], "a cat", "seed must be an integer in [0, 2**63 - 1]"),
-    ("seed-2**63", ["--seed", str(2**63)], "a cat", "seed must be an integer in [0, 2**63 - 1]"),
-    ("seed-2**64", ["--seed", str(2**64)], "a cat", "seed must be an integer in [0, 2**63 - 1]"),
-    ("seed-word", ["--seed", "abc"], "a cat", "not a valid integer"),
+    ("seed-negative", ["--seed", "-1"], "a red circle", "seed must be an integer in [0, 2**63 - 1]"),
+    ("seed-2**63", ["--seed", str(2**63)], "a red circle", "seed must be an integer in [0, 2**63 - 1]"),
+    ("seed-2**64", ["--seed", str(2**64)], "a red circle", "seed must be an integer in [0, 2**63 - 1]"),
+    ("seed-word", ["--seed", "abc"], "a red circle", "not a valid integer"),
     # budgets
-    ("budget-0", ["--budget", "0"], "a cat", "--budget must be at least 1"),
-    ("budget-negative", ["--budget", "-5"], "a cat", "--budget must be at least 1"),
-    ("budget-10**12", ["--budget", str(10**12), "--steps", "20"], "a cat", "lower the budget"),
-    ("budget-10**18", ["--budget", str(10**18), "--steps", "20"], "a cat", "lower the budget"),
-    ("budget-word", ["--budget", "lots"], "a cat", "not a valid integer"),
+    ("budget-0", ["--budget", "0"], "a red circle", "--budget must be at least 1"),
+    ("budget-negative", ["--budget", "-5"], "a red circle", "--budget must be at least 1"),
+    ("budget-10**12", ["--budget", str(10**12), "--steps", "20"], "a red circle", "lower the budget"),
+    ("budget-10**18", ["--budget", str(10**18), "--steps", "20"], "a red circle", "lower the budget"),
+    ("budget-word", ["--budget", "lots"], "a red circle", "not a valid integer"),
     # devices and dtypes
-    ("device-typo", ["--device", "cdua"], "a cat", "is not a device name"),
-    ("device-empty", ["--device", ""], "a cat", "is not a device name"),
-    ("device-gpu", ["--device", "gpu"], "a cat", "is not a device name"),
-    ("device-cuda-99", ["--device", "cuda:99"], "a cat", "cuda"),
-    ("device-meta", ["--device", "meta"], "a cat", "is not supported"),
-    ("float16-on-cpu", ["--device", "cpu", "--dtype", "float16"], "a cat", "float16 is not supported on the cpu"),
-    ("dtype-unknown", ["--dtype", "float8"], "a cat", "Invalid value for '--dtype'"),
+    ("device-typo", ["--device", "cdua"], "a red circle", "is not a device name"),
+    ("device-empty", ["--device", ""], "a red circle", "is not a device name"),
+    ("device-gpu", ["--device", "gpu"], "a red circle", "is not a device name"),
+    ("device-cuda-99", ["--device", "cuda:99"], "a red circle", "cuda"),
+    ("device-meta", ["--device", "meta"], "a red circle", "is not supported"),
+    ("float16-on-cpu", ["--device", "cpu", "--dtype", "float16"], "a red circle", "float16 is not supported on the cpu"),
+    ("dtype-unknown", ["--dtype", "float8"], "a red circle", "Invalid value for '--dtype'"),
     # names and options
-    ("unknown-searcher", ["--searcher", "nope"], "a cat", "unknown searcher"),
-    ("unknown-verifier", ["--verifier", "nope"], "a cat", "unknown verifier"),
-    ("option-without-equals", ["-o", "round_size"], "a cat", "must look like KEY=VALUE"),
-    ("unknown-flag", ["--bugdet", "8"], "a cat", "No such option"),
+    ("unknown-searcher", ["--searcher", "nope"], "a red circle", "unknown searcher"),
+    ("unknown-verifier", ["--verifier", "nope"], "a red circle", "unknown verifier"),
+    ("option-without-equals", ["-o", "round_size"], "a red circle", "must look like KEY=VALUE"),
+    ("unknown-flag", ["--bugdet", "8"], "a red circle", "No such option"),
     ("missing-prompt", None, None, "Missing argument"),
 ]
 if not torch.cuda.is_available():
-    BEFORE_LOAD.append(("cuda-without-gpu", ["--device", "cuda"], "a cat", "no usable CUDA GPU"))
+    BEFORE_LOAD.append(("cuda-without-gpu", ["--device", "cuda"], "a red circle", "no usable CUDA GPU"))
 if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-    BEFORE_LOAD.append(("mps-unavailable", ["--device", "mps"], "a cat", "is not available"))
+    BEFORE_LOAD.append(("mps-unavailable", ["--device", "mps"], "a red circle", "is not available"))
 
 # -- output paths (checked before loading too); value: (out relative to the folder, text) ---
 BAD_OUT = [
@@ -97,11 +97,11 @@ BAD_OUT = [
 
 # -- inputs only the loaded model can judge (still before any denoiser call) ---------
 AFTER_LOAD = [
-    ("size-100000", ["--height", "100000", "--width", "100000"], "a cat", "to decode one image"),
-    ("size-not-multiple", ["--height", "36"], "a cat", "not supported by this model"),
-    ("budget-below-one-sample", ["--budget", "1"], "a cat", "below one full sample"),
-    ("budget-10**13-default-steps", ["--budget", str(10**13), "--steps", None], "a cat", "lower the budget"),
-    ("unknown-searcher-option", ["-o", "nope=1"], "a cat", "nope"),
+    ("size-100000", ["--height", "100000", "--width", "100000"], "a red circle", "to decode one image"),
+    ("size-not-multiple", ["--height", "36"], "a red circle", "not supported by this model"),
+    ("budget-below-one-sample", ["--budget", "1"], "a red circle", "below one full sample"),
+    ("budget-10**13-default-steps", ["--budget", str(10**13), "--steps", None], "a red circle", "lower the budget"),
+    ("unknown-searcher-option", ["-o", "nope=1"], "a red circle", "nope"),
 ]
 
 
@@ -173,7 +173,7 @@ def test_cli_refuses_before_loading(name, extra, prompt, message, out_dir, monke
 def test_cli_refuses_bad_out_before_loading(name, out, message, out_dir, monkeypatch):
     before = _snapshot(out_dir)
     target = str(out_dir / out) + ("/" if out.endswith("/") else "") if out else ""
-    r = _cli(["generate", "a cat", *OK, "--out", target, "--quiet"], monkeypatch, forbid_load=True)
+    r = _cli(["generate", "a red circle", *OK, "--out", target, "--quiet"], monkeypatch, forbid_load=True)
     _assert_one_error_line(r, message)
     assert _snapshot(out_dir) == before
 
@@ -214,40 +214,40 @@ API = [
     ("not-a-string", 123, {}, "must be a string"),
     ("none-prompt", None, {}, "must be a string"),
     ("empty-list", [], {}, "prompt list is empty"),
-    ("list-with-empty", ["a cat", " "], {}, "prompt is empty"),
+    ("list-with-empty", ["a red circle", " "], {}, "prompt is empty"),
     ("10k", "x" * 10_000, {}, "characters long"),
     ("control", "a\x00cat", {}, "control character"),
-    ("negative-control", "a cat", {"negative_prompt": "\x1b"}, "negative prompt contains"),
-    ("negative-not-str", "a cat", {"negative_prompt": 3}, "negative prompt must be a string"),
-    ("steps-0", "a cat", {"num_inference_steps": 0}, "num_inference_steps must be at least 1"),
-    ("steps-float", "a cat", {"num_inference_steps": 2.5}, "must be a positive integer"),
-    ("steps-bool", "a cat", {"num_inference_steps": True}, "must be a positive integer"),
-    ("steps-over-train", "a cat", {"num_inference_steps": 1001}, "too large"),
-    ("height-0", "a cat", {"height": 0}, "height must be at least 1"),
-    ("width-negative", "a cat", {"width": -32}, "width must be at least 1"),
-    ("height-huge", "a cat", {"height": 100_000, "width": 100_000}, "to decode one image"),
-    ("guidance-inf", "a cat", {"guidance_scale": math.inf}, "finite number >= 0"),
-    ("guidance-nan", "a cat", {"guidance_scale": math.nan}, "finite number >= 0"),
-    ("guidance-negative", "a cat", {"guidance_scale": -2.0}, "finite number >= 0"),
-    ("guidance-str", "a cat", {"guidance_scale": "7"}, "must be a number"),
-    ("seed-negative", "a cat", {"seed": -1}, "seed must be an integer"),
-    ("seed-2**63", "a cat", {"seed": 2**63}, "seed must be an integer"),
-    ("seed-float", "a cat", {"seed": 1.5}, "seed must be an integer"),
-    ("generator-list-wrong-length", "a cat", {"generator": [torch.Generator(), torch.Generator()]},
+    ("negative-control", "a red circle", {"negative_prompt": "\x1b"}, "negative prompt contains"),
+    ("negative-not-str", "a red circle", {"negative_prompt": 3}, "negative prompt must be a string"),
+    ("steps-0", "a red circle", {"num_inference_steps": 0}, "num_inference_steps must be at least 1"),
+    ("steps-float", "a red circle", {"num_inference_steps": 2.5}, "must be a positive integer"),
+    ("steps-bool", "a red circle", {"num_inference_steps": True}, "must be a positive integer"),
+    ("steps-over-train", "a red circle", {"num_inference_steps": 1001}, "too large"),
+    ("height-0", "a red circle", {"height": 0}, "height must be at least 1"),
+    ("width-negative", "a red circle", {"width": -32}, "width must be at least 1"),
+    ("height-huge", "a red circle", {"height": 100_000, "width": 100_000}, "to decode one image"),
+    ("guidance-inf", "a red circle", {"guidance_scale": math.inf}, "finite number >= 0"),
+    ("guidance-nan", "a red circle", {"guidance_scale": math.nan}, "finite number >= 0"),
+    ("guidance-negative", "a red circle", {"guidance_scale": -2.0}, "finite number >= 0"),
+    ("guidance-str", "a red circle", {"guidance_scale": "7"}, "must be a number"),
+    ("seed-negative", "a red circle", {"seed": -1}, "seed must be an integer"),
+    ("seed-2**63", "a red circle", {"seed": 2**63}, "seed must be an integer"),
+    ("seed-float", "a red circle", {"seed": 1.5}, "seed must be an integer"),
+    ("generator-list-wrong-length", "a red circle", {"generator": [torch.Generator(), torch.Generator()]},
      "generator is a list of 2 but there are 1 prompt"),
-    ("generator-not-generator", "a cat", {"generator": 42}, "must be a torch.Generator"),
-    ("max-batch-0", "a cat", {"max_batch": 0}, "max_batch must be at least 1"),
-    ("budget-0", "a cat", {"budget": 0}, "budget must be at least 1"),
-    ("budget-float", "a cat", {"budget": 8.5}, "budget must be a positive integer"),
-    ("budget-below-sample", "a cat", {"budget": 1}, "below one full sample"),
-    ("budget-10**15", "a cat", {"budget": 10**15}, "lower the budget"),
-    ("output-type", "a cat", {"output_type": "latent"}, "output_type 'latent' is not supported"),
-    ("num-images-0", "a cat", {"num_images_per_prompt": 0}, "num_images_per_prompt must be at least 1"),
-    ("num-images-over-budget", "a cat", {"num_images_per_prompt": 3}, "num_images_per_prompt=3 needs"),
-    ("callback-not-callable", "a cat", {"callback_on_step_end": "print"}, "must be callable"),
-    ("verifier-options-list", "a cat", {"verifier_options": ["a=1"]}, "verifier_options must be a dict"),
-    ("unknown-searcher", "a cat", {"searcher": "nope"}, "unknown searcher"),
-    ("unknown-verifier", "a cat", {"verifier": "nope"}, "unknown verifier"),
+    ("generator-not-generator", "a red circle", {"generator": 42}, "must be a torch.Generator"),
+    ("max-batch-0", "a red circle", {"max_batch": 0}, "max_batch must be at least 1"),
+    ("budget-0", "a red circle", {"budget": 0}, "budget must be at least 1"),
+    ("budget-float", "a red circle", {"budget": 8.5}, "budget must be a positive integer"),
+    ("budget-below-sample", "a red circle", {"budget": 1}, "below one full sample"),
+    ("budget-10**15", "a red circle", {"budget": 10**15}, "lower the budget"),
+    ("output-type", "a red circle", {"output_type": "latent"}, "output_type 'latent' is not supported"),
+    ("num-images-0", "a red circle", {"num_images_per_prompt": 0}, "num_images_per_prompt must be at least 1"),
+    ("num-images-over-budget", "a red circle", {"num_images_per_prompt": 3}, "num_images_per_prompt=3 needs"),
+    ("callback-not-callable", "a red circle", {"callback_on_step_end": "print"}, "must be callable"),
+    ("verifier-options-list", "a red circle", {"verifier_options": ["a=1"]}, "verifier_options must be a dict"),
+    ("unknown-searcher", "a red circle", {"searcher": "nope"}, "unknown searcher"),
+    ("unknown-verifier", "a red circle", {"verifier": "nope"}, "unknown verifier"),
 ]
 
 
@@ -275,7 +275,7 @@ def test_our_own_sidecar_is_replaced_a_foreign_one_is_not(tmp_path, model_dir):
     """Rerunning into the same --out replaces the image and the sidecar it wrote; an
     unrelated JSON file of the same name stops the run before it starts."""
     out = tmp_path / "best.png"
-    args = ["generate", "a cat", *OK, "--model", str(model_dir), "--device", "cpu", "--out", str(out), "--quiet"]
+    args = ["generate", "a red circle", *OK, "--model", str(model_dir), "--device", "cpu", "--out", str(out), "--quiet"]
     assert CliRunner().invoke(main, args).exit_code == 0
     first = json.loads(out.with_suffix(".json").read_text())
     r = CliRunner().invoke(main, [*args[:-3], "--seed", "5", "--out", str(out), "--quiet"])
@@ -328,7 +328,7 @@ SPEC_ROWS = [
 @pytest.mark.parametrize("extra,message", SPEC_ROWS, ids=[r[0][1] for r in SPEC_ROWS])
 def test_cli_options_parsed_by_spec_before_loading(extra, message, spec_components, out_dir, monkeypatch):
     before = _snapshot(out_dir)
-    args = ["generate", "a cat", *_args(["--verifier", "spec_brightness"]), "--searcher", "spec_test", *extra,
+    args = ["generate", "a red circle", *_args(["--verifier", "spec_brightness"]), "--searcher", "spec_test", *extra,
             "--out", str(out_dir / "best.png"), "--quiet"]
     r = _cli(args, monkeypatch, forbid_load=True)
     _assert_one_error_line(r, message)
@@ -337,7 +337,7 @@ def test_cli_options_parsed_by_spec_before_loading(extra, message, spec_componen
 
 def test_cli_spec_options_reach_the_search(spec_components, model_dir, tmp_path):
     out = tmp_path / "b.png"
-    r = CliRunner().invoke(main, ["generate", "a cat", *_args(["--verifier", "spec_brightness"]), "--searcher",
+    r = CliRunner().invoke(main, ["generate", "a red circle", *_args(["--verifier", "spec_brightness"]), "--searcher",
                                   "spec_test", "-o", "num_samples=2", "--verifier-option", "chunk_size=3",
                                   "--model", str(model_dir), "--device", "cpu", "--out", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
@@ -347,9 +347,9 @@ def test_cli_spec_options_reach_the_search(spec_components, model_dir, tmp_path)
 def test_python_searcher_kwargs_checked_by_spec(spec_components, tts, monkeypatch):
     monkeypatch.setattr(DenoisingProcess, "denoise", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     with pytest.raises(TTSInputError, match="num_samples=0 is not valid"):
-        tts("a cat", searcher="spec_test", num_samples=0, **KW)
+        tts("a red circle", searcher="spec_test", num_samples=0, **KW)
     with pytest.raises(TTSInputError, match="has no option 'nope'"):
-        tts("a cat", searcher="spec_test", nope=1, **KW)
+        tts("a red circle", searcher="spec_test", nope=1, **KW)
 
 
 def test_bare_command_prints_help_and_usage_errors_are_one_line():

@@ -173,7 +173,12 @@ def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
             raise TTSInputError("--background-prompt and --subject go with --rgba")
         if rgba and not out.lower().endswith(".png"):
             raise TTSInputError(f"--rgba writes an RGBA PNG: pass an --out ending in .png, not {out}")
-        if model is None and prompt.strip():  # the embedded world: check the prompt before importing torch
+        from .pipelines import checks  # torch-free
+
+        checks.check_text(prompt)
+        if negative_prompt is not None:
+            checks.check_text(negative_prompt, "negative prompt", allow_empty=True)
+        if model is None:  # the embedded world: check the prompt before importing torch
             from .shapes.phrasing import canonical_prompt
 
             canonical_prompt(prompt)

@@ -161,8 +161,14 @@ _SINGULAR = {s: s for s in SHAPES}
 _PLURAL_TO_SHAPE = {p: s for s, p in PLURALS.items()}
 
 
+def short(text: str, limit: int = 80) -> str:
+    """`repr` of a user's text, cut to `limit` characters, for one-line error messages."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
 def _outside(prompt: str, why: str) -> TTSInputError:
-    return TTSInputError(f"prompt {prompt!r} is outside the shapes grammar: {why}; examples: {_EXAMPLES}")
+    return TTSInputError(f"prompt {short(prompt)} is outside the shapes grammar: {short(why, 160)[1:-1]};"
+                         f" examples: {_EXAMPLES}")
 
 
 def normalize_prompt(prompt: str) -> str:

@@ -22,7 +22,7 @@ import re
 import unicodedata
 
 from ..errors import TTSInputError
-from .grammar import COLORS, NUMBERS, PLURALS, RELATIONS, SHAPES, ObjectSpec, enumerate_prompts, format_prompt
+from .grammar import COLORS, NUMBERS, PLURALS, RELATIONS, SHAPES, ObjectSpec, enumerate_prompts, format_prompt, short
 
 __all__ = ["canonical_prompt", "closest_prompt"]
 
@@ -136,7 +136,8 @@ def canonical_prompt(prompt: str) -> str:
     text, why = _canonical_or_reason(prompt)
     if text is None:
         raise TTSInputError(
-            f"prompt {prompt!r} is outside the shapes grammar: {why}; the closest prompt that works is "
+            f"prompt {short(prompt)} is outside the shapes grammar: {short(why, 160)[1:-1]}; the closest prompt"
+            f" that works is "
             f"{closest_prompt(prompt)!r} (shapes: {', '.join(SHAPES)}; colours: {', '.join(COLORS)}; "
             f"counts one to four; relations: and, left of, right of, above, below)"
         )
