@@ -48,6 +48,7 @@ def test_widget_value_per_kind():
     own = "searcher 'demo_probe'"
     assert widget_value(spec["rounds"], None, own) is None            # derived: empty stays None
     assert widget_value(spec["rounds"], 3.0, own) == 3 and isinstance(widget_value(spec["rounds"], 3.0, own), int)
+    assert widget_value(spec["rounds"], " 4 ", own) == 4 and widget_value(spec["rounds"], "", own) is None
     assert widget_value(spec["scale"], None, own) == 1.0               # empty -> declared default
     assert widget_value(spec["scale"], 1.5, own) == 1.5
     assert widget_value(spec["flip"], True, own) is True
@@ -55,7 +56,8 @@ def test_widget_value_per_kind():
     assert widget_value(spec["offsets"], "3, 4", own) == (3, 4)
     assert widget_value(spec["offsets"], "", own) == (1, 2)
     assert widget_value(spec["label"], "hello", own) == "hello"
-    for name, bad in (("rounds", 0), ("rounds", 2.5), ("scale", 2.5), ("mode", "z"), ("offsets", "1,x")):
+    for name, bad in (("rounds", 0), ("rounds", 2.5), ("rounds", "two"), ("scale", 2.5), ("mode", "z"),
+                      ("offsets", "1,x")):
         with pytest.raises(TTSInputError, match=f"{own} option {name}="):
             widget_value(spec[name], bad, own)
 
@@ -76,8 +78,10 @@ def test_param_widgets_match_the_spec():
         spec = {p.name: p for p in page_params("searcher", PROBE)}
     with gr.Blocks():
         w = {name: param_widget(gr, p) for name, p in spec.items()}
-    assert isinstance(w["rounds"], gr.Number) and w["rounds"].value is None and w["rounds"].minimum == 1
-    assert w["rounds"].precision == 0 and "leave empty to derive" in w["rounds"].info
+    # a derived number is a text box (a number box cannot be empty: the page sends 0)
+    assert isinstance(w["rounds"], gr.Textbox) and w["rounds"].value == "" and "integer >= 1" in w["rounds"].info
+    assert "leave empty to derive" in w["rounds"].info
+    assert isinstance(w["keep_images"], gr.Number) and w["keep_images"].minimum == 1 and w["keep_images"].precision == 0
     assert isinstance(w["scale"], gr.Number) and (w["scale"].minimum, w["scale"].maximum) == (0.0, 2.0)
     assert w["scale"].value == 1.0 and w["scale"].precision is None
     assert isinstance(w["flip"], gr.Checkbox) and w["flip"].value is False
@@ -122,6 +126,7 @@ def test_parse_request_validates_before_any_model_work():
     req = parse_request(tts, _raw(negative_prompt="  ", guidance=2), limits)
     assert isinstance(req, RunRequest) and req.negative_prompt is None and req.guidance_scale == 2.0
     assert req.call_kwargs()["budget"] == 20 and req.call_kwargs()["num_inference_steps"] == 10
+    assert parse_request(tts, _raw(height=0, width=0), limits).height is None  # 0: the model's own size
     cases = [
         (dict(prompt="   "), "prompt is empty"),
         (dict(searcher="nope"), "unknown searcher 'nope'"),
@@ -131,6 +136,7 @@ def test_parse_request_validates_before_any_model_work():
         (dict(budget=None), "budget \\(NFE\\) is empty"),
         (dict(steps=31), "steps of 31 is outside \\[1, 30\\]"),
         (dict(height=256), "height of 256 is outside \\[8, 128\\]"),
+        (dict(width=4), "width of 4 is outside \\[8, 128\\]"),
         (dict(seed=-1), "seed must be in"),
         (dict(guidance="x"), "guidance scale must be a number"),
     ]
@@ -277,10 +283,10 @@ def _result(scores, chains=None):
 def test_gallery_is_best_first_with_score_captions_and_plot_is_the_trace():
     r = _result([0.2, 0.9, 0.5])
     items = gallery_items(r)
-    assert [c.split(" · ")[1] for _, c in items] == ["score 0.900", "score 0.500", "score 0.200"]
-    assert items[0][1].startswith("#1 best") and "seed 1" in items[0][1]
-    df = trace_table(r)
-    assert list(df["NFE"]) == [10, 20, 30] and list(df["best score"]) == [0.2, 0.9, 0.9]
+    assert [c.split(" · ")[0] for _, c in items] == ["score 0.900", "score 0.500", "score 0.200"]
+    assert items[0][1] == "score 0.900 · best · 20 NFE · seed 1" and "best" not in items[1][1]
+    df = trace_table(r)  # a staircase: the best so far holds until it improves
+    assert list(df["NFE"]) == [10, 20, 20, 30] and list(df["best score"]) == [0.2, 0.2, 0.9, 0.9]
 
 
 def test_reflection_chains_are_shown_when_present():
@@ -318,7 +324,7 @@ def test_generate_streams_progress_then_shows_the_same_result_as_the_api(handler
     assert [c for _, c in final["gallery"]] == [c for _, c in gallery_items(ref)]
     assert np.array_equal(np.asarray(final["best"]), np.asarray(to_display(ref.best.image)))
     assert final["best"].size == (512, 512)
-    assert list(final["plot"]["NFE"]) == [p.nfe for p in ref.trace]
+    assert final["plot"].drop_duplicates("NFE", keep="last")["best score"].tolist() == [p.best_score for p in ref.trace]
     png, sidecar = final["files"]
     data = json.loads(open(sidecar).read())
     assert png.endswith(".png") and data["prompt"] == ref.prompt and data["nfe"] == 30

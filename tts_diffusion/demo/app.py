@@ -47,23 +47,30 @@ def theme(gr: Any) -> Any:
                              font_mono=["ui-monospace", "monospace"])
 
 
-def param_widget(gr: Any, p: Param) -> Any:
-    """One widget for one parameter of a spec."""
+def param_widget(gr: Any, p: Param, elem_id: str | None = None) -> Any:
+    """One widget for one parameter of a spec: a number box with the declared range, a
+    checkbox for a flag, a dropdown for choices, text for lists and free strings. A derived
+    number (default None) is a text box, empty meaning "derived" (a number box cannot be
+    empty: the page sends 0)."""
     derived = p.default is None
-    info = f"{p.help} — {p.allowed()}" + ("; leave empty to derive it" if derived and p.type in (int, float) else "")
+    info = f"{p.help} — {p.allowed()}"
     if p.choices is not None:
         choices = ([AUTO] if derived or p.nullable else []) + list(p.choices)
-        return gr.Dropdown(choices=choices, value=AUTO if derived else p.default, label=p.name, info=info)
+        return gr.Dropdown(choices=choices, value=AUTO if derived else p.default, label=p.name, info=info,
+                           elem_id=elem_id)
     if p.type is bool:
         if derived:
-            return gr.Dropdown(choices=[AUTO, "true", "false"], value=AUTO, label=p.name, info=info)
-        return gr.Checkbox(value=bool(p.default), label=p.name, info=info)
-    if p.type in (int, float):
+            return gr.Dropdown(choices=[AUTO, "true", "false"], value=AUTO, label=p.name, info=info, elem_id=elem_id)
+        return gr.Checkbox(value=bool(p.default), label=p.name, info=info, elem_id=elem_id)
+    if p.type in (int, float) and not derived:
         step = 1 if p.type is int else _float_step(p)
         return gr.Number(value=p.default, label=p.name, info=info, precision=0 if p.type is int else None,
-                         minimum=p.low, maximum=p.high, step=step)
-    default = "" if derived else (",".join(str(v) for v in p.default) if p.type is tuple else str(p.default))
-    return gr.Textbox(value=default, label=p.name, info=info, placeholder="empty: default" if not derived else "empty: derived")
+                         minimum=p.low, maximum=p.high, step=step, elem_id=elem_id)
+    if derived:
+        return gr.Textbox(value="", label=p.name, info=info + "; leave empty to derive it", elem_id=elem_id,
+                          placeholder="empty: derived")
+    default = ",".join(str(v) for v in p.default) if p.type is tuple else str(p.default)
+    return gr.Textbox(value=default, label=p.name, info=info, elem_id=elem_id, placeholder="empty: default")
 
 
 def _float_step(p: Param) -> float:
@@ -133,12 +140,12 @@ def build_demo(tts: Any, limits: DemoLimits | None = None, *, files_root: str | 
                         steps = gr.Number(steps0, label="Steps", precision=0, elem_id="steps",
                                           info=f"denoising steps per sample (1 to {limits.max_steps})")
                         guidance = gr.Number(tts.defaults.get("guidance_scale"), label="Guidance scale",
-                                             elem_id="guidance", info="empty: the model's")
+                                             elem_id="guidance", info="classifier-free guidance weight")
                     with gr.Row():
-                        height = gr.Number(tts.defaults.get("height"), label="Height", precision=0,
-                                           info=f"px, at most {limits.max_image_size}; empty: the model's")
-                        width = gr.Number(tts.defaults.get("width"), label="Width", precision=0,
-                                          info=f"px, at most {limits.max_image_size}; empty: the model's")
+                        height = gr.Number(tts.defaults.get("height") or 0, label="Height", precision=0,
+                                           info=f"px, at most {limits.max_image_size}; 0: the model's own")
+                        width = gr.Number(tts.defaults.get("width") or 0, label="Width", precision=0,
+                                          info=f"px, at most {limits.max_image_size}; 0: the model's own")
                     toggle_boxes = {k: gr.Checkbox(False, label=label, elem_id=f"toggle-{k}")
                                     for k, label in toggles.items()}
                     s_groups, s_widgets = _param_groups(gr, "searcher", s_names, s_default)
@@ -183,14 +190,18 @@ def build_demo(tts: Any, limits: DemoLimits | None = None, *, files_root: str | 
                   api_name="generate")
         prompt.submit(on_generate, inputs=inputs, outputs=out_components, show_progress="minimal", api_name=False)
 
-        def on_searcher(name: str):
-            s, b = _run_settings(tts, name, limits)
+        previous = gr.State(s_default)
+
+        def on_searcher(name: str, before: str):
             out = {g: gr.Group(visible=n == name) for n, g in s_groups.items()}
-            out.update({steps: s, budget: b, searcher: gr.Dropdown(info=searchers.get(name, ""))})
+            out.update({searcher: gr.Dropdown(info=searchers.get(name, "")), previous: name})
+            if name in searchers and (run_defaults(name) or (before in searchers and run_defaults(before))):
+                # entering or leaving a searcher with its own steps / budget (rbf: 10 steps, 500 NFE)
+                out[steps], out[budget] = _run_settings(tts, name, limits)
             return out
 
-        searcher.change(on_searcher, inputs=searcher, outputs=set(s_groups.values()) | {steps, budget, searcher},
-                        api_name=False)
+        searcher.change(on_searcher, inputs=[searcher, previous],
+                        outputs=set(s_groups.values()) | {steps, budget, searcher, previous}, api_name=False)
 
         def on_verifier(name: str):
             out = {g: gr.Group(visible=n == name) for n, g in v_groups.items()}
@@ -214,7 +225,7 @@ def _param_groups(gr: Any, kind: str, names: list[str], selected: str):
         with gr.Group(visible=name == selected, elem_id=f"{kind}-options-{name}") as g:
             gr.Markdown(f"**{name}** options", padding=True)
             for p in params:
-                widgets.append((name, p.name, param_widget(gr, p)))
+                widgets.append((name, p.name, param_widget(gr, p, elem_id=f"{kind}-{name}-{p.name}")))
         groups[name] = g
     return groups, widgets
 

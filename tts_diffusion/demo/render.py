@@ -41,12 +41,12 @@ def to_display(image: Any, size: int = DISPLAY_SIZE) -> Image.Image | None:
     return pil.resize((pil.width * factor, pil.height * factor), Image.NEAREST)
 
 
-def caption(rank: int, c: Candidate, best: bool = False) -> str:
-    """'#1 best · score 0.833 · seed 12 · 40 NFE' (seed only when the method has one)."""
-    parts = [f"#{rank}" + (" best" if best else ""), f"score {c.score:.3f}"]
+def caption(c: Candidate, best: bool = False) -> str:
+    """'score 0.833 · best · 40 NFE · seed 12': the score first, so it shows in a thumbnail
+    (the seed only when the method has one)."""
+    parts = [f"score {c.score:.3f}"] + (["best"] if best else []) + [f"{c.nfe} NFE"]
     if c.seed is not None:
         parts.append(f"seed {c.seed}")
-    parts.append(f"{c.nfe} NFE")
     return " · ".join(parts)
 
 
@@ -56,15 +56,23 @@ def gallery_items(result: SearchResult, size: int = DISPLAY_SIZE) -> list[tuple[
     if result.best.image is not None and all(c is not result.best for c in kept):
         kept.append(result.best)
     kept.sort(key=lambda c: -c.score)
-    return [(to_display(c.image, size), caption(k + 1, c, c is result.best)) for k, c in enumerate(kept)]
+    return [(to_display(c.image, size), caption(c, c is result.best)) for c in kept]
 
 
 def trace_table(result: SearchResult):
-    """Best score against NFE (a pandas DataFrame with columns "NFE", "best score")."""
+    """Best score against NFE as a staircase (the best so far holds until the next
+    improvement): a pandas DataFrame with columns "NFE", "best score"."""
     import pandas as pd
 
-    return pd.DataFrame({"NFE": [int(p.nfe) for p in result.trace],
-                         "best score": [float(p.best_score) for p in result.trace]})
+    nfe: list[int] = []
+    best: list[float] = []
+    for p in result.trace:
+        if best and float(p.best_score) != best[-1]:
+            nfe.append(int(p.nfe))
+            best.append(best[-1])
+        nfe.append(int(p.nfe))
+        best.append(float(p.best_score))
+    return pd.DataFrame({"NFE": nfe, "best score": best})
 
 
 def summary(result: SearchResult) -> str:

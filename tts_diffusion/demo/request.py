@@ -184,7 +184,8 @@ def _check_range(value: int | None, what: str, low: int, high: int, hint: str) -
 def parse_request(tts: Any, raw: Mapping[str, Any], limits: DemoLimits,
                   rng: random.Random | None = None) -> RunRequest:
     """Validate the page's values (keys: prompt, negative_prompt, searcher, verifier,
-    members, budget, seed, randomize_seed, steps, guidance, height, width, the toggles in
+    members, budget, seed, randomize_seed, steps, guidance, height and width (0 or empty:
+    the model's), the toggles in
     `supported_toggles`, and `searcher_options` / `verifier_options`: {name: {param: raw}})
     against the registries and `limits`. Raises TTSInputError before any model work."""
     prompt = (raw.get("prompt") or "").strip()
@@ -207,8 +208,8 @@ def parse_request(tts: Any, raw: Mapping[str, Any], limits: DemoLimits,
                             f"per request; lower the budget")
     steps = _optional_int(raw.get("steps"), "steps")
     _check_range(steps, "steps", 1, limits.max_steps, f"this server allows 1 to {limits.max_steps} steps")
-    height = _optional_int(raw.get("height"), "the height")
-    width = _optional_int(raw.get("width"), "the width")
+    height = _optional_int(raw.get("height"), "the height") or None  # 0: the model's own
+    width = _optional_int(raw.get("width"), "the width") or None
     for value, what in ((height, "the height"), (width, "the width")):
         _check_range(value, what, 8, limits.max_image_size,
                      f"this server makes images of 8 to {limits.max_image_size} px a side")
