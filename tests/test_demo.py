@@ -120,6 +120,19 @@ def test_build_demo_has_a_group_per_searcher_and_only_the_selected_is_visible():
     assert examples and len(examples[0].samples) >= 3
 
 
+def test_steps_and_budget_follow_only_searchers_with_their_own_defaults():
+    pytest.importorskip("gradio")
+    from tts_diffusion.demo.app import settings_on_switch
+    from tts_diffusion.searchers import run_defaults
+
+    tts, limits = SimpleNamespace(defaults={"num_inference_steps": 20}), DemoLimits(max_budget=300)
+    rd = run_defaults("rbf")
+    assert rd  # the RBF paper's setting
+    assert settings_on_switch(tts, "rbf", "best_of_n", limits) == (rd["num_inference_steps"], min(rd["budget"], 300))
+    assert settings_on_switch(tts, "best_of_n", "rbf", limits) == (20, 160)  # back to the model's, 8 samples
+    assert settings_on_switch(tts, "zero_order", "best_of_n", limits) is None  # what the visitor typed stays
+
+
 # ------------------------------------------------------------------ the request
 def test_parse_request_validates_before_any_model_work():
     tts, limits = SimpleNamespace(is_default_model=True), DemoLimits(max_budget=100, max_steps=30, max_image_size=128)

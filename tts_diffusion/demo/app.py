@@ -95,6 +95,16 @@ def _run_settings(tts: Any, searcher: str, limits: DemoLimits) -> tuple[int, int
     return min(steps, limits.max_steps), min(budget, limits.max_budget)
 
 
+def settings_on_switch(tts: Any, name: str, before: str, limits: DemoLimits) -> tuple[int, int] | None:
+    """New (steps, budget) for the page when the searcher changes from `before` to `name`:
+    only on entering or leaving a searcher with its own defaults (rbf: 10 steps, 500 NFE),
+    so what the visitor typed otherwise stays."""
+    known = available_searchers()
+    if name in known and (run_defaults(name) or (before in known and run_defaults(before))):
+        return _run_settings(tts, name, limits)
+    return None
+
+
 def build_demo(tts: Any, limits: DemoLimits | None = None, *, files_root: str | None = None,
                max_batch: int = 16, title: str = "tts-diffusion") -> Any:
     """The Gradio Blocks app serving `tts` (a `TTSPipeline`), with requests queued
@@ -195,9 +205,9 @@ def build_demo(tts: Any, limits: DemoLimits | None = None, *, files_root: str | 
         def on_searcher(name: str, before: str):
             out = {g: gr.Group(visible=n == name) for n, g in s_groups.items()}
             out.update({searcher: gr.Dropdown(info=searchers.get(name, "")), previous: name})
-            if name in searchers and (run_defaults(name) or (before in searchers and run_defaults(before))):
-                # entering or leaving a searcher with its own steps / budget (rbf: 10 steps, 500 NFE)
-                out[steps], out[budget] = _run_settings(tts, name, limits)
+            change = settings_on_switch(tts, name, before, limits)
+            if change is not None:
+                out[steps], out[budget] = change
             return out
 
         searcher.change(on_searcher, inputs=[searcher, previous],

@@ -59,7 +59,7 @@ class DemoHandlers:
         except TTSInputError as e:
             yield {"status": error_message(str(e))}
             return
-        yield {"status": f"Queued **{request.searcher}** with **{request.verifier}**, budget {request.budget} NFE…",
+        yield {"status": f"Starting **{request.searcher}** with **{request.verifier}**, budget {request.budget} NFE…",
                "seed": request.seed, "best": None, "gallery": [], "plot": None, "files": None,
                "chains": [], "chains_table": "", "chains_visible": False}
         result: SearchResult | None = None
