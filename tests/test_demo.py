@@ -23,7 +23,7 @@ from tts_diffusion.demo.handlers import DemoHandlers
 from tts_diffusion.demo.render import RunFiles, chain_items, example_prompts, gallery_items, to_display, trace_table
 from tts_diffusion.demo.request import (AUTO, DemoLimits, RunRequest, is_page_safe, options_from_widgets, page_params,
                                         parse_request, supported_toggles, widget_value)
-from tts_diffusion.demo.runner import RunCancelled, stream_run
+from tts_diffusion.demo.runner import stream_run
 from tts_diffusion.demo.server import exposure_warning, parse_auth
 from tts_diffusion.verifiers.base import _REGISTRY as VERIFIERS, register_verifier
 
@@ -65,9 +65,11 @@ def test_widget_value_per_kind():
 def test_options_from_widgets_passes_only_what_changed():
     with probe_registered():
         spec = page_params("searcher", PROBE)
-    raw = {"rounds": None, "scale": 1.0, "flip": True, "mode": "a", "offsets": "1,2", "label": "probe", "keep_images": 16}
+    raw = {"rounds": None, "scale": 1.0, "flip": True, "mode": "a", "offsets": "1,2", "label": "probe",
+           "keep_images": 16}
     assert options_from_widgets(spec, raw, "s") == {"flip": True}
-    assert options_from_widgets(spec, {**raw, "rounds": 2, "mode": "c"}, "s") == {"flip": True, "rounds": 2, "mode": "c"}
+    changed = {**raw, "rounds": 2, "mode": "c"}
+    assert options_from_widgets(spec, changed, "s") == {"flip": True, "rounds": 2, "mode": "c"}
 
 
 def test_param_widgets_match_the_spec():

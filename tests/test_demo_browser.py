@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else shutil.which("chromedriver")
+CHROMEDRIVER = "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else \
+    shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip("headless Chromium not installed (apt-get install chromium chromium-driver; .ci/run does)",
                 allow_module_level=True)
@@ -146,13 +147,14 @@ def downloads(d):
 
 
 def fetch_json(d):
-    name, href = next((n, h) for n, h in downloads(d).items() if n.endswith(".json"))
+    href = next(h for n, h in downloads(d).items() if n.endswith(".json"))
     with urllib.request.urlopen(href, timeout=30) as r:
         return json.loads(r.read())
 
 
 def captions(d):
-    return [e.get_attribute("textContent").strip() for e in d.find_elements(By.CSS_SELECTOR, "#candidates .caption-label")]
+    labels = d.find_elements(By.CSS_SELECTOR, "#candidates .caption-label")
+    return [e.get_attribute("textContent").strip() for e in labels]
 
 
 # ------------------------------------------------------------------ tests
@@ -229,7 +231,6 @@ def test_searcher_widgets_come_from_its_spec_and_reach_it(browser):
 
 def test_example_prompt_is_one_click_away_and_bad_input_shows_its_message(browser):
     d = browser()
-    example = d.find_elements(By.CSS_SELECTOR, ".gallery-item, button.gallery-item, [data-testid='example']")
     example = [e for e in d.find_elements(By.CSS_SELECTOR, "button") if e.text.startswith("a photo of")]
     assert example
     text = example[0].text

@@ -138,7 +138,8 @@ def build_demo(tts: Any, limits: DemoLimits | None = None, *, files_root: str | 
                 verifier = gr.Dropdown(v_names, value=v_default, label="Verifier", info=verifiers[v_default],
                                        elem_id="verifier")
                 ens = gr.Dropdown(members, multiselect=True, label="Ensemble members",
-                                  value=[m for m in ("clip", "oracle") if m in members], visible=v_default == "ensemble")
+                                  value=[m for m in ("clip", "oracle") if m in members],
+                                  visible=v_default == "ensemble")
                 with gr.Row():
                     budget = gr.Number(budget0, label="Budget (NFE)", precision=0, elem_id="budget",
                                        info=f"one sample costs one NFE per step; at most {limits.max_budget}")
@@ -215,7 +216,8 @@ def build_demo(tts: Any, limits: DemoLimits | None = None, *, files_root: str | 
 
         def on_verifier(name: str):
             out = {g: gr.Group(visible=n == name) for n, g in v_groups.items()}
-            out.update({ens: gr.Dropdown(visible=name == "ensemble"), verifier: gr.Dropdown(info=verifiers.get(name, ""))})
+            out.update({ens: gr.Dropdown(visible=name == "ensemble"),
+                        verifier: gr.Dropdown(info=verifiers.get(name, ""))})
             return out
 
         verifier.change(on_verifier, inputs=verifier, outputs=set(v_groups.values()) | {ens, verifier}, api_name=False)

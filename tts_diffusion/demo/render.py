@@ -152,11 +152,6 @@ class RunFiles:
                 pass
 
 
-def load_sidecar(path: str | Path) -> dict:
-    """The JSON sidecar of a saved run (tests and scripts)."""
-    return json.loads(Path(path).read_text())
-
-
 def example_prompts(per_category: int = 1, limit: int = 8) -> list[str]:
     """Example prompts for the embedded world: the first `per_category` of each category of
     the evaluation split (through `tts_diffusion.paths`); [] when the split is missing."""
