@@ -462,5 +462,56 @@ def list_(searcher: str | None, verifier: str | None, steps: int | None, options
     click.echo("details: tts-diffusion list --searcher NAME [--steps N] | --verifier NAME")
 
 
+@main.command()
+@click.option("--model", default=None, help="diffusers folder or hub id, fixed at start-up (default: the embedded shapes model)")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address to bind; anything but loopback is reachable from other machines (a warning is printed)")
+@click.option("--port", type=int, default=7860, show_default=True)
+@click.option("--share", is_flag=True, help="also open a public gradio.live link (a warning is printed)")
+@click.option("--auth", default=None, metavar="USER:PASS", help="ask visitors for this user name and password")
+@click.option("--max-budget", type=int, default=2000, show_default=True, help="most NFE one request may spend")
+@click.option("--max-steps", type=int, default=100, show_default=True, help="most denoising steps per sample")
+@click.option("--max-image-size", type=int, default=1024, show_default=True, help="most pixels per image side")
+@click.option("--max-queue", type=int, default=16, show_default=True,
+              help="requests that may wait at once; more are refused with a message")
+@click.option("--concurrency", type=int, default=1, show_default=True, help="requests that run at the same time")
+@click.option("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True,
+              help="auto: float16 on cuda, float32 on cpu")
+@click.option("--max-batch", type=int, default=16, show_default=True, help="rows per denoiser call (memory)")
+def demo(model, host, port, share, auth, max_budget, max_steps, max_image_size, max_queue, concurrency, device, dtype,
+         max_batch) -> None:
+    """Serve the Gradio demo (needs the `demo` extra: pip install 'tts-diffusion[demo]').
+
+    The model and every weight path are chosen here, when the server starts; visitors pick
+    the prompt, searcher, verifier and their options within the limits below."""
+    from .errors import TTSInputError
+
+    if not 1 <= port <= 65535:
+        _fail(f"--port must be in [1, 65535], got {port}")
+    if max_batch < 1:
+        _fail(f"--max-batch must be at least 1, got {max_batch}")
+    try:
+        from .demo.request import DemoLimits
+        from .demo.server import parse_auth
+
+        limits = DemoLimits(max_budget=max_budget, max_steps=max_steps, max_image_size=max_image_size,
+                            max_queue=max_queue, concurrency=concurrency)
+        parse_auth(auth)
+        from .demo.app import import_gradio
+
+        import_gradio()
+    except TTSInputError as e:
+        _fail(str(e))
+    from .demo.server import launch
+
+    _quiet_libraries()
+    try:
+        launch(model, host=host, port=port, share=share, auth=auth, limits=limits, device=device, dtype=dtype,
+               max_batch=max_batch)
+    except TTSInputError as e:
+        _fail(str(e))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

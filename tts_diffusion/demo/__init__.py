@@ -1,0 +1,38 @@
+"""The Gradio demo (`tts-diffusion demo`, extra `demo`).
+
+    from tts_diffusion import TTSPipeline
+    from tts_diffusion.demo import build_demo, serve
+    demo = build_demo(TTSPipeline.from_pretrained())   # a gradio.Blocks
+    serve(demo)                                         # http://127.0.0.1:7860
+
+Modules: `request` (page values -> validated request, limits), `runner` (search in a
+worker thread, progress stream), `render` (what a result looks like on the page),
+`handlers` (the event handlers, without gradio), `app` (layout), `server` (launch).
+"""
+from __future__ import annotations
+
+from .handlers import DemoHandlers
+from .request import DemoLimits, RunRequest, parse_request
+
+__all__ = ["DemoHandlers", "DemoLimits", "RunRequest", "build_demo", "launch", "parse_request", "serve"]
+
+
+def build_demo(*args, **kwargs):
+    """See `tts_diffusion.demo.app.build_demo` (imports gradio on first use)."""
+    from .app import build_demo as _build
+
+    return _build(*args, **kwargs)
+
+
+def serve(*args, **kwargs):
+    """See `tts_diffusion.demo.server.serve`."""
+    from .server import serve as _serve
+
+    return _serve(*args, **kwargs)
+
+
+def launch(*args, **kwargs):
+    """See `tts_diffusion.demo.server.launch`."""
+    from .server import launch as _launch
+
+    return _launch(*args, **kwargs)

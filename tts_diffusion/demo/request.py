@@ -1,0 +1,268 @@
+"""From the page's raw widget values to one validated search request.
+
+Everything a visitor sends goes through `parse_request` before any model work: the
+prompt, the searcher and verifier names (registered ones only), the per-request limits of
+the server (`DemoLimits`), the searcher's hyper-parameters checked against its registered
+spec (`tts_diffusion.params.Param.validate`), and the verifier options that are safe to
+take from a page (`page_params`: numbers, flags and fixed choices; never a free string,
+which could name a file). Bad input raises `TTSInputError` with one line to show.
+
+This module does not import gradio: the app (`app.py`) and the tests call it directly.
+"""
+from __future__ import annotations
+
+import inspect
+import random
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..errors import TTSInputError
+from ..params import Param, ParamSpec
+from ..searchers import available_searchers, searcher_params
+from ..verifiers import available_verifiers
+from ..verifiers.base import verifier_params
+
+#: largest seed the page offers (numpy / torch seeds are 64 bit; 2**31 - 1 stays exact in JS)
+MAX_SEED = 2**31 - 1
+
+#: verifier options only the server decides (placement, memory), never the page
+SERVER_ONLY_OPTIONS = frozenset({"device", "dtype", "chunk_size", "batch_size"})
+#: words that mark an option as naming something on disk or on the hub
+_PATH_WORDS = ("path", "file", "dir", "checkpoint", "weights", "model", "pretrained", "cache", "url")
+
+#: call options that exist only once other features land (T-GATE, Alfie RGBA); the demo
+#: shows a toggle for each that `TTSPipeline.__call__` accepts
+OPTIONAL_TOGGLES = {"tgate": "T-GATE (cache cross-attention after the gate step: faster)",
+                    "rgba": "RGBA (transparent background, Alfie)"}
+
+
+@dataclass(frozen=True)
+class DemoLimits:
+    """Per-request and server limits, chosen when the server starts and shown in the page.
+
+    max_budget: NFE one request may spend; max_steps: denoising steps per sample;
+    max_image_size: pixels per side; max_queue: requests waiting at once (more are
+    refused); concurrency: requests that run at the same time."""
+
+    max_budget: int = 2000
+    max_steps: int = 100
+    max_image_size: int = 1024
+    max_queue: int = 16
+    concurrency: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("max_budget", "max_steps", "max_image_size", "max_queue", "concurrency"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                flag = "--" + name.replace("_", "-")
+                raise TTSInputError(f"the demo limit {name} ({flag}) must be a positive integer, got {value!r}")
+
+    def describe(self) -> str:
+        """One line for the page."""
+        return (f"Limits on this server: budget up to {self.max_budget} NFE per request, up to {self.max_steps} "
+                f"steps, images up to {self.max_image_size} px a side, {self.max_queue} requests in the queue, "
+                f"{self.concurrency} running at a time.")
+
+
+@dataclass
+class RunRequest:
+    """One validated request: what `TTSPipeline.__call__` gets (see `call_kwargs`)."""
+
+    prompt: str
+    searcher: str
+    verifier: str
+    budget: int
+    seed: int
+    negative_prompt: str | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    height: int | None = None
+    width: int | None = None
+    searcher_options: dict[str, Any] = field(default_factory=dict)
+    verifier_options: dict[str, Any] = field(default_factory=dict)
+    call_options: dict[str, Any] = field(default_factory=dict)  # tgate=, rgba= where supported
+
+    def call_kwargs(self) -> dict[str, Any]:
+        return dict(prompt=self.prompt, searcher=self.searcher, verifier=self.verifier, budget=self.budget,
+                    seed=self.seed, negative_prompt=self.negative_prompt,
+                    num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
+                    height=self.height, width=self.width, verifier_options=dict(self.verifier_options),
+                    **self.call_options, **self.searcher_options)
+
+
+# ------------------------------------------------------------------ parameter widgets
+def is_page_safe(param: Param) -> bool:
+    """Whether a verifier option may be set from the page: a number, a flag, a list of
+    numbers or a fixed choice, and not a server concern (device, dtype, paths)."""
+    if param.name in SERVER_ONLY_OPTIONS or any(w in param.name.lower() for w in _PATH_WORDS):
+        return False
+    if param.choices is not None:
+        return True
+    return param.type in (bool, int, float) or (param.type is tuple and param.item_type in (int, float))
+
+
+def page_params(kind: str, name: str) -> list[Param]:
+    """The parameters the page shows widgets for: a searcher's whole spec; a verifier's
+    page-safe options (`is_page_safe`)."""
+    if kind == "searcher":
+        return list(searcher_params(name))
+    if kind == "verifier":
+        return [p for p in verifier_params(name) if is_page_safe(p)]
+    raise ValueError(f"kind must be 'searcher' or 'verifier', got {kind!r}")
+
+
+def widget_value(param: Param, raw: Any, owner: str) -> Any:
+    """A widget's raw value to a validated parameter value.
+
+    Empty (None, "", AUTO) means the default: None for a derived parameter (default None),
+    else the declared default. Numbers from number boxes come as floats or ints; tuples
+    and free strings come as text and go through `Param.parse`."""
+    if raw is None or (isinstance(raw, str) and raw.strip() in ("", AUTO)):
+        return param.validate(param.default, owner)
+    if param.type is tuple or (param.type is str and isinstance(raw, str)):
+        return param.parse(str(raw), owner)
+    if param.type is bool and isinstance(raw, str):  # a nullable flag's dropdown
+        return param.parse(raw, owner)
+    if param.type in (int, float) and isinstance(raw, str):
+        return param.parse(raw, owner)
+    return param.validate(raw, owner)
+
+
+#: the dropdown entry that means "leave it to the default / derive it"
+AUTO = "(auto)"
+
+
+def options_from_widgets(spec: ParamSpec | list[Param], raw: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """Validated options for the parameters whose widget value differs from the default
+    (so a searcher only gets what the visitor changed)."""
+    out: dict[str, Any] = {}
+    for p in spec:
+        if p.name not in raw:
+            continue
+        value = widget_value(p, raw[p.name], owner)
+        if value != p.default:
+            out[p.name] = value
+    return out
+
+
+def supported_toggles(tts: Any) -> dict[str, str]:
+    """The optional toggles (`OPTIONAL_TOGGLES`) that this pipeline's `__call__` accepts."""
+    call = getattr(type(tts), "__call__", None)
+    if call is None:
+        return {}
+    try:
+        params = inspect.signature(call).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {k: label for k, label in OPTIONAL_TOGGLES.items() if k in params}
+
+
+# --------------------------------------------------------------------- the request
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
+        raise TTSInputError(f"{what} is empty: enter a whole number")
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise TTSInputError(f"{what} must be a whole number, got {value!r}") from None
+    if not f.is_integer():
+        raise TTSInputError(f"{what} must be a whole number, got {value!r}")
+    return int(f)
+
+
+def _optional_int(value: Any, what: str) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _int(value, what)
+
+
+def _check_range(value: int | None, what: str, low: int, high: int, hint: str) -> None:
+    if value is not None and not low <= value <= high:
+        raise TTSInputError(f"{what} of {value} is outside [{low}, {high}]; {hint}")
+
+
+def parse_request(tts: Any, raw: Mapping[str, Any], limits: DemoLimits,
+                  rng: random.Random | None = None) -> RunRequest:
+    """Validate the page's values (keys: prompt, negative_prompt, searcher, verifier,
+    members, budget, seed, randomize_seed, steps, guidance, height and width (0 or empty:
+    the model's), the toggles in
+    `supported_toggles`, and `searcher_options` / `verifier_options`: {name: {param: raw}})
+    against the registries and `limits`. Raises TTSInputError before any model work."""
+    prompt = (raw.get("prompt") or "").strip()
+    if not prompt:
+        raise TTSInputError("the prompt is empty: type what the image should show")
+    negative = (raw.get("negative_prompt") or "").strip() or None
+
+    searcher = raw.get("searcher") or ""
+    if searcher not in available_searchers():
+        raise TTSInputError(f"unknown searcher {searcher!r}; choose one of {', '.join(available_searchers())}")
+    verifier = raw.get("verifier") or ""
+    if verifier not in available_verifiers():
+        raise TTSInputError(f"unknown verifier {verifier!r}; choose one of {', '.join(available_verifiers())}")
+
+    budget = _int(raw.get("budget"), "the budget (NFE)")
+    if budget < 1:
+        raise TTSInputError(f"the budget must be a positive number of NFE, got {budget}")
+    if budget > limits.max_budget:
+        raise TTSInputError(f"a budget of {budget} NFE is over this server's limit of {limits.max_budget} NFE "
+                            f"per request; lower the budget")
+    steps = _optional_int(raw.get("steps"), "steps")
+    _check_range(steps, "steps", 1, limits.max_steps, f"this server allows 1 to {limits.max_steps} steps")
+    height = _optional_int(raw.get("height"), "the height") or None  # 0: the model's own
+    width = _optional_int(raw.get("width"), "the width") or None
+    for value, what in ((height, "the height"), (width, "the width")):
+        _check_range(value, what, 8, limits.max_image_size,
+                     f"this server makes images of 8 to {limits.max_image_size} px a side")
+    guidance = raw.get("guidance")
+    if guidance is not None and not (isinstance(guidance, str) and not guidance.strip()):
+        try:
+            guidance = float(guidance)
+        except (TypeError, ValueError):
+            raise TTSInputError(f"the guidance scale must be a number, got {guidance!r}") from None
+        if not 0.0 <= guidance <= 100.0:
+            raise TTSInputError(f"the guidance scale {guidance} is outside [0, 100]")
+    else:
+        guidance = None
+
+    if raw.get("randomize_seed"):
+        seed = (rng or random.SystemRandom()).randint(0, MAX_SEED)
+    else:
+        seed = _int(raw.get("seed"), "the seed")
+        if not 0 <= seed <= MAX_SEED:
+            raise TTSInputError(f"the seed must be in [0, {MAX_SEED}], got {seed}")
+
+    s_raw = (raw.get("searcher_options") or {}).get(searcher, {})
+    searcher_options = options_from_widgets(searcher_params(searcher), s_raw, f"searcher {searcher!r}")
+    v_raw = (raw.get("verifier_options") or {}).get(verifier, {})
+    verifier_options = options_from_widgets(page_params("verifier", verifier), v_raw, f"verifier {verifier!r}")
+    if verifier == "ensemble":
+        verifier_options.update(ensemble_options(tts, raw.get("members")))
+
+    toggles = supported_toggles(tts)
+    call_options = {k: bool(raw[k]) for k in toggles if raw.get(k)}
+    return RunRequest(prompt=prompt, searcher=searcher, verifier=verifier, budget=budget, seed=seed,
+                      negative_prompt=negative, num_inference_steps=steps, guidance_scale=guidance, height=height,
+                      width=width, searcher_options=searcher_options, verifier_options=verifier_options,
+                      call_options=call_options)
+
+
+def ensemble_members(tts: Any) -> list[str]:
+    """Verifiers an ensemble may combine (every registered one but the ensemble itself)."""
+    return [v for v in available_verifiers() if v != "ensemble"]
+
+
+def ensemble_options(tts: Any, members: Any) -> dict[str, Any]:
+    """`members=` for the ensemble verifier from the page's multiselect; the server adds
+    the weights paths it chose at start-up (the embedded model's domain CLIP), never the page."""
+    chosen = [m for m in (members or []) if isinstance(m, str)]
+    if len(chosen) < 1:
+        raise TTSInputError("the ensemble has no members: pick at least one verifier to combine")
+    unknown = [m for m in chosen if m not in ensemble_members(tts)]
+    if unknown:
+        raise TTSInputError(f"unknown ensemble member(s) {unknown}; choose from {', '.join(ensemble_members(tts))}")
+    out: dict[str, Any] = {"members": ",".join(chosen)}
+    if "clip" in chosen and getattr(tts, "is_default_model", False):
+        from ..paths import domain_clip_path
+
+        out["clip.model"] = str(domain_clip_path())
+    return out
