@@ -101,7 +101,7 @@ def run_shapes(args) -> dict:
                 ver = run.verifier
             t0 = time.perf_counter()
             res = best_of_n(proc, ver, prompt, Budget(args.n * steps), torch.Generator().manual_seed(args.seed + j),
-                            n=args.n, keep_images=args.n)
+                            num_samples=args.n, keep_images=args.n)
             if run is not None:
                 run.finish(res)
             if device.type == "cuda":
@@ -249,7 +249,7 @@ def run_pixart_xl(args) -> dict:
             torch.cuda.reset_peak_memory_stats()
             start_mem = torch.cuda.memory_allocated()
         t0 = time.perf_counter()
-        res = search(proc, v, prompt, Budget(k * args.steps), torch.Generator().manual_seed(0), n=k)
+        res = search(proc, v, prompt, Budget(k * args.steps), torch.Generator().manual_seed(0), num_samples=k)
         if run is not None:
             run.finish(res)
         if device.type == "cuda":
