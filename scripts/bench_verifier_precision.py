@@ -4,7 +4,7 @@
 For CLIP (ViT-L/14 by default) and ImageReward (BLIP ViT-L/16 + BERT-base), full-size
 random weights unless real ones are given, on natural-looking images made in code
 (scripts/natural_images.py, `--size` px, resized to 224 by the verifier's own torch
-preprocessing) with DrawBench-style prompts (images i and i+1 share prompt i // group):
+preprocessing) with DrawBench-style prompts (image i gets prompt number i // `--group`):
 
     the fp32 verifier scores every image; a deep copy cast to each `--dtypes` entry
     (fp16, bf16) scores the same inputs. Rows: max |gap|, mean |gap|, both also in units
