@@ -41,9 +41,13 @@ Files (all local; nothing is downloaded)
 Preprocessing
     Upstream resizes PIL images (shortest side to 224, bicubic), centre-crops 224 and
     normalises with the CLIP mean/std. We do the same in torch on the device from float
-    images in [0, 1] (:func:`clip_preprocess`); the two agree up to PIL's uint8 rounding.
+    images in [0, 1] (:func:`clip_preprocess`); the two agree up to PIL's uint8 rounding,
+    also at 512 -> 224 and 1024 -> 224 (tests/test_preprocess_downscale.py).
     Prompts are tokenised like upstream (lower-cased WordPiece, ``[CLS] ... [SEP]``,
-    truncated and padded to 35 tokens); token ids are cached per prompt.
+    truncated and padded to 35 tokens; ``ImageReward.score`` keeps ``[CLS]`` first, the
+    ``[ENC]`` swap belongs to BLIP's ITM head only); token ids are cached per prompt and
+    equal transformers' slow ``BertTokenizer`` with a full-size vocabulary
+    (tests/test_image_reward_tokenizer.py).
 
 Precision
     The network runs in ``dtype`` (default float16 on CUDA, float32 elsewhere); the MLP
