@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -49,6 +49,8 @@ __all__ = [
     "VIT_LARGE",
     "ImageRewardModel",
     "convert_state_dict",
+    "check_position_ids",
+    "state_dict_key_hash",
     "DROPPED_KEYS",
 ]
 
@@ -390,16 +392,47 @@ class ImageRewardModel(nn.Module):
         return self
 
 
-def convert_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+POSITION_IDS_KEY = "blip.text_encoder.embeddings.position_ids"
+
+
+def check_position_ids(value: Any, max_positions: int | None = None) -> None:
+    """The checkpoint's ``position_ids`` buffer must be ``arange(n)`` (upstream stores it
+    expanded, shape ``[1, n]``; ``n`` = ``max_position_embeddings``, 512 for BERT-base).
+    Our text encoder uses positions ``0..L-1`` without the buffer, so a different buffer
+    means a checkpoint that we would score differently from upstream: an error."""
+    if not isinstance(value, torch.Tensor):
+        raise TTSInputError(f"ImageReward checkpoint: {POSITION_IDS_KEY} is a {type(value).__name__}, not a tensor")
+    shape = tuple(value.shape)
+    n = shape[-1] if shape else 0
+    ok_shape = len(shape) in (1, 2) and (len(shape) == 1 or shape[0] == 1)
+    if max_positions is not None and n != max_positions:
+        ok_shape = False
+    if not ok_shape:
+        want = f"[1, {max_positions}]" if max_positions is not None else "[1, n]"
+        raise TTSInputError(f"ImageReward checkpoint: {POSITION_IDS_KEY} has shape {list(shape)}, expected {want} "
+                            f"(max_position_embeddings of med_config)")
+    if value.is_floating_point() or value.is_complex() or not torch.equal(
+        value.reshape(-1).to("cpu", torch.long), torch.arange(n)
+    ):
+        raise TTSInputError(f"ImageReward checkpoint: {POSITION_IDS_KEY} is not arange({n}) "
+                            f"(got {value.reshape(-1)[:8].tolist()}...); the checkpoint is not an ImageReward one "
+                            f"or was modified, and would not score as upstream does")
+
+
+def convert_state_dict(sd: Mapping[str, torch.Tensor], max_positions: int | None = None) -> dict[str, torch.Tensor]:
     """Upstream ImageReward state dict -> ours.
 
     Key mapping: identity on the upstream names (``blip.visual_encoder.*``,
     ``blip.text_encoder.*``, ``mlp.layers.{0,2,4,6,7}.*``), after
       - unwrapping ``{"state_dict": ...}`` / ``{"model": ...}`` containers and a leading
         ``module.`` (DataParallel) on every key;
+      - checking the ``position_ids`` buffer (if present) with :func:`check_position_ids`
+        against ``max_positions`` (``max_position_embeddings``; None: any length);
       - dropping :data:`DROPPED_KEYS` (the BLIP ITC projections ``vision_proj`` /
         ``text_proj`` and the ``position_ids`` buffer), which the reward does not use.
     Anything else missing or unexpected is an error at ``load_state_dict(strict=True)``.
+    Accepts what upstream writes (``torch.save(model.state_dict())``: an OrderedDict with
+    ``_metadata``, zip or legacy serialisation); the metadata (module versions) is unused.
     """
     for wrapper in ("state_dict", "model"):
         if isinstance(sd, Mapping) and wrapper in sd and isinstance(sd[wrapper], Mapping):
@@ -408,10 +441,25 @@ def convert_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
     for k, v in sd.items():
         if k.startswith("module."):
             k = k[len("module."):]
+        if k == POSITION_IDS_KEY:
+            check_position_ids(v, max_positions)
         if k in DROPPED_KEYS:
             continue
         out[k] = v
     return out
+
+
+def state_dict_key_hash(shapes: Mapping[str, Sequence[int]]) -> str:
+    """md5 fingerprint of a state dict's keys and shapes, DiffSynth-Studio's recipe
+    (``hash_state_dict_keys(sd, with_shape=True)``), under which the official
+    ``ImageReward.pt`` is registered as ``b3cc8e10b76ca98cde653daa5cf63139``: for every
+    key the two entries ``"key:d0_d1_..."`` and ``"key"``, sorted, joined by ``","``."""
+    import hashlib
+
+    entries = []
+    for k, shape in shapes.items():
+        entries += [f"{k}:{'_'.join(str(int(d)) for d in shape)}", k]
+    return hashlib.md5(",".join(sorted(entries)).encode("utf-8")).hexdigest()
 
 
 def infer_vision_config(sd: Mapping[str, torch.Tensor], num_heads: int | None = None) -> dict[str, int]:

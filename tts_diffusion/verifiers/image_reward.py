@@ -10,7 +10,7 @@ Score
     (``tests/fixtures/image_reward``, made by ``scripts/imagereward_reference.py``).
 
 Files (all local; nothing is downloaded)
-    ``ImageReward.pt``     the checkpoint (THUDM/ImageReward on the Hugging Face hub)
+    ``ImageReward.pt``     the checkpoint (zai-org/ImageReward, formerly THUDM/ImageReward, on the hub)
     ``med_config.json``    the BLIP text-encoder config (same repo)
     ``vocab.txt``          the bert-base-uncased WordPiece vocabulary (google-bert/bert-base-uncased)
 
@@ -20,16 +20,20 @@ Files (all local; nothing is downloaded)
          ``TTS_IMAGEREWARD_VOCAB``;
       3. a folder holding them under these names: ``model_dir=`` or ``TTS_IMAGEREWARD_DIR``,
          then the checkpoint's own folder, then ``<assets>/image-reward``;
-      4. the local caches: the Hugging Face hub cache (``THUDM/ImageReward`` for the first
-         two, ``google-bert/bert-base-uncased`` / ``bert-base-uncased`` for the vocab) and
-         ``~/.cache/ImageReward`` (where the upstream package downloads to).
+      4. the local caches: the Hugging Face hub cache (``zai-org/ImageReward``, then the
+         repository's former name ``THUDM/ImageReward``, for the first two -- a
+         med_config.json beside the found checkpoint wins; ``google-bert/bert-base-uncased``
+         / ``bert-base-uncased`` for the vocab) and ``~/.cache/ImageReward`` (where the
+         upstream package downloads to).
     An explicit path that does not exist, or any file not found, gives one
     :class:`MissingWeightsError` that lists every missing file with its option and
     environment variable. Lookups never touch the network.
 
     The checkpoint loads with ``load_state_dict(strict=True)`` after the documented key
     mapping of :func:`tts_diffusion.verifiers.blip.convert_state_dict` (identity on the
-    upstream names; ``vision_proj``/``text_proj``/``position_ids`` dropped).
+    upstream names; ``vision_proj``/``text_proj``/``position_ids`` dropped, the last after
+    checking that it is ``arange(max_position_embeddings)``). Both serialisations that
+    ``torch.save(model.state_dict())`` writes (zip and legacy) load, ``weights_only``.
     ``vision_config=`` (dict or JSON file; default: a ``vision_config.json`` beside the
     checkpoint, else BLIP ViT-L/16 at 224) describes the image tower; only needed for
     non-standard (test) checkpoints. It is checked against the checkpoint's shapes.
@@ -37,9 +41,13 @@ Files (all local; nothing is downloaded)
 Preprocessing
     Upstream resizes PIL images (shortest side to 224, bicubic), centre-crops 224 and
     normalises with the CLIP mean/std. We do the same in torch on the device from float
-    images in [0, 1] (:func:`clip_preprocess`); the two agree up to PIL's uint8 rounding.
+    images in [0, 1] (:func:`clip_preprocess`); the two agree up to PIL's uint8 rounding,
+    also at 512 -> 224 and 1024 -> 224 (tests/test_preprocess_downscale.py).
     Prompts are tokenised like upstream (lower-cased WordPiece, ``[CLS] ... [SEP]``,
-    truncated and padded to 35 tokens); token ids are cached per prompt.
+    truncated and padded to 35 tokens; ``ImageReward.score`` keeps ``[CLS]`` first, the
+    ``[ENC]`` swap belongs to BLIP's ITM head only); token ids are cached per prompt and
+    equal transformers' slow ``BertTokenizer`` with a full-size vocabulary
+    (tests/test_image_reward_tokenizer.py).
 
 Precision
     The network runs in ``dtype`` (default float16 on CUDA, float32 elsewhere); the MLP
@@ -83,7 +91,8 @@ CHECKPOINT_ENV = "TTS_IMAGEREWARD_CHECKPOINT"
 MED_CONFIG_ENV = "TTS_IMAGEREWARD_MED_CONFIG"
 VOCAB_ENV = "TTS_IMAGEREWARD_VOCAB"
 DIR_ENV = "TTS_IMAGEREWARD_DIR"
-HUB_REPO = "THUDM/ImageReward"
+HUB_REPOS = ("zai-org/ImageReward", "THUDM/ImageReward")  # the hub repository moved to zai-org; old caches keep THUDM
+HUB_REPO = HUB_REPOS[0]
 VOCAB_REPOS = ("google-bert/bert-base-uncased", "bert-base-uncased")
 CHECKPOINT_NAME = "ImageReward.pt"
 MED_CONFIG_NAME = "med_config.json"
@@ -188,7 +197,7 @@ def resolve_image_reward_files(
     dirs.append(assets_dir() / "image-reward")
     if ckpt is None and not tried:
         ckpt = next((str(d / CHECKPOINT_NAME) for d in dirs if (d / CHECKPOINT_NAME).is_file()), None)
-        ckpt = ckpt or _from_cache([HUB_REPO], CHECKPOINT_NAME)
+        ckpt = ckpt or _from_cache(HUB_REPOS, CHECKPOINT_NAME)
 
     def find(value, env, option, name, repos):
         p, tried = explicit(value, env, option, name)
@@ -196,16 +205,16 @@ def resolve_image_reward_files(
             p = next((str(d / name) for d in dirs if (d / name).is_file()), None) or _from_cache(repos, name)
         return p, tried
 
-    med, med_tried = find(med_config, MED_CONFIG_ENV, "med_config", MED_CONFIG_NAME, [HUB_REPO]) \
+    med, med_tried = find(med_config, MED_CONFIG_ENV, "med_config", MED_CONFIG_NAME, HUB_REPOS) \
         if need_med_config else (None, True)
     voc, voc_tried = find(vocab, VOCAB_ENV, "vocab", VOCAB_NAME, VOCAB_REPOS) if need_vocab else (None, True)
 
     missing = []
     if ckpt is None and not tried:
-        missing.append(f"{CHECKPOINT_NAME} (huggingface.co/{HUB_REPO}): pass checkpoint=/path/to/{CHECKPOINT_NAME} "
+        missing.append(f"{CHECKPOINT_NAME} (huggingface.co/{HUB_REPO}, formerly {HUB_REPOS[1]}): pass checkpoint=/path/to/{CHECKPOINT_NAME} "
                        f"or set {CHECKPOINT_ENV}")
     if med is None and not med_tried:
-        missing.append(f"{MED_CONFIG_NAME} (huggingface.co/{HUB_REPO}): pass med_config=/path/to/{MED_CONFIG_NAME} "
+        missing.append(f"{MED_CONFIG_NAME} (huggingface.co/{HUB_REPO}, formerly {HUB_REPOS[1]}): pass med_config=/path/to/{MED_CONFIG_NAME} "
                        f"or set {MED_CONFIG_ENV}")
     if voc is None and not voc_tried:
         missing.append(f"{VOCAB_NAME} (bert-base-uncased's vocabulary, huggingface.co/{VOCAB_REPOS[0]}): pass "
@@ -281,13 +290,17 @@ class ImageRewardVerifier(Verifier):
                 checkpoint, None if med_given else med_config, None if vocab_given else vocab, model_dir,
                 need_med_config=not med_given, need_vocab=not vocab_given,
             )
-            sd = convert_state_dict(_load_checkpoint(files["checkpoint"]))
+            med_d = _read_json(med_config if isinstance(med_config, Mapping) else files["med_config"], "med_config")
+            max_pos = med_d.get("max_position_embeddings")
+            try:
+                sd = convert_state_dict(_load_checkpoint(files["checkpoint"]), max_positions=max_pos)
+            except TTSInputError as e:
+                raise TTSInputError(f"{files['checkpoint']}: {e}") from None
             vc = vision_config
             if vc is None:
                 side = Path(files["checkpoint"]).parent / VISION_CONFIG_NAME
                 vc = str(side) if side.is_file() else None
             vis = _vision_config(vc, sd)
-            med_d = _read_json(med_config if isinstance(med_config, Mapping) else files["med_config"], "med_config")
             net = ImageRewardModel(vis, MedConfig.from_dict(med_d, encoder_width=vis.embed_dim))
             try:
                 net.load_state_dict(sd, strict=True)
