@@ -281,7 +281,7 @@ def test_cli_rgba(tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["settings"]["rgba"] is True
     r = CliRunner().invoke(main, ["generate", "a photo of a red circle", "--background-prompt", "white",
                                   "--device", "cpu", "--out", str(out), "--quiet"])
-    assert r.exit_code == 2 and "error: background_prompt and subject are options of rgba" in r.output
+    assert r.exit_code == 2 and "error: --background-prompt and --subject go with --rgba" in r.output
     r = CliRunner().invoke(main, ["generate", "a photo of a red circle", "--rgba", "--subject", "square", "--device",
                                   "cpu", "--out", str(out), "--quiet"])
     assert r.exit_code == 2 and "error: subject word(s) 'square' are not in the prompt" in r.output
