@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tts_diffusion.cli import _parse_options
+from tts_diffusion.verifiers.base import verifier_params
 from tts_diffusion.verifiers import load_verifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -40,7 +40,7 @@ def test_float32_is_one_option_away_and_survives_a_cuda_move(name, opts, monkeyp
         from tiny_clip import TINY_CFG
 
         monkeypatch.setitem(factory._MODEL_CONFIGS, "tts-precision-test-tiny", TINY_CFG)
-    parsed = _parse_options(("dtype=float32",), "verifier")  # --verifier-option dtype=float32
+    parsed = verifier_params(name).parse(("dtype=float32",))  # --verifier-option dtype=float32
     assert parsed == {"dtype": "float32"}
     explicit = load_verifier(name, **opts, **parsed)
     auto = load_verifier(name, **opts)
