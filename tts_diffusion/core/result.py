@@ -48,6 +48,32 @@ class TracePoint:
 
 
 @dataclass
+class ChainStep:
+    """One step of a reflection chain (searchers/reflect.py): round 0 is the chain's initial
+    sample, round r >= 1 the image generated from the critique of the chain head before it.
+    `candidate` indexes `SearchResult.candidates`; `accepted`: it became the chain head."""
+
+    round: int
+    candidate: int
+    score: float
+    nfe: int
+    prompt: str  # the prompt the generator was given (refined from round 1 on)
+    critique: str = ""  # the critique of the head this step was refined from
+    claims: list[dict[str, Any]] = field(default_factory=list)
+    mode: str = "noise"  # noise | prompt | image | both
+    accepted: bool = True
+    image: torch.Tensor | None = field(default=None, repr=False)  # uint8 [3,H,W], CPU
+
+    def to_dict(self, image_file: str | None = None) -> dict[str, Any]:
+        d = {"round": self.round, "candidate": self.candidate, "score": _num(self.score), "nfe": self.nfe,
+             "prompt": self.prompt, "critique": self.critique, "claims": self.claims, "mode": self.mode,
+             "accepted": self.accepted}
+        if image_file is not None:
+            d["image"] = image_file
+        return d
+
+
+@dataclass
 class SearchResult:
     prompt: str
     best: Candidate
@@ -57,6 +83,8 @@ class SearchResult:
     verifier_calls: int
     timings: dict[str, float]
     settings: dict[str, Any]
+    #: reflection chains (searcher "reflect"): chains[k][r] is chain k's round r
+    chains: list[list[ChainStep]] = field(default_factory=list)
 
     @property
     def image(self) -> Image.Image:
@@ -78,7 +106,7 @@ class SearchResult:
         kept = sorted((c for c in self.candidates if c.image is not None), key=lambda c: -c.score)
         return [to_pil(c.image) for c in kept]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, chain_images: dict[tuple[int, int], str] | None = None) -> dict[str, Any]:
         def cand(c: Candidate) -> dict[str, Any]:
             d = {"score": _num(c.score), "nfe": c.nfe, "seed": c.seed}
             d.update(c.info)
@@ -93,15 +121,27 @@ class SearchResult:
             "trace": [{"nfe": p.nfe, "verifier_calls": p.verifier_calls, "best_score": _num(p.best_score)} for p in self.trace],
             "timings": self.timings,
             "settings": self.settings,
+            **({"chains": [[st.to_dict((chain_images or {}).get((k, r))) for r, st in enumerate(chain)]
+                           for k, chain in enumerate(self.chains)]} if self.chains else {}),
         }
 
     def save(self, path: str | Path) -> tuple[Path, Path]:
-        """Write the best image to `path` and a JSON sidecar next to it (same name, .json)."""
+        """Write the best image to `path` and a JSON sidecar next to it (same name, .json).
+        Reflection chains' images go to `<name>_chains/chain<k>_round<r>.png`, referenced
+        from the sidecar by relative path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.image.save(path)
+        files: dict[tuple[int, int], str] = {}
+        for k, chain in enumerate(self.chains):
+            for r, st in enumerate(chain):
+                if st.image is not None:
+                    rel = f"{path.stem}_chains/chain{k}_round{r}.png"
+                    (path.parent / rel).parent.mkdir(parents=True, exist_ok=True)
+                    to_pil(st.image).save(path.parent / rel)
+                    files[(k, r)] = rel
         sidecar = path.with_suffix(".json")
-        sidecar.write_text(json.dumps(self.to_dict(), indent=2, default=str))
+        sidecar.write_text(json.dumps(self.to_dict(files), indent=2, default=str))
         return path, sidecar
 
 
