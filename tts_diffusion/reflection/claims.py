@@ -12,7 +12,7 @@ two dogs" becomes
 
 Each claim carries a `probe` caption (the whole prompt) and `contrasts`: the prompt with
 that claim made false (the car in other colours, the dogs in other numbers, the relation
-flipped or the objects swapped, the object replaced or left out). A caption scorer (CLIP)
+flipped or turned by 90 degrees, the objects swapped, the object replaced or left out). A caption scorer (CLIP)
 judges the claim by the probe's margin over its best contrast (critics.py): in context,
 like the hard negatives CLIP-style models are trained and evaluated with. The parser covers prompts built from these parts:
 
@@ -50,6 +50,9 @@ RELATIONS: dict[str, tuple[str, str]] = {
     "in front of": ("in front of", "behind"), "behind": ("behind", "in front of"),
     "next to": ("next to", "next to"), "beside": ("next to", "next to"),
 }
+#: relations that exclude each other on the other axis (dominant-axis reading, as the oracle's)
+PERPENDICULAR: dict[str, list[str]] = {"left of": ["above", "below"], "right of": ["above", "below"],
+                                       "above": ["left of", "right of"], "below": ["left of", "right of"]}
 _LEADS = ("a photo of", "a picture of", "an image of", "a photograph of", "a drawing of", "a painting of",
           "a rendering of", "photo of", "image of", "picture of")
 _IRREGULAR = {"people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
@@ -256,7 +259,7 @@ def _claims(parsed: ParsedPrompt) -> list[Claim]:
 
         colour    the object in the other colours of the palette
         count     the object in the other counts (1 .. 4, or up to count + 1)
-        relation  the two objects swapped, and the converse relation
+        relation  the two objects swapped, the converse relation, the perpendicular ones
         object    the object replaced by the world's other objects (shapes world), else
                   left out (a lone object: the bare lead, "a photo")"""
     from ..shapes.grammar import COLORS as SHAPE_COLORS, MAX_COUNT, SHAPES
@@ -293,8 +296,9 @@ def _claims(parsed: ParsedPrompt) -> list[Claim]:
         swapped = objs[:]
         swapped[a], swapped[b] = objs[b], objs[a]
         contrasts = [render(parsed, swapped)] if rel != "next to" else []
-        if converse != rel:
-            contrasts.append(render(parsed, objs, tuple((x, converse if (x, y) == (a, b) else r, y)
+        others = [converse] + PERPENDICULAR.get(rel, [])
+        for alt in (o for o in others if o != rel):
+            contrasts.append(render(parsed, objs, tuple((x, alt if (x, y) == (a, b) else r, y)
                                                         for x, r, y in parsed.relations)))
         out.append(Claim("relation", f"the {objs[a].noun} is {rel} the {objs[b].noun}", probe,
                          tuple(dict.fromkeys(contrasts)), (objs[a].noun, objs[b].noun)))
