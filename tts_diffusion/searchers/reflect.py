@@ -119,6 +119,7 @@ def reflect(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Bud
     round_cost = steps - start
     n, k, rounds = plan(budget, steps, round_cost, o["num_samples"], o["num_particles"], o["num_rounds"])
     # everything that can refuse the request does so before any sampling
+    verifier.check_prompt(prompt)
     critic_name = o["critic"] or ("feedback" if gives_feedback(verifier) else "decomposed")
     critic = make_critic(critic_name, verifier, budget=budget, model=o["critic_model"],
                          threshold=o["claim_threshold"], device=proc.device)
