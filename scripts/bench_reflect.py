@@ -135,8 +135,14 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="2 prompts, budgets 4, one setting each (CPU check)")
-    ap.add_argument("--out", required=True, help="JSON output path")
+    ap.add_argument("--out", default=None, help="JSON output path")
+    ap.add_argument("--markdown", default=None, help="print the tables of a saved JSON as markdown and exit")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return
+    if not args.out:
+        ap.error("--out is required")
     budgets = [int(b) for b in args.budgets.split(",")]
     methods = [m for m in args.methods.split(",") if m]
     settings = [s for s in args.settings.split(",") if s]
@@ -207,6 +213,46 @@ def write(args, prompts, budgets, methods, settings, records, t0, final: bool) -
     Path(args.out).write_text(json.dumps(res, indent=1))
     if final:
         print(f"wrote {args.out} ({res['seconds']:.0f} s)")
+
+
+def markdown(res: dict) -> str:
+    """Accuracy tables (per setting: method x budget, then per category) and reflection stats."""
+    lines = []
+    for setting, agg in res["results"].items():
+        budgets = [b for b in res["budgets"]]
+        lines += [f"**{setting}** ({res['prompts_done']} prompts)", "",
+                  "| method | " + " | ".join(f"x{b} ({b * res['steps']} NFE)" for b in budgets) + " | s / search |",
+                  "|---|" + "---|" * (len(budgets) + 1)]
+        for m, acc in agg["accuracy"].items():
+            secs = agg["seconds_per_search"][m]
+            lines.append(f"| {m} | " + " | ".join(f"{acc.get(str(b), acc.get(b, float('nan'))):.3f}" for b in budgets)
+                         + f" | {sum(secs.values()) / max(1, len(secs)):.1f} |")
+        b = budgets[-1]
+        cats = sorted(next(iter(agg["per_category"].values()))[str(b) if str(b) in next(iter(agg["per_category"].values())) else b])
+        lines += ["", f"per category at x{b}:", "", "| method | " + " | ".join(cats) + " |", "|---|" + "---|" * len(cats)]
+        for m, per in agg["per_category"].items():
+            row = per.get(str(b), per.get(b, {}))
+            lines.append(f"| {m} | " + " | ".join(f"{row.get(c, float('nan')):.2f}" for c in cats) + " |")
+        if agg.get("reflection"):
+            lines += ["", f"reflection at x{b} (means per search):", "",
+                      "| method | rounds run | prompt changed | child kept | child beat head |", "|---|---|---|---|---|"]
+            for m, st in agg["reflection"].items():
+                r = st.get(str(b), st.get(b, {}))
+                lines.append(f"| {m} | {r.get('rounds', 0):.2f} | {r.get('refined', 0):.2f} | {r.get('accepted', 0):.2f} |"
+                             f" {r.get('improved', 0):.2f} |")
+        recs = [r for r in res["records"] if r["setting"] == setting and r["budget"] == b]
+        hit = {(r["method"], r["prompt"]): r["hit"] for r in recs}
+        pairs = []
+        for m in agg["accuracy"]:
+            if m == "noise":
+                continue
+            both = [k for (mm, k) in hit if mm == m and ("noise", k) in hit]
+            win = sum(hit[(m, k)] > hit[("noise", k)] for k in both)
+            loss = sum(hit[(m, k)] < hit[("noise", k)] for k in both)
+            pairs.append(f"{m} {win}/{loss}")
+        lines += ["", f"paired against noise at x{b} (prompts where the method is right and noise wrong / the reverse): "
+                  + ", ".join(pairs), ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
