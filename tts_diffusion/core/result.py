@@ -53,6 +53,32 @@ class TracePoint:
 
 
 @dataclass
+class ChainStep:
+    """One step of a reflection chain (searchers/reflect.py): round 0 is the chain's initial
+    sample, round r >= 1 the image generated from the critique of the chain head before it.
+    `candidate` indexes `SearchResult.candidates`; `accepted`: it became the chain head."""
+
+    round: int
+    candidate: int
+    score: float
+    nfe: int
+    prompt: str  # the prompt the generator was given (refined from round 1 on)
+    critique: str = ""  # the critique of the head this step was refined from
+    claims: list[dict[str, Any]] = field(default_factory=list)
+    mode: str = "noise"  # noise | prompt | image | both
+    accepted: bool = True
+    image: torch.Tensor | None = field(default=None, repr=False)  # uint8 [3,H,W], CPU
+
+    def to_dict(self, image_file: str | None = None) -> dict[str, Any]:
+        d = {"round": self.round, "candidate": self.candidate, "score": _num(self.score), "nfe": self.nfe,
+             "prompt": self.prompt, "critique": self.critique, "claims": self.claims, "mode": self.mode,
+             "accepted": self.accepted}
+        if image_file is not None:
+            d["image"] = image_file
+        return d
+
+
+@dataclass
 class SearchResult:
     prompt: str
     best: Candidate
@@ -74,6 +100,8 @@ class SearchResult:
     provenance: dict[str, Any] = field(default_factory=dict)
     #: the best image's alpha matte, uint8 [H, W] (rgba=True), else None
     alpha: torch.Tensor | None = field(default=None, repr=False)
+    #: reflection chains (searcher "reflect"): chains[k][r] is chain k's round r
+    chains: list[list[ChainStep]] = field(default_factory=list)
 
     @property
     def image(self) -> Image.Image:
@@ -109,7 +137,7 @@ class SearchResult:
             kept = kept[: self.num_images]
         return format_images([c.image for c in kept], self.output_type)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, chain_images: dict[tuple[int, int], str] | None = None) -> dict[str, Any]:
         def cand(c: Candidate) -> dict[str, Any]:
             d = {"score": _num(c.score), "nfe": c.nfe, "seed": c.seed}
             d.update(c.info)
@@ -125,15 +153,18 @@ class SearchResult:
             "timings": self.timings,
             "settings": self.settings,
             **({"interrupted": True} if self.interrupted else {}),
+            **({"chains": [[st.to_dict((chain_images or {}).get((k, r))) for r, st in enumerate(chain)]
+                           for k, chain in enumerate(self.chains)]} if self.chains else {}),
         }
 
-    def sidecar(self, command_line: list[str] | None = None) -> dict[str, Any]:
+    def sidecar(self, command_line: list[str] | None = None,
+                chain_images: dict[tuple[int, int], str] | None = None) -> dict[str, Any]:
         """The sidecar record: `to_dict()` plus what reruns the search (versions, model and
         verifier weights with sha256, every setting, the command line)."""
         from .provenance import describe_weights, versions
 
         prov = self.provenance
-        out = self.to_dict()
+        out = self.to_dict(chain_images)
         out["sidecar_version"] = SIDECAR_VERSION
         out["versions"] = versions()
         out["command_line"] = list(command_line) if command_line is not None else None
@@ -160,11 +191,14 @@ class SearchResult:
 
         With an alpha matte (rgba=True) `path` must be a PNG and holds the RGBA image; the
         plain RGB image goes to `<stem>.rgb.png` and the matte to `<stem>.alpha.png` (8-bit
-        grey); the sidecar's "files" entry says where."""
+        grey); the sidecar's "files" entry says where. Reflection chains' images go to
+        `<stem>_chains/chain<k>_round<r>.png`, referenced from the sidecar by relative path."""
         from .provenance import dumps_strict
 
         image_path, sidecar = check_output_path(path, option="output path")
-        record = {"image": image_path.name, **self.sidecar(command_line)}
+        chain_files = {(k, r): f"{image_path.stem}_chains/chain{k}_round{r}.png"
+                       for k, chain in enumerate(self.chains) for r, st in enumerate(chain) if st.image is not None}
+        record = {"image": image_path.name, **self.sidecar(command_line, chain_files)}
         if self.alpha is not None:
             if image_path.suffix.lower() != ".png":  # other formats drop or mangle alpha
                 raise TTSInputError(f"an RGBA result is written as PNG: use a .png path, not {image_path.name}")
@@ -178,6 +212,9 @@ class SearchResult:
             save_image(self.rgba, image_path)
             save_image(self.image, rgb)
             save_image(Image.fromarray(self.alpha.cpu().numpy()), alpha)
+        for (k, r), rel in chain_files.items():
+            (image_path.parent / rel).parent.mkdir(exist_ok=True)
+            save_image(to_pil(self.chains[k][r].image), image_path.parent / rel)
         atomic_write(sidecar, lambda f: f.write(text), mode="w")
         return image_path, sidecar
 
