@@ -15,6 +15,8 @@ One interface, batched over images (a reflection loop critiques all chain heads 
   i.e. the image is at least as close to the claim as to any alternative to it, which needs
   no calibration of CLIP's absolute cosine (a threshold > 0 asks for a clearer win).
 * `vlm`: a vision-language model from a local folder (vlm.py).
+* `none`: no critique (empty text, no claims): with refine="image" the loop is then
+  verify -> SDEdit the chain heads -> verify, for any verifier and any prompt.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from ..verifiers.base import Verdict, Verifier
 from .claims import Claim, parse_claims
 from .critique import ClaimResult, Critique
 
-CRITICS = ("feedback", "decomposed", "vlm")
+CRITICS = ("feedback", "decomposed", "vlm", "none")
 
 
 class Critic(Protocol):
@@ -56,6 +58,18 @@ def text_scores(verifier: Verifier, images: torch.Tensor, texts: Sequence[str]) 
         return (img @ txt.T).float().cpu()
     cols = [verifier(images, [t] * images.shape[0]).float().cpu() for t in texts]
     return torch.stack(cols, dim=1)
+
+
+class NoCritic:
+    """No critique: every image gets an empty one (nothing for a refiner to act on)."""
+
+    name = "none"
+
+    def check_prompt(self, prompt: str) -> None:
+        return None
+
+    def __call__(self, images: torch.Tensor, prompt: str, verdict: Verdict | None = None) -> list[Critique]:
+        return [Critique("") for _ in range(images.shape[0])]
 
 
 class FeedbackCritic:
@@ -162,7 +176,9 @@ class DecomposedCritic:
 
 def make_critic(name: str, verifier: Verifier, *, budget: Budget | None = None, model: str | None = None,
                 threshold: float | None = None, device: torch.device | str | None = None) -> Critic:
-    """A critic by name: feedback | decomposed | vlm (`model`: the VLM's local folder)."""
+    """A critic by name: feedback | decomposed | vlm (`model`: the VLM's local folder) | none."""
+    if name == "none":
+        return NoCritic()
     if name == "feedback":
         return FeedbackCritic(verifier, budget)
     if name == "decomposed":

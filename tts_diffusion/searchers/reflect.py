@@ -56,7 +56,7 @@ PARAMS = [
     Param("strength", float, 0.6, "SDEdit strength for image / both: re-noise the head this far back"
           " (costs ceil(strength * steps) NFE per chain and round)", low=0.0, high=1.0, low_open=True),
     Param("critic", str, None, "feedback (the verifier's own, e.g. oracle) | decomposed (claims scored by the"
-          " verifier) | vlm (critic_model); default: feedback if the verifier gives any, else decomposed",
+          " verifier) | vlm (critic_model) | none (no critique); default: feedback if the verifier gives any, else decomposed",
           choices=CRITICS, nullable=True),
     Param("refiner", str, "rules", "rules (rewrite toward the failed claims) | lm (refiner_model)", choices=REFINERS),
     Param("critic_model", str, None, "critic=vlm: local folder of a transformers vision-language model + processor"),
@@ -73,41 +73,54 @@ def sdedit_start(num_steps: int, strength: float) -> int:
     return num_steps - math.ceil(strength * num_steps - 1e-9)
 
 
-def plan(budget: Budget, steps: int, round_cost: int, num_samples: int | None, num_particles: int | None,
+def plan(budget: Budget, steps: int, child_cost: int, num_samples: int | None, num_particles: int | None,
          num_rounds: int | None) -> tuple[int, int, int]:
-    """(initial samples N, chains K, rounds R) with N*steps + R*K*round_cost <= budget.
+    """(initial samples N, chains K, rounds R) with N*steps + R*K*child_cost <= budget.
     Values the caller left out are derived; values given are never shrunk (TTSInputError)."""
     rem = budget.remaining_nfe
     k_min = num_particles or 1
     n_min = max(num_samples or k_min, k_min)
-    minimum = n_min * steps + k_min * round_cost * (num_rounds or 1)
+    minimum = n_min * steps + k_min * child_cost * (num_rounds or 1)
     if rem < minimum:
         raise TTSInputError(
             f"budget of {rem} NFE is below reflect's minimum: {n_min} initial sample(s) of {steps} NFE plus"
-            f" {num_rounds or 1} round(s) of {k_min} chain(s) x {round_cost} NFE = {minimum} NFE;"
+            f" {num_rounds or 1} round(s) of {k_min} chain(s) x {child_cost} NFE = {minimum} NFE;"
             f" raise the budget to at least {minimum}")
     n = num_samples
     if n is None:
         n = max(n_min, rem // steps // 2)
-        n = min(n, (rem - k_min * round_cost * (num_rounds or 1)) // steps)
+        n = min(n, (rem - k_min * child_cost * (num_rounds or 1)) // steps)
     k = num_particles if num_particles is not None else min(2, n)
     if k > n:
         raise TTSInputError(f"num_particles={k} chains need at least as many initial samples; num_samples={n}")
     if num_samples is None:  # the derived N leaves room for one round of the derived K
-        n = max(k, min(n, (rem - k * round_cost * (num_rounds or 1)) // steps))
+        n = max(k, min(n, (rem - k * child_cost * (num_rounds or 1)) // steps))
     left = rem - n * steps
-    r = num_rounds if num_rounds is not None else left // (k * round_cost)
-    need = n * steps + r * k * round_cost
+    r = num_rounds if num_rounds is not None else left // (k * child_cost)
+    need = n * steps + r * k * child_cost
     if r < 1 or need > rem:
         raise TTSInputError(
             f"reflect with {n} initial samples ({n * steps} NFE), {k} chains and {max(r, 1)} round(s) of"
-            f" {k * round_cost} NFE needs {n * steps + max(r, 1) * k * round_cost} NFE; the budget has {rem}")
+            f" {k * child_cost} NFE needs {n * steps + max(r, 1) * k * child_cost} NFE; the budget has {rem}")
     return n, k, r
+
+
+def round_cost(num_steps: int, refine: str, strength: float) -> int:
+    """NFE of one chain's child: a fresh sample (refine="prompt") or an SDEdit from the head."""
+    start = 0 if refine == "prompt" else sdedit_start(num_steps, strength)
+    return num_steps - start
+
+
+def _min_budget(num_steps: int, o: dict) -> int:
+    """One initial sample per chain plus one round (or num_rounds rounds) of children."""
+    k = o["num_particles"] or 1
+    n = max(o["num_samples"] or k, k)
+    return n * num_steps + k * round_cost(num_steps, o["refine"], o["strength"]) * (o["num_rounds"] or 1)
 
 
 @register_searcher("reflect", "reflection loop (ReflectionFlow): best-of-N, keep top chains, then rounds of"
                    " critique -> refined prompt -> regenerate (new noise or SDEdit from the chain head) -> verify",
-                   params=PARAMS)
+                   params=PARAMS, min_budget=_min_budget)
 def reflect(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
             generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
             **hyper: Any) -> SearchResult:
@@ -116,8 +129,8 @@ def reflect(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Bud
     steps = proc.num_steps
     fresh = o["refine"] == "prompt"
     start = 0 if fresh else sdedit_start(steps, o["strength"])
-    round_cost = steps - start
-    n, k, rounds = plan(budget, steps, round_cost, o["num_samples"], o["num_particles"], o["num_rounds"])
+    cost = round_cost(steps, o["refine"], o["strength"])
+    n, k, rounds = plan(budget, steps, cost, o["num_samples"], o["num_particles"], o["num_rounds"])
     # everything that can refuse the request does so before any sampling
     verifier.check_prompt(prompt)
     critic_name = o["critic"] or ("feedback" if gives_feedback(verifier) else "decomposed")
