@@ -5,12 +5,12 @@
 """
 from .core import Budget, DenoisingProcess, SearchResult
 from .errors import BudgetExceeded, MissingWeightsError, TTSInputError
-from .pipelines import TTSPipeline
+from .pipelines import TGate, TTSPipeline
 from .searchers import available_searchers, load_searcher
 from .verifiers import Verifier, available_verifiers, load_verifier
 
 __version__ = "0.1.0"
 __all__ = [
-    "Budget", "BudgetExceeded", "DenoisingProcess", "MissingWeightsError", "SearchResult", "TTSInputError",
+    "Budget", "BudgetExceeded", "DenoisingProcess", "MissingWeightsError", "SearchResult", "TGate", "TTSInputError",
     "TTSPipeline", "Verifier", "available_searchers", "available_verifiers", "load_searcher", "load_verifier",
 ]

@@ -76,9 +76,14 @@ def main() -> None:
 @click.option("--verifier-option", "verifier_options", multiple=True, help="verifier option KEY=VALUE (repeatable)")
 @click.option("--out", type=click.Path(dir_okay=False), default="tts_out.png", show_default=True,
               help="image path; a JSON sidecar with scores, trace, settings and timings is written next to it")
+@click.option("--tgate", "tgate_step", type=int, default=None, metavar="GATE_STEP",
+              help="T-GATE: from step GATE_STEP on, drop CFG and reuse cached cross-attention (faster;"
+                   " >= --steps: never gate; not for MM-DiT models)")
+@click.option("--tgate-option", "tgate_options", multiple=True, metavar="KEY=VALUE",
+              help="T-GATE setting (repeatable): sp_interval (5), fi_interval (1), warm_up (2)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width, negative_prompt, device,
-             dtype, max_batch, options, verifier_options, out, quiet) -> None:
+             dtype, max_batch, options, verifier_options, tgate_step, tgate_options, out, quiet) -> None:
     """Search for the best image for PROMPT and write it to --out."""
     if not prompt.strip():
         _fail("the prompt is empty: pass a non-empty text prompt")
@@ -105,6 +110,12 @@ def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
         verifier = "oracle" if model is None else "clip"
     hyper = _parse_options(options, "searcher")
     vopts = _parse_options(verifier_options, "verifier")
+    from .core.tgate import TGate
+
+    try:
+        tgate = TGate.from_cli(tgate_step, tgate_options)
+    except TTSInputError as e:
+        _fail(str(e))
 
     from .pipelines import TTSPipeline
 
@@ -115,7 +126,7 @@ def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
         tts.to(device)
         result = tts(prompt, searcher=searcher, verifier=verifier, budget=budget, seed=seed, num_inference_steps=steps,
                      guidance_scale=guidance, height=height, width=width, negative_prompt=negative_prompt,
-                     max_batch=max_batch, progress=not quiet, verifier_options=vopts, **hyper)
+                     max_batch=max_batch, progress=not quiet, verifier_options=vopts, tgate=tgate, **hyper)
     except TTSInputError as e:
         _fail(str(e))
     except TypeError as e:

@@ -1,4 +1,5 @@
 """User-facing pipelines."""
+from ..core.tgate import TGate
 from .tts_pipeline import TTSPipeline, load_diffusers_pipeline
 
-__all__ = ["TTSPipeline", "load_diffusers_pipeline"]
+__all__ = ["TGate", "TTSPipeline", "load_diffusers_pipeline"]

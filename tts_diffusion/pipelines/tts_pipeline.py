@@ -23,6 +23,7 @@ from ..core.budget import Budget
 from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
 from ..core.state import Progress
+from ..core.tgate import TGate
 from ..errors import TTSInputError
 from ..paths import default_model_path, domain_clip_path
 from ..searchers import load_searcher, run_defaults
@@ -172,7 +173,7 @@ class TTSPipeline:
                  height: int | None = None, width: int | None = None, negative_prompt: str | None = None,
                  max_batch: int = 16, progress: bool = True, verifier_options: dict | None = None,
                  process_options: dict | None = None, progress_callback: Callable[[Progress], None] | None = None,
-                 **searcher_kwargs) -> SearchResult:
+                 tgate: "TGate | int | dict | None" = None, **searcher_kwargs) -> SearchResult:
         """Search for the image that scores best on `verifier`.
 
         budget: NFE (denoiser evaluations per row; one sample costs `num_inference_steps`);
@@ -181,6 +182,9 @@ class TTSPipeline:
         seed / generator: the search is deterministic for a given seed.
         progress_callback: called with a `Progress` (NFE spent, budget, best so far) after
             every denoiser call and every scored round, from the calling thread.
+        tgate: T-GATE caching (speed): a gate step (e.g. 10) or `TGate(gate_step=10,
+            sp_interval=5, fi_interval=1, warm_up=2)`; from the gate on, CFG is dropped and
+            cross-attention is cached. A gate at or past the last step never gates.
         searcher_kwargs: the searcher's own hyper-parameters (e.g. `n`, `round_size`)."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise TTSInputError("the prompt is empty: pass a non-empty text prompt")
@@ -193,6 +197,7 @@ class TTSPipeline:
         # a per-call view: budget, timings and per-particle state belong to this call only
         proc = self.process(num_inference_steps, guidance_scale, height=height, width=width,
                             max_batch=max_batch, **(process_options or {})).for_call()
+        proc.enable_tgate(tgate)
         if budget is None:
             budget = defaults.get("budget", 4 * proc.num_steps)
         nfe = int(budget)

@@ -89,5 +89,5 @@ class SearchLog:
         return SearchResult(
             prompt=self.prompt, best=self.best, candidates=self.candidates, trace=self.trace,
             nfe=self.budget.nfe, verifier_calls=self.budget.verifier_calls, timings=timings,
-            settings={**self.proc.settings(), **settings},
+            settings={**self.proc.settings(), **settings}, model_rows=self.budget.model_rows,
         )
