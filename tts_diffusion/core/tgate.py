@@ -238,7 +238,7 @@ def check_supported(model: torch.nn.Module) -> None:
     if any(bool(m.is_cross_attention) for _, m in mods):
         return
     name = type(model).__name__
-    if any(getattr(m, "add_k_proj", None) is not None for _, m in mods):
+    if any(getattr(m, "add_k_proj", None) is not None for m in model.modules()):  # a joint text stream
         raise TTSInputError(f"T-GATE is not supported for MM-DiT models ({name}: SD3, FLUX): they have no"
                             " cross-attention to cache (text enters joint attention); run without --tgate")
     raise TTSInputError(f"T-GATE needs a denoiser with cross-attention layers and {name} has none; run without --tgate")
