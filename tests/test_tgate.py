@@ -259,3 +259,11 @@ def test_one_pipeline_serves_gated_and_ungated_calls_from_threads(tiny_pipe):
     for (g, _), scores in got.items():
         assert scores == pytest.approx(solo[g], abs=1e-6)
     assert solo[None] != solo[2]
+
+
+def test_each_call_view_gets_its_own_caches(tiny_pipe):
+    base = DenoisingProcess.from_pipeline(tiny_pipe("sd15"), 4, 5.0, height=32, width=32)
+    base.enable_tgate(2)
+    a, b = base.for_call(), base.for_call()
+    assert a.tgate == b.tgate == TGate(2)
+    assert a.call.get("tgate") is not b.call.get("tgate") is not base.call.get("tgate")

@@ -168,6 +168,8 @@ class DenoisingProcess:
         other.budget = None
         other.timings = Timings(self.device)
         other.call = CallState(options=dict(self.call.options))
+        if "tgate" in other.call.options:  # fresh per-particle caches for the new call
+            other.enable_tgate(other.call.options["tgate"])
         return other
 
     # --------------------------------------------------------------- budget

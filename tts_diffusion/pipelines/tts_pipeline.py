@@ -188,6 +188,7 @@ class TTSPipeline:
         searcher_kwargs: the searcher's own hyper-parameters (e.g. `n`, `round_size`)."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise TTSInputError("the prompt is empty: pass a non-empty text prompt")
+        tgate = TGate.parse(tgate)  # bad settings fail before anything is loaded
         search = load_searcher(searcher)
         ver = self.get_verifier(verifier, **(verifier_options or {}))
         ver.check_prompt(prompt)  # before any compute is spent
