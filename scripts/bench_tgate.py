@@ -149,8 +149,8 @@ def speed(model: str, args, device, dtype) -> dict:
     max_batch = args.max_batch if model == "sd15" else args.max_batch_large
     kw = dict(verifier=verifier, budget=n * steps, seed=0, num_inference_steps=steps, guidance_scale=GUIDANCE[model],
               height=size, width=size, max_batch=max_batch, progress=False)
-    if model == "pixart":
-        kw["process_options"] = {"max_sequence_length": 300}
+    if model != "sd15":  # 1024x1024 decodes run the VAE in float32 (force_upcast): two at a time
+        kw["process_options"] = {"decode_batch": 2, **({"max_sequence_length": 300} if model == "pixart" else {})}
     out = {"n": n, "steps": steps, "size": size, "max_batch": max_batch, "tgate": tg.describe()}
     results = {}
     for name, option in (("plain", None), ("tgate", tg)):
@@ -178,7 +178,6 @@ def shapes(args, device) -> dict:
     from tts_diffusion.verifiers import load_verifier
 
     tts = TTSPipeline.from_pretrained(device=device)
-    tts.is_default_model = True
     tts.set_progress_bar_config(disable=True)
     oracle = load_verifier("oracle").to(device)
     guide = oracle if args.guide == "oracle" else tts.get_verifier("clip")
