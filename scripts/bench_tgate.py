@@ -189,7 +189,7 @@ def shapes(args, device) -> dict:
     methods, records = [], []
     for g in gates:
         proc = base.for_call()
-        proc.enable_tgate(None if g is None else {"gate_step": g})
+        proc.enable_tgate(None if g is None else {"gate_step": g, "sp_interval": args.sp_interval})
         name = "ungated" if g is None else f"gate{g}"
         methods.append(name)
         recs = run_records(proc, guide, oracle, prompts, "best_of_n", budgets, {}, args.seed,
@@ -209,7 +209,7 @@ def shapes(args, device) -> dict:
     agg["suggested_default_gate"] = min(ok, key=lambda m: int(m[4:])) if ok else None
     print(f"gates within 2 points of ungated at every budget: {ok or 'none'};"
           f" suggested default (earliest such gate): {agg['suggested_default_gate']}")
-    return {"prompts": len(prompts), "steps": steps, "budgets": budgets, "guide": args.guide, **agg}
+    return {"prompts": len(prompts), "steps": steps, "sp_interval": args.sp_interval, "budgets": budgets, "guide": args.guide, **agg}
 
 
 def main() -> None:
@@ -227,6 +227,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=600, help="shapes: eval prompts (category-balanced subset)")
     ap.add_argument("--gates", type=lambda s: [int(v) for v in s.split(",")], default=[6, 10, 14])
     ap.add_argument("--best-of", type=int, default=16)
+    ap.add_argument("--sp-interval", type=int, default=5, help="shapes: T-GATE sp_interval (1: no self-attention reuse)")
     ap.add_argument("--guide", choices=["clip", "oracle"], default="clip",
                     help="shapes: verifier the search maximises (the domain CLIP, or the oracle itself)")
     ap.add_argument("--shapes-max-batch", type=int, default=16)
@@ -239,8 +240,8 @@ def main() -> None:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not set(models) <= set(SIZE):
         ap.error(f"--models takes {', '.join(SIZE)}, got {args.models!r}")
-    if args.prompts < 1 or args.best_of < 1 or any(g < 1 for g in args.gates):
-        ap.error("--prompts, --best-of and --gates must be positive")
+    if args.prompts < 1 or args.best_of < 1 or args.sp_interval < 1 or any(g < 1 for g in args.gates):
+        ap.error("--prompts, --best-of, --sp-interval and --gates must be positive")
 
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
