@@ -18,6 +18,7 @@ _LAZY = {
     "Budget": ".core.budget",
     "DenoisingProcess": ".core.process",
     "SearchResult": ".core.result",
+    "TGate": ".core.tgate",
     "BudgetExceeded": ".errors",
     "MissingWeightsError": ".errors",
     "TTSInputError": ".errors",
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .core.budget import Budget
     from .core.process import DenoisingProcess
     from .core.result import SearchResult
+    from .core.tgate import TGate
     from .errors import BudgetExceeded, MissingWeightsError, TTSInputError
     from .pipelines.tts_pipeline import TTSPipeline
     from .searchers import available_searchers, load_searcher

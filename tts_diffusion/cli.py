@@ -143,6 +143,11 @@ def main() -> None:
               help="image path (.png, .jpg, .webp, ...; its folder must exist). A JSON sidecar with scores, trace,"
                    " settings and timings is written next to it (best.png -> best.json); an existing image is"
                    " replaced, an existing .json only if it is a tts-diffusion sidecar")
+@click.option("--tgate", "tgate_step", type=int, default=None, metavar="GATE_STEP",
+              help="T-GATE: from step GATE_STEP on, drop CFG and reuse cached cross-attention (faster;"
+                   " >= --steps: never gate; not for MM-DiT models)")
+@click.option("--tgate-option", "tgate_options", multiple=True, metavar="KEY=VALUE",
+              help="T-GATE setting (repeatable): sp_interval (5), fi_interval (1), warm_up (2)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--rgba", is_flag=True,
               help="Alfie RGBA generation (PixArt-layout models): centred subject, --out is an RGBA PNG, plus"
@@ -156,7 +161,8 @@ def main() -> None:
 @click.option("--threads", type=int, default=None,
               help="CPU threads for torch, >= 1 (default on CPU: half the available cores, 1 to 4)")
 def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width, negative_prompt, device,
-             dtype, max_batch, options, verifier_options, out, quiet, rgba, background_prompt, subject, threads) -> None:
+             dtype, max_batch, options, verifier_options, out, tgate_step, tgate_options, quiet, rgba, background_prompt,
+             subject, threads) -> None:
     """Search for the best image for PROMPT and write it to --out.
 
     With the embedded model PROMPT may be plain ("two red circles", "2 red circles",
@@ -182,10 +188,18 @@ def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
             from .shapes.phrasing import canonical_prompt
 
             canonical_prompt(prompt)
+        if rgba and tgate_step is not None:
+            raise TTSInputError("--rgba cannot be combined with --tgate: after the gate step cross-attention is"
+                                " cached and Alfie's attention maps would miss those steps; drop one of them")
         run = _checked_inputs(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width,
                               negative_prompt, device, dtype, max_batch, options, verifier_options, out)
+        from .core.tgate import TGate
+
+        tgate = TGate.from_cli(tgate_step, tgate_options)
     except TTSInputError as e:
         _fail(str(e))
+    if tgate is not None:
+        run["call"]["tgate"] = tgate
     if rgba:
         run["call"].update(rgba=True, background_prompt=background_prompt, subject=subject)
     _set_threads(threads, str(run["device"]))
@@ -386,6 +400,7 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
                      progress=not quiet, verifier_options=run.get("verifier_options") or {},
                      process_options=run.get("process_options") or None, rgba=bool(run.get("rgba")),
                      background_prompt=run.get("background_prompt"), subject=run.get("subject"),
+                     tgate=run.get("tgate"),
                      **(run.get("searcher_options") or {}))
     except TTSInputError as e:
         _fail(str(e))

@@ -1,7 +1,9 @@
 """NFE and verifier-call accounting.
 
 The budget is charged by the `DenoisingProcess` itself (one NFE per row passed through the
-denoiser, classifier-free guidance's doubled batch counted once) and by the verifier
+denoiser, classifier-free guidance's doubled batch counted once; the model cost, rows the
+denoiser actually forwards with CFG rows counted twice, is kept beside it in `model_rows`,
+so T-GATE's savings after its gate show) and by the verifier
 wrapper (one call per scored image), so a searcher cannot under-report what it spends.
 Charging past the limit raises `BudgetExceeded` *before* the work is done.
 """
@@ -21,6 +23,8 @@ class Budget:
     max_verifier_calls: int | None = None
     nfe: int = 0
     verifier_calls: int = 0
+    #: model cost: rows forwarded through the denoiser (CFG batch = 2 rows per NFE; 1 after a T-GATE gate)
+    model_rows: int = 0
     #: called as `on_charge(nfe_added)` after each NFE charge (progress bars)
     on_charge: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
 
@@ -45,6 +49,12 @@ class Budget:
         self.nfe += n
         if self.on_charge is not None and n:
             self.on_charge(n)
+
+    def charge_model_rows(self, n: int) -> None:
+        """Record denoiser rows forwarded (not limited: NFE is the unit users budget in)."""
+        if n < 0:
+            raise ValueError("cannot charge negative model rows")
+        self.model_rows += n
 
     def charge_verifier(self, n: int) -> None:
         if self.max_verifier_calls is not None and self.verifier_calls + n > self.max_verifier_calls:

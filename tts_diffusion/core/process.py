@@ -33,6 +33,8 @@ from . import schedulers
 from .families import Family
 from .schedulers import SchedulerGrid, is_flow_scheduler  # noqa: F401  (re-exported)
 from .state import CallState, active_call, select_rows
+from .tgate import ENTRY as TGATE_ENTRY
+from .tgate import TGate, TGateState
 from .timing import Timings
 
 
@@ -158,6 +160,8 @@ class DenoisingProcess:
         other.budget = None
         other.timings = Timings(self.device)
         other.call = CallState(options=dict(self.call.options))
+        if "tgate" in other.call.options:  # fresh per-particle caches for the new call
+            other.enable_tgate(other.call.options["tgate"])
         return other
 
     # --------------------------------------------------------------- budget
@@ -217,34 +221,41 @@ class DenoisingProcess:
         if not 0 <= i < self.num_steps:
             raise IndexError(f"grid point {i} has no denoiser step (0 <= i < {self.num_steps})")
         n = x.shape[0]
+        # T-GATE: from the gate step on, CFG is dropped and the model sees the null text only
+        cfg = self.do_cfg and not self.gated(i)
         if self.budget is not None:
             self.budget.charge_nfe(n)
+            self.budget.charge_model_rows(n * (2 if cfg else 1))
         outs, conds, unconds = [], [], []
         with self.timings.phase("denoise"), active_call(self.call):
             self.call.step = i
             for s in range(0, n, self.max_batch):
                 xc = x[s : s + self.max_batch]
                 self.call.rows = slice(s, s + xc.shape[0])
-                o, c, u = self._guided(xc, i, cond)
+                o, c, u = self._guided(xc, i, cond, cfg)
                 outs.append(o)
                 conds.append(c)
                 unconds.append(u)
             self.call.rows = None
             out = torch.cat(outs)
             x0, eps = self.family.to_x0_eps(x, out, i)
-        cond_out = torch.cat(conds) if self.do_cfg else None
-        uncond_out = torch.cat(unconds) if self.do_cfg else None
+        cond_out = torch.cat(conds) if cfg else None
+        uncond_out = torch.cat(unconds) if cfg else None
         pred = Prediction(i, out, x0, eps, cond_out, uncond_out)
         # a per-call prediction hook (e.g. Alfie's centring, pipelines/alfie.py) may rewrite it
         hook = self.call.options.get("prediction_hook")
         return pred if hook is None else hook(self, x, i, cond, pred)
 
-    def _guided(self, x: torch.Tensor, i: int, cond: Conditioning):
+    def _guided(self, x: torch.Tensor, i: int, cond: Conditioning, cfg: bool):
         rows = x.shape[0]
         t = self.model_timesteps[i].to(self.device)
-        t = t.expand(rows * (2 if self.do_cfg else 1))
-        if not self.do_cfg:
-            return self.adapter.forward(x, t, expand_rows(cond.cond, rows)), None, None
+        t = t.expand(rows * (2 if cfg else 1))
+        if not cfg:
+            # after a T-GATE gate the model sees the negative / null conditioning (the
+            # reference's `prompt_embeds = negative_prompt_embeds`, SDXL's negative pooled
+            # embeds and time ids), unguided
+            embeds = cond.uncond if self.do_cfg else cond.cond
+            return self.adapter.forward(x, t, expand_rows(embeds, rows)), None, None
         if cond.uncond is None:
             raise ValueError("this Conditioning was encoded without CFG; encode it with the same process")
         embeds = cat_rows(expand_rows(cond.uncond, rows), expand_rows(cond.cond, rows))
@@ -314,6 +325,45 @@ class DenoisingProcess:
         other.stepping = None  # the pipeline's scheduler does not visit this grid: the family's ODE step
         return other
 
+    # ------------------------------------------------------------------ T-GATE
+    def enable_tgate(self, tgate: "TGate | int | dict | bool | None") -> "TGate | None":
+        """Turn T-GATE (core/tgate.py) on for this call view (`for_call()`); None turns it off.
+
+        Checks the model has cross-attention (one clear TTSInputError otherwise), installs the
+        inert hooks on the shared model once, and registers the per-particle caches on this
+        call. A gate at or past the last step registers nothing: the process stays
+        bit-identical to the ungated one."""
+        from . import tgate as tg
+
+        config = TGate.parse(tgate)
+        self.call.entries.pop(TGATE_ENTRY, None)
+        self.call.options.pop("tgate", None)
+        if config is None:
+            return None
+        tg.check_supported(self.adapter.denoiser)
+        self.call.options["tgate"] = config
+        if config.active(self.num_steps):
+            tg.install(self.adapter.denoiser)
+            self.call.register(TGATE_ENTRY, TGateState(config))
+        return config
+
+    @property
+    def tgate(self) -> TGate | None:
+        """The T-GATE settings of this call when the gate falls inside the run, else None."""
+        state = self.call.get(TGATE_ENTRY)
+        return state.config if isinstance(state, TGateState) else None
+
+    def gated(self, i: int) -> bool:
+        """Whether grid point i is past the T-GATE gate (CFG dropped, cross-attention cached)."""
+        config = self.tgate
+        return config is not None and i >= config.gate_step
+
+    def require_cfg_halves(self, what: str) -> None:
+        """For methods that read `Prediction.cond_out` / `uncond_out` at every step."""
+        if self.tgate is not None:
+            raise TTSInputError(f"{what} needs both classifier-free guidance halves at every step, which T-GATE"
+                                f" drops after its gate step; run it without tgate")
+
     # ----------------------------------------------------------- particle state
     def select(self, idx: torch.Tensor | Sequence[int], *items: Any) -> Any:
         """Select / duplicate / drop particles: `x, pred, log_w = proc.select(idx, x, pred, log_w)`.
@@ -343,4 +393,5 @@ class DenoisingProcess:
             "width": self.width,
             "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device),
+            **({"tgate": self.call.options["tgate"].describe()} if "tgate" in self.call.options else {}),
         }

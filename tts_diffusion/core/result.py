@@ -102,6 +102,8 @@ class SearchResult:
     alpha: torch.Tensor | None = field(default=None, repr=False)
     #: reflection chains (searcher "reflect"): chains[k][r] is chain k's round r
     chains: list[list[ChainStep]] = field(default_factory=list)
+    #: model cost: rows forwarded through the denoiser (CFG rows counted twice; see Budget.model_rows)
+    model_rows: int = 0
 
     @property
     def image(self) -> Image.Image:
@@ -148,6 +150,7 @@ class SearchResult:
             "best": cand(self.best),
             "nfe": self.nfe,
             "verifier_calls": self.verifier_calls,
+            "model_rows": self.model_rows,
             "candidates": [cand(c) for c in self.candidates],
             "trace": [{"nfe": p.nfe, "verifier_calls": p.verifier_calls, "best_score": _num(p.best_score)} for p in self.trace],
             "timings": self.timings,

@@ -16,7 +16,9 @@ Model hooks (attention processors installed on a shared model) find the state of
 that is running through `current_call()`, a context variable, so one model serves many
 threads at once: each thread sees its own call. During a denoiser forward,
 `CallState.rows` is the slice of particle rows the model sees (the process splits the
-batch into chunks of `max_batch` rows), and `CallState.step` the grid point.
+batch into chunks of `max_batch` rows), and `CallState.step` the grid point. Row r of a
+denoiser call is particle r: a call on fewer rows than the population covers its first
+rows (RBF denoises its children, kept first, without the chain states behind them).
 """
 from __future__ import annotations
 

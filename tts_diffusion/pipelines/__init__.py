@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["TTSPipeline", "load_diffusers_pipeline"]
+__all__ = ["TGate", "TTSPipeline", "load_diffusers_pipeline"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "TGate":
+        return importlib.import_module("..core.tgate", __name__).TGate
     if name in __all__:
         return getattr(importlib.import_module(".tts_pipeline", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,6 +33,7 @@ from ..core.process import DenoisingProcess
 from ..core.provenance import searcher_options
 from ..core.result import SearchResult, SearchResults
 from ..core.state import Progress
+from ..core.tgate import TGate
 from ..errors import TTSInputError
 from ..paths import default_model_path, domain_clip_path
 from ..searchers import load_searcher, run_defaults
@@ -247,6 +248,7 @@ class TTSPipeline:
                  max_batch: int = 16, progress: bool = True, verifier_options: dict | None = None,
                  process_options: dict | None = None, progress_callback: Callable[[Progress], None] | None = None,
                  rgba: bool = False, background_prompt: str | None = None, subject: str | None = None,
+                 tgate: "TGate | int | dict | bool | None" = None,
                  **searcher_kwargs) -> SearchResult | SearchResults | tuple:
         """Search for the image that scores best on `verifier`.
 
@@ -278,6 +280,10 @@ class TTSPipeline:
         background_prompt: rgba's background trajectory (default "A white background"; the
             embedded model: its exact blank canvas at no model cost unless this is given).
         subject: rgba's subject word(s) in the prompt (default: found by a built-in rule).
+        tgate: T-GATE caching (speed): a gate step (e.g. 10), True (the defaults) or
+            `TGate(gate_step=10, sp_interval=5, fi_interval=1, warm_up=2)`; from the gate on,
+            CFG is dropped and cross-attention is cached. A gate at or past the last step never
+            gates. Not with rgba, nor with fkc's cfg / product modes.
         searcher_kwargs: the searcher's own hyper-parameters (see `tts-diffusion list`).
 
         Every argument is checked before any model work; bad input raises TTSInputError."""
@@ -307,6 +313,10 @@ class TTSPipeline:
             from ..shapes.phrasing import canonical_prompt
 
             prompts = [canonical_prompt(p) for p in prompts]
+        tgate = TGate.parse(tgate)  # bad settings fail before anything is loaded
+        if tgate is not None and rgba:
+            raise TTSInputError("rgba=True cannot be combined with T-GATE: after the gate step cross-attention is"
+                                " cached and Alfie's attention maps would miss those steps; turn one of them off")
         if not rgba and (background_prompt is not None or subject is not None):
             raise TTSInputError("background_prompt and subject are options of rgba generation: pass rgba=True (--rgba)")
         search = load_searcher(searcher)
@@ -345,7 +355,7 @@ class TTSPipeline:
             seed = torch.seed() % (checks.MAX_SEED + 1)
         # every prompt's per-call view is set up (rgba: validated) before any model work
         calls = [self._prepare(base.for_call(), p, ver, rgba, background_prompt, subject, negative_prompt, nfe,
-                               {**(process_options or {}), **hyper}) for p in prompts]
+                               {**(process_options or {}), **hyper}, tgate) for p in prompts]
         results = []
         vname, vopts = self.resolve_verifier(verifier, **(verifier_options or {}))
         for (proc, call_ver, run), p, given, gen in zip(calls, prompts, prompts_given, generators):
@@ -372,6 +382,7 @@ class TTSPipeline:
                         "height": base.height, "width": base.width, "negative_prompt": negative_prompt,
                         "max_batch": max_batch, "process_options": process_options or {},
                         "rgba": rgba, "background_prompt": background_prompt, "subject": subject,
+                        "tgate": None if tgate is None else tgate.describe(),
                         "dtype": str(base.dtype).replace("torch.", ""), "device": str(base.device)},
             }
             if generator is not None:
@@ -383,10 +394,12 @@ class TTSPipeline:
         return out if return_dict else (out.images,)
 
     def _prepare(self, proc: DenoisingProcess, prompt: str, ver: Verifier, rgba: bool, background_prompt: str | None,
-                 subject: str | None, negative_prompt: str | None, nfe: int, options: dict
-                 ) -> tuple[DenoisingProcess, Verifier, Any]:
-        """One prompt's per-call process view and verifier; with rgba, Alfie's set-up on it
-        (centring hook, attention capture, compositing verifier), validated here."""
+                 subject: str | None, negative_prompt: str | None, nfe: int, options: dict,
+                 tgate: TGate | None = None) -> tuple[DenoisingProcess, Verifier, Any]:
+        """One prompt's per-call process view and verifier: T-GATE's caches registered on it;
+        with rgba, Alfie's set-up (centring hook, attention capture, compositing verifier),
+        validated here."""
+        proc.enable_tgate(tgate)
         if not rgba:
             return proc, ver, None
         from ..shapes.grammar import BACKGROUND

@@ -122,4 +122,5 @@ class SearchLog:
             nfe=self.budget.nfe, verifier_calls=self.budget.verifier_calls, timings=timings,
             settings={**self.proc.settings(), **settings,
                       **({"nonfinite_scores": self.nonfinite} if self.nonfinite else {})},
+            model_rows=self.budget.model_rows,
         )

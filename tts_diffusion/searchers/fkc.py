@@ -219,6 +219,8 @@ def fkc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
     candidates, the best by verifier score is returned."""
     if mode not in FKC_MODES:
         raise TTSInputError(f"unknown FKC mode {mode!r}; choose from {FKC_MODES}")
+    if mode != "anneal":  # both need two predictions per step that T-GATE's caches cannot give
+        proc.require_cfg_halves(f"FKC mode {mode!r}" + (" (two prompts share one cross-attention cache)" if mode == "product" else ""))
     n = proc.num_steps
     calls = 2 if mode == "product" else 1
     affordable = full_samples(budget, n * calls)

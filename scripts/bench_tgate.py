@@ -1,0 +1,261 @@
+"""T-GATE inside batched search: wall time with and without, and what it costs in accuracy.
+
+Two parts (issue 11, "Measure"):
+
+speed   best-of-N with the toolkit, T-GATE (gate 10, sp 5, fi 1, warm-up 2; PixArt: gate 15,
+        sp 3, the reference's defaults) against the toolkit without, same run, same seeds,
+        fp16, random weights at real sizes (no downloads):
+          sd15    SD-1.5 UNet/VAE/CLIP-L text encoder, 512x512, 25 DDIM steps, CFG 7.5, N=32
+          sdxl    SDXL-base UNet/VAE, 1024x1024, 25 steps, CFG 5 (N=--n-large)
+          pixart  PixArt-Sigma XL/2 transformer/VAE, 1024x1024, 25 steps, CFG 4.5 (N=--n-large)
+        verifier: CLIP ViT-L/14 architecture, random weights. SDXL's and PixArt's text
+        encoders are cut to 2 layers (the prompt is encoded once per search, off the
+        denoising path; a full random T5-XXL would take minutes to initialise).
+shapes  the embedded default model on the eval split (600 prompts; --prompts to take fewer):
+        oracle accuracy of best-of-1 and best-of-16 (guided by --guide, judged by the
+        oracle), 20 steps, ungated and with gates {6, 10, 14}, plus seconds per search.
+
+    python scripts/bench_tgate.py --out docs/bench_tgate.json                       # H100, all parts
+    python scripts/bench_tgate.py --parts shapes --device cpu --prompts 60 --out /tmp/t.json
+    python scripts/bench_tgate.py --device cpu --tiny --prompts 6 --out /tmp/t.json # smoke
+
+Prints tables and writes JSON to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+
+PROMPT = "a photograph of an astronaut riding a horse"
+#: reference defaults (REFERENCES 1.3): SD / SDXL gate 10 of 25 (sp 5), PixArt gate 15 of 25 (sp 3)
+GATES = {"sd15": dict(gate_step=10, sp_interval=5), "sdxl": dict(gate_step=10, sp_interval=5),
+         "pixart": dict(gate_step=15, sp_interval=3)}
+GUIDANCE = {"sd15": 7.5, "sdxl": 5.0, "pixart": 4.5}
+SIZE = {"sd15": 512, "sdxl": 1024, "pixart": 1024}
+
+
+# ----------------------------------------------------------------------------- models
+def _clip_te(hidden: int, layers: int, heads: int, proj: int | None = None, vocab: int = 49408):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfg = CLIPTextConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, max_position_embeddings=77, projection_dim=proj or hidden,
+                         hidden_act="gelu")
+    return CLIPTextModelWithProjection(cfg) if proj else CLIPTextModel(cfg)
+
+
+def _sd_vae(sample_size: int, scaling: float):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
+                         layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, sample_size=sample_size, scaling_factor=scaling)
+
+
+def _ddim():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                         set_alpha_to_one=False, steps_offset=1)
+
+
+def build(model: str, device, dtype, tiny: bool):
+    """A pipeline of `model`'s architecture with random weights (tiny: the test pipelines)."""
+    torch.manual_seed(0)
+    if tiny:
+        from tiny_pipelines import make_tiny_pipeline
+
+        pipe = make_tiny_pipeline({"sd15": "sd15", "sdxl": "sdxl", "pixart": "pixart_sigma"}[model])
+    elif model == "sd15":
+        from bench_best_of_n import build_sd15
+
+        return build_sd15(device, dtype, False)
+    elif model == "sdxl":
+        from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+
+        from tiny_pipelines import clip_tokenizer
+
+        unet = UNet2DConditionModel(  # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json
+            sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+            use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816)
+        tok = clip_tokenizer(num_merges=48894)
+        pipe = StableDiffusionXLPipeline(
+            vae=_sd_vae(1024, 0.13025), text_encoder=_clip_te(768, 2, 12), text_encoder_2=_clip_te(1280, 2, 20, 1280),
+            tokenizer=tok, tokenizer_2=clip_tokenizer(num_merges=48894, pad_token="!"), unet=unet, scheduler=_ddim(),
+            force_zeros_for_empty_prompt=True, add_watermarker=False)
+    else:
+        from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+        from transformers import T5Config, T5EncoderModel
+
+        from tiny_pipelines import t5_tokenizer
+
+        tr = PixArtTransformer2DModel(  # PixArt-alpha/PixArt-Sigma-XL-2-1024-MS transformer/config.json
+            sample_size=128, num_layers=28, attention_head_dim=72, num_attention_heads=16, in_channels=4,
+            out_channels=8, patch_size=2, cross_attention_dim=1152, caption_channels=4096, norm_type="ada_norm_single",
+            norm_elementwise_affine=False, norm_eps=1e-6, use_additional_conditions=False, interpolation_scale=2,
+            attention_bias=True, activation_fn="gelu-approximate", num_embeds_ada_norm=1000)
+        tok = t5_tokenizer(model_max_length=300)
+        te = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=4096, d_ff=10240, num_layers=2, num_heads=64,
+                                     d_kv=64, feed_forward_proj="gated-gelu", is_encoder_decoder=False))
+        pipe = PixArtSigmaPipeline(tokenizer=tok, text_encoder=te, vae=_sd_vae(1024, 0.13025), transformer=tr,
+                                   scheduler=DPMSolverMultistepScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device, dtype)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, repeats):
+    times, out = [], None
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times, out
+
+
+# ----------------------------------------------------------------------------- speed
+def speed(model: str, args, device, dtype) -> dict:
+    from tts_diffusion import TGate, TTSPipeline
+    from tts_diffusion.verifiers import CLIPVerifier
+
+    pipe = build(model, device, dtype, args.tiny)
+    verifier = CLIPVerifier(model="RN50" if args.tiny else "ViT-L-14", pretrained=None, device=device)
+    tts = TTSPipeline(pipe)
+    n = args.n if model == "sd15" else args.n_large
+    steps, size = (4, 32) if args.tiny else (args.steps, SIZE[model])
+    tg = TGate(**({"gate_step": 2, "sp_interval": 1} if args.tiny else GATES[model]))
+    max_batch = args.max_batch if model == "sd15" else args.max_batch_large
+    kw = dict(verifier=verifier, budget=n * steps, seed=0, num_inference_steps=steps, guidance_scale=GUIDANCE[model],
+              height=size, width=size, max_batch=max_batch, progress=False)
+    if model != "sd15":  # 1024x1024 decodes run the VAE in float32 (force_upcast): two at a time
+        kw["process_options"] = {"decode_batch": 2, **({"max_sequence_length": 300} if model == "pixart" else {})}
+    out = {"n": n, "steps": steps, "size": size, "max_batch": max_batch, "tgate": tg.describe()}
+    results = {}
+    for name, option in (("plain", None), ("tgate", tg)):
+        tts(PROMPT, tgate=option, **kw)  # warm-up
+        t, all_t, res = timed(lambda o=option: tts(PROMPT, tgate=o, **kw), device, args.repeats)
+        results[name] = res
+        out[name] = {"median_s": t, "seconds": all_t, "model_rows": res.model_rows, "nfe": res.nfe,
+                     "phases": res.timings, "best_score": res.best_score}
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    out["speedup"] = out["plain"]["median_s"] / out["tgate"]["median_s"]
+    out["model_rows_ratio"] = out["plain"]["model_rows"] / out["tgate"]["model_rows"]
+    print(f"{model:<7} N={n:<3} {size}x{size} {steps} steps  plain {out['plain']['median_s']:8.3f} s"
+          f"  tgate {out['tgate']['median_s']:8.3f} s  speed-up {out['speedup']:.2f}x"
+          f"  model rows {out['plain']['model_rows']} -> {out['tgate']['model_rows']}", flush=True)
+    del pipe, tts
+    return out
+
+
+# ----------------------------------------------------------------------------- shapes
+def shapes(args, device) -> dict:
+    from shapes_bench import aggregate, eval_prompts, run_records
+
+    from tts_diffusion import TTSPipeline
+    from tts_diffusion.verifiers import load_verifier
+
+    tts = TTSPipeline.from_pretrained(device=device)
+    tts.set_progress_bar_config(disable=True)
+    oracle = load_verifier("oracle").to(device)
+    guide = oracle if args.guide == "oracle" else tts.get_verifier("clip")
+    steps = 20
+    prompts = list(enumerate(eval_prompts(args.prompts)))
+    base = tts.process(steps, max_batch=args.shapes_max_batch)
+    budgets = [1, args.best_of]
+    gates = [None] + [g for g in args.gates if g < steps]
+    methods, records = [], []
+    for g in gates:
+        proc = base.for_call()
+        proc.enable_tgate(None if g is None else {"gate_step": g, "sp_interval": args.sp_interval})
+        name = "ungated" if g is None else f"gate{g}"
+        methods.append(name)
+        recs = run_records(proc, guide, oracle, prompts, "best_of_n", budgets, {}, args.seed,
+                           args.guide == "oracle", tag=name)
+        for r in recs:
+            r["method"] = name
+        records.extend(recs)
+    print(f"\nshapes model, {len(prompts)} eval prompts, {steps} steps, guide {args.guide}, judged by the oracle")
+    print(f"{'':<10} " + "  ".join(f"best-of-{b:<3}" for b in budgets))
+    agg = aggregate(records, [p for _, p in prompts], methods, budgets)
+    secs = agg["seconds_per_search"]
+    for m in methods[1:]:
+        agg.setdefault("speedup", {})[m] = secs["ungated"][args.best_of] / secs[m][args.best_of]
+        print(f"{m:<10} speed-up over ungated (best-of-{args.best_of} search): {agg['speedup'][m]:.2f}x")
+    ok = [m for m in methods[1:] if all(agg["accuracy"]["ungated"][b] - agg["accuracy"][m][b] <= 0.02 for b in budgets)]
+    agg["within_2_points"] = ok
+    agg["suggested_default_gate"] = min(ok, key=lambda m: int(m[4:])) if ok else None
+    print(f"gates within 2 points of ungated at every budget: {ok or 'none'};"
+          f" suggested default (earliest such gate): {agg['suggested_default_gate']}")
+    return {"prompts": len(prompts), "steps": steps, "sp_interval": args.sp_interval, "budgets": budgets, "guide": args.guide, **agg}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--parts", default="speed,shapes", help="comma list of: speed, shapes")
+    ap.add_argument("--models", default="sd15,sdxl,pixart", help="speed part: comma list of sd15, sdxl, pixart")
+    ap.add_argument("--n", type=int, default=32, help="best-of-N for sd15")
+    ap.add_argument("--n-large", type=int, default=8, help="best-of-N for sdxl and pixart (1024x1024)")
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--max-batch", type=int, default=32, help="rows per denoiser call, sd15")
+    ap.add_argument("--max-batch-large", type=int, default=8, help="rows per denoiser call, sdxl / pixart")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tiny", action="store_true", help="speed part with the tiny test pipelines (CPU smoke)")
+    ap.add_argument("--prompts", type=int, default=600, help="shapes: eval prompts (category-balanced subset)")
+    ap.add_argument("--gates", type=lambda s: [int(v) for v in s.split(",")], default=[6, 10, 14])
+    ap.add_argument("--best-of", type=int, default=16)
+    ap.add_argument("--sp-interval", type=int, default=5, help="shapes: T-GATE sp_interval (1: no self-attention reuse)")
+    ap.add_argument("--guide", choices=["clip", "oracle"], default="clip",
+                    help="shapes: verifier the search maximises (the domain CLIP, or the oracle itself)")
+    ap.add_argument("--shapes-max-batch", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts <= {"speed", "shapes"}:
+        ap.error(f"--parts takes speed and/or shapes, got {args.parts!r}")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not set(models) <= set(SIZE):
+        ap.error(f"--models takes {', '.join(SIZE)}, got {args.models!r}")
+    if args.prompts < 1 or args.best_of < 1 or args.sp_interval < 1 or any(g < 1 for g in args.gates):
+        ap.error("--prompts, --best-of, --sp-interval and --gates must be positive")
+
+    device = torch.device(args.device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    out = {"device": dev_name, "dtype": str(dtype), "torch": torch.__version__, "argv": sys.argv[1:]}
+    if "speed" in parts:
+        print(f"speed: toolkit best-of-N with and without T-GATE, {str(dtype)[6:]}, {dev_name}")
+        out["speed"] = {m: speed(m, args, device, dtype) for m in models}
+    if "shapes" in parts:
+        out["shapes"] = shapes(args, device)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2, default=str))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""T-GATE: cross-attention caching with classifier-free guidance dropped after a gate step.
+
+Liu et al., "Faster Diffusion via Temporal Attention Decomposition" (TMLR 2025, arXiv
+2404.02747; reference package `tgate` 1.0.0, `tgate_utils.tgate_scheduler` and the loops in
+`tgate/SD.py`, `SDXL.py`, `PixArt_Sigma.py`). With s the step index and g the gate step:
+
+    s <  g-1   semantics planning: CFG batch; cross-attention (CA) computed; TGATE-V2
+               self-attention (SA) computed for s < warm_up, cached at s == warm_up and
+               whenever s % sp_interval == 0, reused from that cache otherwise
+    s == g-1   gate: CA and SA computed on the CFG batch and cached as (uncond + cond) / 2
+    s >= g     fidelity improving: CFG dropped (the model sees only the null / negative
+               conditioning, SDXL's pooled text and time ids included: `Conditioning.uncond`),
+               CA returns its cache, SA recomputed (and cached) when s % fi_interval == 0,
+               reused otherwise
+
+A gate at or past the last step means "never gate": nothing is hooked, cached or dropped,
+and the process is bit-identical to the ungated one.
+
+How it is hooked: a diffusers `ModelHook` (diffusers.hooks.HookRegistry, the mechanism of
+diffusers' own PyramidAttentionBroadcast) on every attention module of the denoiser. Its
+`new_forward` delegates to the module's own forward, which runs whatever processor is
+installed (SDPA, xformers, LoRA, IP-Adapter), and only short-circuits it to return a cached
+output. Whether a call is cross-attention is read from the call itself (it is passed
+`encoder_hidden_states`), as the reference does. The hooks are installed once on the shared
+model and are inert unless the current call (`current_call()`) carries a `TGateState`, so one
+pipeline serves gated and ungated calls from many threads.
+
+Caches are per particle: a `TGateState` (a `CallState` entry) holds, for every attention
+module, a tensor [num_particles, k, ...] (k = 2 for the CFG halves, 1 after averaging or
+without CFG) and a validity mask; the forward in flight reads and writes the rows
+`current_call().rows`; `proc.select(idx)` indexes them and a new draw of noise resets them.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+import torch
+
+from ..errors import TTSInputError
+from ..params import Param, ParamSpec
+from .state import current_call
+
+#: name of the CallState entry and of the diffusers hook
+ENTRY = "tgate"
+HOOK = "tts_diffusion_tgate"
+
+TGATE_PARAMS = ParamSpec("T-GATE", [
+    Param("gate_step", int, 10, "step g from which cross-attention is cached and CFG is dropped"
+                                " (at or past the number of steps: never gate)", low=1),
+    Param("sp_interval", int, 5, "before the gate, recompute self-attention every sp_interval steps"
+                                 " after warm_up and reuse it in between (TGATE-V2; 1 = every step)", low=1),
+    Param("fi_interval", int, 1, "after the gate, recompute self-attention every fi_interval steps"
+                                 " (1 = every step)", low=1),
+    Param("warm_up", int, 2, "first steps with self-attention always computed", low=0),
+])
+
+COMPUTE, CACHE, REUSE = "compute", "cache", "reuse"
+
+
+@dataclass(frozen=True)
+class TGate:
+    """T-GATE settings (the reference's defaults: SD / SDXL gate 10 of 25, sp 5, fi 1,
+    warm-up 2; PixArt gate 15 of 25 with sp 3)."""
+
+    gate_step: int = 10
+    sp_interval: int = 5
+    fi_interval: int = 1
+    warm_up: int = 2
+
+    def __post_init__(self) -> None:
+        TGATE_PARAMS.validate(asdict(self))
+
+    @classmethod
+    def parse(cls, value: Any) -> "TGate | None":
+        """What `tgate=` accepts: None / False (off), True (the defaults), a gate step (int),
+        a dict of TGate fields, or a TGate."""
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if isinstance(value, TGate):
+            return value
+        if isinstance(value, int):
+            return cls(gate_step=value)
+        if isinstance(value, dict):
+            return cls(**TGATE_PARAMS.validate(value))
+        raise TTSInputError(f"tgate={value!r} is not valid: pass a gate step (an integer >= 1), a dict of"
+                            f" {', '.join(TGATE_PARAMS.names())}, or a TGate")
+
+    @classmethod
+    def from_cli(cls, gate_step: int | None, options: Iterable[str] = ()) -> "TGate | None":
+        """`--tgate GATE_STEP` and `--tgate-option KEY=VALUE` (options need --tgate)."""
+        opts = TGATE_PARAMS.parse(options)
+        if gate_step is None:
+            if opts:
+                raise TTSInputError("--tgate-option needs --tgate GATE_STEP")
+            return None
+        return cls(**{**opts, "gate_step": TGATE_PARAMS.get("gate_step").validate(gate_step, "T-GATE")})
+
+    def active(self, num_steps: int) -> bool:
+        """Whether the gate falls inside a sampling run of `num_steps` steps."""
+        return self.gate_step < num_steps
+
+    def plan(self, s: int) -> tuple[str, str, bool]:
+        """(cross-attention mode, self-attention mode, average CFG halves) at step s:
+        the reference's `tgate_scheduler`, line for line."""
+        g = self.gate_step
+        if s < g - 1:  # semantics planning
+            if s < self.warm_up:
+                sa = COMPUTE
+            elif s == self.warm_up or s % self.sp_interval == 0:
+                sa = CACHE
+            else:
+                sa = REUSE
+            return COMPUTE, sa, False
+        if s == g - 1:  # the gate: cache (uncond + cond) / 2
+            return CACHE, CACHE, True
+        return REUSE, (CACHE if s % self.fi_interval == 0 else REUSE), False  # fidelity improving
+
+    def describe(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class TGateState:
+    """Per-call T-GATE state (a `CallState` entry): the settings and, per attention module,
+    the cached outputs of every particle, [num_particles, k, ...], with a validity mask."""
+
+    def __init__(self, config: TGate):
+        self.config = config
+        self.num_particles: int | None = None
+        self.store: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # --- ParticleEntry --------------------------------------------------------
+    def reset(self, num_particles: int) -> None:
+        self.store.clear()
+        self.num_particles = int(num_particles)
+
+    def select(self, idx: torch.Tensor) -> None:
+        for key, (t, valid) in list(self.store.items()):
+            rows = idx.to(t.device)
+            if idx.numel() and int(idx.max()) >= t.shape[0]:
+                # rows beyond what was cached have never been written: keep them invalid
+                t, valid = _grow(t, valid, int(idx.max()) + 1)
+                rows = idx.to(t.device)
+            self.store[key] = (t[rows], valid[idx])
+        self.num_particles = int(idx.numel())
+
+    # --- cache I/O for the rows in flight -------------------------------------------
+    def write(self, key: tuple[str, str], rows: slice, out: torch.Tensor, average: bool) -> None:
+        b = rows.stop - rows.start
+        k = out.shape[0] // b
+        v = out.reshape(k, b, *out.shape[1:]).transpose(0, 1)  # [B, k, ...]
+        if average and k == 2:
+            v = ((v[:, 0] + v[:, 1]) / 2).unsqueeze(1)  # the reference's (uncond + text) / 2
+        n = max(self.num_particles or 0, rows.stop)
+        t, valid = self.store.get(key, (None, None))
+        if t is None or t.shape[1:] != v.shape[1:] or t.dtype != v.dtype or t.device != v.device:
+            t = torch.zeros((n, *v.shape[1:]), dtype=v.dtype, device=v.device)
+            valid = torch.zeros(n, dtype=torch.bool)
+        elif t.shape[0] < n:
+            t, valid = _grow(t, valid, n)
+        t[rows] = v
+        valid[rows] = True
+        self.store[key] = (t, valid)
+
+    def read(self, key: tuple[str, str], rows: slice, batch: int) -> torch.Tensor | None:
+        """The cached output for the rows in flight in the model's batch layout, or None when
+        these rows have no cache of that batch size (the reference then computes)."""
+        if key not in self.store:
+            return None
+        t, valid = self.store[key]
+        b = rows.stop - rows.start
+        if rows.stop > t.shape[0] or not bool(valid[rows].all()) or t.shape[1] * b != batch:
+            return None
+        v = t[rows]
+        return v.transpose(0, 1).reshape(batch, *v.shape[2:])
+
+
+def _grow(t: torch.Tensor, valid: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    t2 = torch.zeros((n, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    v2 = torch.zeros(n, dtype=torch.bool)
+    t2[: t.shape[0]] = t
+    v2[: valid.shape[0]] = valid
+    return t2, v2
+
+
+# ------------------------------------------------------------------------ the hook
+def _hook_class():
+    from diffusers.hooks import ModelHook
+
+    class TGateHook(ModelHook):
+        """Delegates to the attention module's own forward (its installed processor); returns
+        the cached output when the current call's T-GATE plan says so."""
+
+        def __init__(self, name: str):
+            super().__init__()
+            self.name = name
+
+        def new_forward(self, module: torch.nn.Module, *args, **kwargs):
+            forward = self.fn_ref.original_forward
+            call = current_call()
+            state = None if call is None else call.get(ENTRY)
+            if state is None or call.rows is None or call.step is None:
+                return forward(*args, **kwargs)
+            hidden = args[0] if args else kwargs["hidden_states"]
+            ehs = args[1] if len(args) > 1 else kwargs.get("encoder_hidden_states")
+            cross = ehs is not None
+            ca, sa, average = state.config.plan(call.step)
+            mode = ca if cross else sa
+            key = (self.name, "ca" if cross else "sa")
+            if mode == REUSE:
+                cached = state.read(key, call.rows, hidden.shape[0])
+                if cached is not None:
+                    return cached
+                return forward(*args, **kwargs)
+            out = forward(*args, **kwargs)
+            if mode == CACHE:
+                state.write(key, call.rows, out, average)
+            return out
+
+    return TGateHook
+
+
+_INSTALL_LOCK = threading.Lock()
+
+
+def attention_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """Attention modules found structurally: anything with an attention `processor` and an
+    `is_cross_attention` flag (diffusers' Attention and its descendants)."""
+    return [(n, m) for n, m in model.named_modules() if hasattr(m, "processor") and hasattr(m, "is_cross_attention")]
+
+
+def check_supported(model: torch.nn.Module) -> None:
+    """One clear error for models T-GATE cannot gate (before any model work)."""
+    mods = attention_modules(model)
+    if any(bool(m.is_cross_attention) for _, m in mods):
+        return
+    name = type(model).__name__
+    if any(getattr(m, "add_k_proj", None) is not None for m in model.modules()):  # a joint text stream
+        raise TTSInputError(f"T-GATE is not supported for MM-DiT models ({name}: SD3, FLUX): they have no"
+                            " cross-attention to cache (text enters joint attention); run without --tgate")
+    raise TTSInputError(f"T-GATE needs a denoiser with cross-attention layers and {name} has none; run without --tgate")
+
+
+def install(model: torch.nn.Module) -> int:
+    """Install the (inert) T-GATE hook on every attention module of `model`, once.
+    Returns the number of hooked modules."""
+    from diffusers.hooks import HookRegistry
+
+    hook_cls = _hook_class()
+    mods = attention_modules(model)
+    with _INSTALL_LOCK:
+        for name, m in mods:
+            registry = HookRegistry.check_if_exists_or_initialize(m)
+            if registry.get_hook(HOOK) is None:
+                registry.register_hook(hook_cls(name), HOOK)
+    return len(mods)
+
+
+def uninstall(model: torch.nn.Module) -> None:
+    """Remove the hooks (they are inert without a gated call; this is for tidiness)."""
+    with _INSTALL_LOCK:
+        for _, m in attention_modules(model):
+            registry = getattr(m, "_diffusers_hook", None)
+            if registry is not None and registry.get_hook(HOOK) is not None:
+                registry.remove_hook(HOOK, recurse=False)
