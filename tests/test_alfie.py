@@ -284,6 +284,34 @@ def test_rgba_png_and_sidecar(shapes, tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "cut.alpha.png")), arr[..., 3])
 
 
+def test_mattes_in_parallel_threads_equal_the_sequential_ones(shapes):
+    """RGBAVerifier's thread pool: the same mattes as one thread, and as `alpha_matte` called
+    by hand on each particle's maps."""
+    from tts_diffusion.core.result import to_uint8
+    from tts_diffusion.pipelines.matte import alpha_matte, subject_maps
+
+    proc = shapes.process(4).for_call()
+    run = prepare_rgba(proc, "a photo of a red circle", BrightnessVerifier(), canvas_color=BACKGROUND)
+    proc.reset_particles(3)
+    x, _ = proc.sample(proc.noise_from_seeds([0, 1, 2]), proc.encode("a photo of a red circle"))
+    images = proc.decode(x)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _ = run.verifier.mattes(images)
+        torch.set_num_threads(3)
+        many, _ = run.verifier.mattes(images)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many) and one.shape == (3, 64, 64) and one.amax() > 0
+    cap = run.capture
+    u8 = to_uint8(images)
+    for k in range(3):
+        want, _ = alpha_matte(u8[k].permute(1, 2, 0).numpy(), subject_maps(cap.cross_map(k), run.spans, run.grid),
+                              cap.self_map(k), run.k)
+        np.testing.assert_array_equal(one[k].numpy(), want)
+
+
 def test_model_background_costs_one_more_row_per_step(pixart):
     tts = TTSPipeline(pixart, defaults={"max_sequence_length": SEQ})
     steps = 3
@@ -347,7 +375,7 @@ def test_cli_rgba(tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["settings"]["rgba"] is True
     r = CliRunner().invoke(main, ["generate", "a photo of a red circle", "--background-prompt", "white",
                                   "--device", "cpu", "--out", str(out), "--quiet"])
-    assert r.exit_code == 2 and "error: background_prompt and subject are options of rgba" in r.output
+    assert r.exit_code == 2 and "error: --background-prompt and --subject go with --rgba" in r.output
     r = CliRunner().invoke(main, ["generate", "a photo of a red circle", "--rgba", "--subject", "square", "--device",
                                   "cpu", "--out", str(out), "--quiet"])
     assert r.exit_code == 2 and "error: subject word(s) 'square' are not in the prompt" in r.output
