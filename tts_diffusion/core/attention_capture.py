@@ -25,7 +25,9 @@ in this context (`core.state.current_call()`) carries an `AttentionCapture` unde
   (`out_dtype=float32`: the same products, only the summation order of the tensor cores
   differs; `AttentionCapture.matmul_in_model_dtype`);
 - heads (then rows) are chunked only when one chunk's transient, scores plus softmax
-  (2 x rows x heads x N x M x 4 B), would exceed `AttentionCapture.chunk_bytes` (256 MiB);
+  (2 x rows x heads x N x M x 4 B), would exceed `AttentionCapture.chunk_bytes` (256 MiB on
+  a GPU, where the old per-head loop was bound by kernel launches; 8 MiB on the CPU, where
+  one large batch falls out of cache and is slower than cache-sized chunks);
 - the head sum is added straight into the per-particle accumulators (`AttentionMaps`, a
   `CallState` entry, so `proc.select` carries them with the particles), scaled by 1/heads.
 
@@ -127,8 +129,9 @@ class AttentionCapture:
     enabled: bool = True
     #: layer visits seen per kind during the call (a check that the processors ran)
     seen: dict[str, int] = field(default_factory=lambda: {"cross": 0, "self": 0})
-    #: bound on one chunk's transient (scores + softmax, fp32); heads, then rows, are chunked above it
-    chunk_bytes: int = 256 * 2**20
+    #: bound on one chunk's transient (scores + softmax, fp32); heads, then rows, are chunked above
+    #: it. None: `default_chunk_bytes(device)` (256 MiB on GPUs, 8 MiB on the CPU)
+    chunk_bytes: int | None = None
     #: CUDA + fp16/bf16 model: q k^T from the model-dtype q, k with fp32 accumulation and output
     matmul_in_model_dtype: bool = True
     #: layer visits whose q/k were taken from the wrapped processor's projections (the rest recomputed)
@@ -217,14 +220,19 @@ def project_qk(attn: Any, hidden_states: torch.Tensor, context: torch.Tensor, q:
 
 def _scores(q: torch.Tensor, kt: torch.Tensor, bias: torch.Tensor | None, scale: float, half: bool) -> torch.Tensor:
     """fp32 bias + scale q k^T for q [B, N, d], kt [B, d, M] (fp32, or half with `half`: fp32
-    accumulation and output, CUDA only)."""
-    if bias is None:
-        bias, beta = torch.zeros((), dtype=torch.float32, device=q.device), 0.0
-    else:
-        beta = 1.0
+    accumulation and output, CUDA only). On CUDA one fused `baddbmm`; on the CPU `bmm` then
+    scale and bias in place (CPU `baddbmm` copies the broadcast bias first and is slower)."""
     if half:
-        return torch.baddbmm(bias, q, kt, out_dtype=torch.float32, beta=beta, alpha=scale)
-    return torch.baddbmm(bias, q, kt, beta=beta, alpha=scale)
+        if bias is None:
+            return torch.baddbmm(torch.zeros((), dtype=torch.float32, device=q.device), q, kt,
+                                 out_dtype=torch.float32, beta=0.0, alpha=scale)
+        return torch.baddbmm(bias, q, kt, out_dtype=torch.float32, alpha=scale)
+    if q.device.type == "cuda":
+        if bias is None:
+            return torch.baddbmm(torch.zeros((), dtype=q.dtype, device=q.device), q, kt, beta=0.0, alpha=scale)
+        return torch.baddbmm(bias, q, kt, alpha=scale)
+    s = torch.bmm(q, kt).mul_(scale)
+    return s if bias is None else s.add_(bias)
 
 
 _HALF_OK: dict[tuple[str, torch.dtype], bool] = {}
@@ -251,6 +259,12 @@ def half_matmul_ok(device: torch.device, dtype: torch.dtype) -> bool:
     return _HALF_OK[key]
 
 
+def default_chunk_bytes(device: torch.device) -> int:
+    """256 MiB on an accelerator (fewer, larger kernels: the per-head loop was launch-bound);
+    8 MiB on the CPU, where a chunk that stays in cache is faster than one large batch."""
+    return 8 * 2**20 if device.type == "cpu" else 256 * 2**20
+
+
 def chunking(rows: int, heads: int, n: int, m: int, chunk_bytes: int) -> tuple[int, int]:
     """(rows, heads) per chunk so that one chunk's scores + softmax, 2 x rows x heads x n x m
     fp32 values, stay within `chunk_bytes` (at least one head of one row)."""
@@ -261,7 +275,7 @@ def chunking(rows: int, heads: int, n: int, m: int, chunk_bytes: int) -> tuple[i
 
 
 def accumulate_probs(q: torch.Tensor, k: torch.Tensor, scale: float, bias: torch.Tensor | None, out: torch.Tensor,
-                     chunk_bytes: int = 256 * 2**20, model_dtype_matmul: bool = True) -> None:
+                     chunk_bytes: int | None = None, model_dtype_matmul: bool = True) -> None:
     """out [B, N, M] += mean_heads softmax(scale q k^T + bias), all heads at once (chunked by
     `chunking`), in fp32. q [B, H, N, d], k [B, H, M, d]; bias: additive mask [B, H, 1 or N, M]."""
     b, h, n, d = q.shape
@@ -269,14 +283,14 @@ def accumulate_probs(q: torch.Tensor, k: torch.Tensor, scale: float, bias: torch
     half = model_dtype_matmul and half_matmul_ok(q.device, q.dtype)
     if not half:
         q, k = q.float(), k.float()
-    kt = k.transpose(-1, -2)
-    rc, hc = chunking(b, h, n, m, chunk_bytes)
+    rc, hc = chunking(b, h, n, m, default_chunk_bytes(q.device) if chunk_bytes is None else chunk_bytes)
     for r0 in range(0, b, rc):
         r1 = min(b, r0 + rc)
         for h0 in range(0, h, hc):
             h1 = min(h, h0 + hc)
             bb = None if bias is None else bias[r0:r1, h0:h1].reshape(-1, bias.shape[-2], m)
-            s = _scores(q[r0:r1, h0:h1].reshape(-1, n, d), kt[r0:r1, h0:h1].reshape(-1, d, m), bb, scale, half)
+            kt = k[r0:r1, h0:h1].reshape(-1, m, d).transpose(-1, -2)
+            s = _scores(q[r0:r1, h0:h1].reshape(-1, n, d), kt, bb, scale, half)
             p = s.softmax(dim=-1)
             del s
             out[r0:r1].add_(p.view(r1 - r0, h1 - h0, n, m).sum(dim=1), alpha=1.0 / h)
@@ -290,7 +304,7 @@ def mask_bias(attn: Any, attention_mask: torch.Tensor | None, rows: int, m: int)
 
 
 def attention_probs(attn: Any, hidden_states: torch.Tensor, context: torch.Tensor,
-                    attention_mask: torch.Tensor | None, chunk_bytes: int = 256 * 2**20,
+                    attention_mask: torch.Tensor | None, chunk_bytes: int | None = None,
                     model_dtype_matmul: bool = True) -> torch.Tensor:
     """Head-mean softmax(q k^T * scale + mask) in fp32 for a batch of rows: [B, N, M]."""
     q, k = project_qk(attn, hidden_states, context)
