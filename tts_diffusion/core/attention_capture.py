@@ -251,9 +251,12 @@ def half_matmul_ok(device: torch.device, dtype: torch.dtype) -> bool:
             q = torch.randn(2, 64, 72, generator=g).to(device, dtype)
             kt = torch.randn(2, 72, 40, generator=g).to(device, dtype)
             bias = torch.randn(2, 1, 40, generator=g).to(device)
-            want = _scores(q.float(), kt.float(), bias, 0.125, False)
-            got = _scores(q, kt, bias, 0.125, True)
-            _HALF_OK[key] = got.dtype == torch.float32 and bool(torch.allclose(got, want, atol=1e-4, rtol=1e-4))
+            ok = True
+            for bb in (bias, None):  # both forms the capture uses
+                want = _scores(q.float(), kt.float(), bb, 0.125, False)
+                got = _scores(q, kt, bb, 0.125, True)
+                ok &= got.dtype == torch.float32 and bool(torch.allclose(got, want, atol=1e-4, rtol=1e-4))
+            _HALF_OK[key] = ok
         except (RuntimeError, TypeError, NotImplementedError):
             _HALF_OK[key] = False
     return _HALF_OK[key]
