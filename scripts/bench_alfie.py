@@ -24,6 +24,17 @@ matte only), for `--particles` candidates.
     python scripts/bench_alfie.py --mode shapes --prompts 2 --n 2 --out /tmp/alfie_smoke      # CPU smoke, ~30 s
     python scripts/bench_alfie.py --mode pixart-xl --device cuda --out docs/bench_alfie_pixart_xl   # H100
     python scripts/bench_alfie.py --mode pixart-xl --device cpu --size 64 --layers 2 --out /tmp/x   # CPU smoke
+    python scripts/bench_alfie.py --mode capture --device cpu --threads 1 --size 256 --particles 4 --out /tmp/c
+    python scripts/bench_alfie.py --mode capture --device cuda --particles 4 --out docs/bench_alfie_capture_gpu
+
+Mode `capture` (micro-benchmark of one layer visit of the attention capture, PixArt-Sigma-XL
+attention shapes: 16 heads x 72, width 1152, N = (size/16)^2 image tokens, 300 text tokens
+with a padding mask, `--particles` conditional rows): the previous implementation (q/k
+recomputed, fp32, one head at a time; kept here as the reference) against the current one
+(all heads batched; with q/k recomputed, and with q/k given as the wrapped processor's
+projections are; on CUDA also the model-dtype matmul with fp32 output), with the wrapped
+SDPA attention itself (2 x rows for CFG) as the yardstick, and the largest deviation of each
+from the reference.
 
 Writes <out>.json and prints a table.
 """
@@ -277,9 +288,103 @@ def run_pixart_xl(args) -> dict:
     return out
 
 
+def legacy_probs(attn, hs, ctx, mask) -> torch.Tensor:
+    """The capture's previous implementation: q/k recomputed, fp32, one head at a time."""
+    b, n, _ = hs.shape
+    m = ctx.shape[1]
+    q, k = attn.to_q(hs), attn.to_k(ctx)
+    h = attn.heads
+    d = k.shape[-1] // h
+    q, k = q.view(b, n, h, d).transpose(1, 2), k.view(b, m, h, d).transpose(1, 2)
+    bias = None if mask is None else attn.prepare_attention_mask(mask, m, b).view(b, h, -1, m).float()
+    out = torch.zeros((b, n, m), dtype=torch.float32, device=q.device)
+    for j in range(h):
+        sc = torch.einsum("bnd,bmd->bnm", q[:, j].float(), k[:, j].float()) * float(attn.scale)
+        if bias is not None:
+            sc = sc + bias[:, j]
+        out += sc.softmax(dim=-1)
+    return out / h
+
+
+def run_capture(args) -> dict:
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    from tts_diffusion.core.attention_capture import (accumulate_probs, chunking, default_chunk_bytes, half_matmul_ok,
+                                                      mask_bias, project_qk)
+
+    device = torch.device(args.device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    torch.manual_seed(0)
+    width, heads, text = 1152, 16, 300
+    n = (args.size // 16) ** 2
+    r = args.particles
+    hs = torch.randn(2 * r, n, width, device=device, dtype=dtype)
+    ctx = torch.randn(2 * r, text, width, device=device, dtype=dtype)
+    mask = torch.zeros(2 * r, 1, text, device=device, dtype=dtype)
+    mask[:, :, 12:] = -10000.0  # a 12-token prompt padded to 300, PixArt's bias
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def timed(fn, reps):
+        fn()
+        sync()
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            ts.append(time.perf_counter() - t0)
+        return float(np.median(ts))
+
+    out: dict = {}
+    for kind in ("self", "cross"):
+        with torch.device(device):
+            attn = Attention(query_dim=width, cross_attention_dim=None if kind == "self" else width, heads=heads,
+                             dim_head=72, bias=True, processor=AttnProcessor2_0()).to(dtype)
+        c = hs if kind == "self" else ctx
+        mk = mask if kind == "cross" else None
+        m = c.shape[1]
+        cond_h, cond_c = hs[-r:], c[-r:]
+        cond_m = None if mk is None else mk[-r:]
+        q_full, k_full = attn.to_q(hs), attn.to_k(c)  # what the wrapped processor computes anyway
+        bias = mask_bias(attn, cond_m, r, m)
+
+        def current(tapped: bool, model_dtype: bool) -> torch.Tensor:
+            q, k = project_qk(attn, cond_h, cond_c, q_full[-r:] if tapped else None, k_full[-r:] if tapped else None)
+            acc = torch.zeros((r, n, m), dtype=torch.float32, device=device)
+            accumulate_probs(q, k, float(attn.scale), bias, acc, model_dtype_matmul=model_dtype)
+            return acc
+
+        variants = {
+            "legacy_per_head": lambda: legacy_probs(attn, cond_h, cond_c, cond_m),
+            "batched_recompute_fp32": lambda: current(False, False),
+            "batched_tapped_fp32": lambda: current(True, False),
+        }
+        if half_matmul_ok(device, dtype):
+            variants["batched_tapped_model_dtype"] = lambda: current(True, True)
+        with torch.no_grad():
+            ref = variants["legacy_per_head"]()
+            rec = {"tokens": n, "keys": m, "rows": r,
+                   "chunk_rows_heads": list(chunking(r, heads, n, m, default_chunk_bytes(device))),
+                   "sdpa_forward_ms": 1e3 * timed(lambda: attn(hs, None if kind == "self" else c, mk), args.reps)}
+            for name, fn in variants.items():
+                rec[name + "_ms"] = 1e3 * timed(fn, args.reps)
+                rec[name + "_max_abs_diff"] = float((fn() - ref).abs().max())
+            rec["speedup_vs_legacy"] = rec["legacy_per_head_ms"] / min(rec[v + "_ms"] for v in variants if v != "legacy_per_head")
+        out[kind] = rec
+        print(f"{kind:<6} N={n} M={m} rows={r}: sdpa {rec['sdpa_forward_ms']:.1f} ms | "
+              + " | ".join(f"{v} {rec[v + '_ms']:.1f} ms (diff {rec[v + '_max_abs_diff']:.1e})" for v in variants),
+              flush=True)
+    out["settings"] = {"size": args.size, "particles": r, "dtype": str(dtype), "reps": args.reps,
+                       "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=("shapes", "pixart-xl"), default="shapes")
+    ap.add_argument("--mode", choices=("shapes", "pixart-xl", "capture"), default="shapes")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--prompts", type=int, default=6, help="shapes: prompts per category")
     ap.add_argument("--n", type=int, default=8, help="shapes: candidates per search (best-of-n)")
@@ -288,12 +393,13 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=28, help="pixart-xl: transformer layers")
     ap.add_argument("--steps", type=int, default=20, help="pixart-xl: denoising steps")
     ap.add_argument("--particles", type=int, default=4, help="pixart-xl: candidates sampled together")
+    ap.add_argument("--reps", type=int, default=5, help="capture: timed repetitions (median)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     ap.add_argument("--variants", action="store_true",
                     help="shapes: also the IoU of GrabCut alone, soft alpha alone, and GrabCut from a trimap of ff")
     ap.add_argument("--out", required=True, help="output path without extension (<out>.json)")
     args = ap.parse_args()
-    for name in ("prompts", "n", "size", "layers", "steps", "particles"):
+    for name in ("prompts", "n", "size", "layers", "steps", "particles", "reps"):
         if getattr(args, name) < 1:
             ap.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.size % 16:
@@ -301,7 +407,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    data = run_shapes(args) if args.mode == "shapes" else run_pixart_xl(args)
+    data = {"shapes": run_shapes, "pixart-xl": run_pixart_xl, "capture": run_capture}[args.mode](args)
     data["command"] = " ".join(["python", "scripts/bench_alfie.py", *sys.argv[1:]])
     data["device"] = str(args.device)
     data["threads"] = torch.get_num_threads()

@@ -142,6 +142,10 @@ class _Reference:
         return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kw)
 
 
+def _attn_modules(pipe):
+    return [m for n, m in pipe.transformer.named_modules() if n.endswith(("attn1", "attn2"))]
+
+
 def test_capture_shapes_window_probabilities_and_selection(pixart):
     proc = _proc(pixart, steps=5)
     cond = proc.encode(PROMPT)
@@ -173,15 +177,20 @@ def test_capture_shapes_window_probabilities_and_selection(pixart):
         ref.denoise(x, 0, ref.encode(PROMPT))
     finally:
         tr.set_attn_processor(saved)
-    torch.testing.assert_close(maps.cross, sink["cross"], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(maps.self_, sink["self"], atol=1e-5, rtol=1e-4)
+    # (fp32 reduction-order noise only: the batched-head path matches to ~1e-7)
+    torch.testing.assert_close(maps.cross, sink["cross"], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(maps.self_, sink["self"], atol=1e-6, rtol=1e-5)
+    # q and k came from the wrapped SDPA processor's own projections (forward hooks), not recomputed
+    assert cap.tapped == sum(cap.seen.values()) == 4
     # the wrapped processors do not change the model's output (the hook only blends)
     plain = _proc(pixart, steps=5)
     torch.testing.assert_close(plain.denoise(x, 0, plain.encode(PROMPT)).out, before)
     # the last step (t <= 20) adds nothing; a non-window step leaves the sums as they are
-    snap = maps.cross.clone()
+    snap, seen = maps.cross.clone(), dict(cap.seen)
     proc.denoise(x, 4, cond)
     torch.testing.assert_close(maps.cross, snap)
+    assert cap.seen == seen  # no capture work outside the window
+    assert all(not a.to_q._forward_hooks and not a.to_k._forward_hooks for a in _attn_modules(pixart))
     proc.denoise(x, 1, cond)
     assert not torch.allclose(maps.cross, snap)
     # chunking does not change the sums; selection moves them with the particles
@@ -200,6 +209,63 @@ def test_capture_shapes_window_probabilities_and_selection(pixart):
     assert all(isinstance(p, CaptureProcessor) for p in pixart.transformer.attn_processors.values())
 
 
+def _one_head_at_a_time(attn, hs, ctx, mask):
+    """The capture's first implementation: recomputed projections, fp32, one head at a time."""
+    b, n, _ = hs.shape
+    m = ctx.shape[1]
+    h = attn.heads
+    q, k = attn.to_q(hs), attn.to_k(ctx)
+    d = k.shape[-1] // h
+    q, k = q.view(b, n, h, d).transpose(1, 2), k.view(b, m, h, d).transpose(1, 2)
+    bias = None if mask is None else attn.prepare_attention_mask(mask, m, b).view(b, h, -1, m).float()
+    out = torch.zeros(b, n, m)
+    for j in range(h):
+        s = torch.einsum("bnd,bmd->bnm", q[:, j].float(), k[:, j].float()) * float(attn.scale)
+        out += (s if bias is None else s + bias[:, j]).softmax(-1)
+    return out / h
+
+
+@pytest.mark.parametrize("chunk_bytes", [2**40, 1])
+def test_batched_chunked_capture_matches_one_head_at_a_time(pixart, chunk_bytes):
+    """All heads in one batched matmul, or chunked down to one head of one row (a bound of
+    1 byte), from the wrapped processor's projections or recomputed: the same head-mean maps
+    as the per-head fp32 loop, including the cross-attention padding mask."""
+    from tts_diffusion.core.attention_capture import attention_probs, chunking
+
+    assert chunking(4, 16, 1024, 1024, 256 * 2**20) == (2, 16)  # PixArt-Sigma-XL 512 px self-attention
+    assert chunking(4, 16, 4096, 4096, 256 * 2**20) == (1, 2)   # 1024 px
+    assert chunking(3, 4, 10, 10, 1) == (1, 1)
+    g = torch.Generator().manual_seed(0)
+    attn1, attn2 = _attn_modules(pixart)[:2]
+    hs = torch.randn(3, 20, attn1.to_q.in_features, generator=g)
+    ctx = torch.randn(3, 7, attn2.to_k.in_features, generator=g)
+    mask = torch.zeros(3, 1, 7)
+    mask[:, :, 5:] = -10000.0  # PixArt's padding bias
+    for attn, c, mk in ((attn1, hs, None), (attn2, ctx, mask)):
+        want = _one_head_at_a_time(attn, hs, c, mk)
+        got = attention_probs(attn, hs, c, mk, chunk_bytes=chunk_bytes)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    # the whole processor, tap or recompute, at this chunk size
+    proc = _proc(pixart, steps=5)
+    prepare_rgba(proc, PROMPT, BrightnessVerifier())
+    cap = proc.call.options[CAPTURE_KEY]
+    cap.chunk_bytes = chunk_bytes
+    proc.reset_particles(2)
+    x = proc.noise_from_seeds([1, 2])
+    proc.denoise(x, 0, proc.encode(PROMPT))
+    assert cap.tapped == 4
+    ref = _proc(pixart, steps=5)
+    prepare_rgba(ref, PROMPT, BrightnessVerifier())
+    rcap = ref.call.options[CAPTURE_KEY]
+    ref.reset_particles(2)
+    with pytest.MonkeyPatch.context() as mp:  # no projections recorded: the recompute path
+        mp.setattr("tts_diffusion.core.attention_capture.ProjectionTap.get", lambda self, which: None)
+        ref.denoise(x, 0, ref.encode(PROMPT))
+    assert rcap.tapped == 0 and rcap.seen == cap.seen
+    torch.testing.assert_close(cap.maps.cross, rcap.maps.cross, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(cap.maps.self_, rcap.maps.self_, atol=1e-6, rtol=1e-5)
+
+
 # --------------------------------------------------------------------------- end to end
 def test_rgba_png_and_sidecar(shapes, tmp_path):
     r = shapes("a photo of a red circle", budget=12, num_inference_steps=6, seed=0, verifier="oracle",
@@ -216,6 +282,34 @@ def test_rgba_png_and_sidecar(shapes, tmp_path):
     assert meta["files"] == {"rgba": "cut.png", "rgb": "cut.rgb.png", "alpha": "cut.alpha.png"}
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "cut.rgb.png")), arr[..., :3])
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "cut.alpha.png")), arr[..., 3])
+
+
+def test_mattes_in_parallel_threads_equal_the_sequential_ones(shapes):
+    """RGBAVerifier's thread pool: the same mattes as one thread, and as `alpha_matte` called
+    by hand on each particle's maps."""
+    from tts_diffusion.core.result import to_uint8
+    from tts_diffusion.pipelines.matte import alpha_matte, subject_maps
+
+    proc = shapes.process(4).for_call()
+    run = prepare_rgba(proc, "a photo of a red circle", BrightnessVerifier(), canvas_color=BACKGROUND)
+    proc.reset_particles(3)
+    x, _ = proc.sample(proc.noise_from_seeds([0, 1, 2]), proc.encode("a photo of a red circle"))
+    images = proc.decode(x)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _ = run.verifier.mattes(images)
+        torch.set_num_threads(3)
+        many, _ = run.verifier.mattes(images)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many) and one.shape == (3, 64, 64) and one.amax() > 0
+    cap = run.capture
+    u8 = to_uint8(images)
+    for k in range(3):
+        want, _ = alpha_matte(u8[k].permute(1, 2, 0).numpy(), subject_maps(cap.cross_map(k), run.spans, run.grid),
+                              cap.self_map(k), run.k)
+        np.testing.assert_array_equal(one[k].numpy(), want)
 
 
 def test_model_background_costs_one_more_row_per_step(pixart):

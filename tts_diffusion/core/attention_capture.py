@@ -10,19 +10,35 @@ and heads:
 
 `CaptureProcessor` wraps and delegates to whatever processor a module already has (SDPA,
 xformers, LoRA, IP-Adapter keep working; nothing monkeypatches `forward`). It is installed
-once on the shared model and stays inert unless the call running in this context
-(`core.state.current_call()`) carries an `AttentionCapture` under `options["attention_capture"]`
-and the step in flight is in its window. Then it recomputes the attention probabilities of
-the conditional rows only (one extra q/k projection and softmax for those rows) in fp32, one
-head at a time, and adds the head mean into the per-particle accumulators
-(`AttentionMaps`, a `CallState` entry, so `proc.select` carries them with the particles).
+once on the shared model and stays inert (one context-variable read) unless the call running
+in this context (`core.state.current_call()`) carries an `AttentionCapture` under
+`options["attention_capture"]` and the step in flight is in its window. Then:
+
+- the q and k projections are taken from the wrapped processor's own `attn.to_q` /
+  `attn.to_k` calls (forward hooks registered for that one call, matched by input identity,
+  removed after); a processor that projects differently (fused qkv, group norm, IP-Adapter's
+  split context) gets them recomputed for the conditional rows, as before;
+- the conditional rows' scores are computed for all heads at once with one batched matmul
+  (`baddbmm`, scale and additive mask folded in) and one softmax, in fp32: q and k are
+  upcast exactly from the model dtype (fp16/bf16 values are fp32 values), or, on CUDA with a
+  half-precision model, multiplied in the model dtype with fp32 accumulation and fp32 output
+  (`out_dtype=float32`: the same products, only the summation order of the tensor cores
+  differs; `AttentionCapture.matmul_in_model_dtype`);
+- heads (then rows) are chunked only when one chunk's transient, scores plus softmax
+  (2 x rows x heads x N x M x 4 B), would exceed `AttentionCapture.chunk_bytes` (256 MiB on
+  a GPU, where the old per-head loop was bound by kernel launches; 8 MiB on the CPU, where
+  one large batch falls out of cache and is slower than cache-sized chunks);
+- the head sum is added straight into the per-particle accumulators (`AttentionMaps`, a
+  `CallState` entry, so `proc.select` carries them with the particles), scaled by 1/heads.
 
 Memory (N image tokens, L text tokens, K particles): the accumulators hold K (N L + N^2)
-fp32 values; the transient is one head's [rows, N, N] fp32 score matrix. Alfie's own code
-keeps every layer's and head's self map (layers x heads x N^2). At PixArt-Sigma-XL 512 px
-(latent 64x64, patch 2: N = 32 x 32 = 1024; L = 300; 28 layers x 16 heads) that is
-1024^2 x 4 B = 4 MiB of self map and 1.2 MiB of cross map per particle here, against
-28 x 16 x 1024^2 x 4 B = 1.75 GiB there. At 1024 px (N = 4096) S is 64 MiB per particle.
+fp32 values; the transient is at most `chunk_bytes` (plus the upcast q/k of the rows). At
+PixArt-Sigma-XL 512 px (latent 64x64, patch 2: N = 32 x 32 = 1024; L = 300; 28 layers x 16
+heads) that is 1024^2 x 4 B = 4 MiB of self map and 1.2 MiB of cross map per particle, and a
+self-attention chunk of 2 x 16 heads x 1024^2 x 4 B = 128 MiB per row, so 2 rows per chunk
+under the 256 MiB bound; Alfie's own code keeps every layer's and head's self map,
+28 x 16 x 1024^2 x 4 B = 1.75 GiB. At 1024 px (N = 4096) S is 64 MiB per particle and a
+chunk is 2 heads of one row (128 MiB).
 
 Time window: `t` is the model's own timestep (the value the transformer is given). Flow
 models in diffusers are given t = 1000 sigma, so t > 20 is sigma > 0.02.
@@ -67,27 +83,35 @@ class AttentionMaps:
             self.self_ = self.self_[idx.to(self.self_.device)]
         self.num_particles = int(idx.numel())
 
-    def add(self, kind: str, rows: slice, probs: torch.Tensor, fresh: bool = False) -> None:
-        """Add a head-mean probability map [r, N, M] to particle rows `rows`; `fresh`: these
-        rows start a new trajectory (grid point 0), so their earlier sums are dropped first.
+    def rows_view(self, kind: str, rows: slice, shape: tuple[int, int], device: torch.device,
+                  fresh: bool = False) -> torch.Tensor:
+        """The accumulator rows `rows` of `kind` ([r, N, M] fp32 view, allocated or grown on
+        first use) to add into; `fresh`: these rows start a new trajectory (grid point 0), so
+        their earlier sums are dropped first.
 
         Rows past the ones held (a searcher that grew its population without
         `proc.reset_particles`) are added as zero rows rather than failing."""
         name = "cross" if kind == "cross" else "self_"
         buf = getattr(self, name)
-        if buf is not None and buf.shape[1:] != probs.shape[1:]:
-            raise RuntimeError(f"attention maps changed shape mid-call: {tuple(buf.shape[1:])} -> {tuple(probs.shape[1:])}")
+        shape = tuple(shape)
+        if buf is not None and tuple(buf.shape[1:]) != shape:
+            raise RuntimeError(f"attention maps changed shape mid-call: {tuple(buf.shape[1:])} -> {shape}")
         need = max(self.num_particles, rows.stop)
         if buf is None or buf.shape[0] < need:
-            grown = torch.zeros((need, *probs.shape[1:]), dtype=torch.float32, device=probs.device)
+            grown = torch.zeros((need, *shape), dtype=torch.float32, device=device)
             if buf is not None:
                 grown[: buf.shape[0]] = buf
             buf = grown
             setattr(self, name, buf)
         self.num_particles = need
+        view = buf[rows]
         if fresh:
-            buf[rows] = 0
-        buf[rows] += probs
+            view.zero_()
+        return view
+
+    def add(self, kind: str, rows: slice, probs: torch.Tensor, fresh: bool = False) -> None:
+        """Add a head-mean probability map [r, N, M] to particle rows `rows` (see `rows_view`)."""
+        self.rows_view(kind, rows, probs.shape[1:], probs.device, fresh).add_(probs)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.cross, self.self_) if t is not None)
@@ -105,6 +129,13 @@ class AttentionCapture:
     enabled: bool = True
     #: layer visits seen per kind during the call (a check that the processors ran)
     seen: dict[str, int] = field(default_factory=lambda: {"cross": 0, "self": 0})
+    #: bound on one chunk's transient (scores + softmax, fp32); heads, then rows, are chunked above
+    #: it. None: `default_chunk_bytes(device)` (256 MiB on GPUs, 8 MiB on the CPU)
+    chunk_bytes: int | None = None
+    #: CUDA + fp16/bf16 model: q k^T from the model-dtype q, k with fp32 accumulation and output
+    matmul_in_model_dtype: bool = True
+    #: layer visits whose q/k were taken from the wrapped processor's projections (the rest recomputed)
+    tapped: int = 0
 
     def active(self, step: int | None) -> bool:
         return self.enabled and step is not None and step in self.steps
@@ -122,20 +153,60 @@ class AttentionCapture:
         return self.maps.self_[k] / max(1, self.num_layers.get("self", 1))
 
 
-def attention_probs(attn: Any, hidden_states: torch.Tensor, context: torch.Tensor,
-                    attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """Head-mean softmax(q k^T * scale + mask) in fp32 for a batch of rows: [B, N, M].
+class ProjectionTap:
+    """Records `attn.to_q(hidden_states)` and `attn.to_k(context)` as the wrapped processor
+    computes them, for one processor call: forward hooks (PyTorch's own API; nothing is
+    patched) registered on entry and removed on exit. A call is recorded only if its input is
+    the very tensor object given (so another thread's forward through the same shared layer,
+    or a processor that normalises or splits its input first, records nothing); `q` / `k` are
+    None unless exactly one matching call was seen."""
 
-    Mirrors the q/k path of diffusers' `AttnProcessor2_0` (norm_cross, norm_q / norm_k,
-    the additive mask from `prepare_attention_mask`); one head at a time to bound memory."""
+    def __init__(self, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor):
+        self.attn, self.targets = attn, {"q": hidden_states, "k": context}
+        self.seen: dict[str, list[torch.Tensor]] = {"q": [], "k": []}
+        self.handles: list[Any] = []
+
+    def _hook(self, which: str):
+        def hook(module: Any, args: tuple, output: Any) -> None:
+            if args and args[0] is self.targets[which] and isinstance(output, torch.Tensor):
+                self.seen[which].append(output)
+        return hook
+
+    def __enter__(self) -> "ProjectionTap":
+        for which, name in (("q", "to_q"), ("k", "to_k")):
+            mod = getattr(self.attn, name, None)
+            if isinstance(mod, torch.nn.Module):
+                self.handles.append(mod.register_forward_hook(self._hook(which)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def get(self, which: str) -> torch.Tensor | None:
+        got = self.seen[which]
+        t = self.targets[which]
+        if len(got) == 1 and got[0].dim() == 3 and got[0].shape[:2] == t.shape[:2]:
+            return got[0]
+        return None
+
+
+def project_qk(attn: Any, hidden_states: torch.Tensor, context: torch.Tensor, q: torch.Tensor | None = None,
+               k: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-head q [B, H, N, d] and k [B, H, M, d] in the model dtype, mirroring the q/k path of
+    diffusers' `AttnProcessor2_0` (group_norm, norm_cross, norm_q / norm_k); `q` / `k`: the
+    projections `attn.to_q` / `attn.to_k` already gave for these rows (else computed here)."""
     b, n, _ = hidden_states.shape
     m = context.shape[1]
-    if attn.group_norm is not None:
-        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-    q = attn.to_q(hidden_states)
-    if attn.is_cross_attention and attn.norm_cross:
-        context = attn.norm_encoder_hidden_states(context)
-    k = attn.to_k(context)
+    if q is None:
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        q = attn.to_q(hidden_states)
+    if k is None:
+        if attn.is_cross_attention and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        k = attn.to_k(context)
     h = attn.heads
     d = k.shape[-1] // h
     q = q.view(b, n, h, d).transpose(1, 2)
@@ -144,16 +215,108 @@ def attention_probs(attn: Any, hidden_states: torch.Tensor, context: torch.Tenso
         q = attn.norm_q(q)
     if attn.norm_k is not None:
         k = attn.norm_k(k)
-    bias = None
-    if attention_mask is not None:
-        bias = attn.prepare_attention_mask(attention_mask, m, b).view(b, h, -1, m).float()
+    return q, k
+
+
+def _scores(q: torch.Tensor, kt: torch.Tensor, bias: torch.Tensor | None, scale: float, half: bool) -> torch.Tensor:
+    """fp32 bias + scale q k^T for q [B, N, d], kt [B, d, M] (fp32, or half with `half`: fp32
+    accumulation and output, CUDA only). On CUDA one fused `baddbmm`; on the CPU `bmm` then
+    scale and bias in place (CPU `baddbmm` copies the broadcast bias first and is slower)."""
+    if half:
+        if bias is None:
+            return torch.baddbmm(torch.zeros((), dtype=torch.float32, device=q.device), q, kt,
+                                 out_dtype=torch.float32, beta=0.0, alpha=scale)
+        return torch.baddbmm(bias, q, kt, out_dtype=torch.float32, alpha=scale)
+    if q.device.type == "cuda":
+        if bias is None:
+            return torch.baddbmm(torch.zeros((), dtype=q.dtype, device=q.device), q, kt, beta=0.0, alpha=scale)
+        return torch.baddbmm(bias, q, kt, alpha=scale)
+    s = torch.bmm(q, kt).mul_(scale)
+    return s if bias is None else s.add_(bias)
+
+
+_HALF_OK: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def half_matmul_ok(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether q k^T can be taken in `dtype` with fp32 output on `device` (CUDA, fp16 / bf16,
+    a torch with `baddbmm(..., out_dtype=)`): checked once per (device, dtype) against the
+    upcast product on a small random case; any error or mismatch keeps the fp32 path."""
+    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
+        return False
+    key = (str(device), dtype)
+    if key not in _HALF_OK:
+        try:
+            g = torch.Generator(device="cpu").manual_seed(0)
+            q = torch.randn(2, 64, 72, generator=g).to(device, dtype)
+            kt = torch.randn(2, 72, 40, generator=g).to(device, dtype)
+            bias = torch.randn(2, 1, 40, generator=g).to(device)
+            ok = True
+            for bb in (bias, None):  # both forms the capture uses
+                want = _scores(q.float(), kt.float(), bb, 0.125, False)
+                got = _scores(q, kt, bb, 0.125, True)
+                ok &= got.dtype == torch.float32 and bool(torch.allclose(got, want, atol=1e-4, rtol=1e-4))
+            _HALF_OK[key] = ok
+        except (RuntimeError, TypeError, NotImplementedError):
+            _HALF_OK[key] = False
+    return _HALF_OK[key]
+
+
+def default_chunk_bytes(device: torch.device) -> int:
+    """256 MiB on an accelerator (fewer, larger kernels: the per-head loop was launch-bound);
+    8 MiB on the CPU, where a chunk that stays in cache is faster than one large batch."""
+    return 8 * 2**20 if device.type == "cpu" else 256 * 2**20
+
+
+def chunking(rows: int, heads: int, n: int, m: int, chunk_bytes: int) -> tuple[int, int]:
+    """(rows, heads) per chunk so that one chunk's scores + softmax, 2 x rows x heads x n x m
+    fp32 values, stay within `chunk_bytes` (at least one head of one row)."""
+    per = 2 * n * m * 4
+    hc = max(1, min(heads, chunk_bytes // per))
+    rc = max(1, min(rows, chunk_bytes // (per * hc))) if hc == heads else 1
+    return rc, hc
+
+
+def accumulate_probs(q: torch.Tensor, k: torch.Tensor, scale: float, bias: torch.Tensor | None, out: torch.Tensor,
+                     chunk_bytes: int | None = None, model_dtype_matmul: bool = True) -> None:
+    """out [B, N, M] += mean_heads softmax(scale q k^T + bias), all heads at once (chunked by
+    `chunking`), in fp32. q [B, H, N, d], k [B, H, M, d]; bias: additive mask [B, H, 1 or N, M]."""
+    b, h, n, d = q.shape
+    m = k.shape[2]
+    half = model_dtype_matmul and half_matmul_ok(q.device, q.dtype)
+    if not half:
+        q, k = q.float(), k.float()
+    rc, hc = chunking(b, h, n, m, default_chunk_bytes(q.device) if chunk_bytes is None else chunk_bytes)
+    for r0 in range(0, b, rc):
+        r1 = min(b, r0 + rc)
+        for h0 in range(0, h, hc):
+            h1 = min(h, h0 + hc)
+            bb = None if bias is None else bias[r0:r1, h0:h1].reshape(-1, bias.shape[-2], m)
+            kt = k[r0:r1, h0:h1].reshape(-1, m, d).transpose(-1, -2)
+            s = _scores(q[r0:r1, h0:h1].reshape(-1, n, d), kt, bb, scale, half)
+            p = s.softmax(dim=-1)
+            del s
+            out[r0:r1].add_(p.view(r1 - r0, h1 - h0, n, m).sum(dim=1), alpha=1.0 / h)
+
+
+def mask_bias(attn: Any, attention_mask: torch.Tensor | None, rows: int, m: int) -> torch.Tensor | None:
+    """The additive mask as `attn.prepare_attention_mask` makes it, [B, H, 1 or N, M] fp32."""
+    if attention_mask is None:
+        return None
+    return attn.prepare_attention_mask(attention_mask, m, rows).view(rows, attn.heads, -1, m).float()
+
+
+def attention_probs(attn: Any, hidden_states: torch.Tensor, context: torch.Tensor,
+                    attention_mask: torch.Tensor | None, chunk_bytes: int | None = None,
+                    model_dtype_matmul: bool = True) -> torch.Tensor:
+    """Head-mean softmax(q k^T * scale + mask) in fp32 for a batch of rows: [B, N, M]."""
+    q, k = project_qk(attn, hidden_states, context)
+    b, _, n, _ = q.shape
+    m = k.shape[2]
     out = torch.zeros((b, n, m), dtype=torch.float32, device=q.device)
-    for j in range(h):
-        s = torch.einsum("bnd,bmd->bnm", q[:, j].float(), k[:, j].float()) * float(attn.scale)
-        if bias is not None:
-            s = s + bias[:, j]
-        out += s.softmax(dim=-1)
-    return out / h
+    accumulate_probs(q, k, float(attn.scale), mask_bias(attn, attention_mask, b, m), out, chunk_bytes,
+                     model_dtype_matmul)
+    return out
 
 
 class CaptureProcessor:
@@ -172,22 +335,27 @@ class CaptureProcessor:
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
-        out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
         call = current_call()
         cap = None if call is None else call.options.get(CAPTURE_KEY)
-        if cap is not None and call.rows is not None and cap.active(call.step):
-            r = call.rows.stop - call.rows.start
-            # the process lays a chunk out as [uncond rows; cond rows] with CFG, [cond rows] without:
-            # the conditional rows are the last r either way
-            hs = hidden_states[-r:]
-            ctx = hs if encoder_hidden_states is None else encoder_hidden_states[-r:]
-            mask = None
-            if attention_mask is not None and self.kind == "cross":
-                mask = attention_mask[-r:]
-            with torch.no_grad():
-                cap.maps.add(self.kind, call.rows, attention_probs(attn, hs, ctx, mask),
-                             fresh=self.first and call.step == 0)
-            cap.seen[self.kind] += 1
+        if cap is None or call.rows is None or not cap.active(call.step):
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        with ProjectionTap(attn, hidden_states, context) as tap:
+            out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+        # the process lays a chunk out as [uncond rows; cond rows] with CFG, [cond rows] without:
+        # the conditional rows are the last r either way
+        r = call.rows.stop - call.rows.start
+        tq, tk = tap.get("q"), tap.get("k")
+        with torch.no_grad():
+            q, k = project_qk(attn, hidden_states[-r:], context[-r:], None if tq is None else tq[-r:],
+                              None if tk is None else tk[-r:])
+            mask = attention_mask[-r:] if attention_mask is not None and self.kind == "cross" else None
+            n, m = q.shape[2], k.shape[2]
+            acc = cap.maps.rows_view(self.kind, call.rows, (n, m), q.device, fresh=self.first and call.step == 0)
+            accumulate_probs(q, k, float(attn.scale), mask_bias(attn, mask, r, m), acc, cap.chunk_bytes,
+                             cap.matmul_in_model_dtype)
+        cap.seen[self.kind] += 1
+        cap.tapped += int(tq is not None and tk is not None)
         return out
 
 

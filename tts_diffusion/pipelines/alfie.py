@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -190,7 +191,13 @@ class RGBAVerifier(Verifier):
         self.inner.check_prompt(prompt)
 
     def mattes(self, images: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
-        """Alpha [B, H, W] float in [0, 1] for float images [B, 3, H, W] (particle rows)."""
+        """Alpha [B, H, W] float in [0, 1] for float images [B, 3, H, W] (particle rows).
+
+        Every candidate needs its own matte (its score is that of its composite), so the
+        GrabCuts (the bulk of the time: OpenCV releases the GIL) run in a thread pool of
+        min(B, torch.get_num_threads()) workers; each matte is a deterministic function of its
+        image and maps (`matte.grabcut` seeds OpenCV's RNG), so the result does not depend on
+        the number of workers."""
         cap = self.run.capture
         b = images.shape[0]
         held = cap.maps.num_particles
@@ -200,13 +207,22 @@ class RGBAVerifier(Verifier):
         # a searcher that keeps rows by hand (rbf's children) gets the maps of the rows it denoised
         self.run.exact_rows &= b == held
         u8 = to_uint8(images)
-        alphas, infos = [], []
-        for k in range(b):
-            c = subject_maps(cap.cross_map(k).cpu(), self.run.spans, self.run.grid)
-            a, info = alpha_matte(u8[k].permute(1, 2, 0).numpy(), c, cap.self_map(k).cpu(), self.run.k)
-            alphas.append(torch.from_numpy(a))
-            infos.append(info)
-        return torch.stack(alphas), infos
+        nl, ns = max(1, cap.num_layers.get("cross", 1)), max(1, cap.num_layers.get("self", 1))
+        if cap.maps.cross is None or cap.maps.self_ is None:
+            raise RuntimeError("no attention maps were captured in this call")
+        cross, self_ = cap.maps.cross[:b].cpu() / nl, cap.maps.self_[:b].cpu() / ns  # one transfer each
+
+        def one(k: int) -> tuple[np.ndarray, dict]:
+            c = subject_maps(cross[k], self.run.spans, self.run.grid)
+            return alpha_matte(u8[k].permute(1, 2, 0).numpy(), c, self_[k], self.run.k)
+
+        workers = max(1, min(b, torch.get_num_threads()))
+        if workers > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="alfie-matte") as pool:
+                done = list(pool.map(one, range(b)))
+        else:
+            done = [one(k) for k in range(b)]
+        return torch.stack([torch.from_numpy(a) for a, _ in done]), [info for _, info in done]
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | str) -> torch.Tensor:

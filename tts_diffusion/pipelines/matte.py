@@ -15,6 +15,13 @@ precedence sure FG > probable FG > probable BG > sure BG; `cv2.grabCut` (5 itera
 initialised with the mask); where the mask has no sure/probable background or foreground
 sample (GrabCut cannot fit its models) it is initialised with a rectangle instead: the
 centring window (border h/8, w/8). Final alpha = G * alpha_s, G = 1 on (probable) foreground.
+
+Cost: GrabCut at the image size is most of a matte (0.4-0.9 s per 512 px candidate on the
+H200 host, docs/bench_alfie_pixart_xl.json; soft alpha and trimap take milliseconds). It is not shrunk: a cut at the token
+grid upsampled, fewer iterations or a crop to the uncertain band would change the mask (its
+colour models are fitted on every pixel and its smoothness term on the pixel grid), and the
+verifier scores each candidate's composite, so every candidate needs its exact matte.
+`RGBAVerifier` runs the candidates' GrabCuts in parallel threads instead.
 """
 from __future__ import annotations
 
@@ -120,6 +127,10 @@ def grabcut(image: np.ndarray, mask: np.ndarray, iterations: int = 5) -> tuple[n
     has_bg = bool(np.isin(mask, (cv2.GC_BGD, cv2.GC_PR_BGD)).any())
     m = mask.copy()
     how = "mask"
+    # GrabCut seeds its colour models with k-means++ on OpenCV's RNG, which is per thread and
+    # advances with every call: a fixed seed makes the cut a function of its inputs alone
+    # (the same in any thread, whatever ran before)
+    cv2.setRNGSeed(0)
     try:
         if not (has_fg and has_bg):
             raise cv2.error("trimap lacks a foreground or background sample")
@@ -128,6 +139,7 @@ def grabcut(image: np.ndarray, mask: np.ndarray, iterations: int = 5) -> tuple[n
         how = "rect"
         m = np.zeros(mask.shape, np.uint8)
         bgd[:], fgd[:] = 0, 0
+        cv2.setRNGSeed(0)
         cv2.grabCut(img, m, centre_rect(mask.shape), bgd, fgd, int(iterations), cv2.GC_INIT_WITH_RECT)
     return np.isin(m, fg_codes), how
 
