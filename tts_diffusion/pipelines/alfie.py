@@ -97,12 +97,15 @@ class ModelBackground:
         was = cap.enabled if cap is not None else None
         if cap is not None:
             cap.enabled = False  # only the foreground rows make the matte
+        cfg = proc.do_cfg  # rgba refuses T-GATE, so CFG is never dropped here
+        if proc.budget is not None:  # the background rows are model cost too (NFE: rows_per_step)
+            proc.budget.charge_model_rows(x.shape[0] * (2 if cfg else 1))
         try:
             with proc.timings.phase("denoise"), active_call(proc.call):
                 for s in range(0, x.shape[0], proc.max_batch):
                     xc = x[s : s + proc.max_batch]
                     proc.call.rows = slice(s, s + xc.shape[0])
-                    o, c, u = proc._guided(xc, i, self.cond)
+                    o, c, u = proc._guided(xc, i, self.cond, cfg)
                     outs.append(o)
                     conds.append(c)
                     unconds.append(u)
