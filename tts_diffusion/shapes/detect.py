@@ -30,6 +30,18 @@ Method, per image (everything except connected-component labelling is batched):
    circle at the origin and the polygons on unit axes (see `classify`); the nearest
    prototype wins, and a component farther than `UNKNOWN_DISTANCE` from every prototype
    is "unknown" (a blob that matches no shape well), keeping its nearest guess.
+6. Components that step 5 does not settle go to `_resolve`: those cut by the image border,
+   "unknown" ones, and concave compact ones that are not read as stars (solidity =
+   pixels / pixel centres in the convex hull < `STAR_SOLIDITY`, h1 and h2 small: a
+   concave star-like shape is never a circle, square or triangle, which are convex).
+   Each is fitted with shape templates (`fit.py`: soft IoU over the pixels inside the frame
+   and not covered by another object); a fit with IoU >= `FIT_IOU` names it. Otherwise
+   the blob is split at the necks of its distance transform (touching shapes of one
+   colour) and every part fitted; if all parts fit, each is an object. What still fits
+   nothing stays "unknown". A shape cut by the border counts when at least
+   `CUT_MIN_VISIBLE` (30%) of its fitted template lies inside the frame; less is a sliver
+   and ignored. Shapes the renderer draws (never cut, touching or concave unless stars)
+   never reach this step, so the oracle's verdicts on them are unchanged.
 """
 from __future__ import annotations
 
