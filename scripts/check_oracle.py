@@ -126,7 +126,10 @@ def main() -> None:
         "color_offset": [-args.jitter, args.jitter],
         "noise_std": [0.0, args.noise],
     }
-    args.out.write_text(json.dumps({"version": 1, "perturbation": perturbation, "reports": reports}, indent=2) + "\n")
+    # keep the sections other scripts add (check_oracle_other_renderer.py: "other_renderer")
+    old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    old.update({"version": 1, "perturbation": perturbation, "reports": reports})
+    args.out.write_text(json.dumps(old, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

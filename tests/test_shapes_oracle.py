@@ -155,3 +155,82 @@ def test_registered_verifier_scores_and_verdict():
         v(images, ["a photo of a unicorn"] * 6)
     with pytest.raises(TTSInputError):
         load_verifier("oracle", temperature=2.0)
+
+
+# ----------------------------------------------------------------- images of another renderer
+def _pil(*objs):
+    from pil_renderer import draw
+
+    return draw(list(objs), 64, seed=0)
+
+
+def test_other_renderer_touching_same_colour_shapes_are_split():
+    from pil_renderer import Shape
+
+    for objs, n, name in [
+        ((Shape("circle", "yellow", 0.35, 0.5, 0.12), Shape("circle", "yellow", 0.59, 0.5, 0.12)), 2, "yellow circles"),
+        ((Shape("square", "red", 0.35, 0.5, 0.12, 0.4), Shape("square", "red", 0.62, 0.5, 0.12, 0.1)), 2, "red squares"),
+        ((Shape("star", "blue", 0.35, 0.45, 0.13), Shape("star", "blue", 0.64, 0.45, 0.13, 0.6)), 2, "blue stars"),
+    ]:
+        img = _pil(*objs)
+        res = check(img, f"a photo of two {name}")
+        assert res.correct, res.feedback
+        assert not check(img, f"a photo of three {name}").correct
+        assert not check(img, f"a photo of one {name[:-1]}").correct
+
+
+def test_other_renderer_border_cut_shapes():
+    from pil_renderer import Shape, visible_fraction
+
+    cut = Shape("circle", "red", 0.03, 0.5, 0.12)  # 65% visible: counts
+    assert 0.6 < visible_fraction(cut) < 0.7
+    img = _pil(cut, Shape("circle", "red", 0.6, 0.3, 0.11))
+    assert check(img, "a photo of two red circles").correct
+    assert not check(img, "a photo of one red circle").correct
+    assert check(_pil(cut), "a photo of a red circle").correct
+    half = Shape("square", "blue", 0.0, 0.4, 0.12, 0.3)  # an extra, half-visible square counts
+    img = _pil(half, Shape("square", "blue", 0.6, 0.6, 0.12, 0.5))
+    assert check(img, "a photo of two blue squares").correct
+    assert not check(img, "a photo of one blue square").correct
+    sliver = Shape("circle", "purple", -0.1, 0.5, 0.12)  # 4% visible: not an object
+    assert visible_fraction(sliver) < 0.1
+    assert check(_pil(sliver, Shape("circle", "purple", 0.6, 0.6, 0.12)), "a photo of one circle").correct
+
+
+def test_other_renderer_heavy_overlap():
+    from pil_renderer import Shape
+
+    img = _pil(Shape("circle", "green", 0.4, 0.5, 0.13), Shape("star", "red", 0.58, 0.5, 0.12, 0.3))
+    assert check(img, "a photo of a green circle and a red star").correct
+    assert check(img, "a photo of a circle left of a star").correct
+    assert not check(img, "a photo of a circle right of a star").correct
+    assert not check(img, "a photo of a green square and a red star").correct
+
+
+def test_generated_six_point_stars_are_stars_not_circles():
+    """Crops of the default model's output (eval prompts #316 and #519, seeds 1550 and 1753):
+    six-point stars that the harmonic classifier alone called a circle; a concave compact
+    shape is a star (solidity, `STAR_SOLIDITY`)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from tts_diffusion.shapes.detect import STAR_SOLIDITY, _solidity
+
+    fixtures = Path(__file__).parent / "fixtures"
+    for name, prompt in [("generated_star_316.png", "a photo of a red star"), ("generated_star_519.png", "a photo of a blue star and an orange circle")]:
+        img = torch.from_numpy(np.asarray(Image.open(fixtures / name), dtype=np.float32) / 255.0).permute(2, 0, 1)
+        res = check(img, prompt)
+        assert res.correct, res.feedback
+        color = prompt.split()[4]
+        star = [d for d in res.detections if d.color == color]
+        assert [d.shape for d in star] == ["star"]
+        assert not check(img, f"a photo of a {color} circle").correct
+    disc = np.hypot(*np.mgrid[-8:9, -8:9]) <= 7.5
+    assert _solidity(disc) > 0.98 > STAR_SOLIDITY
+
+
+def test_small_shapes_are_classified():
+    for shape in ("triangle", "square", "circle", "star"):
+        img = _img(Obj(shape, "orange", 0.5, 0.5, 0.075, 0.3))  # ~1.2-1.8% of the image
+        assert [d.shape for d in detect(img)] == [shape], shape

@@ -30,9 +30,22 @@ Method, per image (everything except connected-component labelling is batched):
    circle at the origin and the polygons on unit axes (see `classify`); the nearest
    prototype wins, and a component farther than `UNKNOWN_DISTANCE` from every prototype
    is "unknown" (a blob that matches no shape well), keeping its nearest guess.
+6. Components that step 5 does not settle go to `_resolve`: those cut by the image border,
+   "unknown" ones, and concave compact ones that are not read as stars (solidity =
+   pixels / pixel centres in the convex hull < `STAR_SOLIDITY`, h1 and h2 small: a
+   concave star-like shape is never a circle, square or triangle, which are convex).
+   Each is fitted with shape templates (`fit.py`: soft IoU over the pixels inside the frame
+   and not covered by another object); a fit with IoU >= `FIT_IOU` names it. Otherwise
+   the blob is split at the necks of its distance transform (touching shapes of one
+   colour) and every part fitted; if all parts fit, each is an object. What still fits
+   nothing stays "unknown". A shape cut by the border counts when at least
+   `CUT_MIN_VISIBLE` (30%) of its fitted template lies inside the frame; less is a sliver
+   and ignored. Shapes the renderer draws (never cut, touching or concave unless stars)
+   never reach this step, so the oracle's verdicts on them are unchanged.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +67,19 @@ UNKNOWN_DISTANCE = 0.5
 #: components smaller than this fraction of the image are specks and ignored (the smallest
 #: object of the world covers ~2% of the image)
 MIN_AREA = 0.007
+#: a component whose pixels fill less than this of their convex hull, and that is not
+#: lopsided or elongated, is a star-like concave shape, never a circle, square or triangle
+#: (generated five-point stars: 0.70-0.88, small blurred ones highest; a four-point star of
+#: 73 px 0.91; digitised discs, squares and triangles >= 0.98)
+STAR_SOLIDITY = 0.93
+#: a template fit (fit.py) with soft IoU >= this names the component's shape
+FIT_IOU = 0.8
+#: a shape cut by the image border counts as an object when at least this fraction of the
+#: fitted template is inside the frame (a sliver at the border is ignored)
+CUT_MIN_VISIBLE = 0.3
+#: blob splitting: the distance transform between two centres must dip below this fraction
+#: of the smaller inscribed radius (touching shapes have a neck; one shape does not)
+SPLIT_NECK = 0.7
 #: a pixel is foreground of colour k when alpha_k >= this
 ALPHA_THRESHOLD = 0.5
 #: pixels whose distance to every colour line exceeds this are off-palette
@@ -176,14 +202,140 @@ def _components(masks: np.ndarray, weights: np.ndarray, background: np.ndarray) 
     plane = np.zeros(n + 1, dtype=np.int64)
     plane[flat_labels] = np.arange(flat_labels.size) // (h * w)
     area = m0 / (h * w)
+    slices = ndimage.find_objects(labels)
+    region3 = region.reshape(b * c, h, w)
+    weights3 = weights.reshape(b * c, h, w)
     for j in range(1, n + 1):
         if area[j] < MIN_AREA:
             continue
         img, col = divmod(int(plane[j]), c)
-        shape, guess, dist = classify(harm[j])
         color = _PALETTE_NAMES[col] if col < len(_PALETTE_NAMES) else None
-        out[img].append(Detection(shape, color, float(mx[j] / w), float(my[j] / h), float(area[j]), guess, dist))
+        shape, guess, dist = classify(harm[j])
+        sl = slices[j - 1][1:]
+        mask = labels[plane[j]] == j
+        touches = bool(sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w)
+        solidity = _solidity(mask[sl])
+        compact = max(harm[j, 0], harm[j, 1]) < ASYMMETRY_SCALE / 2
+        concave_star = solidity < STAR_SOLIDITY and compact
+        if not touches and shape != "unknown" and not (shape != "star" and concave_star):
+            out[img].append(Detection(shape, color, float(mx[j] / w), float(my[j] / h), float(area[j]), guess, dist))
+            continue
+        # cut by the frame, unclassified, or a concave "circle": fit templates (fit.py),
+        # splitting touching shapes at the distance-transform necks first if that helps
+        own = region3[plane[j]] == j
+        soft = np.where(own, weights3[plane[j]], 0.0)
+        others = (labels[img * c : (img + 1) * c] > 0).any(0) & ~own
+        for part in _resolve(mask, soft, ~others, (h, w), touches, concave_star, (shape, guess, dist)):
+            out[img].append(Detection(part[0], color, part[3], part[4], part[5], part[1], part[2]))
     return out
+
+
+def _solidity(mask: np.ndarray) -> float:
+    """Pixels of the component / pixel centres inside the convex hull of its pixel centres
+    (1 for a digitised convex shape; ~0.55-0.75 for a five-point star)."""
+    from scipy.spatial import Delaunay, QhullError
+
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 4:
+        return 1.0
+    try:
+        tri = Delaunay(np.stack([xs, ys], 1).astype(np.float64))
+    except QhullError:  # collinear pixels: a line is convex
+        return 1.0
+    gy, gx = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
+    inside = tri.find_simplex(np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float64)) >= 0
+    return float(len(xs) / max(int(inside.sum()), 1))
+
+
+def _resolve(
+    mask: np.ndarray,
+    soft: np.ndarray,
+    care: np.ndarray,
+    frame: tuple[int, int],
+    touches: bool,
+    concave_star: bool,
+    harmonic: tuple[str, str, float],
+) -> list[tuple[str, str, float, float, float, float]]:
+    """Objects in one component the harmonic classifier did not settle, as
+    (shape, guess, distance, cx, cy, area) with distance = 1 - IoU of the fit.
+
+    1. The whole component fits a template with IoU >= FIT_IOU: one object of that shape
+       (a concave, compact component is a star whatever fits best: circles, squares and
+       triangles are convex; this also reads four- and six-point stars as stars).
+    2. Otherwise, if it splits at distance-transform necks into parts that each fit: one
+       object per part (touching shapes of the same colour).
+    3. Otherwise one unclear blob (the nearest shape as its guess).
+    A shape cut by the frame counts only if the fitted template is at least CUT_MIN_VISIBLE
+    visible (a sliver at the border is not an object)."""
+    from .fit import fit_component
+
+    h, w = frame
+    whole = fit_component(soft, care, frame)
+    parts: list[tuple[str, str, float, np.ndarray, float]] = []
+    if whole.iou >= FIT_IOU or concave_star:
+        name = "star" if concave_star else whole.shape
+        parts = [(name, name, 1.0 - whole.iou, soft, whole.visible)]
+    else:
+        split = _split(mask)
+        fits = []
+        for cell in split:
+            # the other parts count as empty for this part's fit (touching shapes meet at
+            # the neck; a template that reaches into the neighbour is penalised)
+            sub_soft = np.where(cell, soft, 0.0)
+            fits.append((fit_component(sub_soft, care, frame), sub_soft))
+        if len(split) >= 2 and all(f.iou >= FIT_IOU for f, _ in fits):
+            parts = [(f.shape, f.shape, 1.0 - f.iou, sw, f.visible) for f, sw in fits]
+        else:
+            shape, guess, dist = harmonic
+            guess = whole.shape if shape == "unknown" or touches else guess
+            parts = [("unknown", guess, max(1.0 - whole.iou, UNKNOWN_DISTANCE), soft, whole.visible)]
+    out = []
+    gy, gx = np.mgrid[0:h, 0:w]
+    for shape, guess, dist, sw, visible in parts:
+        if touches and visible < CUT_MIN_VISIBLE:
+            continue
+        m = float(sw.sum())
+        if m / (h * w) < MIN_AREA:
+            continue
+        cx, cy = float((sw * (gx + 0.5)).sum() / m / w), float((sw * (gy + 0.5)).sum() / m / h)
+        out.append((shape, guess, float(dist), cx, cy, m / (h * w)))
+    return out
+
+
+def _split(mask: np.ndarray) -> list[np.ndarray]:
+    """Split a blob of touching shapes at its necks: peaks of the distance transform (each
+    the centre of a maximal inscribed disc, value r_i), kept greedily when no stronger peak
+    lies within its disc and the distance transform along the segment to every kept peak
+    dips below SPLIT_NECK * min(r_i, r_k); pixels go to the peak of smallest power
+    |p - c_i|^2 - r_i^2. Returns each peak's cell of that power diagram over the whole frame
+    (so the component's rim goes with its part), or [all True] if nothing splits."""
+    from scipy import ndimage
+
+    dt = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    peak = (dt == ndimage.maximum_filter(dt, size=3)) & (dt >= 0.4 * dt.max()) & mask
+    ys, xs = np.nonzero(peak)
+    order = np.argsort(-dt[ys, xs], kind="stable")
+    kept: list[tuple[float, float, float]] = []
+    for i in order:
+        y, x, r = float(ys[i]), float(xs[i]), float(dt[ys[i], xs[i]])
+        ok = True
+        for ky, kx, kr in kept:
+            if math.hypot(y - ky, x - kx) <= kr:
+                ok = False
+                break
+            t = np.linspace(0.0, 1.0, 32)
+            line = dt[np.round(y + t * (ky - y)).astype(int), np.round(x + t * (kx - x)).astype(int)]
+            if line.min() > SPLIT_NECK * min(r, kr):
+                ok = False
+                break
+        if ok:
+            kept.append((y, x, r))
+    if len(kept) < 2:
+        return [np.ones_like(mask)]
+    gy, gx = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
+    power = np.stack([(gy - y) ** 2 + (gx - x) ** 2 - r**2 for y, x, r in kept])
+    owner = power.argmin(0)
+    return [owner == k for k in range(len(kept))]
 
 
 def classify(harmonics: np.ndarray) -> tuple[str, str, float]:

@@ -28,6 +28,15 @@ graded signal. Semantics:
   and dominates the offset along the other axis; it passes if any pair holds.
 * Speck-sized components (noise) are ignored; off-palette blobs count as shapes without a
   colour (they satisfy "a circle" but never "a red circle").
+* A shape cut by the image border counts (for presence, counts, colours and relations)
+  when at least 30% of it is visible (`detect.CUT_MIN_VISIBLE`, judged from the fitted
+  template); a smaller sliver is not an object. Its position is the centroid of the
+  visible part.
+* Touching shapes of the same colour are separate objects (split at the neck of the
+  blob's distance transform, `detect._split`); two shapes overlapping by more than a
+  neck (the inscribed radii along the line between their centres stay above 70% of the
+  smaller) stay one blob, which is unclear unless a single template fits it.
+* A concave compact shape (four-, five- or six-point star) is a star, never a circle.
 """
 from __future__ import annotations
 

@@ -1,0 +1,60 @@
+"""The shapes oracle on images of an independent renderer (tests/pil_renderer.py: PIL
+polygons, 8x supersampling, other proportions and colours), per scene kind: in-distribution
+grammar scenes, two touching shapes of the same colour, a shape cut by the border (60-85%
+visible, counts), an extra 40-60% visible shape at the border (counts, so the prompt's
+count is wrong), heavy overlap of two shapes. Prints a table and adds an "other_renderer"
+section to docs/oracle_accuracy.json (or --out).
+
+    python scripts/check_oracle_other_renderer.py --n 60 --seed 0
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from pil_renderer import draw_all, scene_kinds  # noqa: E402
+
+from tts_diffusion.shapes.oracle import check_batch  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=60, help="scenes per kind")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--out", type=Path, default=Path("docs/oracle_accuracy.json"))
+    args = ap.parse_args()
+    t0 = time.time()
+    scenes = scene_kinds(args.n, args.seed)
+    images = draw_all(scenes, args.size, args.seed)
+    results = check_batch(images, [s.prompt for s in scenes])
+    stats: dict[str, dict] = defaultdict(lambda: {"n": 0, "right": 0, "failures": []})
+    for s, r in zip(scenes, results):
+        st = stats[s.kind]
+        st["n"] += 1
+        st["right"] += r.correct == s.expected
+        if r.correct != s.expected:
+            st["failures"].append({"prompt": s.prompt, "expected": s.expected, "feedback": r.feedback})
+    print(f"{args.size} px, {args.n} scenes per kind, seed {args.seed} ({time.time() - t0:.0f} s)")
+    print(f"{'kind':20s} {'n':>4s} {'right':>7s}")
+    section = {"size": args.size, "n_per_kind": args.n, "seed": args.seed, "kinds": {}}
+    for kind, st in stats.items():
+        acc = st["right"] / st["n"]
+        print(f"{kind:20s} {st['n']:4d} {acc:7.1%}")
+        for f in st["failures"][:3]:
+            print(f"    {f['prompt']!r} expected {'correct' if f['expected'] else 'wrong'}: {f['feedback']}")
+        section["kinds"][kind] = {"n": st["n"], "right": acc, "failures": st["failures"][:10]}
+    report = json.loads(args.out.read_text()) if args.out.is_file() else {"version": 1}
+    report["other_renderer"] = section
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

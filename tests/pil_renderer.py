@@ -1,0 +1,276 @@
+"""An independent renderer of shapes-world scenes, for testing the oracle on images the
+project's renderer (`tts_diffusion.shapes.renderer`) did not produce.
+
+Different on purpose: PIL ImageDraw polygons on an 8x supersampled canvas, box-filtered
+down (not analytic SDF coverage); slightly different proportions (square half side 0.86,
+triangle circumradius 1.30, star inner/outer radius 0.50 instead of 0.44); colours and
+background shifted by a few percent; objects may touch, overlap or leave the frame.
+
+`scene_kinds` builds the stress scenes of issue 16 part 3, each with its prompt and the
+verdict a person gives it:
+
+* in_distribution: grammar scenes (`sample_scenes`) redrawn here; correct.
+* touching: a counting prompt whose objects include two of the same colour and shape that
+  touch (gap -0.6 .. 0.3 px between outlines); correct.
+* border_cut: a counting prompt whose objects include one cut by the frame with 60-85% of
+  its area visible; correct (a cut shape counts, see `tts_diffusion.shapes.oracle`).
+* extra_half_visible: N whole objects and one more of the same colour and shape, 40-60%
+  visible at the frame, prompt says N; wrong (the extra one counts).
+* overlap: two different shapes, the second overlapping the first by 25-45% of its radius,
+  two_object / color_attr / position prompts; correct.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from tts_diffusion.shapes import COLORS, SHAPES, sample_scenes
+from tts_diffusion.shapes.grammar import PLURALS, NUMBER_WORDS
+
+SUPERSAMPLE = 8
+BACKGROUND = (0.95, 0.95, 0.92)
+#: outer radius per unit size (the project's: circle 1, square 0.9 sqrt 2, triangle / star 1.35)
+OUTER = {"circle": 1.0, "square": 0.86 * math.sqrt(2.0), "triangle": 1.30, "star": 1.30}
+STAR_INNER_RATIO = 0.50
+#: fraction of the area of each shape at unit size (for visibility bookkeeping)
+SIZE_RANGE = (0.10, 0.15)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One object: centre (cx, cy) and radius `size` as fractions of the image, `angle` in radians."""
+
+    shape: str
+    color: str
+    cx: float
+    cy: float
+    size: float
+    angle: float = 0.0
+
+
+def outline(s: Shape, px: float) -> list[tuple[float, float]] | None:
+    """Polygon vertices in pixels of a canvas `px` wide (None for a circle)."""
+    r = OUTER[s.shape] * s.size * px
+    cx, cy = s.cx * px, s.cy * px
+    if s.shape == "circle":
+        return None
+    if s.shape == "star":
+        pts = []
+        for k in range(10):
+            a = s.angle - math.pi / 2 + math.pi * k / 5
+            rr = r if k % 2 == 0 else r * STAR_INNER_RATIO
+            pts.append((cx + rr * math.cos(a), cy + rr * math.sin(a)))
+        return pts
+    n = 3 if s.shape == "triangle" else 4
+    phase = -math.pi / 2 if n == 3 else -math.pi / 4
+    return [(cx + r * math.cos(s.angle + phase + 2 * math.pi * k / n), cy + r * math.sin(s.angle + phase + 2 * math.pi * k / n)) for k in range(n)]
+
+
+def _draw(draw: ImageDraw.ImageDraw, s: Shape, px: float, offset: float, fill) -> None:
+    pts = outline(s, px)
+    if pts is None:
+        r = s.size * px
+        draw.ellipse([s.cx * px - r + offset, s.cy * px - r + offset, s.cx * px + r + offset, s.cy * px + r + offset], fill=fill)
+    else:
+        draw.polygon([(x + offset, y + offset) for x, y in pts], fill=fill)
+
+
+def draw(objects: list[Shape], size: int = 64, seed: int = 0) -> torch.Tensor:
+    """Image [3, size, size] in [0, 1]: objects painted in order over the background, colours
+    shifted by up to +-0.04 per channel (seeded), supersampled and box-filtered."""
+    rng = np.random.default_rng(seed)
+    big = size * SUPERSAMPLE
+    bg = tuple(int(round(255 * c)) for c in BACKGROUND)
+    img = Image.new("RGB", (big, big), bg)
+    d = ImageDraw.Draw(img)
+    for s in objects:
+        col = np.clip(np.array(COLORS[s.color]) + rng.uniform(-0.04, 0.04, 3), 0, 1)
+        _draw(d, s, big, 0.0, tuple(int(round(255 * c)) for c in col))
+    img = img.resize((size, size), Image.BOX)
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def visible_fraction(s: Shape, res: int = 256) -> float:
+    """Fraction of the shape's area inside the frame (rasterised on a 3x canvas)."""
+    img = Image.new("L", (3 * res, 3 * res), 0)
+    _draw(ImageDraw.Draw(img), s, res, float(res), 255)
+    a = np.asarray(img) > 127
+    return float(a[res : 2 * res, res : 2 * res].sum() / max(a.sum(), 1))
+
+
+# ----------------------------------------------------------------- scene kinds
+@dataclass(frozen=True)
+class TestScene:
+    kind: str
+    prompt: str
+    expected: bool
+    objects: tuple[Shape, ...]
+
+
+def _free_spot(rng, placed: list[Shape], size: float, tries: int = 2000) -> tuple[float, float]:
+    """A centre for a new object of radius `size` (any shape) inside the frame, clear of `placed`."""
+    ext = 1.3 * size
+    for _ in range(tries):
+        cx, cy = rng.uniform(ext + 0.02, 1 - ext - 0.02, 2)
+        if all(math.hypot(cx - p.cx, cy - p.cy) > OUTER[p.shape] * p.size + ext + 0.05 for p in placed):
+            return float(cx), float(cy)
+    raise RuntimeError("no free spot")
+
+
+def _rand_angle(rng) -> float:
+    return float(rng.uniform(0, 2 * math.pi))
+
+
+def _counting_prompt(n: int, shape: str, color: str | None) -> str:
+    adj = f"{color} " if color else ""
+    return f"a photo of {NUMBER_WORDS[n]} {adj}{shape if n == 1 else PLURALS[shape]}"
+
+
+def touching(rng) -> TestScene:
+    shape, color = str(rng.choice(SHAPES)), str(rng.choice(list(COLORS)))
+    n = int(rng.integers(2, 5))
+    size = float(rng.uniform(*SIZE_RANGE))
+    a = Shape(shape, color, 0.0, 0.0, size, _rand_angle(rng))
+    # the pair: second shape placed along a random direction, moved until the outlines touch
+    for _ in range(100):
+        cx, cy = rng.uniform(0.25, 0.75, 2)
+        th = rng.uniform(0, 2 * math.pi)
+        a = Shape(shape, color, float(cx), float(cy), size, _rand_angle(rng))
+        b_angle = _rand_angle(rng)
+        gap_px = rng.uniform(-0.6, 0.3)
+        lo, hi = 0.0, 3.0 * OUTER[shape] * size
+        for _ in range(16):  # bisection on the centre distance for the wanted gap
+            mid = (lo + hi) / 2
+            b = Shape(shape, color, float(cx + mid * math.cos(th)), float(cy + mid * math.sin(th)), size, b_angle)
+            if _gap_px(a, b) < gap_px:
+                lo = mid
+            else:
+                hi = mid
+        if visible_fraction(b) > 0.999:
+            break
+    placed = [a, b]
+    for _ in range(n - 2):
+        s = float(rng.uniform(*SIZE_RANGE))
+        cx, cy = _free_spot(rng, placed, s)
+        placed.append(Shape(shape, color, cx, cy, s, _rand_angle(rng)))
+    col = color if rng.random() < 0.5 else None
+    return TestScene("touching", _counting_prompt(n, shape, col), True, tuple(placed))
+
+
+def _gap_px(a: Shape, b: Shape, px: int = 64, ss: int = 4) -> float:
+    """Signed gap in output pixels between the outlines of a and b (negative: overlap depth),
+    from supersampled masks: distance from b's mask to a's mask, or minus the overlap depth."""
+    from scipy import ndimage
+
+    big = px * ss
+    ma, mb = Image.new("L", (big, big), 0), Image.new("L", (big, big), 0)
+    _draw(ImageDraw.Draw(ma), a, big, 0.0, 255)
+    _draw(ImageDraw.Draw(mb), b, big, 0.0, 255)
+    A, B = np.asarray(ma) > 127, np.asarray(mb) > 127
+    inter = A & B
+    if inter.any():
+        return -float(ndimage.distance_transform_edt(inter).max()) * 2 / ss
+    return float(ndimage.distance_transform_edt(~A)[B].min()) / ss
+
+
+def _cut_shape(rng, shape: str, color: str, size: float, lo: float, hi: float) -> Shape:
+    """A shape centred near a random edge, with visible_fraction in [lo, hi]."""
+    for _ in range(200):
+        edge = int(rng.integers(4))
+        t = float(rng.uniform(0.25, 0.75))
+        ext = OUTER[shape] * size
+        off = float(rng.uniform(-ext, ext))  # centre offset from the edge, inside positive
+        cx, cy = [(off, t), (1 - off, t), (t, off), (t, 1 - off)][edge]
+        s = Shape(shape, color, cx, cy, size, _rand_angle(rng))
+        if lo <= visible_fraction(s) <= hi:
+            return s
+    raise RuntimeError("no cut placement")
+
+
+def _with_cut(rng, kind: str, lo: float, hi: float, extra: bool) -> TestScene:
+    shape, color = str(rng.choice(SHAPES)), str(rng.choice(list(COLORS)))
+    n = int(rng.integers(1, 4)) if extra else int(rng.integers(1, 5))
+    size = float(rng.uniform(*SIZE_RANGE))
+    cut = _cut_shape(rng, shape, color, size, lo, hi)
+    placed = [cut]
+    whole = n if extra else n - 1
+    for _ in range(whole):
+        s = float(rng.uniform(*SIZE_RANGE))
+        cx, cy = _free_spot(rng, placed, s)
+        placed.append(Shape(shape, color, cx, cy, s, _rand_angle(rng)))
+    col = color if rng.random() < 0.5 else None
+    return TestScene(kind, _counting_prompt(n, shape, col), not extra, tuple(placed))
+
+
+def border_cut(rng) -> TestScene:
+    return _with_cut(rng, "border_cut", 0.6, 0.85, extra=False)
+
+
+def extra_half_visible(rng) -> TestScene:
+    return _with_cut(rng, "extra_half_visible", 0.4, 0.6, extra=True)
+
+
+def overlap(rng) -> TestScene:
+    """Two different shapes (different colours), the second partly over the first."""
+    s1, s2 = (str(x) for x in rng.choice(SHAPES, 2, replace=False))
+    c1, c2 = (str(x) for x in rng.choice(list(COLORS), 2, replace=False))
+    size1, size2 = (float(x) for x in rng.uniform(*SIZE_RANGE, 2))
+    cx, cy = rng.uniform(0.35, 0.65, 2)
+    th = float(rng.choice([0.0, math.pi / 2, math.pi, 3 * math.pi / 2]) + rng.uniform(-0.35, 0.35))
+    depth = float(rng.uniform(0.25, 0.45))
+    dist = OUTER[s1] * size1 + OUTER[s2] * size2 * (1 - 2 * depth)  # covers up to ~depth of the first's radius
+    dist = max(dist, 0.75 * (OUTER[s1] * size1 + OUTER[s2] * size2) * 0.8)
+    a = Shape(s1, c1, float(cx - dist / 2 * math.cos(th)), float(cy - dist / 2 * math.sin(th)), size1, _rand_angle(rng))
+    b = Shape(s2, c2, float(cx + dist / 2 * math.cos(th)), float(cy + dist / 2 * math.sin(th)), size2, _rand_angle(rng))
+    r = rng.random()
+    if r < 1 / 3:
+        prompt = f"a photo of {_np(s1)} and {_np(s2)}"
+    elif r < 2 / 3:
+        prompt = f"a photo of {_np(s1, c1)} and {_np(s2, c2)}"
+    else:
+        dx, dy = b.cx - a.cx, b.cy - a.cy
+        rel = ("left of" if dx > 0 else "right of") if abs(dx) >= abs(dy) else ("above" if dy > 0 else "below")
+        prompt = f"a photo of {_np(s1)} {rel} {_np(s2)}"
+    return TestScene("overlap", prompt, True, (a, b))
+
+
+def _np(shape: str, color: str | None = None) -> str:
+    words = f"{color} {shape}" if color else shape
+    return ("an " if words[0] in "aeiou" else "a ") + words
+
+
+def in_distribution(n: int, seed: int) -> list[TestScene]:
+    """Grammar scenes (their prompts and layouts) redrawn by this renderer, with a new
+    rotation for every object (proportions and anti-aliasing differ from the project's)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for sc in sample_scenes(n, seed=seed):
+        objs = tuple(Shape(o.shape, o.color, o.cx, o.cy, o.size, _rand_angle(rng)) for o in sc.objects)
+        out.append(TestScene("in_distribution", sc.prompt, True, objs))
+    return out
+
+
+KINDS = {"touching": touching, "border_cut": border_cut, "extra_half_visible": extra_half_visible, "overlap": overlap}
+
+
+def scene_kinds(n_per_kind: int, seed: int = 0) -> list[TestScene]:
+    """n_per_kind scenes of each stress kind plus n_per_kind in-distribution scenes."""
+    rng = np.random.default_rng(seed)
+    out = in_distribution(n_per_kind, seed)
+    for make in KINDS.values():
+        for _ in range(n_per_kind):
+            for _ in range(50):  # a layout that does not fit is redrawn
+                try:
+                    out.append(make(rng))
+                    break
+                except RuntimeError:
+                    continue
+    return out
+
+
+def draw_all(scenes: list[TestScene], size: int = 64, seed: int = 0) -> torch.Tensor:
+    return torch.stack([draw(list(s.objects), size, seed + i) for i, s in enumerate(scenes)])
