@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import torch  # noqa: E402
 
@@ -33,7 +32,7 @@ def build_sd15(device, dtype, tiny: bool):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from tiny_pipelines import clip_tokenizer
+    from tts_diffusion.testing.tiny_pipelines import clip_tokenizer
 
     torch.manual_seed(0)
     if tiny:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import BrightnessVerifier
+from tts_diffusion.testing.helpers import BrightnessVerifier
 from tts_diffusion import Budget
 from tts_diffusion.core.process import DenoisingProcess
 from tts_diffusion.searchers import load_searcher

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from helpers import BrightnessVerifier
+from tts_diffusion.testing.helpers import BrightnessVerifier
 from tts_diffusion import TTSPipeline
 
 PROMPTS = ["a red circle", "two blue squares", "a green triangle left of a yellow star", "a cat",

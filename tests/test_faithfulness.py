@@ -10,7 +10,7 @@ import pytest
 import torch
 import diffusers
 
-from tiny_pipelines import FAMILIES, pipeline_call_kwargs
+from tts_diffusion.testing.tiny_pipelines import FAMILIES, pipeline_call_kwargs
 from tts_diffusion.core.process import DenoisingProcess
 
 PROMPT = "a red circle"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import BrightnessVerifier
+from tts_diffusion.testing.helpers import BrightnessVerifier
 from tts_diffusion import TTSPipeline
 from tts_diffusion.core.result import SearchResult, SearchResults
 
@@ -14,7 +14,7 @@ KW = dict(num_inference_steps=2, guidance_scale=3.0, height=32, width=32, progre
 
 @pytest.fixture(scope="module")
 def tts():
-    from tiny_pipelines import make_tiny_pipeline
+    from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline
 
     return TTSPipeline(make_tiny_pipeline("sd15"), verifier=BrightnessVerifier())
 

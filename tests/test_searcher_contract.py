@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from analytic import FunctionVerifier, analytic_process, four_modes_2d
+from tts_diffusion.testing.analytic import FunctionVerifier, analytic_process, four_modes_2d
 from tts_diffusion import Budget, TTSInputError
 from tts_diffusion.cli import main
 from tts_diffusion.core.state import current_call
@@ -334,7 +334,7 @@ def test_plain_callable_is_a_verifier():
 
 
 def test_pipeline_takes_a_plain_callable_and_validates_searcher_options(tiny_pipe):
-    from tiny_pipelines import pipeline_call_kwargs
+    from tts_diffusion.testing.tiny_pipelines import pipeline_call_kwargs
     from tts_diffusion import TTSPipeline
 
     tts = TTSPipeline(tiny_pipe("flux"))

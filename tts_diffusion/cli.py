@@ -2,6 +2,8 @@
 
     tts-diffusion generate "a photo of two red circles" --budget 160 --out best.png
     tts-diffusion list [--searcher NAME [--steps N] [-o KEY=VALUE]] [--verifier NAME]
+    tts-diffusion bench --methods best_of_n,smc --budgets 1,4,16 --num-prompts 36 --out runs/sweep.jsonl
+    accelerate launch --num_processes 4 -m tts_diffusion.cli bench ...   (prompts sharded over 4 GPUs)
 
 Bad input prints one line, `error: ...`, and exits with code 2, before any model work.
 Ctrl-C during a search writes the best image found so far and exits with code 130.
@@ -235,6 +237,93 @@ def _write_interrupted(run: dict, progress) -> None:
     click.echo(f"interrupted after {progress.nfe} of {progress.max_nfe} NFE: wrote the best so far"
                f" (score {best.score:.4f}) to {image_path} and {sidecar}", err=True)
     sys.exit(EXIT_INTERRUPTED)
+
+
+@main.command()
+@click.option("--methods", default="best_of_n", show_default=True,
+              help="comma-separated searchers (see `tts-diffusion list`)")
+@click.option("--budgets", default="1,4,16", show_default=True,
+              help="comma-separated budgets, in multiples of one sample's NFE (--steps)")
+@click.option("--prompts", "prompt_set", default="shapes_eval", show_default=True,
+              help="prompt set: shapes_eval (the shipped 600-prompt eval split), a .json file ({\"prompts\": [...]}"
+                   " of strings or {\"prompt\", \"category\"}) or a .txt file (one prompt a line)")
+@click.option("--num-prompts", type=int, default=None,
+              help="use this many prompts, the same number from every category (default: all)")
+@click.option("--seeds", default="0", show_default=True,
+              help="comma-separated seeds; prompt k's search uses seed*100003+k whatever the process split")
+@click.option("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
+@click.option("--verifier", default=None, help="what guides the search (default: oracle for the shapes model, else clip)")
+@click.option("--judge", default=None,
+              help="what scores the returned image (default: as --verifier); the oracle's verdicts give accuracy")
+@click.option("--steps", type=int, default=None, help="denoising steps per sample (default: the model's)")
+@click.option("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+@click.option("--max-batch", type=int, default=64, show_default=True, help="rows per denoiser call (memory), >= 1")
+@click.option("--option", "-o", "options", multiple=True, metavar="METHOD.KEY=VALUE",
+              help="a searcher option for one method, e.g. -o smc.reward_scale=10 (repeatable)")
+@click.option("--verifier-option", "verifier_options", multiple=True, metavar="KEY=VALUE",
+              help="option of the guiding verifier (repeatable)")
+@click.option("--device", default=None,
+              help="cpu, cuda or cuda:N (default: this process's device under accelerate, else cuda if available)")
+@click.option("--verifier-device", default=None,
+              help="put the verifier and the judge on this device (e.g. cuda:1 beside a model on cuda:0)")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto",
+              show_default=True, help="auto: float16 on cuda, float32 on cpu")
+@click.option("--out", default="bench.jsonl", show_default=True,
+              help="JSON Lines records (resumed when it exists); the summary goes to <stem>.summary.json and"
+                   " <stem>.png")
+def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, judge, steps, guidance, max_batch,
+          options, verifier_options, device, verifier_device, dtype, out) -> None:
+    """Accuracy against NFE: every method at every budget on every prompt (and seed),
+    guided by --verifier and judged by --judge, one JSON Lines record per search.
+
+    Rerunning the same command resumes an interrupted sweep (records already in --out are
+    skipped). Under `accelerate launch --num_processes N -m tts_diffusion.cli bench ...`
+    the prompts are split over the processes and the records are the same as one process's."""
+    from .bench import SweepConfig, run_sweep
+    from .errors import TTSInputError
+
+    try:
+        cfg = SweepConfig(out=out, methods=_csv(methods, str, "--methods"), budgets=_csv(budgets, int, "--budgets"),
+                          prompt_set=prompt_set, num_prompts=num_prompts, seeds=_csv(seeds, int, "--seeds"),
+                          model=model, verifier=verifier, judge=judge, steps=steps, guidance=guidance,
+                          max_batch=max_batch, options=_method_options(options), device=device,
+                          verifier_device=verifier_device, dtype=dtype)
+        cfg.check()
+        if verifier_options:
+            from .verifiers.base import verifier_params
+
+            cfg.verifier_options = _parse_options(verifier_options, verifier_params(cfg.verifier), "verifier")
+        _quiet_libraries()
+        run_sweep(cfg, echo=click.echo)
+    except TTSInputError as e:
+        _fail(str(e))
+
+
+def _csv(text: str, kind: type, what: str) -> list:
+    from .errors import TTSInputError
+
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [kind(t) for t in items]
+    except ValueError:
+        raise TTSInputError(f"{what} must be a comma-separated list of {kind.__name__}s, got {text!r}") from None
+
+
+def _method_options(pairs: tuple[str, ...]) -> dict[str, dict]:
+    """`METHOD.KEY=VALUE` strings to {method: {key: value}}, each parsed by its searcher's spec."""
+    from .errors import TTSInputError
+    from .searchers import available_searchers, searcher_params
+
+    raw: dict[str, list[str]] = {}
+    for p in pairs:
+        head = p.split("=", 1)[0]
+        if "=" not in p or "." not in head:
+            raise TTSInputError(f"-o {p!r} must look like METHOD.KEY=VALUE, e.g. smc.reward_scale=10")
+        method, rest = p.split(".", 1)
+        if method not in available_searchers():
+            raise TTSInputError(f"-o {p!r}: unknown searcher {method!r}; available: {', '.join(available_searchers())}")
+        raw.setdefault(method, []).append(rest)
+    return {m: searcher_params(m).parse(ps) for m, ps in raw.items()}
 
 
 #: steps `list --searcher` assumes when neither --steps nor the searcher's own defaults say
