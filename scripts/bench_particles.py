@@ -53,9 +53,8 @@ PREFIX_CONSISTENT = {"best_of_n"}
 
 def gmm_world(args):
     """The analytic 2-D mixture (tests/analytic.py): mean best reward against NFE."""
-    from tts_diffusion.testing.analytic import FunctionVerifier, analytic_process, four_modes_2d
-
     from tts_diffusion import Budget, TTSInputError, load_searcher
+    from tts_diffusion.testing.analytic import FunctionVerifier, analytic_process, four_modes_2d
 
     target = torch.tensor([1.0, -2.2], dtype=torch.float64)
     ver = FunctionVerifier(lambda x: -((x - target) ** 2).sum(1), 2)
@@ -277,7 +276,9 @@ def load_world(args, device: str):
     except Exception as e:  # noqa: BLE001
         if not args.smoke:
             raise
-        from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline  # a random tiny PixArt: checks the plumbing only
+        from tts_diffusion.testing.tiny_pipelines import (
+            make_tiny_pipeline,  # a random tiny PixArt: checks the plumbing only
+        )
 
         print(f"no model ({str(e)[:120]}); smoke run on a tiny random pipeline", file=sys.stderr)
         tts, model = TTSPipeline(make_tiny_pipeline("pixart_sigma")), "tiny random pixart (smoke)"

@@ -9,12 +9,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tts_diffusion.testing.helpers import BrightnessVerifier
 from tts_diffusion import TTSPipeline
 from tts_diffusion.cli import main
 from tts_diffusion.core.process import DenoisingProcess
 from tts_diffusion.errors import TTSInputError
 from tts_diffusion.pipelines import tts_pipeline
+from tts_diffusion.testing.helpers import BrightnessVerifier
 from tts_diffusion.verifiers.base import register_verifier
 
 register_verifier("brightness", "test-only: mean pixel value")(lambda **kw: BrightnessVerifier())
