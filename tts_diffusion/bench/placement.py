@@ -50,7 +50,8 @@ class SingleProcess:
 
 def process_state(cpu: bool):
     """accelerate's PartialState (one process per device under `accelerate launch` or
-    torchrun; a single process otherwise), or a stand-in when accelerate is missing."""
+    torchrun; a single process otherwise), or a stand-in when accelerate is missing.
+    `cpu=True`: the processes talk over gloo and their device is left to the caller."""
     try:
         from accelerate import PartialState
     except ImportError:

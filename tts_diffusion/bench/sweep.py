@@ -2,9 +2,11 @@
 returned image scored by a judge (for the shapes world: the exact oracle), one JSON Lines
 record per (prompt, method, budget, seed).
 
-Prompts are sharded over processes (`accelerate launch --num_processes N -m tts_diffusion.cli
-bench ...`): each process runs its share with a whole copy of the pipeline; the records are
-gathered and written by the main process. A search's seed is `seed * 100003 + prompt index`
+Prompts are sharded over processes (`accelerate launch --multi_gpu --num_processes N -m
+tts_diffusion.cli bench ...`, one GPU each; or `torchrun --nproc_per_node N -m tts_diffusion.cli
+bench --device cuda:0 ...`, N processes sharing one GPU): each process runs its share with a
+whole copy of the pipeline (accelerate's `split_between_processes`); the records are gathered
+(`gather_object`) and written by the main process. A search's seed is `seed * 100003 + prompt index`
 (the prompt's position in its set), so the records do not depend on the split.
 
 Prefix-consistent searchers (best_of_n, zero_order: a run at budget B is the first part of a
@@ -118,7 +120,9 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | N
 
     cfg.check()
     t_start = time.perf_counter()
-    state = process_state(cpu=cfg.device is not None and torch.device(cfg.device).type == "cpu")
+    # --device pins every process to one device (several may share a GPU): the processes then
+    # talk over gloo; otherwise accelerate gives each process its own GPU (NCCL)
+    state = process_state(cpu=cfg.device is not None)
     device = torch.device(cfg.device) if cfg.device is not None else state.device
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(
         cfg.dtype, torch.float16 if device.type == "cuda" else torch.float32)
