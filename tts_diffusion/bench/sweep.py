@@ -56,6 +56,7 @@ class SweepConfig:
     device: str | None = None
     verifier_device: str | None = None
     dtype: str = "auto"
+    compile: bool = False
 
     def check(self) -> "SweepConfig":
         """Validate every field before any model work (TTSInputError naming the option)."""
@@ -129,7 +130,7 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | N
     checks.check_dtype_on_device(dtype, device)
     indexed = balanced_subset(load_prompt_set(cfg.prompt_set), cfg.num_prompts)
 
-    tts = TTSPipeline.from_pretrained(cfg.model, torch_dtype=dtype)
+    tts = TTSPipeline.from_pretrained(cfg.model, torch_dtype=dtype, compile=cfg.compile)
     tts.set_progress_bar_config(disable=True)
     tts.to(device)
     base = tts.process(cfg.steps, cfg.guidance, max_batch=cfg.max_batch)
