@@ -276,8 +276,11 @@ def _write_interrupted(run: dict, progress) -> None:
               help="JSON Lines records (resumed when it exists); the summary goes to <stem>.summary.json and"
                    " <stem>.png")
 @click.option("--compile", "compile_", is_flag=True, help=COMPILE_HELP)
+@click.option("--preview-decoder", default=None, metavar="DIR",
+              help="score intermediate x0 estimates (smc, paths, svdd, code, rbf) on this small decoder's previews:"
+                   " a TAESD-format folder (diffusers AutoencoderTiny); final images still use the full VAE")
 def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, judge, steps, guidance, max_batch,
-          options, verifier_options, device, verifier_device, dtype, out, compile_) -> None:
+          options, verifier_options, device, verifier_device, dtype, out, compile_, preview_decoder) -> None:
     """Accuracy against NFE: every method at every budget on every prompt (and seed),
     guided by --verifier and judged by --judge, one JSON Lines record per search.
 
@@ -292,7 +295,8 @@ def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, jud
                           prompt_set=prompt_set, num_prompts=num_prompts, seeds=_csv(seeds, int, "--seeds"),
                           model=model, verifier=verifier, judge=judge, steps=steps, guidance=guidance,
                           max_batch=max_batch, options=_method_options(options), device=device,
-                          verifier_device=verifier_device, dtype=dtype, compile=compile_)
+                          verifier_device=verifier_device, dtype=dtype, compile=compile_,
+                          preview_decoder=preview_decoder)
         cfg.check()
         if verifier_options:
             from .verifiers.base import verifier_params

@@ -57,6 +57,7 @@ class SweepConfig:
     verifier_device: str | None = None
     dtype: str = "auto"
     compile: bool = False
+    preview_decoder: str | None = None
 
     def check(self) -> "SweepConfig":
         """Validate every field before any model work (TTSInputError naming the option)."""
@@ -103,13 +104,17 @@ class SweepConfig:
         if self.out.is_dir():
             raise TTSInputError(f"--out {self.out} is a folder; name a .jsonl file")
         load_prompt_set(self.prompt_set)  # readable and non-empty
+        if self.preview_decoder is not None and not (Path(self.preview_decoder).expanduser() / "config.json").is_file():
+            raise TTSInputError(f"--preview-decoder {self.preview_decoder} is not a folder with a diffusers config.json"
+                                f" (a TAESD-format AutoencoderTiny)")
         return self
 
 
 def setting(cfg: SweepConfig, steps: int, guidance: float | None) -> dict:
     """The fields every record of the sweep shares (a resumed sweep must match them)."""
     return {"model": cfg.model or "embedded shapes model", "steps": steps, "guidance": guidance,
-            "verifier": cfg.verifier, "judge": cfg.judge, "prompt_set": cfg.prompt_set}
+            "verifier": cfg.verifier, "judge": cfg.judge, "prompt_set": cfg.prompt_set,
+            "preview_decoder": cfg.preview_decoder}
 
 
 def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | None:
@@ -133,7 +138,8 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | N
     tts = TTSPipeline.from_pretrained(cfg.model, torch_dtype=dtype, compile=cfg.compile)
     tts.set_progress_bar_config(disable=True)
     tts.to(device)
-    base = tts.process(cfg.steps, cfg.guidance, max_batch=cfg.max_batch)
+    extra = {"preview_decoder": cfg.preview_decoder} if cfg.preview_decoder else {}
+    base = tts.process(cfg.steps, cfg.guidance, max_batch=cfg.max_batch, **extra)
     steps = base.num_steps
     guide = tts.get_verifier(cfg.verifier, **cfg.verifier_options)
     judge = guide if cfg.judge == cfg.verifier and not cfg.verifier_options else tts.get_verifier(cfg.judge)
