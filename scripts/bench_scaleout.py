@@ -87,7 +87,8 @@ def main() -> None:
     print(f"{'processes':>9} {'run s':>8} {'wall s':>8} {'searches/s':>11} {'speed-up':>9}  records = 1-process")
     for r in rows:
         print(f"{r['processes']:>9} {r['run_seconds']:>8.1f} {r['command_wall_seconds'] or 0:>8.1f} "
-              f"{r['searches_per_second']:>11.3f} {r['speedup'] or float('nan'):>9.2f}  {r['records_equal_to_1_process']}")
+              f"{r['searches_per_second']:>11.3f} {r['speedup'] or float('nan'):>9.2f}  "
+              f"{r['records_equal_to_1_process']}")
     Path(f"{args.out}.json").write_text(json.dumps({"sweep": sweep_args(args), "rows": rows}, indent=2))
     print(f"wrote {args.out}.json")
 

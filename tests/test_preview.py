@@ -47,8 +47,10 @@ def test_tiny_decoder_scores_intermediates_full_vae_decodes_finals(tiny_pipe, tm
 
     pipe = tiny_pipe("sd15")
     torch.manual_seed(0)
-    AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
-                    num_decoder_blocks=(1, 1), latent_channels=pipe.vae.config.latent_channels).save_pretrained(tmp_path)
+    tiny = AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+                           num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1),
+                           latent_channels=pipe.vae.config.latent_channels)
+    tiny.save_pretrained(tmp_path)
     proc = _proc(pipe, preview=str(tmp_path))
     assert isinstance(proc.preview_decoder, AutoencoderTiny)
     tiny_calls = _counting(proc.preview_decoder)

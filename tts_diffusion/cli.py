@@ -196,7 +196,8 @@ def _run_search(run: dict, quiet: bool) -> None:
     _quiet_libraries()
     latest: dict = {}
     try:
-        tts = TTSPipeline.from_pretrained(run["model"], torch_dtype=run["torch_dtype"], compile=run.get("compile", False))
+        tts = TTSPipeline.from_pretrained(run["model"], torch_dtype=run["torch_dtype"],
+                                          compile=run.get("compile", False))
         tts.to(run["device"])
         result = tts(run["prompt"], progress=not quiet, progress_callback=lambda p: latest.update(progress=p),
                      **run["call"])
@@ -256,7 +257,8 @@ def _write_interrupted(run: dict, progress) -> None:
 @click.option("--seeds", default="0", show_default=True,
               help="comma-separated seeds; prompt k's search uses seed*100003+k whatever the process split")
 @click.option("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
-@click.option("--verifier", default=None, help="what guides the search (default: oracle for the shapes model, else clip)")
+@click.option("--verifier", default=None,
+              help="what guides the search (default: oracle for the shapes model, else clip)")
 @click.option("--judge", default=None,
               help="what scores the returned image (default: as --verifier); the oracle's verdicts give accuracy")
 @click.option("--steps", type=int, default=None, help="denoising steps per sample (default: the model's)")

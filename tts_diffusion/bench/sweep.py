@@ -70,7 +70,8 @@ class SweepConfig:
             raise TTSInputError("--methods names no searcher; e.g. --methods best_of_n,smc")
         for m in self.methods:
             if m not in available_searchers():
-                raise TTSInputError(f"unknown searcher {m!r} in --methods; available: {', '.join(available_searchers())}")
+                raise TTSInputError(f"unknown searcher {m!r} in --methods; "
+                                    f"available: {', '.join(available_searchers())}")
         if len(set(self.methods)) != len(self.methods):
             raise TTSInputError(f"--methods names a searcher twice: {','.join(self.methods)}")
         unknown = set(self.options) - set(self.methods)
@@ -78,14 +79,16 @@ class SweepConfig:
             raise TTSInputError(f"-o names {', '.join(sorted(unknown))}, which is not in --methods")
         self.options = {m: searcher_params(m).validate(self.options.get(m, {})) for m in self.methods}
         if not self.budgets or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in self.budgets):
-            raise TTSInputError(f"--budgets must be positive integers (multiples of one sample's NFE), got {self.budgets}")
+            raise TTSInputError(f"--budgets must be positive integers (multiples of one sample's NFE), "
+                                f"got {self.budgets}")
         self.budgets = sorted(set(self.budgets))
         if not self.seeds:
             raise TTSInputError("--seeds names no seed")
         for s in self.seeds:
             checks.check_seed(s)
         checks.check_positive_int(self.num_prompts, "--num-prompts")
-        checks.check_positive_int(self.steps, "--steps", high=1000, why_high=" (the models are trained on 1000 timesteps)")
+        checks.check_positive_int(self.steps, "--steps", high=1000,
+                                  why_high=" (the models are trained on 1000 timesteps)")
         checks.check_positive_int(self.max_batch, "--max-batch", optional=False)
         if self.guidance is not None:
             checks.check_guidance(self.guidance)
