@@ -146,3 +146,16 @@ def test_bad_options_one_error_line_exit_2(args, message):
     lines = r.stderr.strip().splitlines() if hasattr(r, "stderr") else r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.output
     assert not Path("/tmp/never-written.jsonl").exists()
+
+
+def test_verifier_on_its_own_device_scores_the_same():
+    """OnDevice moves images to the verifier's device and the scores back (CPU to CPU here:
+    the plumbing; a second GPU is the use)."""
+    from tts_diffusion.bench.placement import OnDevice
+    from tts_diffusion.testing.helpers import BrightnessVerifier
+
+    images = torch.rand(5, 3, 8, 8)
+    inner = BrightnessVerifier(chunk_size=2)
+    placed = OnDevice(inner, torch.device("cpu"))
+    assert torch.equal(placed(images, "a red circle"), BrightnessVerifier()(images, "a red circle"))
+    assert placed.device == torch.device("cpu") and inner.calls == 5

@@ -146,11 +146,10 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | N
     steps = base.num_steps
     guide = tts.get_verifier(cfg.verifier, **cfg.verifier_options)
     judge = guide if cfg.judge == cfg.verifier and not cfg.verifier_options else tts.get_verifier(cfg.judge)
-    if cfg.verifier_device is not None:
-        vdev = torch.device(cfg.verifier_device)
-        guide = OnDevice(guide, vdev)
-        judge = guide if judge is not guide else judge
-        judge = judge if isinstance(judge, OnDevice) else OnDevice(judge, vdev)
+    if cfg.verifier_device is not None:  # both on their own device; scores come back to the model's
+        same = judge is guide
+        guide = OnDevice(guide, torch.device(cfg.verifier_device))
+        judge = guide if same else OnDevice(judge, torch.device(cfg.verifier_device))
     shared = setting(cfg, steps, base.guidance_scale)
 
     # what is missing: budgets each method can pay for, less the records already written
