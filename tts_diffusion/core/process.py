@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -306,8 +307,9 @@ class DenoisingProcess:
         vae = self.preview_decoder if preview else None
         if vae is not None and next(vae.parameters()).device != latents.device:
             vae.to(latents.device)
+        decode = self.adapter.decode if vae is None else functools.partial(self.adapter.decode, vae=vae)
         with self.timings.phase("preview" if vae is not None else "decode"):
-            return torch.cat([self.adapter.decode(latents[s : s + self.decode_batch], vae=vae)
+            return torch.cat([decode(latents[s : s + self.decode_batch])
                               for s in range(0, latents.shape[0], self.decode_batch)])
 
     def with_grid(self, family: Family, model_timesteps: torch.Tensor) -> "DenoisingProcess":
