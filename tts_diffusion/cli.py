@@ -3,7 +3,7 @@
     tts-diffusion generate "a photo of two red circles" --budget 160 --out best.png
     tts-diffusion list [--searcher NAME [--steps N] [-o KEY=VALUE]] [--verifier NAME]
     tts-diffusion bench --methods best_of_n,smc --budgets 1,4,16 --num-prompts 36 --out runs/sweep.jsonl
-    accelerate launch --num_processes 4 -m tts_diffusion.cli bench ...   (prompts sharded over 4 GPUs)
+    accelerate launch --multi_gpu --num_processes 4 -m tts_diffusion.cli bench ...   (prompts over 4 GPUs)
 
 Bad input prints one line, `error: ...`, and exits with code 2, before any model work.
 Ctrl-C during a search writes the best image found so far and exits with code 130.
@@ -287,7 +287,7 @@ def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, jud
     guided by --verifier and judged by --judge, one JSON Lines record per search.
 
     Rerunning the same command resumes an interrupted sweep (records already in --out are
-    skipped). Under `accelerate launch --num_processes N -m tts_diffusion.cli bench ...`
+    skipped). Under `accelerate launch --multi_gpu --num_processes N -m tts_diffusion.cli bench`
     the prompts are split over the processes and the records are the same as one process's."""
     from .bench import SweepConfig, run_sweep
     from .errors import TTSInputError
