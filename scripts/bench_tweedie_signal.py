@@ -17,17 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
-from shapes_bench import eval_prompts  # noqa: E402
+
+from tts_diffusion.bench import eval_prompts  # noqa: E402
 
 
 def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:

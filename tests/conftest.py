@@ -4,6 +4,7 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the old import paths of the shared worlds (tests/analytic.py, ...) alias tts_diffusion.testing; to be removed
 sys.path.insert(0, os.path.dirname(__file__))
 
 import functools  # noqa: E402
@@ -17,7 +18,7 @@ torch.set_num_threads(1)
 
 @functools.lru_cache(maxsize=None)
 def _tiny(family: str):
-    from tiny_pipelines import make_tiny_pipeline
+    from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline
 
     return make_tiny_pipeline(family)
 

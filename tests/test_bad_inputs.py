@@ -9,12 +9,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from helpers import BrightnessVerifier
 from tts_diffusion import TTSPipeline
 from tts_diffusion.cli import main
 from tts_diffusion.core.process import DenoisingProcess
 from tts_diffusion.errors import TTSInputError
 from tts_diffusion.pipelines import tts_pipeline
+from tts_diffusion.testing.helpers import BrightnessVerifier
 from tts_diffusion.verifiers.base import register_verifier
 
 register_verifier("brightness", "test-only: mean pixel value")(lambda **kw: BrightnessVerifier())
@@ -107,7 +107,7 @@ AFTER_LOAD = [
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from tiny_pipelines import make_tiny_pipeline
+    from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline
 
     path = tmp_path_factory.mktemp("tiny-sd15")
     make_tiny_pipeline("sd15").save_pretrained(path)
@@ -201,7 +201,7 @@ def test_args_helper_replaces_and_drops_flags():
 # ------------------------------------------------------------------- Python API
 @pytest.fixture(scope="module")
 def tts():
-    from tiny_pipelines import make_tiny_pipeline
+    from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline
 
     return TTSPipeline(make_tiny_pipeline("sd15"), verifier=BrightnessVerifier())
 

@@ -1,18 +1,13 @@
 """The benchmarks read a best-of-N run at its largest budget off at every smaller budget
-(scripts/shapes_bench.py). That readout must equal an actual run at the smaller budget."""
-import sys
-from pathlib import Path
-
+(tts_diffusion/bench/readout.py). That readout must equal an actual run at the smaller budget."""
 import pytest
 import torch
 
-from helpers import BrightnessVerifier
 from tts_diffusion import Budget
+from tts_diffusion.bench import eval_prompts, picked
 from tts_diffusion.core.process import DenoisingProcess
 from tts_diffusion.searchers import load_searcher
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from shapes_bench import eval_prompts, picked  # noqa: E402
+from tts_diffusion.testing.helpers import BrightnessVerifier
 
 STEPS = 3
 

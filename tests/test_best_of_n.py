@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from helpers import BrightnessVerifier
-from tiny_pipelines import pipeline_call_kwargs
 from tts_diffusion import Budget, BudgetExceeded, TTSInputError, TTSPipeline
 from tts_diffusion.core.process import DenoisingProcess
 from tts_diffusion.searchers import available_searchers, load_searcher
+from tts_diffusion.testing.helpers import BrightnessVerifier
+from tts_diffusion.testing.tiny_pipelines import pipeline_call_kwargs
 
 PROMPT = "a red circle"
 

@@ -7,8 +7,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from helpers import BrightnessVerifier
 from tts_diffusion.cli import main
+from tts_diffusion.testing.helpers import BrightnessVerifier
 from tts_diffusion.verifiers.base import register_verifier
 
 register_verifier("brightness", "test-only: mean pixel value")(lambda **kw: BrightnessVerifier())
@@ -16,7 +16,7 @@ register_verifier("brightness", "test-only: mean pixel value")(lambda **kw: Brig
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from tiny_pipelines import make_tiny_pipeline
+    from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline
 
     path = tmp_path_factory.mktemp("tiny-sd15")
     make_tiny_pipeline("sd15").save_pretrained(path)

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from helpers import BrightnessVerifier
 from tts_diffusion import TTSPipeline
+from tts_diffusion.testing.helpers import BrightnessVerifier
 
 PROMPTS = ["a red circle", "two blue squares", "a green triangle left of a yellow star", "a cat",
            "a photo of a dog on a very long sofa in a large room", "x", "three purple hexagons", "a red circle"]

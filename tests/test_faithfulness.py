@@ -6,12 +6,12 @@ Tolerance: max |process - pipeline| <= 1e-5 * max |pipeline| + 1e-5 on the final
 decoded images in [0, 1]."""
 import warnings
 
+import diffusers
 import pytest
 import torch
-import diffusers
 
-from tiny_pipelines import FAMILIES, pipeline_call_kwargs
 from tts_diffusion.core.process import DenoisingProcess
+from tts_diffusion.testing.tiny_pipelines import FAMILIES, pipeline_call_kwargs
 
 PROMPT = "a red circle"
 STEPS = 4

@@ -7,8 +7,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
-from gmm import GaussianMixture1D
 from tts_diffusion.core.families import flow_family, vp_family
+from tts_diffusion.testing.gmm import GaussianMixture1D
 
 GMM = GaussianMixture1D([0.3, 0.7], [-2.0, 1.5], [0.4, 0.6])
 N = 20000

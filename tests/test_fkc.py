@@ -28,11 +28,11 @@ import math
 import pytest
 import torch
 
-from analytic import (
+from tts_diffusion.testing.analytic import (
     FunctionVerifier, GaussianMixture, agrees, analytic_process, bimodal_1d, four_modes_2d, geometric_target,
     iid_estimate, replicate, weighted_ks,
 )
-from helpers import BrightnessVerifier
+from tts_diffusion.testing.helpers import BrightnessVerifier
 from tts_diffusion import Budget, TTSInputError
 from tts_diffusion.searchers import available_searchers, load_searcher
 from tts_diffusion.searchers.fkc import fkc_sample
@@ -216,7 +216,7 @@ def test_fkc_searcher_modes_and_budget():
 
 
 def test_fkc_on_a_diffusers_pipeline(tiny_pipe):
-    from tiny_pipelines import pipeline_call_kwargs
+    from tts_diffusion.testing.tiny_pipelines import pipeline_call_kwargs
     from tts_diffusion.core.process import DenoisingProcess
 
     kw = pipeline_call_kwargs("sd15")

@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from helpers import BrightnessVerifier
-from tiny_pipelines import pipeline_call_kwargs
 from tts_diffusion import Budget, TTSInputError
 from tts_diffusion.core.process import DenoisingProcess
 from tts_diffusion.searchers import available_searchers, load_searcher
 from tts_diffusion.searchers.paths import path_cost, path_schedule
 from tts_diffusion.searchers.zero_order import shell_neighbours
+from tts_diffusion.testing.helpers import BrightnessVerifier
+from tts_diffusion.testing.tiny_pipelines import pipeline_call_kwargs
 
 PROMPT = "a red circle"
 

@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import BrightnessVerifier
 from tts_diffusion import TTSPipeline
 from tts_diffusion.core.result import SearchResult, SearchResults
+from tts_diffusion.testing.helpers import BrightnessVerifier
 
 KW = dict(num_inference_steps=2, guidance_scale=3.0, height=32, width=32, progress=False)
 
 
 @pytest.fixture(scope="module")
 def tts():
-    from tiny_pipelines import make_tiny_pipeline
+    from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline
 
     return TTSPipeline(make_tiny_pipeline("sd15"), verifier=BrightnessVerifier())
 

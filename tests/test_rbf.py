@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from analytic import FunctionVerifier, analytic_process, bimodal_1d, four_modes_2d
-from helpers import BrightnessVerifier, SelectRecorder
 from tts_diffusion import Budget, TTSInputError
 from tts_diffusion.searchers import available_searchers, load_searcher, min_budget
 from tts_diffusion.searchers.rbf import blockwise_search, rollover_budget_forcing
+from tts_diffusion.testing.analytic import FunctionVerifier, analytic_process, bimodal_1d, four_modes_2d
+from tts_diffusion.testing.helpers import BrightnessVerifier, SelectRecorder
 
 TARGET = torch.tensor([1.0, -2.2], dtype=torch.float64)  # near the rarest mode (1.5, -1.5), weight 0.1
 
@@ -189,8 +189,8 @@ def test_blockwise_children_and_soft_selection():
 
 
 def test_rbf_on_a_diffusers_pipeline(tiny_pipe):
-    from tiny_pipelines import pipeline_call_kwargs
     from tts_diffusion.core.process import DenoisingProcess
+    from tts_diffusion.testing.tiny_pipelines import pipeline_call_kwargs
 
     kw = pipeline_call_kwargs("sd15")
     proc = DenoisingProcess.from_pipeline(tiny_pipe("sd15"), 3, 4.0, height=kw["height"], width=kw["width"])
@@ -204,8 +204,8 @@ def test_rbf_on_a_diffusers_pipeline(tiny_pipe):
 def test_pipeline_runs_the_papers_setting_by_default(tiny_pipe, name):
     """Left out, steps and budget are the RBF paper's (10 steps, NFE 500) with 2 chains from a
     pool of 25; given, the caller's win."""
-    from tiny_pipelines import pipeline_call_kwargs
     from tts_diffusion import TTSPipeline
+    from tts_diffusion.testing.tiny_pipelines import pipeline_call_kwargs
 
     tts = TTSPipeline(tiny_pipe("flux"))
     kw = {k: v for k, v in pipeline_call_kwargs("flux").items() if k in ("height", "width")}

@@ -9,11 +9,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from analytic import FunctionVerifier, analytic_process, four_modes_2d
 from tts_diffusion import Budget, TTSInputError
 from tts_diffusion.cli import main
 from tts_diffusion.core.state import current_call
 from tts_diffusion.searchers import available_searchers, load_searcher, min_budget, searcher_params
+from tts_diffusion.testing.analytic import FunctionVerifier, analytic_process, four_modes_2d
 from tts_diffusion.verifiers import load_verifier
 from tts_diffusion.verifiers.base import FunctionVerifier as PlainFunctionVerifier
 from tts_diffusion.verifiers.base import available_verifiers, verifier_params
@@ -339,8 +339,8 @@ def test_plain_callable_is_a_verifier():
 
 
 def test_pipeline_takes_a_plain_callable_and_validates_searcher_options(tiny_pipe):
-    from tiny_pipelines import pipeline_call_kwargs
     from tts_diffusion import TTSPipeline
+    from tts_diffusion.testing.tiny_pipelines import pipeline_call_kwargs
 
     tts = TTSPipeline(tiny_pipe("flux"))
     kw = {k: v for k, v in pipeline_call_kwargs("flux").items() if k in ("height", "width")}

@@ -18,11 +18,11 @@ import math
 import pytest
 import torch
 
-from analytic import (
+from tts_diffusion.testing.analytic import (
     FunctionVerifier, GaussianMixture, agrees, analytic_process, bimodal_1d, four_modes_2d, kish_ess, replicate,
     weighted_ks,
 )
-from helpers import BrightnessVerifier, SelectRecorder
+from tts_diffusion.testing.helpers import BrightnessVerifier, SelectRecorder
 from tts_diffusion import Budget, TTSInputError
 from tts_diffusion.searchers import available_searchers, load_searcher
 from tts_diffusion.searchers.smc import POTENTIALS, _log_potential, fk_steering, potential_steps
@@ -187,7 +187,7 @@ def test_searcher_budget_determinism_and_reindex():
 
 
 def test_smc_on_a_diffusers_pipeline(tiny_pipe):
-    from tiny_pipelines import pipeline_call_kwargs
+    from tts_diffusion.testing.tiny_pipelines import pipeline_call_kwargs
     from tts_diffusion.core.process import DenoisingProcess
 
     kw = pipeline_call_kwargs("sd15")

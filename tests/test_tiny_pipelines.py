@@ -1,4 +1,4 @@
-"""Checks for the tiny offline pipelines in ``tests/tiny_pipelines.py`` (whole file: a few seconds)."""
+"""Checks for the tiny offline pipelines in ``tts_diffusion/testing/tiny_pipelines.py`` (whole file: a few seconds)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,10 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from tiny_pipelines import (  # noqa: E402
+from tts_diffusion.testing.tiny_pipelines import (  # noqa: E402
     DEFAULT_SIZE,
     FAMILIES,
     SIZE_MULTIPLE,

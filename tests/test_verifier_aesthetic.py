@@ -12,8 +12,8 @@ pytest.importorskip("open_clip")
 
 from safetensors.torch import save_file  # noqa: E402
 
-from tiny_clip import MEAN, STD, write_tiny_clip  # noqa: E402
 from tts_diffusion.errors import MissingWeightsError, TTSInputError  # noqa: E402
+from tts_diffusion.testing.tiny_clip import MEAN, STD, write_tiny_clip  # noqa: E402
 from tts_diffusion.verifiers import CLIPVerifier, available_verifiers, load_verifier  # noqa: E402
 from tts_diffusion.verifiers.aesthetic import HEAD_NAME, AestheticVerifier  # noqa: E402
 from tts_diffusion.verifiers.preprocess import clip_preprocess  # noqa: E402

@@ -17,8 +17,8 @@ import open_clip  # noqa: E402
 from open_clip.transform import image_transform  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tiny_clip import MEAN, STD, TINY_CFG, write_tiny_clip  # noqa: E402
 from tts_diffusion.errors import MissingWeightsError, TTSInputError  # noqa: E402
+from tts_diffusion.testing.tiny_clip import MEAN, STD, TINY_CFG, write_tiny_clip  # noqa: E402
 from tts_diffusion.verifiers import CLIPVerifier, available_verifiers, load_verifier  # noqa: E402
 from tts_diffusion.verifiers.clip import default_clip_source  # noqa: E402
 from tts_diffusion.verifiers.preprocess import clip_preprocess  # noqa: E402

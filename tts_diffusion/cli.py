@@ -3,6 +3,8 @@
     tts-diffusion generate "two red circles" --budget 160 --out best.png
     tts-diffusion replay best.json --out again.png
     tts-diffusion list [--searcher NAME [--steps N] [-o KEY=VALUE]] [--verifier NAME]
+    tts-diffusion bench --methods best_of_n,smc --budgets 1,4,16 --num-prompts 36 --out runs/sweep.jsonl
+    accelerate launch --multi_gpu --num_processes 4 -m tts_diffusion.cli bench ...   (prompts over 4 GPUs)
 
 Bad input prints one line, `error: ...`, and exits with code 2, before any model work.
 Ctrl-C during a search writes the best image found so far and exits with code 130. Only
@@ -22,6 +24,8 @@ from . import __version__
 EXIT_BAD_INPUT = 2
 #: Ctrl-C: the best image found so far is written (sidecar marked "interrupted")
 EXIT_INTERRUPTED = 130
+COMPILE_HELP = ("run the denoiser and VAE decoder under torch.compile (compiled once per batch shape: the first"
+                " search pays tens of seconds at SD size, later ones run faster)")
 
 
 def default_threads() -> int:
@@ -158,11 +162,12 @@ def main() -> None:
 @click.option("--subject", default=None,
               help="with --rgba: the subject word(s) of the prompt whose attention makes the matte"
                    " (default: found by a built-in rule)")
+@click.option("--compile", "compile_", is_flag=True, help=COMPILE_HELP)
 @click.option("--threads", type=int, default=None,
               help="CPU threads for torch, >= 1 (default on CPU: half the available cores, 1 to 4)")
 def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width, negative_prompt, device,
              dtype, max_batch, options, verifier_options, out, tgate_step, tgate_options, quiet, rgba, background_prompt,
-             subject, threads) -> None:
+             subject, threads, compile_) -> None:
     """Search for the best image for PROMPT and write it to --out.
 
     With the embedded model PROMPT may be plain ("two red circles", "2 red circles",
@@ -203,6 +208,7 @@ def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
     if rgba:
         run["call"].update(rgba=True, background_prompt=background_prompt, subject=subject)
     _set_threads(threads, str(run["device"]))
+    run["compile"] = compile_
     _run_search(run, quiet)
 
 
@@ -268,7 +274,8 @@ def _run_search(run: dict, quiet: bool) -> None:
     _quiet_libraries()
     latest: dict = {}
     try:
-        tts = TTSPipeline.from_pretrained(run["model"], torch_dtype=run["torch_dtype"])
+        tts = TTSPipeline.from_pretrained(run["model"], torch_dtype=run["torch_dtype"],
+                                          compile=run.get("compile", False))
         tts.to(run["device"])
         result = tts(run["prompt"], progress=not quiet, progress_callback=lambda p: latest.update(progress=p),
                      **run["call"])
@@ -408,6 +415,99 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
     click.echo(f"best score {result.best_score:.4f} after {result.nfe} NFE (recorded: "
                f"{(record.get('best') or {}).get('score')})")
     click.echo(f"wrote {image_path} and {new_sidecar}")
+
+
+@main.command()
+@click.option("--methods", default="best_of_n", show_default=True,
+              help="comma-separated searchers (see `tts-diffusion list`)")
+@click.option("--budgets", default="1,4,16", show_default=True,
+              help="comma-separated budgets, in multiples of one sample's NFE (--steps)")
+@click.option("--prompts", "prompt_set", default="shapes_eval", show_default=True,
+              help="prompt set: shapes_eval (the shipped 600-prompt eval split), a .json file ({\"prompts\": [...]}"
+                   " of strings or {\"prompt\", \"category\"}) or a .txt file (one prompt a line)")
+@click.option("--num-prompts", type=int, default=None,
+              help="use this many prompts, the same number from every category (default: all)")
+@click.option("--seeds", default="0", show_default=True,
+              help="comma-separated seeds; prompt k's search uses seed*100003+k whatever the process split")
+@click.option("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
+@click.option("--verifier", default=None,
+              help="what guides the search (default: oracle for the shapes model, else clip)")
+@click.option("--judge", default=None,
+              help="what scores the returned image (default: as --verifier); the oracle's verdicts give accuracy")
+@click.option("--steps", type=int, default=None, help="denoising steps per sample (default: the model's)")
+@click.option("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+@click.option("--max-batch", type=int, default=64, show_default=True, help="rows per denoiser call (memory), >= 1")
+@click.option("--option", "-o", "options", multiple=True, metavar="METHOD.KEY=VALUE",
+              help="a searcher option for one method, e.g. -o smc.reward_scale=10 (repeatable)")
+@click.option("--verifier-option", "verifier_options", multiple=True, metavar="KEY=VALUE",
+              help="option of the guiding verifier (repeatable)")
+@click.option("--device", default=None,
+              help="cpu, cuda or cuda:N (default: this process's device under accelerate, else cuda if available)")
+@click.option("--verifier-device", default=None,
+              help="put the verifier and the judge on this device (e.g. cuda:1 beside a model on cuda:0)")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto",
+              show_default=True, help="auto: float16 on cuda, float32 on cpu")
+@click.option("--out", default="bench.jsonl", show_default=True,
+              help="JSON Lines records (resumed when it exists); the summary goes to <stem>.summary.json and"
+                   " <stem>.png")
+@click.option("--compile", "compile_", is_flag=True, help=COMPILE_HELP)
+@click.option("--preview-decoder", default=None, metavar="DIR",
+              help="score intermediate x0 estimates (smc, paths, svdd, code, rbf) on this small decoder's previews:"
+                   " a TAESD-format folder (diffusers AutoencoderTiny); final images still use the full VAE")
+def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, judge, steps, guidance, max_batch,
+          options, verifier_options, device, verifier_device, dtype, out, compile_, preview_decoder) -> None:
+    """Accuracy against NFE: every method at every budget on every prompt (and seed),
+    guided by --verifier and judged by --judge, one JSON Lines record per search.
+
+    Rerunning the same command resumes an interrupted sweep (records already in --out are
+    skipped). Under `accelerate launch --multi_gpu --num_processes N -m tts_diffusion.cli bench`
+    the prompts are split over the processes and the records are the same as one process's."""
+    from .bench import SweepConfig, run_sweep
+    from .errors import TTSInputError
+
+    try:
+        cfg = SweepConfig(out=out, methods=_csv(methods, str, "--methods"), budgets=_csv(budgets, int, "--budgets"),
+                          prompt_set=prompt_set, num_prompts=num_prompts, seeds=_csv(seeds, int, "--seeds"),
+                          model=model, verifier=verifier, judge=judge, steps=steps, guidance=guidance,
+                          max_batch=max_batch, options=_method_options(options), device=device,
+                          verifier_device=verifier_device, dtype=dtype, compile=compile_,
+                          preview_decoder=preview_decoder)
+        cfg.check()
+        if verifier_options:
+            from .verifiers.base import verifier_params
+
+            cfg.verifier_options = _parse_options(verifier_options, verifier_params(cfg.verifier), "verifier")
+        _quiet_libraries()
+        run_sweep(cfg, echo=click.echo)
+    except TTSInputError as e:
+        _fail(str(e))
+
+
+def _csv(text: str, kind: type, what: str) -> list:
+    from .errors import TTSInputError
+
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [kind(t) for t in items]
+    except ValueError:
+        raise TTSInputError(f"{what} must be a comma-separated list of {kind.__name__}s, got {text!r}") from None
+
+
+def _method_options(pairs: tuple[str, ...]) -> dict[str, dict]:
+    """`METHOD.KEY=VALUE` strings to {method: {key: value}}, each parsed by its searcher's spec."""
+    from .errors import TTSInputError
+    from .searchers import available_searchers, searcher_params
+
+    raw: dict[str, list[str]] = {}
+    for p in pairs:
+        head = p.split("=", 1)[0]
+        if "=" not in p or "." not in head:
+            raise TTSInputError(f"-o {p!r} must look like METHOD.KEY=VALUE, e.g. smc.reward_scale=10")
+        method, rest = p.split(".", 1)
+        if method not in available_searchers():
+            raise TTSInputError(f"-o {p!r}: unknown searcher {method!r}; available: {', '.join(available_searchers())}")
+        raw.setdefault(method, []).append(rest)
+    return {m: searcher_params(m).parse(ps) for m, ps in raw.items()}
 
 
 #: steps `list --searcher` assumes when neither --steps nor the searcher's own defaults say

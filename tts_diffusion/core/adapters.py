@@ -120,11 +120,12 @@ class ModelAdapter:
     def forward(self, x: torch.Tensor, t: torch.Tensor, embeds: Embeds) -> torch.Tensor:
         raise NotImplementedError
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, vae: torch.nn.Module | None = None) -> torch.Tensor:
         """Latents (native layout) -> float images [B, 3, H, W] in [0, 1], as the pipeline's
-        `output_type="pt"` path computes them."""
+        `output_type="pt"` path computes them (with `vae` in place of the pipeline's, e.g. a
+        preview decoder, as a drop-in `pipe.vae` would be)."""
         latents = self.unpack(latents)
-        vae = self.vae
+        vae = self.vae if vae is None else vae
         cfg = vae.config
         upcast = vae.dtype == torch.float16 and getattr(cfg, "force_upcast", False)
         if upcast:

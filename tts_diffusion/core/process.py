@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -29,6 +30,7 @@ import torch
 from ..errors import TTSInputError
 from .adapters import Embeds, ModelAdapter, adapter_for, cat_rows, encode_lock, expand_rows
 from .budget import Budget
+from .preview import load_preview_decoder
 from . import schedulers
 from .families import Family
 from .schedulers import SchedulerGrid, is_flow_scheduler  # noqa: F401  (re-exported)
@@ -84,8 +86,10 @@ class DenoisingProcess:
 
     def __init__(self, adapter: ModelAdapter, family: Family, model_timesteps: torch.Tensor, *,
                  guidance_scale: float, cfg_scale: float, max_batch: int = 16, decode_batch: int | None = None,
-                 stepping: SchedulerGrid | None = None):
+                 stepping: SchedulerGrid | None = None, preview_decoder: torch.nn.Module | None = None):
         self.adapter = adapter
+        #: small decoder for intermediate rewards (core/preview.py); None: the full VAE
+        self.preview_decoder = preview_decoder
         self.family = family
         self.model_timesteps = model_timesteps
         #: the pipeline's scheduler for ODE steps (None: the family's own ODE step)
@@ -107,14 +111,17 @@ class DenoisingProcess:
     def from_pipeline(cls, pipe: Any, num_steps: int = 25, guidance_scale: float | None = None, *,
                       height: int | None = None, width: int | None = None, true_cfg_scale: float = 1.0,
                       max_sequence_length: int | None = None, diffusion: str = "ddim",
-                      max_batch: int = 16, decode_batch: int | None = None) -> "DenoisingProcess":
+                      max_batch: int = 16, decode_batch: int | None = None,
+                      preview_decoder: Any = None) -> "DenoisingProcess":
         """Wrap a diffusers pipeline.
 
         guidance_scale: classifier-free guidance weight w (pred = uncond + w (cond - uncond));
             for guidance-distilled FLUX models it is the guidance embedding instead, and
             `true_cfg_scale` > 1 turns on real CFG with a negative prompt.
         diffusion: flow models' SDE diffusion schedule for stochastic steps (families.py).
-        max_batch: rows per denoiser call (CFG doubles the model batch)."""
+        max_batch: rows per denoiser call (CFG doubles the model batch).
+        preview_decoder: a TAESD-format folder (diffusers AutoencoderTiny) or VAE-like module
+            that decodes intermediate latents for rewards (`decode(..., preview=True)`)."""
         if int(num_steps) < 1:
             raise TTSInputError(f"num_steps must be at least 1, got {num_steps}")
         adapter = adapter_for(pipe)(pipe, height, width, max_sequence_length)
@@ -126,8 +133,9 @@ class DenoisingProcess:
             cfg_scale = float(true_cfg_scale)
         else:
             cfg_scale = float(guidance_scale)
+        preview = None if preview_decoder is None else load_preview_decoder(preview_decoder, adapter.vae)
         proc = cls(adapter, family, ts, guidance_scale=float(guidance_scale), cfg_scale=cfg_scale,
-                   max_batch=max_batch, decode_batch=decode_batch, stepping=stepping)
+                   max_batch=max_batch, decode_batch=decode_batch, stepping=stepping, preview_decoder=preview)
         proc.num_inference_steps = int(num_steps)
         return proc
 
@@ -311,10 +319,16 @@ class DenoisingProcess:
 
     # ----------------------------------------------------------------- decode
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents (e.g. pred.x0 or x at the clean end) -> float images [B,3,H,W] in [0,1]."""
-        with self.timings.phase("decode"):
-            return torch.cat([self.adapter.decode(latents[s : s + self.decode_batch])
+    def decode(self, latents: torch.Tensor, preview: bool = False) -> torch.Tensor:
+        """Latents (e.g. pred.x0 or x at the clean end) -> float images [B,3,H,W] in [0,1].
+        preview=True: by the preview decoder where the process has one (intermediate
+        rewards; its images may be smaller than the full decode's)."""
+        vae = self.preview_decoder if preview else None
+        if vae is not None and next(vae.parameters()).device != latents.device:
+            vae.to(latents.device)
+        decode = self.adapter.decode if vae is None else functools.partial(self.adapter.decode, vae=vae)
+        with self.timings.phase("preview" if vae is not None else "decode"):
+            return torch.cat([decode(latents[s : s + self.decode_batch])
                               for s in range(0, latents.shape[0], self.decode_batch)])
 
     def with_grid(self, family: Family, model_timesteps: torch.Tensor) -> "DenoisingProcess":

@@ -40,6 +40,7 @@ from ..searchers import load_searcher, run_defaults
 from ..searchers.base import searcher_params
 from ..verifiers import Verifier, load_verifier
 from . import checks
+from .compile import check_compile, compile_pipeline, use_channels_last
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 #: optional file next to a model's model_index.json with the defaults it was tuned for
@@ -110,7 +111,11 @@ class TTSPipeline:
     #: processes kept for reuse (one per distinct steps / guidance / size / batch setting)
     PROCESS_CACHE_SIZE = 4
 
-    def __init__(self, pipe: Any, verifier: str | Verifier | None = None, defaults: dict | None = None):
+    def __init__(self, pipe: Any, verifier: str | Verifier | None = None, defaults: dict | None = None,
+                 compile: bool | str = False):
+        """compile: True (or a torch.compile mode, see `pipelines/compile.py`) runs the
+        denoiser and the VAE decoder under torch.compile, compiled once per shape."""
+        self.compile_mode = check_compile(compile)
         self.pipe = pipe
         self.defaults = self._call_defaults(pipe)
         self.defaults.update(defaults or {})
@@ -126,12 +131,25 @@ class TTSPipeline:
         #: where the model came from, for sidecars: None for the embedded model, else an
         #: absolute local path or a hub id (set by from_pretrained)
         self.model_source: str | None = None
+        if self.compile_mode is not None:
+            self.compile(self.compile_mode)
+
+    def compile(self, mode: bool | str = True, backend: str = "inductor") -> "TTSPipeline":
+        """Run the denoiser and the VAE decoder under torch.compile from now on (in place;
+        channels_last for a UNet on CUDA). Each new shape compiles on first use."""
+        mode = check_compile(mode)
+        if mode is not None:
+            with self._lock:
+                compile_pipeline(self.pipe, mode, channels_last=None, backend=backend)
+                self.compile_mode = mode
+        return self
 
     @classmethod
     def from_pretrained(cls, id_or_path: str | os.PathLike | None = None, *, torch_dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None, verifier: str | Verifier | None = None,
-                        **kwargs) -> "TTSPipeline":
+                        compile: bool | str = False, **kwargs) -> "TTSPipeline":
         """Load a diffusers pipeline (local folder or hub id; None = the embedded default)."""
+        check_compile(compile)
         if torch_dtype is not None:
             kwargs[_dtype_kwarg()] = torch_dtype
         pipe = load_diffusers_pipeline(id_or_path, **kwargs)
@@ -146,7 +164,7 @@ class TTSPipeline:
             tts.model_source = str(local.resolve()) if local.exists() else str(id_or_path)
         if device is not None:
             tts.to(device)
-        return tts
+        return tts.compile(compile) if compile else tts
 
     @staticmethod
     def _call_defaults(pipe: Any) -> dict:
@@ -166,6 +184,8 @@ class TTSPipeline:
         with self._lock:
             self._device = device
             self.pipe.to(self._device)
+            if self.compile_mode is not None:
+                use_channels_last(self.pipe)
             for v in self._verifiers.values():
                 v.to(self._device)
         return self

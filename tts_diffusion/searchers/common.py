@@ -78,8 +78,9 @@ class SearchLog:
     def score_intermediate(self, latents: torch.Tensor) -> torch.Tensor:
         """Decode and verify latents that are not final samples (e.g. Tweedie estimates x0
         for potentials or lookahead rewards): charged to the budget like every verifier call,
-        not recorded as candidates. Returns the scores (float32, CPU)."""
-        return self.verify(self.proc.decode(latents))
+        not recorded as candidates. Decoded by the process's preview decoder where it has
+        one (core/preview.py). Returns the scores (float32, CPU)."""
+        return self.verify(self.proc.decode(latents, preview=True))
 
     def record(self, images: torch.Tensor, scores: torch.Tensor, seeds: Sequence[int | None] | None = None,
                info: Sequence[dict[str, Any]] | None = None) -> None:

@@ -1,0 +1,165 @@
+"""The fast path on one GPU: best-of-N at SD-1.5 size, eager against compiled (denoiser and
+VAE decoder under torch.compile) and compiled + T-GATE, in one run, with compile times and
+the FLOP floor of the search.
+
+Setting (issue 13): SD-1.5 architecture (random weights, real sizes), best-of-32, 512x512,
+25 DDIM steps, CFG 7.5, CLIP ViT-L/14-architecture verifier (random weights), fp16.
+
+    python scripts/bench_compile.py --out docs/bench_compile.json                          # H100
+    python scripts/bench_compile.py --modes default,max-autotune-no-cudagraphs,reduce-overhead --out ...
+    python scripts/bench_compile.py --device cpu --tiny --size 64 --n 2 --steps 2 --backend aot_eager --repeats 1
+
+Per variant: the first search (which compiles every shape it meets), the median of
+`--repeats` later searches, compile time = first - median, and how far the compiled
+search's candidate scores and 8-bit images are from the eager ones. Each compile mode gets a
+freshly built pipeline (same seed, same weights). T-GATE runs only where `TTSPipeline`
+takes `tgate=` (gate step `--tgate`). The FLOP floor counts one UNet row, one VAE decode
+and one verifier image with torch's FlopCounterMode and divides the search's total by
+`--peak-tflops` (H100 SXM dense fp16: 989).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import inspect
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from tts_diffusion.testing.sd15 import build_sd15  # noqa: E402
+
+PROMPT = "a photograph of an astronaut riding a horse"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def flop_floor(pipe, verifier, args, device, dtype) -> dict:
+    """TFLOP of the search: N * steps UNet rows (x2 with CFG), N VAE decodes, N verifier images."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    lat = torch.randn(1, 4, args.size // 8, args.size // 8, device=device, dtype=dtype)
+    emb = torch.randn(1, 77, pipe.text_encoder.config.hidden_size, device=device, dtype=dtype)
+    t = torch.tensor([500], device=device)
+    out = {}
+    with torch.no_grad():
+        for name, fn in (("unet_row", lambda: pipe.unet(lat, t, encoder_hidden_states=emb)),
+                         ("vae_decode", lambda: pipe.vae.decode(lat)),
+                         ("verifier_image", lambda: verifier(torch.rand(1, 3, args.size, args.size, device=device),
+                                                             [PROMPT]))):
+            with FlopCounterMode(display=False) as fc:
+                fn()
+            out[name] = fc.get_total_flops() / 1e12
+    rows = args.n * args.steps * (2 if args.guidance > 1 else 1)
+    total = rows * out["unet_row"] + args.n * (out["vae_decode"] + out["verifier_image"])
+    out.update(total_tflop=total, peak_tflops=args.peak_tflops, floor_s=total / args.peak_tflops)
+    return out
+
+
+def run_variant(name, tts, verifier, args, device, call_kw) -> dict:
+    def search():
+        return tts(PROMPT, verifier=verifier, budget=args.n * args.steps, seed=0, num_inference_steps=args.steps,
+                   guidance_scale=args.guidance, height=args.size, width=args.size, max_batch=args.max_batch,
+                   progress=False, **call_kw)
+
+    sync(device)
+    t0 = time.perf_counter()
+    search()
+    sync(device)
+    first = time.perf_counter() - t0
+    times, res = [], None
+    for _ in range(args.repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        res = search()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    print(f"{name:<44} first {first:8.2f} s   median {med:7.3f} s   compile ~{max(first - med, 0):7.1f} s", flush=True)
+    return {"variant": name, "first_s": first, "times_s": times, "median_s": med, "compile_s": max(first - med, 0.0),
+            "phases": res.timings, "scores": [c.score for c in res.candidates],
+            "images": torch.stack([c.image for c in res.candidates if c.image is not None])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--guidance", type=float, default=7.5)
+    ap.add_argument("--max-batch", type=int, default=32, help="rows per denoiser call (CFG doubles the UNet batch)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--modes", default="default,max-autotune-no-cudagraphs", help="torch.compile modes to time")
+    ap.add_argument("--backend", default="inductor", help="torch.compile backend (aot_eager: CPU smoke)")
+    ap.add_argument("--tgate", type=int, default=10, help="T-GATE gate step (0: skip)")
+    ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 peak of the GPU (H100 SXM: 989)")
+    ap.add_argument("--tiny", action="store_true", help="tiny models (CPU smoke test)")
+    ap.add_argument("--out", default="docs/bench_compile.json")
+    args = ap.parse_args()
+
+    from tts_diffusion import TTSPipeline
+    from tts_diffusion.verifiers import CLIPVerifier
+
+    device = torch.device(args.device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    verifier = CLIPVerifier(model="RN50" if args.tiny else "ViT-L-14", pretrained=None, device=device)
+    has_tgate = "tgate" in inspect.signature(TTSPipeline.__call__).parameters
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"best-of-{args.n}, {args.size}x{args.size}, {args.steps} steps, CFG {args.guidance}, "
+          f"max_batch {args.max_batch}, {str(dtype)[6:]}, {dev_name}, torch {torch.__version__}")
+
+    pipe = build_sd15(device, dtype, args.tiny)
+    floor = flop_floor(pipe, verifier, args, device, dtype)
+    print(f"FLOP floor: {floor['total_tflop']:.0f} TFLOP / {args.peak_tflops:.0f} TFLOP/s = {floor['floor_s']:.2f} s "
+          f"(UNet row {floor['unet_row']:.3f}, VAE decode {floor['vae_decode']:.3f}, "
+          f"verifier {floor['verifier_image']:.3f} TFLOP)")
+    rows = [run_variant("eager", TTSPipeline(pipe), verifier, args, device, {})]
+    if has_tgate and args.tgate:
+        rows.append(run_variant(f"eager + T-GATE (gate step {args.tgate})", TTSPipeline(pipe), verifier, args, device,
+                                {"tgate": args.tgate}))
+    for mode in [m for m in args.modes.split(",") if m]:
+        if mode != "default" or len(rows) > 1 + has_tgate:  # a fresh pipeline for every compile mode
+            del pipe
+            gc.collect()
+            torch.cuda.empty_cache() if device.type == "cuda" else None
+            torch._dynamo.reset()
+            pipe = build_sd15(device, dtype, args.tiny)
+        tts = TTSPipeline(pipe).compile(mode, backend=args.backend)
+        rows.append(run_variant(f"compiled ({mode})", tts, verifier, args, device, {}))
+        if has_tgate and args.tgate:
+            rows.append(run_variant(f"compiled ({mode}) + T-GATE (gate step {args.tgate})", tts, verifier, args,
+                                    device, {"tgate": args.tgate}))
+
+    eager = rows[0]
+    print(f"\n{'variant':<44} {'median s':>9} {'vs eager':>9} {'compile s':>10} {'vs floor':>9} {'max |score diff|':>17}"
+          f" {'max 8-bit diff':>15}")
+    for r in rows:
+        same_ref = eager if "T-GATE" not in r["variant"] else next((x for x in rows if x["variant"].startswith("eager +")),
+                                                                   eager)
+        r["max_score_diff"] = max(abs(a - b) for a, b in zip(r["scores"], same_ref["scores"]))
+        r["max_image_diff_levels"] = int((r["images"].int() - same_ref["images"].int()).abs().max())
+        r["speedup_vs_eager"] = eager["median_s"] / r["median_s"]
+        print(f"{r['variant']:<44} {r['median_s']:9.3f} {r['speedup_vs_eager']:8.2f}x {r['compile_s']:10.1f} "
+              f"{r['median_s'] / floor['floor_s']:8.2f}x {r['max_score_diff']:17.2e} {r['max_image_diff_levels']:15d}")
+    print("(score / image differences: against eager, or against eager + T-GATE for T-GATE rows)")
+    for r in rows:
+        del r["images"]
+    out = {"device": dev_name, "dtype": str(dtype), "torch": torch.__version__, "n": args.n, "steps": args.steps,
+           "size": args.size, "guidance": args.guidance, "max_batch": args.max_batch, "backend": args.backend,
+           "tgate_available": has_tgate, "flop_floor": floor, "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
