@@ -72,6 +72,12 @@ MIN_AREA = 0.007
 #: (generated five-point stars: 0.70-0.88, small blurred ones highest; a four-point star of
 #: 73 px 0.91; digitised discs, squares and triangles >= 0.98)
 STAR_SOLIDITY = 0.93
+#: template fitting (fit.py) is tried only on components up to this share of the frame
+#: (the largest object covers ~0.08; two touching ones ~0.16) and on at most MAX_FITS
+#: components per image: a blurry intermediate image (a Tweedie estimate early in sampling)
+#: is many large blobs, where fitting costs seconds and cannot name anything anyway
+MAX_FIT_AREA = 0.2
+MAX_FITS = 3
 #: a template fit (fit.py) with soft IoU >= this names the component's shape
 FIT_IOU = 0.8
 #: a shape cut by the image border counts as an object when at least this fraction of the
@@ -205,6 +211,7 @@ def _components(masks: np.ndarray, weights: np.ndarray, background: np.ndarray) 
     slices = ndimage.find_objects(labels)
     region3 = region.reshape(b * c, h, w)
     weights3 = weights.reshape(b * c, h, w)
+    fits_left = [MAX_FITS] * b
     for j in range(1, n + 1):
         if area[j] < MIN_AREA:
             continue
@@ -221,7 +228,13 @@ def _components(masks: np.ndarray, weights: np.ndarray, background: np.ndarray) 
             out[img].append(Detection(shape, color, float(mx[j] / w), float(my[j] / h), float(area[j]), guess, dist))
             continue
         # cut by the frame, unclassified, or a concave "circle": fit templates (fit.py),
-        # splitting touching shapes at the distance-transform necks first if that helps
+        # splitting touching shapes at the distance-transform necks first if that helps;
+        # too large a blob, or too many of them, stays as the classifier left it
+        if area[j] > MAX_FIT_AREA or fits_left[img] <= 0:
+            out[img].append(Detection("unknown" if shape != "star" and concave_star else shape, color,
+                                      float(mx[j] / w), float(my[j] / h), float(area[j]), guess, dist))
+            continue
+        fits_left[img] -= 1
         own = region3[plane[j]] == j
         soft = np.where(own, weights3[plane[j]], 0.0)
         others = (labels[img * c : (img + 1) * c] > 0).any(0) & ~own
