@@ -47,9 +47,6 @@ import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-for p in (str(REPO), str(HERE)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
 from tts_diffusion.paths import domain_clip_path, eval_prompts_path  # noqa: E402
 from tts_diffusion.shapes.grammar import CATEGORIES  # noqa: E402

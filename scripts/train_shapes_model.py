@@ -45,8 +45,6 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 from tts_diffusion.paths import default_model_path, eval_prompts_path  # noqa: E402
 from tts_diffusion.shapes import model as M  # noqa: E402
