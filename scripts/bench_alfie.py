@@ -72,9 +72,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def shapes_prompts(per_category: int) -> list[dict]:
-    from tts_diffusion.paths import assets_dir
+    from tts_diffusion.bench import SHAPES_EVAL, load_prompt_set
 
-    prompts = json.loads((assets_dir() / "prompts" / "shapes_eval.json").read_text())["prompts"]
+    prompts = load_prompt_set(SHAPES_EVAL)
     out = []
     for cat in CATEGORIES:
         out += [p for p in prompts if p["category"] == cat][:per_category]

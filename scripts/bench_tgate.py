@@ -26,14 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+
+from tts_diffusion.bench.timing import timed  # noqa: E402
 
 PROMPT = "a photograph of an astronaut riding a horse"
 #: reference defaults (REFERENCES 1.3): SD / SDXL gate 10 of 25 (sp 5), PixArt gate 15 of 25 (sp 3)
@@ -114,22 +114,6 @@ def build(model: str, device, dtype, tiny: bool):
                                    scheduler=DPMSolverMultistepScheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device, dtype)
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        out = fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times, out
 
 
 # ----------------------------------------------------------------------------- speed

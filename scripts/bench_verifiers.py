@@ -42,17 +42,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 import torch  # noqa: E402
 
+from tts_diffusion.bench.timing import sync  # noqa: E402
+
 TINY_CFG = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 128, "patch_size": 16, "head_width": 32},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
 }
 PROMPT = "a photo of a red circle above a blue square"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timeit(fn, device, warmup: int, repeats: int) -> dict:

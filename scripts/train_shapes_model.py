@@ -46,6 +46,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
+from tts_diffusion.bench import load_prompt_set  # noqa: E402
 from tts_diffusion.paths import default_model_path, eval_prompts_path  # noqa: E402
 from tts_diffusion.shapes import model as M  # noqa: E402
 from tts_diffusion.shapes.grammar import CATEGORIES, sample_scenes  # noqa: E402
@@ -265,8 +266,7 @@ def train_flow(transformer, text_encoder, latents, prompt_idx, ids, mask, empty_
 # ----------------------------------------------------------------------------- evaluation
 def load_eval_prompts(path: Path, smoke: bool, seed: int) -> tuple[list[str], list[str], str]:
     if path.is_file():
-        data = json.loads(path.read_text())
-        items = data["prompts"]
+        items = load_prompt_set(str(path))
         if smoke:  # two prompts per category
             items = [it for c in CATEGORIES for it in [x for x in items if x["category"] == c][:2]]
         return [it["prompt"] for it in items], [it["category"] for it in items], str(path)
