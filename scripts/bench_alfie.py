@@ -48,9 +48,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -75,9 +72,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def shapes_prompts(per_category: int) -> list[dict]:
-    from tts_diffusion.paths import assets_dir
+    from tts_diffusion.bench import SHAPES_EVAL, load_prompt_set
 
-    prompts = json.loads((assets_dir() / "prompts" / "shapes_eval.json").read_text())["prompts"]
+    prompts = load_prompt_set(SHAPES_EVAL)
     out = []
     for cat in CATEGORIES:
         out += [p for p in prompts if p["category"] == cat][:per_category]

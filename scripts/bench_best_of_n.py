@@ -15,34 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from tts_diffusion.bench.timing import timed  # noqa: E402
 from tts_diffusion.testing.sd15 import build_sd15  # noqa: E402
 
 PROMPT = "a photograph of an astronaut riding a horse"
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device, repeats):
-    times = []
-    out = None
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        out = fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times, out
 
 
 def main() -> None:

@@ -32,14 +32,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from tts_diffusion.bench.timing import sync  # noqa: E402
 from tts_diffusion.testing.sd15 import build_sd15  # noqa: E402
 
 PROMPT = "a photograph of an astronaut riding a horse"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def flop_floor(pipe, verifier, args, device, dtype) -> dict:

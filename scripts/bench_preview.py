@@ -24,25 +24,8 @@ import torch  # noqa: E402
 
 from tts_diffusion import TTSPipeline  # noqa: E402
 from tts_diffusion.bench import eval_prompts  # noqa: E402
+from tts_diffusion.bench.agreement import spearman  # noqa: E402
 from tts_diffusion.testing.latents import tweedie_estimates  # noqa: E402
-
-
-def ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..n with ties given their average rank."""
-    order = torch.argsort(x, stable=True)
-    r = torch.empty(len(x), dtype=torch.float64)
-    r[order] = torch.arange(1, len(x) + 1, dtype=torch.float64)
-    for v in torch.unique(x):
-        tie = x == v
-        r[tie] = r[tie].mean()
-    return r
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float | None:
-    ra, rb = ranks(a.double()), ranks(b.double())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = float(ra.norm() * rb.norm())
-    return float((ra * rb).sum()) / den if den > 0 else None
 
 
 def timed_decode(proc, z: torch.Tensor, preview: bool, batch: int) -> tuple[torch.Tensor, float]:

@@ -9,8 +9,8 @@ Two guidance settings, the oracle always judging the returned image:
           CLIP) critiques; the oracle is held out and only judges
 The prompt refiner is the rule-based one (critic and refiner names: --critic / --refiner).
 
-Prompts are a category-balanced subset of assets/prompts/shapes_eval.json (scripts/
-shapes_bench.py), interleaved over categories so any prefix stays balanced; results are
+Prompts are a category-balanced subset of the shapes eval split
+(`tts_diffusion.bench.eval_prompts`), interleaved over categories so any prefix stays balanced; results are
 written after every prompt (--out), so a run cut short still leaves a balanced table of the
 prompts it finished. Best-of-N is prefix-consistent and runs once at the largest budget;
 the reflect variants run once per budget. `--workers N` splits the prompts over processes.
@@ -31,12 +31,11 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
-from shapes_bench import aggregate, eval_prompts, judge, picked  # noqa: E402
+
+from tts_diffusion.bench import PASS, eval_prompts, format_table, judge_score, per_method, picked  # noqa: E402
+from tts_diffusion.bench import summarize as summarize_records  # noqa: E402
 
 METHODS = ("noise", "prompt", "image", "both")
 SETTINGS = ("oracle", "clip")
@@ -92,7 +91,7 @@ def run_prompt(proc, guides, oracle, k: int, p: dict, budgets: list[int], method
                 dt = time.perf_counter() - t0
                 stats = chain_stats(res, p["prompt"]) if m != "noise" else {}
                 for bb in (budgets if m == "noise" else [b]):
-                    hit = judge(picked(res, bb * steps, steps), p["prompt"], by_oracle, oracle)
+                    hit = float(judge_score(picked(res, bb * steps, steps), p["prompt"], oracle, by_oracle) >= PASS)
                     recs.append({"setting": setting, "method": m, "budget": bb, "prompt": k, "category": p["category"],
                                  "hit": hit, "seconds": dt, "nfe": min(res.nfe, bb * steps), **stats})
     return recs
@@ -104,10 +103,13 @@ def summarize(records: list[dict], prompts: list[dict], budgets: list[int], meth
     mine = [prompts[i] for i in done]
     out = {}
     for s in settings:
-        recs = [{**r, "prompt": r["prompt"]} for r in records if r["setting"] == s]
+        recs = [r for r in records if r["setting"] == s]
+        summary = summarize_records(recs, methods, budgets, steps=20)
         if echo:
-            print(f"[{s}] {len(mine)} prompts   " + "  ".join(f"x{b:<5}" for b in budgets), flush=True)
-        agg = aggregate(recs, mine, methods, budgets, label="  ", echo=echo)
+            print(f"[{s}] {len(mine)} prompts", flush=True)
+            print(format_table(summary), flush=True)
+        agg = {"accuracy": per_method(summary), "per_category": per_method(summary, "per_category"),
+               "seconds_per_search": per_method(summary, "seconds"), "mean_nfe": per_method(summary, "nfe")}
         refl = {}
         for m in methods:
             if m == "noise":

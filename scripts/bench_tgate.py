@@ -26,17 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
+
+from tts_diffusion.bench.timing import timed  # noqa: E402
 
 PROMPT = "a photograph of an astronaut riding a horse"
 #: reference defaults (REFERENCES 1.3): SD / SDXL gate 10 of 25 (sp 5), PixArt gate 15 of 25 (sp 3)
@@ -75,17 +72,17 @@ def build(model: str, device, dtype, tiny: bool):
     """A pipeline of `model`'s architecture with random weights (tiny: the test pipelines)."""
     torch.manual_seed(0)
     if tiny:
-        from tiny_pipelines import make_tiny_pipeline
+        from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline
 
         pipe = make_tiny_pipeline({"sd15": "sd15", "sdxl": "sdxl", "pixart": "pixart_sigma"}[model])
     elif model == "sd15":
-        from bench_best_of_n import build_sd15
+        from tts_diffusion.testing.sd15 import build_sd15
 
         return build_sd15(device, dtype, False)
     elif model == "sdxl":
         from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
 
-        from tiny_pipelines import clip_tokenizer
+        from tts_diffusion.testing.tiny_pipelines import clip_tokenizer
 
         unet = UNet2DConditionModel(  # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json
             sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
@@ -103,7 +100,7 @@ def build(model: str, device, dtype, tiny: bool):
         from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
         from transformers import T5Config, T5EncoderModel
 
-        from tiny_pipelines import t5_tokenizer
+        from tts_diffusion.testing.tiny_pipelines import t5_tokenizer
 
         tr = PixArtTransformer2DModel(  # PixArt-alpha/PixArt-Sigma-XL-2-1024-MS transformer/config.json
             sample_size=128, num_layers=28, attention_head_dim=72, num_attention_heads=16, in_channels=4,
@@ -117,22 +114,6 @@ def build(model: str, device, dtype, tiny: bool):
                                    scheduler=DPMSolverMultistepScheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device, dtype)
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        out = fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times, out
 
 
 # ----------------------------------------------------------------------------- speed
@@ -172,9 +153,8 @@ def speed(model: str, args, device, dtype) -> dict:
 
 # ----------------------------------------------------------------------------- shapes
 def shapes(args, device) -> dict:
-    from shapes_bench import aggregate, eval_prompts, run_records
-
     from tts_diffusion import TTSPipeline
+    from tts_diffusion.bench import eval_prompts, format_table, per_method, run_cell, summarize
     from tts_diffusion.verifiers import load_verifier
 
     tts = TTSPipeline.from_pretrained(device=device)
@@ -192,14 +172,17 @@ def shapes(args, device) -> dict:
         proc.enable_tgate(None if g is None else {"gate_step": g, "sp_interval": args.sp_interval})
         name = "ungated" if g is None else f"gate{g}"
         methods.append(name)
-        recs = run_records(proc, guide, oracle, prompts, "best_of_n", budgets, {}, args.seed,
-                           args.guide == "oracle", tag=name)
-        for r in recs:
-            r["method"] = name
-        records.extend(recs)
+        for k, p in prompts:
+            recs = run_cell(proc, guide, oracle, k, p, "best_of_n", args.seed, budgets, {},
+                            guide_is_judge=args.guide == "oracle")
+            for r in recs:
+                r["method"] = name
+            records.extend(recs)
     print(f"\nshapes model, {len(prompts)} eval prompts, {steps} steps, guide {args.guide}, judged by the oracle")
-    print(f"{'':<10} " + "  ".join(f"best-of-{b:<3}" for b in budgets))
-    agg = aggregate(records, [p for _, p in prompts], methods, budgets)
+    summary = summarize(records, methods, budgets, steps)
+    print(format_table(summary))
+    agg = {"accuracy": per_method(summary), "per_category": per_method(summary, "per_category"),
+           "seconds_per_search": per_method(summary, "seconds"), "mean_nfe": per_method(summary, "nfe")}
     secs = agg["seconds_per_search"]
     for m in methods[1:]:
         agg.setdefault("speedup", {})[m] = secs["ungated"][args.best_of] / secs[m][args.best_of]

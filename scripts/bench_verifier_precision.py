@@ -3,7 +3,7 @@
 
 For CLIP (ViT-L/14 by default) and ImageReward (BLIP ViT-L/16 + BERT-base), full-size
 random weights unless real ones are given, on natural-looking images made in code
-(scripts/natural_images.py, `--size` px, resized to 224 by the verifier's own torch
+(tts_diffusion/testing/natural_images.py, `--size` px, resized to 224 by the verifier's own torch
 preprocessing) with DrawBench-style prompts (image i gets prompt number i // `--group`):
 
     the fp32 verifier scores every image; a deep copy cast to each `--dtypes` entry
@@ -25,19 +25,14 @@ import argparse
 import copy
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO, REPO / "scripts"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from natural_images import natural_images, to_float  # noqa: E402
+from tts_diffusion.bench.agreement import gap_stats
+from tts_diffusion.testing.natural_images import natural_images, to_float
 
 PROMPTS = [
     "A red colored car.",
@@ -56,25 +51,6 @@ TINY_CLIP = {
 }
 TINY_IR_VISION = {"img_size": 224, "patch_size": 32, "embed_dim": 64, "depth": 2, "num_heads": 4}
 TINY_IR_MED = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
-
-
-def gap_stats(ref: torch.Tensor, low: torch.Tensor, group: int) -> dict:
-    """Gap of `low` against `ref` (1-D float32 score tensors of equal length)."""
-    from scipy.stats import spearmanr
-
-    ref, low = ref.double().cpu(), low.double().cpu()
-    d = (low - ref).abs()
-    std = float(ref.std())
-    n = len(ref) // group * group
-    picks = (ref[:n].view(-1, group).argmax(1) == low[:n].view(-1, group).argmax(1)).double()
-    rho = spearmanr(ref.numpy(), low.numpy()).statistic if len(ref) > 2 else float("nan")
-    return {
-        "max_abs": float(d.max()), "mean_abs": float(d.mean()), "score_std_fp32": std,
-        "max_abs_over_std": float(d.max()) / std if std > 0 else float("inf"),
-        "mean_abs_over_std": float(d.mean()) / std if std > 0 else float("inf"),
-        "spearman": float(rho), "best_of_group_agreement": float(picks.mean()) if n else float("nan"),
-        "groups": n // group,
-    }
 
 
 def build(which: str, args, device: torch.device):

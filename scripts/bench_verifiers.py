@@ -35,15 +35,14 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+
+from tts_diffusion.bench.timing import sync  # noqa: E402
 
 TINY_CFG = {
     "embed_dim": 64,
@@ -51,11 +50,6 @@ TINY_CFG = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
 }
 PROMPT = "a photo of a red circle above a blue square"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timeit(fn, device, warmup: int, repeats: int) -> dict:

@@ -1,4 +1,4 @@
-"""The shapes oracle on images of an independent renderer (tests/pil_renderer.py: PIL
+"""The shapes oracle on images of an independent renderer (tts_diffusion/testing/pil_renderer.py: PIL
 polygons, 8x supersampling, other proportions and colours), per scene kind: in-distribution
 grammar scenes, two touching shapes of the same colour, a shape cut by the border (60-85%
 visible, counts), an extra 40-60% visible shape at the border (counts, so the prompt's
@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from pil_renderer import draw_all, scene_kinds  # noqa: E402
+from tts_diffusion.testing.pil_renderer import draw_all, scene_kinds  # noqa: E402
 
 from tts_diffusion.shapes.oracle import check_batch  # noqa: E402
 

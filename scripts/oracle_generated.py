@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from tts_diffusion import paths
+from tts_diffusion.bench import SHAPES_EVAL, load_prompt_set
 from tts_diffusion.shapes import CATEGORIES
 
 EVAL_SEED = 1234
@@ -32,7 +32,7 @@ EVAL_SEED = 1234
 
 def eval_split() -> list[dict]:
     """The 600-prompt eval split shipped with the package ({prompt, category} rows)."""
-    return json.loads(paths.eval_prompts_path().read_text())["prompts"]
+    return load_prompt_set(SHAPES_EVAL)
 
 
 @torch.no_grad()

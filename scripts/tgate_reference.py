@@ -9,7 +9,7 @@ interpreter's torch / diffusers / transformers (`--system-site-packages`):
     /tmp/tgate-venv/bin/pip install tgate==1.0.0 DeepCache==0.1.1 --no-deps
     /tmp/tgate-venv/bin/python scripts/tgate_reference.py --out tests/fixtures/tgate/reference.pt
 
-It builds the tiny SD-1.5-shaped pipeline of tests/tiny_pipelines.py (DDIM scheduler, the
+It builds the tiny SD-1.5-shaped pipeline of tts_diffusion/testing/tiny_pipelines.py (DDIM scheduler, the
 scheduler the reference's loop steps with), draws initial latents for two images, and runs
 `TgateSDLoader(pipe).tgate(...)` with `output_type="latent"` for each setting below. The
 fixture (latents in, latents out, settings) is what tests/test_tgate.py compares
@@ -18,7 +18,6 @@ fixture (latents in, latents out, settings) is what tests/test_tgate.py compares
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -36,10 +35,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "tests/fixtures/tgate/reference.pt"))
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "tests"))
     import tgate
     from tgate import TgateSDLoader
-    from tiny_pipelines import make_tiny_pipeline
+    from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline
 
     pipe = make_tiny_pipeline("sd15")
     latents = torch.randn((2, 4, SIZE // 8, SIZE // 8), generator=torch.Generator().manual_seed(7))

@@ -47,15 +47,12 @@ import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-for p in (str(REPO), str(HERE)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
 from tts_diffusion.paths import domain_clip_path, eval_prompts_path  # noqa: E402
 from tts_diffusion.shapes.grammar import CATEGORIES  # noqa: E402
 from tts_diffusion.shapes.mismatch import mismatched_prompt  # noqa: E402
 from tts_diffusion.shapes.perturb import perturb  # noqa: E402
-from train_shapes_model import (  # noqa: E402  (shared data helpers)
+from tts_diffusion.shapes.training import (  # noqa: E402
     autocast, device_name, generate, load_eval_prompts, lr_at, render_pool, scene_pool,
 )
 

@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -45,13 +43,13 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 from tts_diffusion.paths import default_model_path, eval_prompts_path  # noqa: E402
 from tts_diffusion.shapes import model as M  # noqa: E402
 from tts_diffusion.shapes.grammar import CATEGORIES, sample_scenes  # noqa: E402
-from tts_diffusion.shapes.renderer import render  # noqa: E402
+from tts_diffusion.shapes.training import (  # noqa: E402
+    autocast, device_name, generate, load_eval_prompts, lr_at, render_pool, scene_pool,
+)
 
 EVAL_PROMPTS = eval_prompts_path()
 T0 = time.time()
@@ -62,51 +60,9 @@ def log(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------- data
-def _sample_chunk(args):
-    n, seed_seq, categories = args
-    return sample_scenes(n, generator=np.random.default_rng(seed_seq), categories=categories)
-
-
-def scene_pool(n: int, seed: int, workers: int, chunk: int = 2000, stream: int = 0, categories=None) -> list:
-    """`n` scenes from independent, seeded chunks (same result for any number of workers);
-    `categories` cycles as in `sample_scenes` (repeat a category to weight it).
-    Call before CUDA is initialised (worker processes are forked)."""
-    sizes = [min(chunk, n - i) for i in range(0, n, chunk)]
-    seqs = np.random.SeedSequence([seed, stream]).spawn(len(sizes))
-    jobs = [(k, q, categories) for k, q in zip(sizes, seqs)]
-    if workers <= 1 or len(jobs) == 1:
-        parts = [_sample_chunk(j) for j in jobs]
-    else:
-        with mp.get_context("fork").Pool(workers) as pool:
-            parts = pool.map(_sample_chunk, jobs, chunksize=1)
-    return [s for p in parts for s in p]
-
-
-@torch.no_grad()
-def render_pool(scenes: list, size: int, device: torch.device, chunk: int = 8192) -> torch.Tensor:
-    """uint8 images [N, 3, size, size] on `device`."""
-    out = torch.empty(len(scenes), 3, size, size, dtype=torch.uint8, device=device)
-    for i in range(0, len(scenes), chunk):
-        img = render(scenes[i : i + chunk], size=size, device=device)
-        out[i : i + chunk] = (img * 255.0).round_().to(torch.uint8)
-    return out
-
-
 def to_float(images_u8: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1] (the VAE's range)."""
     return images_u8.float().div_(127.5).sub_(1.0)
-
-
-def lr_at(base: float, step: int, warmup: int, frac: float, floor: float = 0.1) -> float:
-    """Linear warmup, then cosine decay to floor * base over the (wall-clock) fraction `frac`."""
-    w = min(1.0, (step + 1) / max(1, warmup))
-    return base * w * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac))))
-
-
-def autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 # ----------------------------------------------------------------------------- VAE
@@ -265,33 +221,6 @@ def train_flow(transformer, text_encoder, latents, prompt_idx, ids, mask, empty_
 
 
 # ----------------------------------------------------------------------------- evaluation
-def load_eval_prompts(path: Path, smoke: bool, seed: int) -> tuple[list[str], list[str], str]:
-    if path.is_file():
-        data = json.loads(path.read_text())
-        items = data["prompts"]
-        if smoke:  # two prompts per category
-            items = [it for c in CATEGORIES for it in [x for x in items if x["category"] == c][:2]]
-        return [it["prompt"] for it in items], [it["category"] for it in items], str(path)
-    if not smoke:
-        raise FileNotFoundError(f"eval split {path} not found (pass --eval-prompts)")
-    sc = sample_scenes(len(CATEGORIES) * 4, seed=seed + 777)
-    return [s.prompt for s in sc], [s.category for s in sc], "sampled (smoke)"
-
-
-@torch.no_grad()
-def generate(pipe, prompts: list[str], seed: int, batch: int = 512, **overrides) -> torch.Tensor:
-    """One image per prompt in [0, 1], float [N, 3, H, W] on the pipeline's device. Prompt i
-    gets the noise of a CPU generator seeded `seed + i`, so results do not depend on the
-    batching or the device."""
-    kw = M.pipe_call_kwargs(pipe, **overrides)
-    out = []
-    for i in range(0, len(prompts), batch):
-        chunk = prompts[i : i + batch]
-        gens = [torch.Generator().manual_seed(seed + i + j) for j in range(len(chunk))]
-        out.append(pipe(chunk, generator=gens, output_type="pt", **kw).images)
-    return torch.cat(out)
-
-
 def oracle_accuracy(images: torch.Tensor, prompts: list[str], categories: list[str]) -> dict:
     from tts_diffusion.shapes.oracle import check_batch
 
@@ -332,12 +261,6 @@ def time_generation(pipe, device: torch.device, repeats: int = 3) -> dict:
     res.update({"num_inference_steps": kw["num_inference_steps"], "guidance_scale": kw["guidance_scale"],
                 "max_sequence_length": kw["max_sequence_length"]})
     return res
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
 def evaluate(pipe, args, device: torch.device, report: dict) -> None:

@@ -1,11 +1,8 @@
 import os
-import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# the old import paths of the shared worlds (tests/analytic.py, ...) alias tts_diffusion.testing; to be removed
-sys.path.insert(0, os.path.dirname(__file__))
 
 import functools  # noqa: E402
 

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import BrightnessVerifier
+from tts_diffusion.testing.helpers import BrightnessVerifier
 from PIL import Image
 
 from tts_diffusion.core.attention_capture import (CAPTURE_KEY, MAPS_KEY, CaptureProcessor, capture_window, has_capture,
@@ -30,7 +30,7 @@ SEQ = 32
 @pytest.fixture(scope="module")
 def pixart():
     """A private tiny PixArt-Sigma (the capture wraps its processors; the shared cached one stays stock)."""
-    from tiny_pipelines import make_tiny_pipeline
+    from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline
 
     return make_tiny_pipeline("pixart_sigma", seed=3)
 

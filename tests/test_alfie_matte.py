@@ -112,7 +112,7 @@ def test_subject_words_rule_and_override():
 
 
 def test_token_spans_with_word_and_subword_tokenizers():
-    from tiny_pipelines import t5_tokenizer
+    from tts_diffusion.testing.tiny_pipelines import t5_tokenizer
 
     from tts_diffusion.shapes.model import build_tokenizer
 

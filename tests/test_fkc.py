@@ -1,4 +1,4 @@
-"""Feynman-Kac correctors against exactly known targets (tests/analytic.py).
+"""Feynman-Kac correctors against exactly known targets (tts_diffusion/testing/analytic.py).
 
 Coverage vs the 90 s test budget: CFG runs on both families (1-D) and on the flow grid
 (2-D); the product on the flow grid; annealing's two variants on one family each.

@@ -1,6 +1,6 @@
 """Torch preprocessing (tts_diffusion.verifiers.preprocess) against the upstream PIL
 transforms at real downscales: 512 -> 224 and 1024 -> 224 (and non-square 1024 x 768),
-on natural-looking images made in code (scripts/natural_images.py: gradients, shapes with
+on natural-looking images made in code (tts_diffusion/testing/natural_images.py: gradients, shapes with
 sharp edges, stripes, grain).
 
 Upstream transforms:
@@ -20,7 +20,6 @@ Tolerances (measured values in brackets):
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +29,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from tts_diffusion.verifiers import preprocess as pp
+from tts_diffusion.testing.natural_images import natural_images, to_float
 from tts_diffusion.verifiers.image_reward import ImageRewardVerifier
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from natural_images import natural_images, to_float  # noqa: E402
 
 FIX = Path(__file__).parent / "fixtures" / "image_reward"
 MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -113,7 +111,7 @@ def _score_pixels(verifier, pixels: torch.Tensor, prompt: str, monkeypatch) -> t
 @pytest.fixture(scope="module")
 def tiny_clip_224(tmp_path_factory):
     """A tiny random open_clip model with a 224-px image tower (patch 32)."""
-    import tiny_clip
+    from tts_diffusion.testing import tiny_clip
     from tts_diffusion.verifiers.clip import CLIPVerifier
 
     d = tmp_path_factory.mktemp("clip224")

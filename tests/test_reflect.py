@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from helpers import BrightnessVerifier, SelectRecorder
-from tiny_pipelines import pipeline_call_kwargs
+from tts_diffusion.testing.helpers import BrightnessVerifier, SelectRecorder
+from tts_diffusion.testing.tiny_pipelines import pipeline_call_kwargs
 from tts_diffusion import Budget, MissingWeightsError, TTSInputError
 from tts_diffusion.core.process import DenoisingProcess
 from tts_diffusion.reflection import Critique, DecomposedCritic, FeedbackCritic, RuleRefiner, parse_claims

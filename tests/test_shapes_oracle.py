@@ -159,13 +159,13 @@ def test_registered_verifier_scores_and_verdict():
 
 # ----------------------------------------------------------------- images of another renderer
 def _pil(*objs):
-    from pil_renderer import draw
+    from tts_diffusion.testing.pil_renderer import draw
 
     return draw(list(objs), 64, seed=0)
 
 
 def test_other_renderer_touching_same_colour_shapes_are_split():
-    from pil_renderer import Shape
+    from tts_diffusion.testing.pil_renderer import Shape
 
     for objs, n, name in [
         ((Shape("circle", "yellow", 0.35, 0.5, 0.12), Shape("circle", "yellow", 0.59, 0.5, 0.12)), 2, "yellow circles"),
@@ -180,7 +180,7 @@ def test_other_renderer_touching_same_colour_shapes_are_split():
 
 
 def test_other_renderer_border_cut_shapes():
-    from pil_renderer import Shape, visible_fraction
+    from tts_diffusion.testing.pil_renderer import Shape, visible_fraction
 
     cut = Shape("circle", "red", 0.03, 0.5, 0.12)  # 65% visible: counts
     assert 0.6 < visible_fraction(cut) < 0.7
@@ -198,7 +198,7 @@ def test_other_renderer_border_cut_shapes():
 
 
 def test_other_renderer_heavy_overlap():
-    from pil_renderer import Shape
+    from tts_diffusion.testing.pil_renderer import Shape
 
     img = _pil(Shape("circle", "green", 0.4, 0.5, 0.13), Shape("star", "red", 0.58, 0.5, 0.12, 0.3))
     assert check(img, "a photo of a green circle and a red star").correct

@@ -1,4 +1,4 @@
-"""SMC / FK steering against exactly known targets (tests/analytic.py).
+"""SMC / FK steering against exactly known targets (tts_diffusion/testing/analytic.py).
 
 The sampler's own distribution p is a Gaussian mixture whose denoiser is exact, and the
 reward a known function, so the target p(x) exp(lam r(x)) is a Gaussian mixture in closed

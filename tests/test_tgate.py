@@ -15,8 +15,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from helpers import BrightnessVerifier
-from tiny_pipelines import make_tiny_pipeline, pipeline_call_kwargs
+from tts_diffusion.testing.helpers import BrightnessVerifier
+from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline, pipeline_call_kwargs
 from tts_diffusion import TGate, TTSInputError, TTSPipeline
 from tts_diffusion.core.budget import Budget
 from tts_diffusion.core.process import DenoisingProcess

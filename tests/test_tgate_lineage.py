@@ -17,7 +17,7 @@ import inspect
 import pytest
 import torch
 
-from helpers import BrightnessVerifier
+from tts_diffusion.testing.helpers import BrightnessVerifier
 from tts_diffusion import TGate
 from tts_diffusion.core.budget import Budget
 from tts_diffusion.core.process import DenoisingProcess

@@ -3,17 +3,15 @@ answers, and ``dtype=float32`` one verifier option away (it survives the move to
 where the default would be fp16)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tts_diffusion.bench.agreement import gap_stats
 from tts_diffusion.verifiers.base import verifier_params
 from tts_diffusion.verifiers import load_verifier
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from bench_verifier_precision import gap_stats  # noqa: E402
 
 FIX = Path(__file__).parent / "fixtures" / "image_reward"
 
@@ -37,7 +35,7 @@ def test_float32_is_one_option_away_and_survives_a_cuda_move(name, opts, monkeyp
     if name == "clip":
         from open_clip import factory
 
-        from tiny_clip import TINY_CFG
+        from tts_diffusion.testing.tiny_clip import TINY_CFG
 
         monkeypatch.setitem(factory._MODEL_CONFIGS, "tts-precision-test-tiny", TINY_CFG)
     parsed = verifier_params(name).parse(("dtype=float32",))  # --verifier-option dtype=float32

@@ -14,16 +14,12 @@ from ..errors import TTSInputError
 SHAPES_EVAL = "shapes_eval"
 
 
-def shapes_eval_path() -> Path:
-    from ..paths import assets_dir
-
-    return assets_dir() / "prompts" / "shapes_eval.json"
-
-
 def load_prompt_set(spec: str = SHAPES_EVAL) -> list[dict]:
     """`shapes_eval` (the shipped split), a .json file ({"prompts": [...]} or a list; items
     are strings or {"prompt", "category"} dicts) or a text file (one prompt a line)."""
-    path = shapes_eval_path() if spec == SHAPES_EVAL else Path(spec).expanduser()
+    from ..paths import eval_prompts_path
+
+    path = eval_prompts_path() if spec == SHAPES_EVAL else Path(spec).expanduser()
     if not path.is_file():
         raise TTSInputError(f"prompt set {spec!r} is neither {SHAPES_EVAL!r} nor an existing .json / .txt file")
     text = path.read_text(encoding="utf-8")

@@ -31,6 +31,12 @@ def summarize(records: list[dict], methods: list[str], budgets: list[int], steps
     return out
 
 
+def per_method(summary: dict, field: str = "value") -> dict[str, dict[int, object]]:
+    """One field of every cell of `summarize`'s output, as [method][budget] (budgets as ints):
+    `value` (accuracy or mean judge score), `seconds`, `nfe`, `per_category`, `n`, `stderr`."""
+    return {m: {int(b): cell[field] for b, cell in cells.items()} for m, cells in summary["cells"].items()}
+
+
 def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
 

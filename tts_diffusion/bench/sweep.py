@@ -216,7 +216,9 @@ def _device_name(device: torch.device) -> str:
 
 def run_cell(base, guide, judge, k: int, p: dict, method: str, seed: int, budgets: list[int], options: dict,
              guide_is_judge: bool) -> list[dict]:
-    """The records of one prompt, method and seed at `budgets` (multiples of one sample)."""
+    """The records of one prompt (`k`: its index, which seeds the search), method and seed at
+    `budgets` (multiples of one sample): the unit of a sweep, also called in-process by
+    scripts with loops of their own (scripts/bench_tgate.py)."""
     from .. import Budget
     from ..searchers import load_searcher
 

@@ -29,7 +29,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from tts_diffusion.shapes import COLORS, SHAPES, sample_scenes
-from tts_diffusion.shapes.grammar import PLURALS, NUMBER_WORDS
+from tts_diffusion.shapes.grammar import NUMBER_WORDS, PLURALS, Obj
 
 SUPERSAMPLE = 8
 BACKGROUND = (0.95, 0.95, 0.92)
@@ -40,16 +40,9 @@ STAR_INNER_RATIO = 0.50
 SIZE_RANGE = (0.10, 0.15)
 
 
-@dataclass(frozen=True)
-class Shape:
-    """One object: centre (cx, cy) and radius `size` as fractions of the image, `angle` in radians."""
-
-    shape: str
-    color: str
-    cx: float
-    cy: float
-    size: float
-    angle: float = 0.0
+#: one object: the grammar's own type (centre (cx, cy) and radius `size` as fractions of the
+#: image, `angle` in radians); only the drawing here is independent
+Shape = Obj
 
 
 def outline(s: Shape, px: float) -> list[tuple[float, float]] | None:

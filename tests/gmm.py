@@ -1,6 +1,0 @@
-"""Moved to tts_diffusion.testing.gmm; this alias keeps tests written against the old path working (to be removed)."""
-import sys
-
-from tts_diffusion.testing import gmm as _moved
-
-sys.modules[__name__] = _moved
