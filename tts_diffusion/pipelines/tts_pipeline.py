@@ -340,6 +340,9 @@ class TTSPipeline:
         if not rgba and (background_prompt is not None or subject is not None):
             raise TTSInputError("background_prompt and subject are options of rgba generation: pass rgba=True (--rgba)")
         search = load_searcher(searcher)
+        if rgba and getattr(search, "searcher_name", None) == "reflect":
+            raise TTSInputError("rgba=True does not work with the reflect searcher yet (its SDEdit children start"
+                                " mid-trajectory, so their attention maps are incomplete); use another searcher")
         hyper = checks.check_searcher_kwargs(searcher_params(search), searcher_kwargs)
         ver = self.get_verifier(verifier, **(verifier_options or {}))
         if not rgba and any(getattr(m, "name", None) == "alpha" for m in ver.modules()):
