@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 from tts_diffusion.core.files import atomic_write, check_output_path, image_format, is_sidecar, save_json
 from tts_diffusion.core.result import Candidate, SearchResult
@@ -63,3 +64,16 @@ def test_interrupted_flag_in_sidecar(tmp_path):
     assert res.to_dict()["interrupted"] is True and "interrupted" not in _result().to_dict()
     save_json(res.to_dict(), tmp_path / "s.json")
     assert is_sidecar(tmp_path / "s.json")
+
+
+def test_rgba_result_is_written_as_png_only(tmp_path):
+    """An RGBA result (rgba=True) keeps its alpha only in PNG: another format is refused
+    before any file is written; a .png gets the RGBA image, the RGB image and the matte."""
+    res = _result()
+    res.alpha = torch.full((8, 8), 128, dtype=torch.uint8)
+    with pytest.raises(TTSInputError, match="PNG"):
+        res.save(tmp_path / "cut.jpg")
+    assert list(tmp_path.iterdir()) == []
+    image, sidecar = res.save(tmp_path / "cut.png")
+    assert Image.open(image).mode == "RGBA" and (tmp_path / "cut.alpha.png").exists()
+    assert (tmp_path / "cut.rgb.png").exists() and sidecar.exists()

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ..errors import TTSInputError
 from .files import atomic_write, check_output_path, save_image
 
 
