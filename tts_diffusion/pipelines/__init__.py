@@ -2,15 +2,8 @@
 input checks the CLI runs before anything heavy) does not import torch."""
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_attributes
 
-__all__ = ["TGate", "TTSPipeline", "load_diffusers_pipeline"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "TGate":
-        return importlib.import_module("..core.tgate", __name__).TGate
-    if name in __all__:
-        return getattr(importlib.import_module(".tts_pipeline", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_LAZY = {"TGate": "..core.tgate", "TTSPipeline": ".tts_pipeline", "load_diffusers_pipeline": ".tts_pipeline"}
+__all__ = sorted(_LAZY)
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)

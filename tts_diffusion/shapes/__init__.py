@@ -7,8 +7,7 @@ Names load on first use (PEP 562): the grammar and the prompt check need numpy o
 CLI refuses a prompt outside the world before importing torch."""
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_attributes
 
 _LAZY = {
     **{n: ".grammar" for n in ("BACKGROUND", "CATEGORIES", "COLORS", "SHAPES", "VOCABULARY", "Obj", "ObjectSpec",
@@ -20,14 +19,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)
