@@ -80,7 +80,7 @@ def plan(budget: Budget, steps: int, child_cost: int, num_samples: int | None, n
     rem = budget.remaining_nfe
     k_min = num_particles or 1
     n_min = max(num_samples or k_min, k_min)
-    minimum = n_min * steps + k_min * child_cost * (num_rounds or 1)
+    minimum = minimum_nfe(steps, child_cost, num_samples, num_particles, num_rounds)
     if rem < minimum:
         raise TTSInputError(
             f"budget of {rem} NFE is below reflect's minimum: {n_min} initial sample(s) of {steps} NFE plus"
@@ -111,11 +111,17 @@ def round_cost(num_steps: int, refine: str, strength: float) -> int:
     return num_steps - start
 
 
+def minimum_nfe(steps: int, child_cost: int, num_samples: int | None, num_particles: int | None,
+                num_rounds: int | None) -> int:
+    """The least NFE a run needs: one initial sample per chain (or num_samples) plus one round
+    (or num_rounds rounds) of one child per chain."""
+    k = num_particles or 1
+    return max(num_samples or k, k) * steps + k * child_cost * (num_rounds or 1)
+
+
 def _min_budget(num_steps: int, o: dict) -> int:
-    """One initial sample per chain plus one round (or num_rounds rounds) of children."""
-    k = o["num_particles"] or 1
-    n = max(o["num_samples"] or k, k)
-    return n * num_steps + k * round_cost(num_steps, o["refine"], o["strength"]) * (o["num_rounds"] or 1)
+    return minimum_nfe(num_steps, round_cost(num_steps, o["refine"], o["strength"]), o["num_samples"],
+                       o["num_particles"], o["num_rounds"])
 
 
 @register_searcher("reflect", "reflection loop (ReflectionFlow): best-of-N, keep top chains, then rounds of"
