@@ -82,16 +82,15 @@ def shapes_prompts(per_category: int) -> list[dict]:
 
 
 def run_shapes(args) -> dict:
-    from tts_diffusion import Budget, TTSPipeline
+    from tts_diffusion import Budget
+    from tts_diffusion.bench.default_model import load_default_model
     from tts_diffusion.pipelines.alfie import prepare_rgba
     from tts_diffusion.searchers import load_searcher
     from tts_diffusion.shapes.grammar import BACKGROUND
     from tts_diffusion.verifiers import load_verifier
 
     device = torch.device(args.device)
-    tts = TTSPipeline.from_pretrained(None, torch_dtype=torch.float16 if device.type == "cuda" else torch.float32)
-    tts.set_progress_bar_config(disable=True)
-    tts.to(device)
+    tts = load_default_model(device)
     oracle = load_verifier("oracle").to(device)
     best_of_n = load_searcher("best_of_n")
     base = tts.process(None, max_batch=args.n)

@@ -22,21 +22,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from tts_diffusion.bench.timing import timed  # noqa: E402
-from tts_diffusion.testing.sd15 import build_sd15  # noqa: E402
+from tts_diffusion.testing.sd15 import add_best_of_n_args, build_sd15  # noqa: E402
 
 PROMPT = "a photograph of an astronaut riding a horse"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--n", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--guidance", type=float, default=7.5)
-    ap.add_argument("--max-batch", type=int, default=32, help="rows per denoiser call (CFG doubles the UNet batch)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--tiny", action="store_true", help="tiny models (CPU smoke test)")
+    add_best_of_n_args(ap)
     ap.add_argument("--out", default="docs/bench_best_of_n.json")
     args = ap.parse_args()
 

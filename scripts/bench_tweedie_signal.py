@@ -51,13 +51,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
 
-    from tts_diffusion import TTSPipeline
+    from tts_diffusion.bench.default_model import load_default_model
     from tts_diffusion.verifiers import load_verifier
 
     device = torch.device(args.device)
-    tts = TTSPipeline.from_pretrained(None, torch_dtype=torch.float16 if device.type == "cuda" else torch.float32)
-    tts.set_progress_bar_config(disable=True)
-    tts.to(device)
+    tts = load_default_model(device)
     proc = tts.process(None)
     oracle = load_verifier("oracle")
     try:

@@ -11,10 +11,9 @@ import shutil
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from image_reward_fixture import FIX, REF, fixture_images, isolate
 
 from tts_diffusion.errors import TTSInputError
 from tts_diffusion.verifiers.blip import (
@@ -28,8 +27,6 @@ from tts_diffusion.verifiers.blip import (
 )
 from tts_diffusion.verifiers.image_reward import ImageRewardVerifier
 
-FIX = Path(__file__).parent / "fixtures" / "image_reward"
-REF = json.loads((FIX / "reference.json").read_text())
 OPTS = dict(med_config=FIX / "med_config.json", vocab=FIX / "vocab.txt", vision_config=FIX / "vision_config.json")
 #: md5 of the official ImageReward.pt's keys and shapes as DiffSynth-Studio registers it
 #: (diffsynth ``hash_state_dict_keys(state_dict, with_shape=True)``), quoted in issue 14
@@ -38,20 +35,11 @@ OFFICIAL_KEY_HASH = "b3cc8e10b76ca98cde653daa5cf63139"
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path_factory):
-    for k in ("TTS_IMAGEREWARD_CHECKPOINT", "TTS_IMAGEREWARD_MED_CONFIG", "TTS_IMAGEREWARD_VOCAB", "TTS_IMAGEREWARD_DIR"):
-        monkeypatch.delenv(k, raising=False)
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("TTS_DIFFUSION_ASSETS", str(home / "assets"))
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf-cache"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hf-cache"))
+    isolate(monkeypatch, tmp_path_factory)
 
 
 def _images(n: int = 3) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(np.array(Image.open(FIX / name).convert("RGB"))).permute(2, 0, 1).float() / 255
-                        for name in REF["images"][:n]])
+    return torch.stack(fixture_images(n))
 
 
 def _upstream_style_state_dict() -> OrderedDict:

@@ -12,15 +12,14 @@ keeps [CLS] first (only BLIP's ITM/decoder paths swap in [ENC]/[DEC]).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from image_reward_fixture import FIX, REF
 
 from tts_diffusion.verifiers.image_reward import MAX_LENGTH, BertWordPieceTokenizer
 
 VOCAB = Path(__file__).parent / "fixtures" / "bert_vocab" / "vocab.txt"
-FIX = Path(__file__).parent / "fixtures" / "image_reward"
 
 PROMPTS = [
     # DrawBench-style
@@ -118,7 +117,6 @@ def test_batch_equals_one_by_one_and_prompts_are_not_trivial(tokenizers):
 def test_slow_reference_reproduces_upstream_fixture():
     """The reference class gives exactly the ids that upstream (transformers 4.30.2's
     BertTokenizer) wrote into the ImageReward fixture."""
-    ref_json = json.loads((FIX / "reference.json").read_text())
     ref = _reference(FIX / "vocab.txt")
-    enc = ref(ref_json["prompts"], padding="max_length", truncation=True, max_length=MAX_LENGTH)
-    assert enc["input_ids"] == ref_json["input_ids"] and enc["attention_mask"] == ref_json["attention_mask"]
+    enc = ref(REF["prompts"], padding="max_length", truncation=True, max_length=MAX_LENGTH)
+    assert enc["input_ids"] == REF["input_ids"] and enc["attention_mask"] == REF["attention_mask"]

@@ -20,12 +20,14 @@ Tolerances (measured values in brackets):
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from image_reward_fixture import CLIP_MEAN as MEAN
+from image_reward_fixture import CLIP_STD as STD
+from image_reward_fixture import FIX, upstream_transform  # upstream ImageReward.py ``_transform(224)``
 from PIL import Image
 
 from tts_diffusion.verifiers import preprocess as pp
@@ -33,19 +35,8 @@ from tts_diffusion.testing.natural_images import natural_images, to_float
 from tts_diffusion.verifiers.image_reward import ImageRewardVerifier
 
 
-FIX = Path(__file__).parent / "fixtures" / "image_reward"
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
 SIZES = [(512, 512), (1024, 1024), (768, 1024)]
 PROMPT = "a red ball on a green field under a blue sky"
-
-
-def _imagereward_transform():
-    """Upstream ImageReward.py ``_transform(224)``."""
-    from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
-
-    return Compose([Resize(224, interpolation=InterpolationMode.BICUBIC), CenterCrop(224),
-                    lambda im: im.convert("RGB"), ToTensor(), Normalize(MEAN, STD)])
 
 
 def _open_clip_transform():
@@ -59,7 +50,7 @@ def _open_clip_transform():
     return image_transform_v2(cfg, is_train=False)
 
 
-UPSTREAM = {"image_reward": _imagereward_transform, "open_clip": _open_clip_transform}
+UPSTREAM = {"image_reward": upstream_transform, "open_clip": _open_clip_transform}
 
 
 @pytest.fixture(scope="module")

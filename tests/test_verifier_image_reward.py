@@ -5,15 +5,14 @@ scripts/imagereward_reference.py in an isolated venv with image-reward 1.5,
 transformers 4.30.2, timm 0.6.13; see reference.json["versions"])."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from image_reward_fixture import FIX, REF, fixture_images, isolate, upstream_transform
 from PIL import Image
 
 from tts_diffusion.errors import MissingWeightsError, TTSInputError
@@ -29,52 +28,17 @@ from tts_diffusion.verifiers.blip import (
 )
 from tts_diffusion.verifiers.image_reward import ImageRewardVerifier
 
-FIX = Path(__file__).parent / "fixtures" / "image_reward"
-REF = json.loads((FIX / "reference.json").read_text())
 UPSTREAM_SCORES = torch.tensor(REF["scores"])
-ENV_VARS = ("TTS_IMAGEREWARD_CHECKPOINT", "TTS_IMAGEREWARD_MED_CONFIG", "TTS_IMAGEREWARD_VOCAB", "TTS_IMAGEREWARD_DIR")
 
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path_factory):
-    """No hub, empty caches and assets, no stray ImageReward environment variables."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for k in ENV_VARS:
-        monkeypatch.delenv(k, raising=False)
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))  # ~/.cache/ImageReward
-    monkeypatch.setenv("TTS_DIFFUSION_ASSETS", str(home / "assets"))
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hf-cache"))
+    isolate(monkeypatch, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def verifier():
     return ImageRewardVerifier(model_dir=FIX)
-
-
-def _load_images() -> list[torch.Tensor]:
-    """The fixture PNGs as float [3, H, W] in [0, 1] (exactly the uint8 values / 255)."""
-    out = []
-    for name in REF["images"]:
-        arr = np.array(Image.open(FIX / name).convert("RGB"))
-        out.append(torch.from_numpy(arr).permute(2, 0, 1).float() / 255)
-    return out
-
-
-def _upstream_pil_preprocess(name: str) -> torch.Tensor:
-    """Upstream ImageReward's `_transform(224)` (torchvision on the PIL image)."""
-    from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
-
-    tf = Compose([
-        Resize(224, interpolation=InterpolationMode.BICUBIC),
-        CenterCrop(224),
-        lambda im: im.convert("RGB"),
-        ToTensor(),
-        Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-    ])
-    return tf(Image.open(FIX / name))
 
 
 # --------------------------------------------------------------------------- equivalence
@@ -100,7 +64,7 @@ def test_tokens_match_upstream(verifier):
 def test_scores_match_upstream_torch_preprocessing(verifier):
     """224x224 inputs (upstream's Resize+CenterCrop is the identity): our verifier on
     float tensors == upstream ImageReward.score(prompt, PIL) within 1e-4, in one batch."""
-    imgs = _load_images()
+    imgs = fixture_images()
     x = torch.stack(imgs[:4])
     scores = verifier(x, REF["prompts"][:4])
     assert scores.dtype == torch.float32 and scores.shape == (4,)
@@ -111,9 +75,9 @@ def test_scores_match_upstream_torch_preprocessing(verifier):
 def test_scores_match_upstream_resized_inputs(verifier):
     """Non-224 images: with upstream's own PIL preprocessing the model matches within 1e-4;
     our torch preprocessing from float tensors differs by PIL's uint8 rounding only."""
-    imgs = _load_images()
+    imgs = fixture_images()
     for i in (4, 5):
-        pix = _upstream_pil_preprocess(REF["images"][i])[None]
+        pix = upstream_transform()(Image.open(FIX / REF["images"][i]))[None]
         s = verifier.score_preprocessed(pix, [REF["prompts"][i]])
         torch.testing.assert_close(s, UPSTREAM_SCORES[i : i + 1], atol=1e-4, rtol=0)
         ours = verifier(imgs[i][None], REF["prompts"][i])
@@ -123,7 +87,7 @@ def test_scores_match_upstream_resized_inputs(verifier):
 
 
 def test_chunking_broadcast_and_token_cache(verifier):
-    imgs = _load_images()
+    imgs = fixture_images()
     x = torch.stack(imgs[:4])
     old = verifier.chunk_size
     try:
@@ -141,7 +105,7 @@ def test_chunking_broadcast_and_token_cache(verifier):
 def test_bf16_and_dtype_moves():
     v = ImageRewardVerifier(model_dir=FIX, dtype="bf16")
     assert v.dtype == torch.bfloat16 and v.model.mlp.layers[0].weight.dtype == torch.float32
-    x = torch.stack(_load_images()[:2])
+    x = torch.stack(fixture_images()[:2])
     s = v(x, REF["prompts"][:2])
     assert s.dtype == torch.float32 and torch.isfinite(s).all()
     assert (s - UPSTREAM_SCORES[:2]).abs().max() < 0.15
@@ -165,7 +129,7 @@ def test_key_mapping_is_identity_minus_documented_keys(verifier, tmp_path):
     torch.save({"state_dict": {f"module.{k}": v for k, v in upstream.items()}}, wrapped)
     v = ImageRewardVerifier(checkpoint=wrapped, med_config=FIX / "med_config.json", vocab=FIX / "vocab.txt",
                             vision_config=FIX / "vision_config.json")
-    x = torch.stack(_load_images()[:1])
+    x = torch.stack(fixture_images()[:1])
     torch.testing.assert_close(v(x, REF["prompts"][0]), UPSTREAM_SCORES[:1], atol=1e-4, rtol=0)
 
 
@@ -227,7 +191,7 @@ def test_environment_variables(monkeypatch):
     monkeypatch.setenv("TTS_IMAGEREWARD_MED_CONFIG", str(FIX / "med_config.json"))
     monkeypatch.setenv("TTS_IMAGEREWARD_VOCAB", str(FIX / "vocab.txt"))
     v = load_verifier("image_reward")
-    x = torch.stack(_load_images()[:1])
+    x = torch.stack(fixture_images()[:1])
     torch.testing.assert_close(v(x, REF["prompts"][0]), UPSTREAM_SCORES[:1], atol=1e-4, rtol=0)
     monkeypatch.delenv("TTS_IMAGEREWARD_CHECKPOINT")
     monkeypatch.delenv("TTS_IMAGEREWARD_MED_CONFIG")
@@ -254,7 +218,7 @@ def test_hub_cache_lookup():
     put("google-bert/bert-base-uncased", [FIX / "vocab.txt"])
     v = ImageRewardVerifier(vision_config=FIX / "vision_config.json")
     assert "models--THUDM--ImageReward" in v.source
-    x = torch.stack(_load_images()[:1])
+    x = torch.stack(fixture_images()[:1])
     torch.testing.assert_close(v(x, REF["prompts"][0]), UPSTREAM_SCORES[:1], atol=1e-4, rtol=0)
 
 

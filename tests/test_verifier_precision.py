@@ -3,17 +3,13 @@ answers, and ``dtype=float32`` one verifier option away (it survives the move to
 where the default would be fp16)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from image_reward_fixture import FIX
 
 from tts_diffusion.bench.agreement import gap_stats
 from tts_diffusion.verifiers.base import verifier_params
 from tts_diffusion.verifiers import load_verifier
-
-
-FIX = Path(__file__).parent / "fixtures" / "image_reward"
 
 
 def test_gap_stats_exact():

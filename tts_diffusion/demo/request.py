@@ -158,8 +158,13 @@ def supported_toggles(tts: Any) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------- the request
+def _blank(value: Any) -> bool:
+    """An empty box: nothing sent, or only white space."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
+    if isinstance(value, bool) or _blank(value):
         raise TTSInputError(f"{what} is empty: enter a whole number")
     try:
         f = float(value)
@@ -171,7 +176,7 @@ def _int(value: Any, what: str) -> int:
 
 
 def _optional_int(value: Any, what: str) -> int | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _blank(value):
         return None
     return _int(value, what)
 
@@ -214,7 +219,7 @@ def parse_request(tts: Any, raw: Mapping[str, Any], limits: DemoLimits,
         _check_range(value, what, 8, limits.max_image_size,
                      f"this server makes images of 8 to {limits.max_image_size} px a side")
     guidance = raw.get("guidance")
-    if guidance is not None and not (isinstance(guidance, str) and not guidance.strip()):
+    if not _blank(guidance):
         try:
             guidance = float(guidance)
         except (TypeError, ValueError):

@@ -53,6 +53,8 @@ from .grammar import VOCABULARY
 __all__ = [
     "ShapesModelConfig",
     "SPECIAL_TOKENS",
+    "PIXART_SIGMA_BLOCKS",
+    "t5_v11_encoder_config",
     "build_tokenizer",
     "build_text_encoder",
     "build_transformer",
@@ -129,6 +131,46 @@ class ShapesModelConfig:
 
 
 # ----------------------------------------------------------------------------- components
+#: PixArt-Sigma's DiT blocks (adaLN-single conditioning, biased attention, tanh-GELU, no
+#: resolution/aspect micro-conditions): the settings of the real checkpoint, shared by this
+#: model and the tiny ``pixart_sigma`` test pipeline (`tts_diffusion.testing.tiny_pipelines`).
+PIXART_SIGMA_BLOCKS: dict[str, Any] = dict(
+    attention_bias=True,
+    activation_fn="gelu-approximate",
+    num_embeds_ada_norm=1000,
+    norm_type="ada_norm_single",
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    use_additional_conditions=False,
+)
+
+
+def t5_v11_encoder_config(vocab_size: int, *, d_model: int, d_kv: int, d_ff: int, num_layers: int, num_heads: int,
+                          relative_attention_num_buckets: int, **extra):
+    """``T5Config`` of a T5 v1.1 encoder (gated-GELU feed-forward, as the T5-XXL text encoders of
+    PixArt-Sigma, SD3 and FLUX): encoder only, no cache, no dropout, T5's pad id 0 and eos id 1;
+    `extra` adds fields. This model's text encoder and the tiny test pipelines' use it."""
+    from transformers import T5Config
+
+    return T5Config(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=d_kv,
+        d_ff=d_ff,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        relative_attention_num_buckets=relative_attention_num_buckets,
+        relative_attention_max_distance=32,
+        dropout_rate=0.0,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+        use_cache=False,
+        pad_token_id=0,
+        eos_token_id=1,
+        **extra,
+    )
+
+
 def build_tokenizer(vocabulary: Sequence[str] = VOCABULARY, max_length: int = 16):
     """Word-level T5-style tokenizer over `vocabulary`, built with ``tokenizers`` (no download).
 
@@ -163,24 +205,11 @@ def build_tokenizer(vocabulary: Sequence[str] = VOCABULARY, max_length: int = 16
 
 def build_text_encoder(cfg: ShapesModelConfig, vocab_size: int):
     """A small T5 v1.1 encoder (gated-GELU feed-forward, relative position buckets)."""
-    from transformers import T5Config, T5EncoderModel
+    from transformers import T5EncoderModel
 
-    config = T5Config(
-        vocab_size=vocab_size,
-        d_model=cfg.text_dim,
-        d_kv=cfg.text_head_dim,
-        d_ff=cfg.text_ff,
-        num_layers=cfg.text_layers,
-        num_heads=cfg.text_heads,
-        relative_attention_num_buckets=16,
-        relative_attention_max_distance=32,
-        dropout_rate=0.0,
-        feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False,
-        use_cache=False,
-        pad_token_id=0,
-        eos_token_id=1,
-        tie_word_embeddings=False,
+    config = t5_v11_encoder_config(
+        vocab_size, d_model=cfg.text_dim, d_kv=cfg.text_head_dim, d_ff=cfg.text_ff, num_layers=cfg.text_layers,
+        num_heads=cfg.text_heads, relative_attention_num_buckets=16, tie_word_embeddings=False,
     )
     return T5EncoderModel(config)
 
@@ -200,15 +229,9 @@ def build_transformer(cfg: ShapesModelConfig):
         sample_size=cfg.latent_size,
         patch_size=cfg.patch_size,
         caption_channels=cfg.text_dim,
-        use_additional_conditions=False,
         norm_num_groups=32,
-        attention_bias=True,
-        activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_single",
-        norm_elementwise_affine=False,
-        norm_eps=1e-6,
         interpolation_scale=1,
+        **PIXART_SIGMA_BLOCKS,
     )
 
 

@@ -1,10 +1,28 @@
 """An SD-1.5-architecture pipeline with random weights at real size (or a tiny one), built
 in code: UNet2DConditionModel and AutoencoderKL with runwayml/stable-diffusion-v1-5's
 configs, a CLIP text encoder (ViT-L/14 text tower) and the full CLIP BPE vocabulary. For
-speed benchmarks that need the real shapes and no download."""
+speed benchmarks that need the real shapes and no download, and the command-line options of
+their best-of-N setting (`add_best_of_n_args`)."""
 from __future__ import annotations
 
+import argparse
+
 import torch
+
+
+def add_best_of_n_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of the SD-1.5-size best-of-N speed setting (best-of-32, 512x512, 25 DDIM steps,
+    CFG 7.5) that the speed benchmarks share: --device, --n, --steps, --size, --guidance,
+    --max-batch, --repeats and --tiny (`build_sd15`'s tiny models, a CPU smoke test)."""
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--guidance", type=float, default=7.5)
+    ap.add_argument("--max-batch", type=int, default=32, help="rows per denoiser call (CFG doubles the UNet batch)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tiny", action="store_true", help="tiny models (CPU smoke test)")
+    return ap
 
 
 def build_sd15(device: torch.device | str, dtype: torch.dtype, tiny: bool = False):

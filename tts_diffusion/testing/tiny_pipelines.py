@@ -74,6 +74,8 @@ from pathlib import Path
 
 import torch
 
+from tts_diffusion.shapes.model import PIXART_SIGMA_BLOCKS, t5_v11_encoder_config
+
 FAMILIES = ("sd15", "sd21v", "sdxl", "pixart_sigma", "sd3", "flux")
 
 #: Default (smallest comfortable) pixel size used by the tests for every family.
@@ -291,25 +293,10 @@ def _clip_text_config(tok, hidden_size: int = 32, projection_dim: int = 32, num_
 
 
 def _t5_encoder(seed: int, tok, d_model: int):
-    from transformers import T5Config, T5EncoderModel
+    from transformers import T5EncoderModel
 
-    config = T5Config(
-        vocab_size=len(tok),
-        d_model=d_model,
-        d_kv=8,
-        d_ff=37,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=32,
-        dropout_rate=0.0,
-        feed_forward_proj="gated-gelu",  # T5 v1.1 (as the T5-XXL encoders of PixArt/SD3/FLUX)
-        is_encoder_decoder=False,
-        use_cache=False,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
+    config = t5_v11_encoder_config(len(tok), d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                                   relative_attention_num_buckets=8, decoder_start_token_id=0)
     return _seeded(seed, lambda: T5EncoderModel(config))
 
 
@@ -337,6 +324,27 @@ def _vae(seed: int, latent_channels: int, scaling_factor: float, shift_factor: f
     )
 
 
+def _unet(seed: int, **family_kwargs):
+    """The sd15 / sd21v / sdxl UNet: two levels (32, 64), one cross-attention level; the
+    family's conditioning in `family_kwargs`."""
+    from diffusers import UNet2DConditionModel
+
+    return _seeded(
+        seed,
+        lambda: UNet2DConditionModel(
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            norm_num_groups=32,
+            **family_kwargs,
+        ),
+    )
+
+
 def _ddim(**overrides):
     from diffusers import DDIMScheduler
 
@@ -356,24 +364,14 @@ def _ddim(**overrides):
 
 
 def _build_sd(seed: int, v_prediction: bool):
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextModel
 
-    unet = _seeded(
+    unet = _unet(
         seed,
-        lambda: UNet2DConditionModel(
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=(2, 4) if v_prediction else 4,
-            use_linear_projection=v_prediction,  # SD2.x uses linear proj_in/proj_out
-            norm_num_groups=32,
-        ),
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4) if v_prediction else 4,
+        use_linear_projection=v_prediction,  # SD2.x uses linear proj_in/proj_out
     )
     vae = _vae(seed, latent_channels=4, scaling_factor=0.18215)
     tok = clip_tokenizer()
@@ -395,7 +393,7 @@ def _build_sd(seed: int, v_prediction: bool):
 
 
 def _build_sdxl(seed: int):
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     tok = clip_tokenizer()
@@ -408,26 +406,16 @@ def _build_sdxl(seed: int):
         ),
     )
     addition_time_embed_dim = 8
-    unet = _seeded(
+    unet = _unet(
         seed,
-        lambda: UNet2DConditionModel(
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            attention_head_dim=(2, 4),
-            use_linear_projection=True,
-            transformer_layers_per_block=(1, 2),
-            addition_embed_type="text_time",
-            addition_time_embed_dim=addition_time_embed_dim,
-            # 6 micro-conditioning ints (orig h,w, crop top,left, target h,w) + pooled TE2 projection
-            projection_class_embeddings_input_dim=6 * addition_time_embed_dim + text_encoder_2.config.projection_dim,
-            cross_attention_dim=text_encoder.config.hidden_size + text_encoder_2.config.hidden_size,
-            norm_num_groups=32,
-        ),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        transformer_layers_per_block=(1, 2),
+        addition_embed_type="text_time",
+        addition_time_embed_dim=addition_time_embed_dim,
+        # 6 micro-conditioning ints (orig h,w, crop top,left, target h,w) + pooled TE2 projection
+        projection_class_embeddings_input_dim=6 * addition_time_embed_dim + text_encoder_2.config.projection_dim,
+        cross_attention_dim=text_encoder.config.hidden_size + text_encoder_2.config.hidden_size,
     )
     vae = _vae(seed, latent_channels=4, scaling_factor=0.13025)
     return StableDiffusionXLPipeline(
@@ -463,13 +451,7 @@ def _build_pixart_sigma(seed: int):
             in_channels=4,
             out_channels=8,  # learned sigma: the pipeline keeps noise_pred.chunk(2, dim=1)[0]
             cross_attention_dim=heads * head_dim,
-            attention_bias=True,
-            activation_fn="gelu-approximate",
-            num_embeds_ada_norm=1000,
-            norm_type="ada_norm_single",
-            norm_elementwise_affine=False,
-            norm_eps=1e-6,
-            use_additional_conditions=False,  # PixArt-Sigma has no resolution/aspect micro-conditions
+            **PIXART_SIGMA_BLOCKS,  # no resolution/aspect micro-conditions, as PixArt-Sigma
         ),
     )
     vae = _vae(seed, latent_channels=4, scaling_factor=0.13025)  # PixArt-Sigma ships the SDXL VAE
