@@ -535,11 +535,11 @@ def _print_spec(spec, header: str) -> None:
 def list_(searcher: str | None, verifier: str | None, steps: int | None, options: tuple[str, ...]) -> None:
     """List the available searchers, verifiers and models; with --searcher / --verifier, the
     parameters of one (type, default, allowed values, help) and a searcher's minimum budget."""
+    # the catalog answers without importing torch (the searcher and verifier modules do)
+    from .catalog import (available_searchers, available_verifiers, min_budget, run_defaults, searcher_params,
+                          verifier_params)
     from .errors import TTSInputError
     from .paths import default_model_path
-    from .searchers import available_searchers, min_budget, run_defaults, searcher_params
-    from .verifiers import available_verifiers
-    from .verifiers.base import verifier_params
 
     if steps is not None and steps < 1:
         _fail(f"--steps must be at least 1, got {steps}")
