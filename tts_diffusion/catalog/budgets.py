@@ -55,9 +55,17 @@ def round_cost(num_steps: int, refine: str, strength: float) -> int:
     return num_steps - start
 
 
+def fewest_chains(num_samples: int | None, num_particles: int | None) -> int:
+    """Chains K of the cheapest run: num_particles if given; else `plan`'s default min(2, N)
+    when num_samples N is given; else 1 (the smallest N a budget derives)."""
+    if num_particles is not None:
+        return num_particles
+    return min(2, num_samples) if num_samples is not None else 1
+
+
 def minimum_nfe(steps: int, child_cost: int, num_samples: int | None, num_particles: int | None,
                 num_rounds: int | None) -> int:
     """The least NFE a run needs: one initial sample per chain (or num_samples) plus one round
-    (or num_rounds rounds) of one child per chain."""
-    k = num_particles or 1
+    (or num_rounds rounds) of one child per chain (chains: `fewest_chains`)."""
+    k = fewest_chains(num_samples, num_particles)
     return max(num_samples or k, k) * steps + k * child_cost * (num_rounds or 1)

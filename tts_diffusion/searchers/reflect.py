@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ..catalog.budgets import minimum_nfe, round_cost, sdedit_start
+from ..catalog.budgets import fewest_chains, minimum_nfe, round_cost, sdedit_start
 from ..catalog.searchers import REFLECT
 from ..core.budget import Budget
 from ..core.process import Conditioning, DenoisingProcess
@@ -48,7 +48,7 @@ def plan(budget: Budget, steps: int, child_cost: int, num_samples: int | None, n
     """(initial samples N, chains K, rounds R) with N*steps + R*K*child_cost <= budget.
     Values the caller left out are derived; values given are never shrunk (TTSInputError)."""
     rem = budget.remaining_nfe
-    k_min = num_particles or 1
+    k_min = fewest_chains(num_samples, num_particles)
     n_min = max(num_samples or k_min, k_min)
     minimum = minimum_nfe(steps, child_cost, num_samples, num_particles, num_rounds)
     if rem < minimum:
