@@ -51,6 +51,18 @@ def test_prompt_outside_the_world_is_refused_before_torch_loads():
     assert "closest prompt that works is 'a photo of a purple circle'" in output
 
 
+@pytest.mark.parametrize("args,message", [
+    (["-o", "nope=1"], "searcher 'best_of_n' has no option 'nope'"),
+    (["--searcher", "smc", "-o", "potential=maximum"], "searcher 'smc' option potential='maximum' is not valid"),
+    (["--searcher", "nope"], "unknown searcher 'nope'"),
+    (["--verifier", "clip", "--verifier-option", "chunk_size=0"], "verifier 'clip' option chunk_size=0"),
+])
+def test_bad_searcher_and_verifier_options_are_refused_before_torch_loads(tmp_path, args, message):
+    info, output = _probe("generate", "two red circles", "--out", str(tmp_path / "x.png"), *args)
+    assert info["code"] == 2 and info["heavy"] == [], output
+    assert message in output and "Traceback" not in output
+
+
 def test_package_names_load_lazily():
     code = ("import sys, tts_diffusion as t; assert 'torch' not in sys.modules; "
             "from tts_diffusion import TTSPipeline, Budget, TTSInputError, available_searchers; "

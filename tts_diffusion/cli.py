@@ -229,18 +229,19 @@ def _checked_inputs(prompt, model, searcher, verifier, budget, seed, steps, guid
     if guidance is not None:
         checks.check_guidance(guidance)
     checks.check_seed(seed)
-    image_path, _ = _check_out(out)
-    import torch
-
-    from .searchers import available_searchers
-    from .searchers.base import searcher_params
-    from .verifiers import available_verifiers
-    from .verifiers.base import verifier_params
+    # names and options are checked against the catalog, before torch loads
+    from .catalog import available_searchers, available_verifiers, searcher_params, verifier_params
 
     if searcher not in available_searchers():
         raise TTSInputError(f"unknown searcher {searcher!r}; available: {', '.join(available_searchers())}")
     if verifier is not None and verifier not in available_verifiers():
         raise TTSInputError(f"unknown verifier {verifier!r}; available: {', '.join(available_verifiers())}")
+    hyper = _parse_options(options, searcher_params(searcher), "searcher")
+    if verifier is not None:
+        vopts = _parse_options(verifier_options, verifier_params(verifier), "verifier")
+    image_path, _ = _check_out(out)
+    import torch
+
     dev = checks.check_device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
     if torch_dtype is None:
@@ -252,8 +253,7 @@ def _checked_inputs(prompt, model, searcher, verifier, budget, seed, steps, guid
         from .pipelines.tts_pipeline import default_verifier_name, is_default_model
 
         verifier = default_verifier_name(is_default_model(model))
-    hyper = _parse_options(options, searcher_params(searcher), "searcher")
-    vopts = _parse_options(verifier_options, verifier_params(verifier), "verifier")
+        vopts = _parse_options(verifier_options, verifier_params(verifier), "verifier")
     return dict(prompt=prompt, model=model, device=dev, torch_dtype=torch_dtype, out=image_path,
                 call=dict(searcher=searcher, verifier=verifier, budget=budget, seed=seed, num_inference_steps=steps,
                           guidance_scale=guidance, height=height, width=width, negative_prompt=negative_prompt,
