@@ -10,7 +10,8 @@
 
 Noise levels are grid points of the process (0 = pure noise, num_steps = clean); `sigma`
 may be given as a noise level in [0, 1] (the interpolant's noise coefficient s_i, sigma of
-flow models), mapped to the nearest grid point."""
+flow models), mapped to the nearest grid point. The schedule arithmetic (`path_schedule`,
+`path_cost`, `resolve_schedule`) lives in catalog/budgets.py, which `list` also uses."""
 from __future__ import annotations
 
 import torch
