@@ -564,7 +564,8 @@ def list_(searcher: str | None, verifier: str | None, steps: int | None, options
     click.echo("searchers:")
     for k, d in available_searchers().items():
         rd = run_defaults(k)
-        given = [f"{rd[key]} {unit}" for key, unit in (("num_inference_steps", "steps"), ("budget", "NFE")) if key in rd]
+        given = [f"{rd[key]} {unit}" for key, unit in (("num_inference_steps", "steps"), ("budget", "NFE"))
+                 if key in rd]
         extra = f" [defaults: {', '.join(given)}]" if given else ""
         click.echo(f"  {k:<12} {d}{extra}")
     click.echo("verifiers:")

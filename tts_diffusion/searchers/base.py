@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
-from ..catalog.searchers import KEEP_IMAGES, MinBudget, SearcherEntry, budget_floor  # noqa: F401  (KEEP_IMAGES re-exported)
+from ..catalog.searchers import KEEP_IMAGES, MinBudget, SearcherEntry, budget_floor  # noqa: F401  (re-exported)
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
