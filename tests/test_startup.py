@@ -1,5 +1,6 @@
-"""Start-up: `--help`, `--version` and a refused prompt answer without importing torch,
-diffusers or transformers; the package's public names still load on first use."""
+"""Start-up: `--help`, `--version`, `list` and a refused prompt answer without importing torch,
+diffusers or transformers; the package's public names still load on first use; what `list`
+prints without torch is what the live registry holds."""
 from __future__ import annotations
 
 import json
@@ -50,6 +51,18 @@ def test_prompt_outside_the_world_is_refused_before_torch_loads():
     assert "closest prompt that works is 'a photo of a purple circle'" in output
 
 
+@pytest.mark.parametrize("args,message", [
+    (["-o", "nope=1"], "searcher 'best_of_n' has no option 'nope'"),
+    (["--searcher", "smc", "-o", "potential=maximum"], "searcher 'smc' option potential='maximum' is not valid"),
+    (["--searcher", "nope"], "unknown searcher 'nope'"),
+    (["--verifier", "clip", "--verifier-option", "chunk_size=0"], "verifier 'clip' option chunk_size=0"),
+])
+def test_bad_searcher_and_verifier_options_are_refused_before_torch_loads(tmp_path, args, message):
+    info, output = _probe("generate", "two red circles", "--out", str(tmp_path / "x.png"), *args)
+    assert info["code"] == 2 and info["heavy"] == [], output
+    assert message in output and "Traceback" not in output
+
+
 def test_package_names_load_lazily():
     code = ("import sys, tts_diffusion as t; assert 'torch' not in sys.modules; "
             "from tts_diffusion import TTSPipeline, Budget, TTSInputError, available_searchers; "
@@ -61,3 +74,190 @@ def test_package_names_load_lazily():
         import tts_diffusion
 
         tts_diffusion.NoSuchName  # noqa: B018
+
+
+# ------------------------------------------------------------------------ list
+#: `list` also stays clear of numpy (only click and the package's pure-Python modules load)
+LIST_HEAVY = HEAVY + ("numpy",)
+
+SEARCHERS = ("best_of_n", "code", "fkc", "paths", "rbf", "reflect", "smc", "svdd", "zero_order")
+VERIFIERS = ("aesthetic", "alpha", "clip", "ensemble", "image_reward", "oracle")
+
+_LIST_PROBE = textwrap.dedent("""
+    import contextlib, io, json, sys
+    commands, live = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+    if live:  # load the live registry first: the catalog then answers from it
+        import tts_diffusion.searchers, tts_diffusion.verifiers
+    import tts_diffusion.cli as cli
+    outputs = []
+    for args in commands:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            try:
+                cli.main.main(["list", *args])
+                code = 0
+            except SystemExit as e:
+                code = e.code
+        outputs.append({"code": code, "out": buf.getvalue()})
+    print(json.dumps({"outputs": outputs, "heavy": [m for m in %r if m in sys.modules]}))
+""" % (LIST_HEAVY,))
+
+
+def _list(commands: list[list[str]], live: bool) -> dict:
+    """`tts-diffusion list ARGS` for each ARGS in one fresh interpreter; live: after importing
+    the registry modules (torch), else as the console script runs it."""
+    r = subprocess.run([sys.executable, "-c", _LIST_PROBE, json.dumps(commands), json.dumps(live)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+#: (searcher, --steps, -o options) with a hand-computed minimum budget
+MINIMUMS = [
+    ("best_of_n", 5, ["num_samples=3"], 3 * 5),
+    ("paths", 20, [], 129),  # start 5, delta_f 2, delta_b 4: 5 + 4 * (4 * 5 - 1)
+    ("paths", 12, ["num_children=2", "start=3", "delta_f=1", "delta_b=3"], 3 + 2 * (3 + 3 + 3 + 3 + 2)),
+    ("smc", 8, ["num_particles=4"], 4 * 8),
+    ("fkc", 10, ["mode=product", "num_particles=2"], 2 * 10 * 2),
+    ("rbf", None, [], 2 * (25 + 10 - 1)),  # the paper's 10 steps
+    ("svdd", 10, ["num_children=3"], 2 + 2 * 3 * 9),
+    ("code", 6, [], 2 + 2 * 1 * 5),
+    ("zero_order", 4, ["num_rounds=2", "num_children=3"], (1 + 2 * 3) * 4),
+    ("reflect", 20, [], 20 + 12),  # one sample, one SDEdit child of ceil(0.6 * 20) NFE
+    ("reflect", 10, ["refine=image", "strength=0.5", "num_particles=2", "num_rounds=3"], 2 * 10 + 2 * 5 * 3),
+    # num_samples given, num_particles not: plan keeps its default min(2, N) = 2 chains (this minimum was 50 before)
+    ("reflect", 10, ["refine=prompt", "num_samples=4"], 4 * 10 + 2 * 10),
+]
+
+
+def _minimum_command(name: str, steps: int | None, options: list[str]) -> list[str]:
+    return ["--searcher", name, *(["--steps", str(steps)] if steps else []), *(a for o in options for a in ("-o", o))]
+
+
+def test_list_does_not_import_torch():
+    commands = [[], ["--searcher", "smc"], ["--verifier", "clip"], ["--searcher", "paths", "--steps", "20"]]
+    info = _list(commands, live=False)
+    assert info["heavy"] == [], f"list imported {info['heavy']}"
+    assert [o["code"] for o in info["outputs"]] == [0, 0, 0, 0]
+    listing, smc, clip, paths = (o["out"] for o in info["outputs"])
+    assert all(f"  {name:<12} " in listing for name in SEARCHERS + VERIFIERS), listing
+    assert "potential" in smc and "one of difference, max, sum, immediate" in smc
+    assert "chunk_size" in clip and "text_cache_size" in clip
+    assert "minimum budget at 20 steps: 129 NFE" in paths
+
+
+@pytest.mark.parametrize("args", [[], ["--searcher", "reflect", "--verifier", "ensemble"]])
+def test_list_command_does_not_import_torch(args):
+    """The probe above runs the CLI in-process; here the command itself, as a user types it
+    (`-X importtime` names every module it imports)."""
+    cmd = [sys.executable, "-X", "importtime", "-m", "tts_diffusion.cli", "list", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert imported and not {m for m in imported if m.split(".")[0] in LIST_HEAVY}
+
+
+def test_list_without_torch_prints_what_the_live_registry_prints():
+    """Every listing, every searcher's and verifier's spec and the minimum budgets, printed from
+    the torch-free declarations and from the registry the searcher modules fill, are the same."""
+    commands = [[], *(["--searcher", s] for s in SEARCHERS), *(["--verifier", v] for v in VERIFIERS),
+                *(_minimum_command(n, s, o) for n, s, o, _ in MINIMUMS)]
+    declared, live = _list(commands, live=False), _list(commands, live=True)
+    assert declared["heavy"] == [] and "torch" in live["heavy"]  # the two really come from different sources
+    for args, a, b in zip(commands, declared["outputs"], live["outputs"]):
+        assert a["code"] == b["code"] == 0, (args, a, b)
+        assert a["out"] == b["out"], args
+    assert all(f"  {name:<12} " in live["outputs"][0]["out"] for name in SEARCHERS + VERIFIERS)
+
+
+def test_declared_entries_are_the_registered_ones():
+    """The built-in modules register exactly the catalog's entries: same names, and the spec
+    objects themselves (no copy that could drift)."""
+    from tts_diffusion import catalog
+    from tts_diffusion.catalog.searchers import BUILTIN_SEARCHERS
+    from tts_diffusion.catalog.verifiers import BUILTIN_VERIFIERS
+    from tts_diffusion.searchers import base as sbase
+    from tts_diffusion.verifiers import base as vbase
+
+    # other test modules register test-only components; the built-ins are those from the package
+    live_s = {k: fn for k, (fn, _) in sbase._REGISTRY.items() if fn.__module__.startswith("tts_diffusion.")}
+    live_v = {k: f for k, (f, _) in vbase._REGISTRY.items() if f.__module__.startswith("tts_diffusion.")}
+    assert set(live_s) == set(BUILTIN_SEARCHERS) == set(SEARCHERS)
+    assert set(live_v) == set(BUILTIN_VERIFIERS) == set(VERIFIERS)
+    for name, entry in BUILTIN_SEARCHERS.items():
+        assert live_s[name].params is entry.params and sbase.available_searchers()[name] == entry.description
+        assert live_s[name].run_defaults == entry.run_defaults
+        assert catalog.searcher_entry(name).params is entry.params  # the live answer, same object
+    for name, entry in BUILTIN_VERIFIERS.items():
+        assert live_v[name].params is entry.params and vbase.available_verifiers()[name] == entry.description
+
+
+@pytest.mark.parametrize("name,steps,options,expected", MINIMUMS)
+def test_minimum_budget_agrees_with_the_searchers_rule(name, steps, options, expected):
+    """The minimum `list` prints without torch is the hand-computed one and the one the live
+    `min_budget` gives; reflect's own `plan` accepts exactly that budget and not one NFE less
+    (tests/test_searcher_contract.py runs every searcher at its minimum and one below)."""
+    from tts_diffusion.core.budget import Budget
+    from tts_diffusion.errors import TTSInputError
+    from tts_diffusion.searchers import min_budget, run_defaults, searcher_params
+    from tts_diffusion.searchers.reflect import plan, round_cost
+
+    info = _list([_minimum_command(name, steps, options)], live=False)
+    assert info["heavy"] == []
+    n = steps or run_defaults(name)["num_inference_steps"]
+    assert f"minimum budget at {n} steps" in info["outputs"][0]["out"]
+    printed = int(info["outputs"][0]["out"].rsplit(": ", 1)[1].split()[0])
+    opts = searcher_params(name).parse(options)
+    assert printed == expected == min_budget(name, n, **opts)
+    if name == "reflect":
+        o = {**searcher_params(name).defaults(), **opts}
+        args = (n, round_cost(n, o["refine"], o["strength"]), o["num_samples"], o["num_particles"], o["num_rounds"])
+        plan(Budget(expected), *args)
+        with pytest.raises(TTSInputError, match=f"at least {expected}|needs {expected}"):
+            plan(Budget(expected - 1), *args)
+
+
+def test_components_registered_at_run_time_are_listed():
+    """User code registers a searcher and a verifier: the catalog (and so `list`) shows them
+    with their specs and minimum budget, and forgets them once they are unregistered."""
+    from click.testing import CliRunner
+
+    from tts_diffusion import catalog
+    from tts_diffusion.cli import main
+    from tts_diffusion.params import Param
+    from tts_diffusion.searchers import base as sbase
+    from tts_diffusion.verifiers import base as vbase
+
+    @sbase.register_searcher("user_twice", "test-only: two samples per round", min_budget=lambda n, o: 2 * n * o["k"],
+                             params=[Param("k", int, 3, "rounds", low=1)], run_defaults={"budget": 60})
+    def user_twice(proc, verifier, prompt, budget, generator=None, *, negative_prompt=None, k=3, keep_images=16):
+        raise AssertionError("not run")
+
+    vbase.register_verifier("user_score", "test-only: a score", params=[Param("gain", float, 2.0, "gain")])(
+        lambda **o: None)
+    try:
+        assert catalog.available_searchers()["user_twice"] == "test-only: two samples per round"
+        assert catalog.min_budget("user_twice", 5) == 30 and catalog.min_budget("user_twice", 5, k=1) == 10
+        assert catalog.run_defaults("user_twice") == {"budget": 60}
+        assert catalog.verifier_params("user_score").names() == ["gain"]
+        r = CliRunner().invoke(main, ["list", "--searcher", "user_twice", "--steps", "4", "--verifier", "user_score"])
+        assert r.exit_code == 0 and "minimum budget at 4 steps: 24 NFE" in r.output and "gain" in r.output
+        assert "user_twice" in CliRunner().invoke(main, ["list"]).output
+    finally:
+        sbase._REGISTRY.pop("user_twice")
+        vbase._REGISTRY.pop("user_score")
+    assert "user_twice" not in catalog.available_searchers() and "user_score" not in catalog.available_verifiers()
+    with pytest.raises(Exception, match="unknown searcher 'user_twice'"):
+        catalog.min_budget("user_twice", 5)
+
+
+def test_register_takes_an_entry_or_its_parts_not_both():
+    from tts_diffusion.catalog.searchers import SMC
+    from tts_diffusion.catalog.verifiers import CLIP
+    from tts_diffusion.searchers.base import register_searcher
+    from tts_diffusion.verifiers.base import register_verifier
+
+    with pytest.raises(ValueError, match="not both"):
+        register_searcher(SMC, "another description")
+    with pytest.raises(ValueError, match="not both"):
+        register_verifier(CLIP, params=CLIP.params.params)

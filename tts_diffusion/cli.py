@@ -229,18 +229,19 @@ def _checked_inputs(prompt, model, searcher, verifier, budget, seed, steps, guid
     if guidance is not None:
         checks.check_guidance(guidance)
     checks.check_seed(seed)
-    image_path, _ = _check_out(out)
-    import torch
-
-    from .searchers import available_searchers
-    from .searchers.base import searcher_params
-    from .verifiers import available_verifiers
-    from .verifiers.base import verifier_params
+    # names and options are checked against the catalog, before torch loads
+    from .catalog import available_searchers, available_verifiers, searcher_params, verifier_params
 
     if searcher not in available_searchers():
         raise TTSInputError(f"unknown searcher {searcher!r}; available: {', '.join(available_searchers())}")
     if verifier is not None and verifier not in available_verifiers():
         raise TTSInputError(f"unknown verifier {verifier!r}; available: {', '.join(available_verifiers())}")
+    hyper = _parse_options(options, searcher_params(searcher), "searcher")
+    if verifier is not None:
+        vopts = _parse_options(verifier_options, verifier_params(verifier), "verifier")
+    image_path, _ = _check_out(out)
+    import torch
+
     dev = checks.check_device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
     if torch_dtype is None:
@@ -252,8 +253,7 @@ def _checked_inputs(prompt, model, searcher, verifier, budget, seed, steps, guid
         from .pipelines.tts_pipeline import default_verifier_name, is_default_model
 
         verifier = default_verifier_name(is_default_model(model))
-    hyper = _parse_options(options, searcher_params(searcher), "searcher")
-    vopts = _parse_options(verifier_options, verifier_params(verifier), "verifier")
+        vopts = _parse_options(verifier_options, verifier_params(verifier), "verifier")
     return dict(prompt=prompt, model=model, device=dev, torch_dtype=torch_dtype, out=image_path,
                 call=dict(searcher=searcher, verifier=verifier, budget=budget, seed=seed, num_inference_steps=steps,
                           guidance_scale=guidance, height=height, width=width, negative_prompt=negative_prompt,
@@ -535,11 +535,11 @@ def _print_spec(spec, header: str) -> None:
 def list_(searcher: str | None, verifier: str | None, steps: int | None, options: tuple[str, ...]) -> None:
     """List the available searchers, verifiers and models; with --searcher / --verifier, the
     parameters of one (type, default, allowed values, help) and a searcher's minimum budget."""
+    # the catalog answers without importing torch (the searcher and verifier modules do)
+    from .catalog import (available_searchers, available_verifiers, min_budget, run_defaults, searcher_params,
+                          verifier_params)
     from .errors import TTSInputError
     from .paths import default_model_path
-    from .searchers import available_searchers, min_budget, run_defaults, searcher_params
-    from .verifiers import available_verifiers
-    from .verifiers.base import verifier_params
 
     if steps is not None and steps < 1:
         _fail(f"--steps must be at least 1, got {steps}")
@@ -564,7 +564,9 @@ def list_(searcher: str | None, verifier: str | None, steps: int | None, options
     click.echo("searchers:")
     for k, d in available_searchers().items():
         rd = run_defaults(k)
-        extra = f" [defaults: {rd['num_inference_steps']} steps, {rd['budget']} NFE]" if rd else ""
+        given = [f"{rd[key]} {unit}" for key, unit in (("num_inference_steps", "steps"), ("budget", "NFE"))
+                 if key in rd]
+        extra = f" [defaults: {', '.join(given)}]" if given else ""
         click.echo(f"  {k:<12} {d}{extra}")
     click.echo("verifiers:")
     for k, d in available_verifiers().items():

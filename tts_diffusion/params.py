@@ -8,6 +8,9 @@ Each component declares its parameters once, at registration:
         Param("potential", str, "max", "potential kind", choices=("difference", "max", "sum", "immediate")),
     ])
 
+(the built-in components declare theirs in `tts_diffusion/catalog/` and register with
+those entries, `@register_searcher(SMC)`, so that `list` reads them without torch).
+
 From the spec the CLI parses `-o KEY=VALUE` strings to the declared type and range, the
 Python API validates keyword arguments before any model work, `tts-diffusion list
 --searcher NAME` prints them, and the demo builds one widget per parameter. This module

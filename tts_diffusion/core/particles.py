@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-RESAMPLING_SCHEMES = ("multinomial", "systematic", "stratified", "residual")
+from ..catalog.searchers import RESAMPLING_SCHEMES  # the scheme names, declared with the searchers' options
 
 
 # ------------------------------------------------------------------ weights

@@ -24,13 +24,12 @@ from typing import Protocol, Sequence
 
 import torch
 
+from ..catalog.searchers import CRITICS
 from ..core.budget import Budget
 from ..errors import TTSInputError
 from ..verifiers.base import Verdict, Verifier
 from .claims import Claim, parse_claims
 from .critique import ClaimResult, Critique
-
-CRITICS = ("feedback", "decomposed", "vlm", "none")
 
 
 class Critic(Protocol):

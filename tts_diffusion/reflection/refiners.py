@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..catalog.searchers import REFINERS
 from ..errors import TTSInputError
 from ..shapes import grammar
 from .claims import Claim, parse_claims
 from .critique import Critique
 
-REFINERS = ("rules", "lm")
 EMPHASIS = "; make sure: "
 
 

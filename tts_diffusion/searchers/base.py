@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
+from ..catalog.searchers import KEEP_IMAGES, MinBudget, SearcherEntry, budget_floor  # noqa: F401  (re-exported)
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
@@ -29,16 +30,10 @@ class Searcher(Protocol):
                  generator: torch.Generator | None, **hyper) -> SearchResult: ...
 
 
-#: min_budget(num_steps, options) -> the least NFE a run with these (validated) options needs
-MinBudget = Callable[[int, dict], int]
-
 _REGISTRY: dict[str, tuple[Searcher, str]] = {}
 
-#: the option every searcher shares (bookkeeping, not search)
-KEEP_IMAGES = Param("keep_images", int, 16, "candidate images kept in the result (the best ones)", low=1)
 
-
-def register_searcher(name: str, description: str, *, params: Sequence[Param] = (),
+def register_searcher(name: str | SearcherEntry, description: str = "", *, params: Sequence[Param] = (),
                       run_defaults: dict | None = None,
                       min_budget: MinBudget | None = None) -> Callable[[Searcher], Searcher]:
     """Register `fn` under `name`. params: the searcher's hyper-parameters (params.py), the
@@ -46,20 +41,24 @@ def register_searcher(name: str, description: str, *, params: Sequence[Param] = 
     (`keep_images` is added when not declared). run_defaults: what `TTSPipeline` / the CLI
     use when the caller leaves them out, e.g. a paper's setting {"num_inference_steps": 10,
     "budget": 500}. min_budget(num_steps, options): the least NFE a run needs (default: one
-    full sample, num_steps NFE).
+    full sample, num_steps NFE). Instead of these, `name` may be a `SearcherEntry` that holds
+    them (the built-in searchers register with their entries in `catalog.searchers`, which
+    `tts-diffusion list` reads without importing torch).
 
     The registered object validates its keyword arguments through the spec, accepts a plain
     callable `f(images, prompts) -> scores` as the verifier (`FunctionVerifier`), then calls
     `fn`; `fn.__wrapped__` is the unvalidated function."""
-    unknown = set(run_defaults or {}) - {"num_inference_steps", "budget"}
-    if unknown:
-        raise ValueError(f"run_defaults takes num_inference_steps and budget, not {sorted(unknown)}")
-    params = list(params)
-    if KEEP_IMAGES.name not in {p.name for p in params}:
-        params.append(KEEP_IMAGES)
+    if isinstance(name, SearcherEntry):
+        if description or params or run_defaults is not None or min_budget is not None:
+            raise ValueError("register_searcher takes a SearcherEntry or a name with its description and options,"
+                             " not both")
+        entry = name
+    else:
+        entry = SearcherEntry.declare(name, description, params=params, run_defaults=run_defaults,
+                                      min_budget=min_budget)
 
     def deco(fn: Searcher) -> Searcher:
-        spec = ParamSpec(f"searcher {name!r}", params)
+        spec = entry.params
 
         @functools.wraps(fn)
         def validated(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
@@ -69,11 +68,11 @@ def register_searcher(name: str, description: str, *, params: Sequence[Param] = 
             return fn(proc, as_verifier(verifier), prompt, budget, generator, negative_prompt=negative_prompt,
                       **hyper)
 
-        validated.searcher_name = name  # type: ignore[attr-defined]
-        validated.run_defaults = dict(run_defaults or {})  # type: ignore[attr-defined]
+        validated.searcher_name = entry.name  # type: ignore[attr-defined]
+        validated.run_defaults = dict(entry.run_defaults)  # type: ignore[attr-defined]
         validated.params = spec  # type: ignore[attr-defined]
-        validated.min_budget = min_budget or (lambda steps, options: steps)  # type: ignore[attr-defined]
-        _REGISTRY[name] = (validated, description)
+        validated.min_budget = entry.min_budget_rule or (lambda steps, options: steps)  # type: ignore[attr-defined]
+        _REGISTRY[entry.name] = (validated, entry.description)
         return validated
 
     return deco
@@ -95,12 +94,7 @@ def min_budget(name_or_fn: str | Searcher, num_steps: int, **options: Any) -> in
     (validated first; options left out take their defaults, and a default derived from the
     budget takes its smallest value). E.g. paths with defaults at 20 steps: 129."""
     fn = load_searcher(name_or_fn)
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise TTSInputError(f"num_steps must be an integer >= 1, got {num_steps!r}")
-    spec = searcher_params(fn)
-    opts = {**spec.defaults(), **spec.validate(options)}
-    rule = getattr(fn, "min_budget", None)
-    return int(rule(num_steps, opts)) if rule is not None else num_steps
+    return budget_floor(searcher_params(fn), getattr(fn, "min_budget", None), num_steps, options)
 
 
 def available_searchers() -> dict[str, str]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import torch
 
+from ..catalog.searchers import BEST_OF_N
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from ..params import Param
-from .base import KEEP_IMAGES, register_searcher
+from .base import register_searcher
 from .common import SearchLog
 
 
@@ -31,19 +31,7 @@ def full_samples(budget: Budget, num_steps: int) -> int:
     return n
 
 
-PARAMS = [
-    Param("num_samples", int, None, "independent candidates N (default: as many as the budget pays for)", low=1),
-    Param("round_size", int, None, "candidates per round, one trace point each (default: all in one round)", low=1),
-    KEEP_IMAGES,
-]
-
-
-def _min_budget(num_steps: int, o: dict) -> int:
-    return (o["num_samples"] or 1) * num_steps
-
-
-@register_searcher("best_of_n", "random search: N noises, sampled deterministically, best verifier score kept",
-                   params=PARAMS, min_budget=_min_budget)
+@register_searcher(BEST_OF_N)
 def best_of_n(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
               generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
               num_samples: int | None = None, round_size: int | None = None, keep_images: int = 16) -> SearchResult:

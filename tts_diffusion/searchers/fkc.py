@@ -63,20 +63,17 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..catalog.searchers import FKC, FKC_MODES, FKC_VARIANTS, RESAMPLING_SCHEMES
 from ..core.budget import Budget
-from ..core.particles import (RESAMPLING_SCHEMES, center_log_weights, ess, normalize_log_weights, resample,
-                              should_resample)
+from ..core.particles import center_log_weights, ess, normalize_log_weights, resample, should_resample
 from ..core.process import DenoisingProcess, Prediction
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from ..params import Param
-from .base import KEEP_IMAGES, register_searcher
+from .base import register_searcher
 from .best_of_n import full_samples
 from .common import SearchLog
 
-FKC_MODES = ("cfg", "anneal", "product")
-FKC_VARIANTS = ("target_score", "tempered_noise")
 #: experts(x, i) -> model outputs of each expert at grid point i (each costs its NFE)
 ExpertFn = Callable[[torch.Tensor, int], Sequence[torch.Tensor]]
 
@@ -184,28 +181,7 @@ def fkc_sample(proc: DenoisingProcess, experts: ExpertFn, coefs: Sequence[float]
     return run
 
 
-PARAMS = [
-    Param("mode", str, "cfg", "target: cfg p_u^(1-w) p_c^w, anneal p^beta, or product p(prompt)^beta p(prompt_2)^beta",
-          choices=FKC_MODES),
-    Param("guidance", float, None, "w of the cfg target (default: the process's guidance scale)"),
-    Param("beta", float, None, "exponent of anneal (default 2) / product (default 1)", low=0.0, low_open=True),
-    Param("prompt_2", str, None, "the second prompt of product mode (required there)"),
-    Param("variant", str, "target_score", "annealing SDE (Skreta et al. 2025)", choices=FKC_VARIANTS),
-    Param("num_particles", int, None, "particles K (default: as many as the budget pays for)", low=1),
-    Param("eta", float, 1.0, "noise of the stochastic steps (1: DDPM / the family's SDE)", low=0.0),
-    Param("resample_threshold", float, 1.0, "resample when ESS < threshold * K (1: every step, the paper's; 0: never)",
-          low=0.0, high=1.0),
-    Param("resampling", str, "systematic", "resampling scheme", choices=RESAMPLING_SCHEMES),
-    KEEP_IMAGES,
-]
-
-
-def _min_budget(num_steps: int, o: dict) -> int:
-    return (o["num_particles"] or 1) * num_steps * (2 if o["mode"] == "product" else 1)
-
-
-@register_searcher("fkc", "Feynman-Kac correctors: weighted SDE + resampling for CFG as p_u^(1-w) p_c^w, "
-                          "annealing p^beta, or the product of two prompts", params=PARAMS, min_budget=_min_budget)
+@register_searcher(FKC)
 def fkc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
         generator: torch.Generator | None = None, *, negative_prompt: str | None = None, mode: str = "cfg",
         guidance: float | None = None, beta: float | None = None, prompt_2: str | None = None,

@@ -10,43 +10,21 @@
 
 Noise levels are grid points of the process (0 = pure noise, num_steps = clean); `sigma`
 may be given as a noise level in [0, 1] (the interpolant's noise coefficient s_i, sigma of
-flow models), mapped to the nearest grid point."""
+flow models), mapped to the nearest grid point. The schedule arithmetic (`path_schedule`,
+`path_cost`, `resolve_schedule`) lives in catalog/budgets.py, which `list` also uses."""
 from __future__ import annotations
 
 import torch
 
+from ..catalog.budgets import path_cost, path_schedule, resolve_schedule
+from ..catalog.searchers import PATHS
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from ..params import Param
-from .base import KEEP_IMAGES, register_searcher
+from .base import register_searcher
 from .common import SearchLog
-
-
-def path_schedule(num_steps: int, start: int, delta_f: int, delta_b: int) -> list[tuple[int, int, int]]:
-    """The (i, j, k) of each iteration: paths at grid point i are noised back to j = i - Delta_f
-    and sampled forward to k = min(j + Delta_b, num_steps)."""
-    if not 0 <= start <= num_steps:
-        raise TTSInputError(f"the search must start at a grid point in [0, {num_steps}], got {start}")
-    if not 1 <= delta_f < delta_b:
-        raise TTSInputError(f"need 1 <= delta_f < delta_b (paths must move toward the clean end), got {delta_f}, {delta_b}")
-    out, i = [], start
-    while i < num_steps:
-        j = max(0, i - delta_f)
-        k = min(j + delta_b, num_steps)
-        out.append((i, j, k))
-        i = k
-    return out
-
-
-def path_cost(num_steps: int, num_particles: int, num_children: int, start: int, delta_f: int,
-              delta_b: int) -> tuple[int, int]:
-    """(NFE, verifier calls) of one search over paths."""
-    n, m = num_particles, num_children
-    sched = path_schedule(num_steps, start, delta_f, delta_b)
-    return n * start + sum(n * m * (k - j) for _, j, k in sched), n * m * len(sched)
 
 
 def nearest_grid_point(proc: DenoisingProcess, sigma: float) -> int:
@@ -56,37 +34,7 @@ def nearest_grid_point(proc: DenoisingProcess, sigma: float) -> int:
     return min(range(len(levels)), key=lambda i: abs(levels[i] - sigma))
 
 
-def resolve_schedule(num_steps: int, start: int | None, delta_f: int | None,
-                     delta_b: int | None) -> tuple[int, int, int]:
-    """(start, delta_f, delta_b) with the defaults filled in: start num_steps // 4,
-    delta_f num_steps // 10 and delta_b num_steps // 5 (at least 1 and delta_f + 1)."""
-    start = num_steps // 4 if start is None else int(start)
-    delta_f = max(1, num_steps // 10) if delta_f is None else int(delta_f)
-    delta_b = max(delta_f + 1, num_steps // 5) if delta_b is None else int(delta_b)
-    return start, delta_f, delta_b
-
-
-PARAMS = [
-    Param("num_particles", int, None, "paths N kept after each round (default: as many as the budget pays for)", low=1),
-    Param("num_children", int, 4, "children M per path per round", low=1),
-    Param("sigma", float, None, "noise level in [0, 1] where branching starts (alternative to start)", low=0.0, high=1.0),
-    Param("start", int, None, "grid point where branching starts (default: num_steps // 4)", low=0),
-    Param("delta_f", int, None, "grid points each path is noised back per round (default: num_steps // 10, >= 1)",
-          low=1),
-    Param("delta_b", int, None, "grid points children are denoised forward per round (default: num_steps // 5, "
-          ">= delta_f + 1)", low=2),
-    KEEP_IMAGES,
-]
-
-
-def _min_budget(num_steps: int, o: dict) -> int:
-    # sigma needs the process's noise levels; without it the default start is used
-    start, delta_f, delta_b = resolve_schedule(num_steps, o["start"], o["delta_f"], o["delta_b"])
-    return path_cost(num_steps, o["num_particles"] or 1, o["num_children"], start, delta_f, delta_b)[0]
-
-
-@register_searcher("paths", "search over paths: branch noisy paths forward, denoise back, keep the best",
-                   params=PARAMS, min_budget=_min_budget)
+@register_searcher(PATHS)
 def search_over_paths(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
                       generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
                       num_particles: int | None = None, num_children: int = 4, sigma: float | None = None,

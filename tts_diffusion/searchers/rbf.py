@@ -49,19 +49,17 @@ from typing import Any, Callable
 
 import torch
 
+from ..catalog.searchers import CODE, GRIDS, INTERPOLANTS, RBF, SVDD, SearcherEntry
 from ..core.budget import Budget
 from ..core.process import Conditioning, DenoisingProcess, Prediction
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from ..params import Param
-from .base import KEEP_IMAGES, register_searcher
+from .base import register_searcher
 from .best_of_n import full_samples
 from .common import SearchLog
 
 RewardFn = Callable[[torch.Tensor], torch.Tensor]
-INTERPOLANTS = ("vp", "native")
-GRIDS = ("native", "vp")
 
 
 def stochastic_step(proc: DenoisingProcess, x: torch.Tensor, i: int, pred: Prediction, eta: float,
@@ -325,35 +323,7 @@ def _finish(log: SearchLog, res: ChainResult, settings: dict) -> SearchResult:
     return log.result({**settings, "search_nfe": res.nfe})
 
 
-#: Kim et al. 2025 compare RBF, SVDD and CoDe at 10 steps and NFE 500; those are their defaults
-PAPER_RUN = {"num_inference_steps": 10, "budget": 500}
-
-
-def _stochastic_params() -> list[Param]:
-    return [
-        Param("eta", float, 1.0, "noise of the stochastic steps (1: DDPM)", low=0.0),
-        Param("interpolant", str, "vp", "stochastic step on the VP-converted interpolant or the process's own",
-              choices=INTERPOLANTS),
-        Param("grid", str, "native", "the pipeline's grid or one uniform in VP time", choices=GRIDS),
-    ]
-
-
-RBF_PARAMS = [
-    Param("num_particles", int, 2, "chains C", low=1),
-    Param("init_pool", int, 25, "initial noises per chain; each chain starts from the best", low=1),
-    *_stochastic_params(),
-    Param("child_batch", int, 1, "children proposed per chain and batch (1: the paper)", low=1),
-    KEEP_IMAGES,
-]
-
-
-def _rbf_min_budget(num_steps: int, o: dict) -> int:
-    return o["num_particles"] * (o["init_pool"] + num_steps - 1)
-
-
-@register_searcher("rbf", "rollover budget forcing: flow ODE -> VP SDE, children per step until one improves "
-                          "the x0 reward, unspent NFE rolls over (Kim et al. 2025)", params=RBF_PARAMS,
-                   run_defaults=PAPER_RUN, min_budget=_rbf_min_budget)
+@register_searcher(RBF)
 def rbf(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
         generator: torch.Generator | None = None, *, negative_prompt: str | None = None, num_particles: int = 2,
         init_pool: int = 25, eta: float = 1.0, interpolant: str = "vp", grid: str = "native",
@@ -375,25 +345,11 @@ def rbf(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
                               "quotas": res.quotas})
 
 
-def _blockwise_params(block_default: int) -> list[Param]:
-    return [
-        Param("num_particles", int, 2, "particles K", low=1),
-        Param("num_children", int, None, "children M per particle and block (default: as many as the budget pays "
-              "for)", low=1),
-        Param("block", int, block_default, "stochastic steps each child runs before it is scored", low=1),
-        Param("alpha", float, 0.0, "0: keep the best child; > 0: sample one with probability ~ exp(r / alpha)",
-              low=0.0),
-        *_stochastic_params(),
-        KEEP_IMAGES,
-    ]
+def _blockwise_searcher(entry: SearcherEntry):
+    """The search function of a blockwise searcher (svdd, code); its name and default block
+    length come from its catalog entry."""
+    name, block_default = entry.name, entry.params.get("block").default
 
-
-def _blockwise_min_budget(num_steps: int, o: dict) -> int:
-    k = o["num_particles"]
-    return k + k * (o["num_children"] or 1) * (num_steps - 1)
-
-
-def _blockwise_searcher(name: str, block_default: int):
     def search(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
                generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
                num_particles: int = 2, num_children: int | None = None, block: int = block_default,
@@ -417,9 +373,5 @@ def _blockwise_searcher(name: str, block_default: int):
     return search
 
 
-svdd = register_searcher("svdd", "SVDD-style greedy search: per step, the best of M stochastic children by the "
-                                 "reward of their x0 estimate", params=_blockwise_params(1), run_defaults=PAPER_RUN,
-                         min_budget=_blockwise_min_budget)(_blockwise_searcher("svdd", 1))
-code = register_searcher("code", "CoDe: blockwise search, the best of M children each run a block of "
-                                 "stochastic steps", params=_blockwise_params(2), run_defaults=PAPER_RUN,
-                         min_budget=_blockwise_min_budget)(_blockwise_searcher("code", 2))
+svdd = register_searcher(SVDD)(_blockwise_searcher(SVDD))
+code = register_searcher(CODE)(_blockwise_searcher(CODE))

@@ -27,58 +27,28 @@ deterministic per generator seed. Chains are particles: the top-k selection goes
 `proc.select`. Critic verifier calls are charged to the budget's verifier count."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
+from ..catalog.budgets import fewest_chains, minimum_nfe, round_cost, sdedit_start
+from ..catalog.searchers import REFLECT
 from ..core.budget import Budget
 from ..core.process import Conditioning, DenoisingProcess
 from ..core.result import ChainStep, SearchResult, to_uint8
 from ..errors import TTSInputError
-from ..params import Param
-from ..reflection import CRITICS, REFINERS, Critique, make_critic, make_refiner
+from ..reflection import Critique, make_critic, make_refiner
 from ..reflection.critics import gives_feedback
 from ..verifiers.base import Verdict, Verifier
 from .base import register_searcher
 from .common import SearchLog
-
-REFINE_MODES = ("prompt", "image", "both")
-
-PARAMS = [
-    Param("num_samples", int, None, "initial noises sampled and verified (default: half of the budget's full samples)",
-          low=1),
-    Param("num_particles", int, None, "chains kept: the top initial samples by score (default: 2, at most num_samples)",
-          low=1),
-    Param("num_rounds", int, None, "critique-refine-generate rounds (default: as many as the budget pays for)", low=1),
-    Param("refine", str, "both", "prompt: refined prompt, new noise; image: SDEdit from the chain head with the"
-          " original prompt; both: SDEdit from the head with the refined prompt", choices=REFINE_MODES),
-    Param("strength", float, 0.6, "SDEdit strength for image / both: re-noise the head this far back"
-          " (costs ceil(strength * steps) NFE per chain and round)", low=0.0, high=1.0, low_open=True),
-    Param("critic", str, None, "feedback (the verifier's own, e.g. oracle) | decomposed (claims scored by the"
-          " verifier) | vlm (critic_model) | none (no critique); default: feedback if the verifier gives any, else decomposed",
-          choices=CRITICS, nullable=True),
-    Param("refiner", str, "rules", "rules (rewrite toward the failed claims) | lm (refiner_model)", choices=REFINERS),
-    Param("critic_model", str, None, "critic=vlm: local folder of a transformers vision-language model + processor"),
-    Param("refiner_model", str, None, "refiner=lm: local folder of a transformers causal LM + tokenizer"),
-    Param("claim_threshold", float, None, "decomposed critic: margin by which a claim's caption must beat its"
-          " contrasts (default 0: at least as high)"),
-    Param("stop_score", float, None, "stop once the best score reaches this (e.g. 1 with the oracle)"),
-    Param("keep_images", int, 16, "candidate images kept in the result (chain images are always kept)", low=1),
-]
-
-
-def sdedit_start(num_steps: int, strength: float) -> int:
-    """Grid point SDEdit restarts from: n - ceil(strength * n) (strength 1: pure noise)."""
-    return num_steps - math.ceil(strength * num_steps - 1e-9)
-
 
 def plan(budget: Budget, steps: int, child_cost: int, num_samples: int | None, num_particles: int | None,
          num_rounds: int | None) -> tuple[int, int, int]:
     """(initial samples N, chains K, rounds R) with N*steps + R*K*child_cost <= budget.
     Values the caller left out are derived; values given are never shrunk (TTSInputError)."""
     rem = budget.remaining_nfe
-    k_min = num_particles or 1
+    k_min = fewest_chains(num_samples, num_particles)
     n_min = max(num_samples or k_min, k_min)
     minimum = minimum_nfe(steps, child_cost, num_samples, num_particles, num_rounds)
     if rem < minimum:
@@ -105,32 +75,11 @@ def plan(budget: Budget, steps: int, child_cost: int, num_samples: int | None, n
     return n, k, r
 
 
-def round_cost(num_steps: int, refine: str, strength: float) -> int:
-    """NFE of one chain's child: a fresh sample (refine="prompt") or an SDEdit from the head."""
-    start = 0 if refine == "prompt" else sdedit_start(num_steps, strength)
-    return num_steps - start
-
-
-def minimum_nfe(steps: int, child_cost: int, num_samples: int | None, num_particles: int | None,
-                num_rounds: int | None) -> int:
-    """The least NFE a run needs: one initial sample per chain (or num_samples) plus one round
-    (or num_rounds rounds) of one child per chain."""
-    k = num_particles or 1
-    return max(num_samples or k, k) * steps + k * child_cost * (num_rounds or 1)
-
-
-def _min_budget(num_steps: int, o: dict) -> int:
-    return minimum_nfe(num_steps, round_cost(num_steps, o["refine"], o["strength"]), o["num_samples"],
-                       o["num_particles"], o["num_rounds"])
-
-
-@register_searcher("reflect", "reflection loop (ReflectionFlow): best-of-N, keep top chains, then rounds of"
-                   " critique -> refined prompt -> regenerate (new noise or SDEdit from the chain head) -> verify",
-                   params=PARAMS, min_budget=_min_budget)
+@register_searcher(REFLECT)
 def reflect(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
             generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
             **hyper: Any) -> SearchResult:
-    """Hyper-parameters: see PARAMS (`tts-diffusion list --searcher reflect`)."""
+    """Hyper-parameters: see REFLECT in catalog/searchers.py (`tts-diffusion list --searcher reflect`)."""
     o = {**reflect.params.defaults(), **reflect.params.validate(hyper)}  # type: ignore[attr-defined]
     steps = proc.num_steps
     fresh = o["refine"] == "prompt"

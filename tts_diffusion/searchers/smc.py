@@ -38,18 +38,17 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..catalog.searchers import POTENTIALS, RESAMPLING_SCHEMES, SMC
 from ..core.budget import Budget
-from ..core.particles import RESAMPLING_SCHEMES, dead_to_neginf, ess, normalize_log_weights, resample, should_resample
+from ..core.particles import dead_to_neginf, ess, normalize_log_weights, resample, should_resample
 from ..core.process import Conditioning, DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from ..params import Param
-from .base import KEEP_IMAGES, register_searcher
+from .base import register_searcher
 from .best_of_n import full_samples
 from .common import SearchLog
 
-POTENTIALS = ("difference", "max", "sum", "immediate")
 RewardFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -162,28 +161,7 @@ def fk_steering(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn,
     return run
 
 
-PARAMS = [
-    Param("num_particles", int, None, "particles K (default: as many full samples as the budget pays for)", low=1),
-    Param("reward_scale", float, 10.0, "lambda: the target is p(x) exp(lambda r(x))", low=0.0),
-    Param("potential", str, "max", "potential G built from the x0 rewards", choices=POTENTIALS),
-    Param("resample_interval", int, None, "grid points between potentials (default: num_steps // 5, >= 1)", low=1),
-    Param("window", tuple, None, "(first, end) grid points with potentials (default: (resample_interval, "
-          "num_steps))", length=2),
-    Param("resample_threshold", float, 0.5, "resample when ESS < threshold * K (1: every potential step, 0: never)",
-          low=0.0, high=1.0),
-    Param("resampling", str, "systematic", "resampling scheme", choices=RESAMPLING_SCHEMES),
-    Param("eta", float, 1.0, "noise of the stochastic steps (1: DDPM / the family's SDE)", low=0.0),
-    KEEP_IMAGES,
-]
-
-
-def _min_budget(num_steps: int, o: dict) -> int:
-    return (o["num_particles"] or 1) * num_steps
-
-
-@register_searcher("smc", "SMC / FK steering: K particles with stochastic steps, reward potentials on x0 estimates, "
-                          "resampling; final weights target p(x) exp(lambda r(x))", params=PARAMS,
-                   min_budget=_min_budget)
+@register_searcher(SMC)
 def smc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
         generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
         num_particles: int | None = None, reward_scale: float = 10.0, potential: str = "max",

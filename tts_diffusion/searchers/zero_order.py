@@ -17,18 +17,15 @@ import math
 
 import torch
 
+from ..catalog.searchers import ZERO_ORDER
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from ..params import Param
-from .base import KEEP_IMAGES, register_searcher
+from .base import register_searcher
 from .best_of_n import full_samples
 from .common import SearchLog
-
-ON_STALL = ("keep", "move", "restart")
-
 
 def shell_neighbours(pivot: torch.Tensor, n: int, step: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """n points y with ||y|| = ||pivot|| and ||y - pivot|| = step * ||pivot||, in uniformly
@@ -47,23 +44,7 @@ def shell_neighbours(pivot: torch.Tensor, n: int, step: float, generator: torch.
     return y.reshape(n, *pivot.shape[1:]).to(pivot.device, pivot.dtype)
 
 
-PARAMS = [
-    Param("num_children", int, 4, "neighbours N of the pivot per round", low=1),
-    Param("step_size", float, 0.5, "lambda: the neighbours' distance relative to the pivot's norm", low=0.0,
-          high=2.0, low_open=True),
-    Param("num_rounds", int, None, "rounds K (default: as many as the budget pays for, at least 1)", low=1),
-    Param("on_stall", str, "keep", "no neighbour beats the pivot: keep it (fresh neighbours), move to the best "
-          "neighbour anyway, or restart from a new noise", choices=ON_STALL),
-    KEEP_IMAGES,
-]
-
-
-def _min_budget(num_steps: int, o: dict) -> int:
-    return (1 + (o["num_rounds"] or 1) * o["num_children"]) * num_steps
-
-
-@register_searcher("zero_order", "zero-order search: move a pivot noise to its best neighbour on the Gaussian shell",
-                   params=PARAMS, min_budget=_min_budget)
+@register_searcher(ZERO_ORDER)
 def zero_order(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
                generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
                num_children: int = 4, step_size: float = 0.5, num_rounds: int | None = None, on_stall: str = "keep",

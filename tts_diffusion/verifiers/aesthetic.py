@@ -33,17 +33,15 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..catalog.verifiers import AESTHETIC, DEFAULT_MODEL, DEFAULT_PRETRAINED, HEAD_ENV, HEAD_NAME
 from ..errors import MissingWeightsError, TTSInputError
 from ..paths import assets_dir
-from ..params import Param
-from .base import Verifier, placement_params, register_verifier
-from .clip import DEFAULT_MODEL, DEFAULT_PRETRAINED, CLIPVerifier, _resolve_source
+from .base import Verifier, register_verifier
+from .clip import CLIPVerifier, _resolve_source
 from .score_mlp import LINEAR_IDX, RELU_IDX, ScoreMLP
 
 __all__ = ["AestheticVerifier", "AestheticHead", "make_aesthetic", "HEAD_ENV", "HEAD_NAME"]
 
-HEAD_ENV = "TTS_AESTHETIC_HEAD"
-HEAD_NAME = "sac+logos+ava1-l14-linearMSE.pth"
 HEAD_URL = "github.com/christophschuhmann/improved-aesthetic-predictor"
 _PREFIXES = ("module.", "model.", "mlp.")
 
@@ -177,17 +175,7 @@ class AestheticVerifier(Verifier):
         return f"head={self.head_path!r}, relu={self.head.relu}, clip={self.clip.source!r}"
 
 
-AESTHETIC_PARAMS = [
-    Param("head", str, None, f"the MLP head file (default: ${HEAD_ENV}, else {HEAD_NAME} in the cache)"),
-    Param("model", str, DEFAULT_MODEL, "open_clip architecture of the image embedding"),
-    Param("pretrained", str, DEFAULT_PRETRAINED, "open_clip pretrained tag", nullable=True),
-    Param("checkpoint", str, None, "path to CLIP weights for `model` (default: none, use `pretrained`)"),
-    *placement_params(64),
-]
-
-
-@register_verifier("aesthetic", "LAION aesthetic predictor: MLP head on the CLIP ViT-L/14 image embedding (prompt ignored)",
-                   params=AESTHETIC_PARAMS, extra=lambda k, v: k == "clip")
+@register_verifier(AESTHETIC, extra=lambda k, v: k == "clip")
 def make_aesthetic(**options: Any) -> AestheticVerifier:
     """Factory for the registry: head, model, pretrained, checkpoint, device, dtype, chunk_size."""
     if options.get("model", "") is None:

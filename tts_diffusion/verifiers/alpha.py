@@ -18,8 +18,8 @@ from typing import Iterator, Sequence
 
 import torch
 
+from ..catalog.verifiers import ALPHA
 from ..errors import TTSInputError
-from ..params import Param
 from .base import Verifier, register_verifier
 
 _ALPHAS: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar("tts_alphas", default=None)
@@ -76,11 +76,6 @@ class AlphaVerifier(Verifier):
         return self.forward(images, prompts)
 
 
-@register_verifier("alpha", "matte quality of rgba candidates: transparent border and a sharp (binary) matte",
-                   params=[
-                       Param("border_width", int, 2, "border band in pixels that should be transparent", low=1),
-                       Param("border_weight", float, 0.5, "weight of the border term (the rest: sharpness)",
-                             low=0.0, high=1.0),
-                   ])
+@register_verifier(ALPHA)
 def make_alpha(border_width: int = 2, border_weight: float = 0.5) -> AlphaVerifier:
     return AlphaVerifier(border_width, border_weight)

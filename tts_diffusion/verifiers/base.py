@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from ..catalog.verifiers import DTYPES, VerifierEntry, placement_params  # noqa: F401  (re-exported)
 from ..errors import TTSInputError
 from ..params import Param, ParamSpec
 
@@ -183,31 +184,27 @@ VerifierFactory = Callable[..., Verifier]
 _REGISTRY: dict[str, tuple[VerifierFactory, str]] = {}
 
 
-#: options most verifiers share (their Python values may also be torch.device / torch.dtype)
-DTYPES = ("fp16", "bf16", "fp32", "float16", "bfloat16", "float32", "half", "float")
-
-
-def placement_params(chunk_size: int = 64) -> list[Param]:
-    """device, dtype and chunk_size, declared the same way for every verifier with weights."""
-    return [
-        Param("device", str, None, "device to run on, e.g. cpu, cuda, cuda:1 (default: cpu; the pipeline moves it)"),
-        Param("dtype", str, None, "weights' dtype (default: fp16 on CUDA, fp32 elsewhere)", choices=DTYPES),
-        Param("chunk_size", int, chunk_size, "images per forward pass", low=1),
-    ]
-
-
-def register_verifier(name: str, description: str = "", *, params: Sequence[Param] = (),
+def register_verifier(name: str | VerifierEntry, description: str = "", *, params: Sequence[Param] = (),
                       extra: Callable[[str, Any], bool] | None = None
                       ) -> Callable[[VerifierFactory], VerifierFactory]:
     """Decorator: register a factory `f(**options) -> Verifier` under `name`; params: its
     options (params.py), used to parse `--verifier-option` and validate keyword options
-    before the factory runs. extra(key, value): True for options outside the spec that go
-    to the factory unchecked (the factory validates them; e.g. an ensemble's per-member
-    `clip.model` options)."""
+    before the factory runs. Instead of a name, description and params, `name` may be a
+    `VerifierEntry` that holds them (the built-in verifiers register with their entries in
+    `catalog.verifiers`, which `tts-diffusion list` reads without importing torch).
+    extra(key, value): True for options outside the spec that go to the factory unchecked
+    (the factory validates them; e.g. an ensemble's per-member `clip.model` options)."""
+    if isinstance(name, VerifierEntry):
+        if description or params:
+            raise ValueError("register_verifier takes a VerifierEntry or a name with its description and params,"
+                             " not both")
+        entry = name
+    else:
+        entry = VerifierEntry.declare(name, description, params=params)
 
     def deco(factory: VerifierFactory) -> VerifierFactory:
-        _REGISTRY[name] = (factory, description)
-        factory.params = ParamSpec(f"verifier {name!r}", list(params))  # type: ignore[attr-defined]
+        _REGISTRY[entry.name] = (factory, entry.description)
+        factory.params = entry.params  # type: ignore[attr-defined]
         factory.extra_option = extra  # type: ignore[attr-defined]
         return factory
 

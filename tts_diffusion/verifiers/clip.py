@@ -58,9 +58,9 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..catalog.verifiers import CLIP, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..errors import MissingWeightsError, TTSInputError
-from ..params import Param
-from .base import Verifier, placement_params, register_verifier
+from .base import Verifier, register_verifier
 from .preprocess import clip_preprocess
 
 __all__ = ["CLIPVerifier", "make_clip", "default_clip_source", "assets_dir"]
@@ -68,8 +68,6 @@ __all__ = ["CLIPVerifier", "make_clip", "default_clip_source", "assets_dir"]
 CHECKPOINT_ENV = "TTS_CLIP_CHECKPOINT"
 ASSETS_ENV = "TTS_DIFFUSION_ASSETS"
 DOMAIN_CLIP_DIRNAME = "shapes-clip"
-DEFAULT_MODEL = "ViT-L-14"
-DEFAULT_PRETRAINED = "openai"
 _WEIGHT_NAMES = (
     "open_clip_model.safetensors",
     "open_clip_pytorch_model.safetensors",
@@ -487,18 +485,7 @@ def _load_weights(net: torch.nn.Module, path: str, what: str) -> None:
 
 
 # --------------------------------------------------------------------------- registry
-CLIP_PARAMS = [
-    Param("model", str, None, "open_clip architecture (e.g. ViT-L-14) or a local model folder "
-          "(default: the project's domain CLIP when present, else ViT-L-14)"),
-    Param("pretrained", str, None, "open_clip pretrained tag (default: openai with ViT-L-14)"),
-    Param("checkpoint", str, None, "path to a weights file for `model` (default: none, use `pretrained`)"),
-    *placement_params(64),
-    Param("scale", float, 1.0, "multiplier of the cosine similarity", low=0.0, low_open=True),
-    Param("text_cache_size", int, 4096, "prompt embeddings kept in memory", low=0),
-]
-
-
-@register_verifier("clip", "CLIP score (cosine of image and prompt embeddings) through open_clip", params=CLIP_PARAMS)
+@register_verifier(CLIP)
 def make_clip(**options) -> CLIPVerifier:
     """Factory for the registry. Without `model` (and `checkpoint`) options the project's
     domain CLIP (``<assets>/shapes-clip``) is used when present, else ViT-L-14/openai."""

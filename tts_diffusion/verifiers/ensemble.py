@@ -42,13 +42,12 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..catalog.verifiers import ENSEMBLE, ENSEMBLE_MODES as _MODES
 from ..errors import TTSInputError
-from ..params import Param
-from .base import DTYPES, Verdict, Verifier, check_inputs, load_verifier, register_verifier
+from .base import Verdict, Verifier, check_inputs, load_verifier, register_verifier
 
 __all__ = ["EnsembleVerifier", "average_ranks", "make_ensemble"]
 
-_MODES = ("rank", "zscore")
 _SHARED = ("device", "dtype", "chunk_size")
 
 
@@ -265,16 +264,6 @@ def _split(value: Any) -> list:
     return list(value)
 
 
-ENSEMBLE_PARAMS = [
-    Param("members", str, "clip,oracle", "member verifiers, comma separated (Python: also a list or {name: verifier})"),
-    Param("weights", tuple, None, "one weight >= 0 per member, e.g. 1,2 (default: equal)", item_type=float),
-    Param("mode", str, "rank", "rank: mean within-batch rank; zscore: weighted standardised scores", choices=_MODES),
-    Param("device", str, None, "device of every member built by name"),
-    Param("dtype", str, None, "dtype of every member built by name", choices=DTYPES),
-    Param("chunk_size", int, None, "chunk size of every member built by name (default: each member's own)", low=1),
-]
-
-
 def _ensemble_extra(key: str, value: Any) -> bool:
     """Options the factory checks itself: per-member `name.option` keys, Python-only
     mappings, and members / weights given as Python objects."""
@@ -283,8 +272,7 @@ def _ensemble_extra(key: str, value: Any) -> bool:
             or (key == "weights" and isinstance(value, (str, Mapping))))
 
 
-@register_verifier("ensemble", "rank-average (Ma et al. 2025) or z-score weighted ensemble of other verifiers",
-                   params=ENSEMBLE_PARAMS, extra=_ensemble_extra)
+@register_verifier(ENSEMBLE, extra=_ensemble_extra)
 def make_ensemble(
     members: Any = "clip,oracle",
     weights: Any = None,

@@ -69,10 +69,10 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..catalog.verifiers import IMAGE_REWARD
 from ..errors import MissingWeightsError, TTSInputError
 from ..paths import assets_dir
-from ..params import Param
-from .base import Verifier, placement_params, register_verifier
+from .base import Verifier, register_verifier
 from .blip import (
     MED_CONFIG_BASE,
     VIT_LARGE,
@@ -406,21 +406,7 @@ def _vision_config(value, sd: Mapping[str, torch.Tensor] | None) -> VisionConfig
 
 
 # --------------------------------------------------------------------------- registry
-IMAGE_REWARD_PARAMS = [
-    Param("checkpoint", str, None, "ImageReward.pt (default: looked up in model_dir / the Hugging Face cache)"),
-    Param("med_config", str, None, "BERT med_config.json (default: next to the checkpoint, else built in)"),
-    Param("vocab", str, None, "bert-base-uncased vocab.txt (default: next to the checkpoint / in the cache)"),
-    Param("model_dir", str, None, "folder holding ImageReward.pt, med_config.json and vocab.txt"),
-    Param("vision_config", str, None, "vision tower config json (default: inferred from the checkpoint)"),
-    *placement_params(64),
-    Param("random_weights", bool, False, "random weights of the real architecture (benchmarks, tests)"),
-    Param("seed", int, 0, "seed of random_weights", low=0),
-    Param("token_cache_size", int, 4096, "tokenised prompts kept in memory", low=0),
-]
-
-
-@register_verifier("image_reward", "ImageReward human-preference reward (BLIP ViT-L + BERT), THUDM v1.0 weights",
-                   params=IMAGE_REWARD_PARAMS)
+@register_verifier(IMAGE_REWARD)
 def make_image_reward(**options) -> ImageRewardVerifier:
     """Factory for the registry: options are ImageRewardVerifier's (checkpoint, med_config,
     vocab, model_dir, vision_config, device, dtype, chunk_size, random_weights)."""

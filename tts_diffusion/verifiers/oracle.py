@@ -12,10 +12,10 @@ from typing import Sequence
 
 import torch
 
+from ..catalog.verifiers import ORACLE
 from ..shapes.grammar import parse_prompt
 from ..shapes.oracle import OracleResult, check_batch
-from ..params import Param
-from .base import DTYPES, Verdict, Verifier, check_inputs, register_verifier
+from .base import Verdict, Verifier, check_inputs, register_verifier
 
 
 class OracleVerifier(Verifier):
@@ -53,15 +53,7 @@ class OracleVerifier(Verifier):
         )
 
 
-ORACLE_PARAMS = [
-    Param("chunk_size", int, 256, "images per batch", low=1),
-    Param("device", str, None, "accepted for symmetry with other verifiers and ignored (the oracle runs on CPU)"),
-    Param("dtype", str, None, "accepted for symmetry with other verifiers and ignored", choices=DTYPES),
-]
-
-
-@register_verifier("oracle", "exact checker for the embedded shapes world (counts, colours, shapes, positions)",
-                   params=ORACLE_PARAMS)
+@register_verifier(ORACLE)
 def make_oracle(**options) -> OracleVerifier:
     """Factory for the registry. Accepts `chunk_size`; the oracle has no other options
     (device and dtype options of other verifiers are accepted and ignored)."""
