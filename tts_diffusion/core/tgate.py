@@ -131,6 +131,12 @@ class TGate:
             return CACHE, CACHE, True
         return REUSE, (CACHE if s % self.fi_interval == 0 else REUSE), False  # fidelity improving
 
+    def phases(self, num_steps: int) -> set[tuple[str, str]]:
+        """The distinct (cross-attention, self-attention) modes of a run of `num_steps`
+        steps (at most six): what the hooks branch on, so the number of graphs a compiled
+        denoiser needs per batch shape."""
+        return {self.plan(s)[:2] for s in range(num_steps)}
+
     def describe(self) -> dict[str, int]:
         return asdict(self)
 
