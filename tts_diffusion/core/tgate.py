@@ -134,7 +134,8 @@ class TGate:
     def phases(self, num_steps: int) -> set[tuple[str, str]]:
         """The distinct (cross-attention, self-attention) modes of a run of `num_steps`
         steps (at most six): what the hooks branch on, so the number of graphs a compiled
-        denoiser needs per batch shape."""
+        denoiser needs per batch shape (the warm-up's (COMPUTE, COMPUTE) graph is the
+        ungated one)."""
         return {self.plan(s)[:2] for s in range(num_steps)}
 
     def describe(self) -> dict[str, int]:
@@ -167,26 +168,29 @@ class TGateState:
 
     # --- one denoiser call ------------------------------------------------------------
     @contextlib.contextmanager
-    def forward(self, step: int, rows: slice, k: int) -> Iterator["Frame"]:
+    def forward(self, step: int, rows: slice, k: int) -> Iterator["Frame | None"]:
         """The frame of one denoiser call on particle rows `rows` at step `step`, the model
         batch being k * (rows.stop - rows.start) (k = 2 with CFG): the hooks of this
         thread see it while the block runs; on a normal exit the outputs they marked for
-        caching are written to the store."""
+        caching are written to the store. A step that computes everything (the warm-up)
+        gets no frame: the model runs exactly as ungated (one compiled graph for both)."""
         ca, sa, average = self.config.plan(step)
-        batch = k * (rows.stop - rows.start)
-        reuse = {}
-        for key in self.store:
-            if (ca if key[1] == "ca" else sa) == REUSE:
-                cached = self.read(key, rows, batch)
-                if cached is not None:
-                    reuse[key] = cached
-        frame = Frame(ca, sa, reuse)
+        frame = None
+        if (ca, sa) != (COMPUTE, COMPUTE):
+            batch = k * (rows.stop - rows.start)
+            reuse = {}
+            for key in self.store:
+                if (ca if key[1] == "ca" else sa) == REUSE:
+                    cached = self.read(key, rows, batch)
+                    if cached is not None:
+                        reuse[key] = cached
+            frame = Frame(ca, sa, reuse)
         token = _FRAME.set(frame)
         try:
             yield frame
         finally:
             _FRAME.reset(token)
-        for key, out in frame.out.items():
+        for key, out in (frame.out.items() if frame is not None else ()):
             self.write(key, rows, out, average)
 
     # --- cache I/O for the rows in flight -------------------------------------------
