@@ -61,7 +61,8 @@ def compile_pipeline(pipe: Any, mode: str = "default", channels_last: bool | Non
         return
     use_channels_last(pipe, channels_last)
     config = torch._dynamo.config
-    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+    limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
+    setattr(config, limit, max(getattr(config, limit), RECOMPILE_LIMIT))
     kw = {"dynamic": False, "backend": backend, **({} if mode == "default" else {"mode": mode})}
     den.compile(**kw)
     pipe.vae.decoder.compile(**kw)
