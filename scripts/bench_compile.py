@@ -1,21 +1,24 @@
-"""The fast path on one GPU: best-of-N at SD-1.5 size, eager against compiled (denoiser and
-VAE decoder under torch.compile) and compiled + T-GATE, in one run, with compile times and
-the FLOP floor of the search.
+"""The fast path on one GPU: best-of-N at SD-1.5 size, eager / eager + T-GATE / compiled
+(denoiser and VAE decoder under torch.compile) / compiled + T-GATE, in one run, with compile
+times, what dynamo compiled for each variant, and the FLOP floor of the search.
 
 Setting (issue 13): SD-1.5 architecture (random weights, real sizes), best-of-32, 512x512,
 25 DDIM steps, CFG 7.5, CLIP ViT-L/14-architecture verifier (random weights), fp16.
 
-    python scripts/bench_compile.py --out docs/bench_compile.json                          # H100
-    python scripts/bench_compile.py --modes default,max-autotune-no-cudagraphs,reduce-overhead --out ...
-    python scripts/bench_compile.py --device cpu --tiny --size 64 --n 2 --steps 2 --backend aot_eager --repeats 1
+    python scripts/bench_compile.py --out docs/bench_compile.json          # one H100: ~3 min
+    python scripts/bench_compile.py --modes default,max-autotune-no-cudagraphs --out ...   # slow autotuning
+    python scripts/bench_compile.py --smoke --out /tmp/bench_compile.json  # CPU, tiny models, aot_eager
 
 Per variant: the first search (which compiles every shape it meets), the median of
-`--repeats` later searches, compile time = first - median, and how far the compiled
-search's candidate scores and 8-bit images are from the eager ones. Each compile mode gets a
-freshly built pipeline (same seed, same weights). T-GATE runs only where `TTSPipeline`
-takes `tgate=` (gate step `--tgate`). The FLOP floor counts one UNet row, one VAE decode
-and one verifier image with torch's FlopCounterMode and divides the search's total by
-`--peak-tflops` (H100 SXM dense fp16: 989).
+`--repeats` later searches, compile time = first - median, how far the candidate scores and
+8-bit images are from the eager ones (T-GATE rows: from eager + T-GATE), and from
+torch._dynamo.utils.counters what dynamo did: graphs compiled in the first search
+(`graphs_first`; with T-GATE one per phase and batch shape, core/tgate.py), graphs compiled
+in the later identical searches (`recompiles`, 0 when the guards hold), graph breaks, and
+functions dynamo gave up on at the recompile limit (`recompile_limit_hits`). Each compile
+mode gets a freshly built pipeline (same seed, same weights). The FLOP floor counts one UNet
+row, one VAE decode and one verifier image with torch's FlopCounterMode and divides the
+search's total by `--peak-tflops` (H100 SXM dense fp16: 989).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from torch._dynamo.utils import counters  # noqa: E402
 
 from tts_diffusion.bench.timing import sync  # noqa: E402
 from tts_diffusion.testing.sd15 import build_sd15  # noqa: E402
@@ -60,17 +64,31 @@ def flop_floor(pipe, verifier, args, device, dtype) -> dict:
     return out
 
 
+def dynamo_counts() -> dict[str, int]:
+    """What dynamo has done so far in this process (torch._dynamo.utils.counters)."""
+    limit = sum(n for group in ("unimplemented", "graph_break") for reason, n in counters[group].items()
+                if "recompile limit" in reason.lower() or "cache_size_limit" in reason.lower())
+    return {"graphs": counters["stats"]["unique_graphs"], "frames": counters["frames"]["total"],
+            "graph_breaks": sum(counters["graph_break"].values()), "recompile_limit_hits": limit}
+
+
+def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before[k] for k in after}
+
+
 def run_variant(name, tts, verifier, args, device, call_kw) -> dict:
     def search():
         return tts(PROMPT, verifier=verifier, budget=args.n * args.steps, seed=0, num_inference_steps=args.steps,
                    guidance_scale=args.guidance, height=args.size, width=args.size, max_batch=args.max_batch,
                    progress=False, **call_kw)
 
+    c0 = dynamo_counts()
     sync(device)
     t0 = time.perf_counter()
     search()
     sync(device)
     first = time.perf_counter() - t0
+    c1 = dynamo_counts()
     times, res = [], None
     for _ in range(args.repeats):
         sync(device)
@@ -78,10 +96,17 @@ def run_variant(name, tts, verifier, args, device, call_kw) -> dict:
         res = search()
         sync(device)
         times.append(time.perf_counter() - t0)
+    c2 = dynamo_counts()
     med = statistics.median(times)
-    print(f"{name:<44} first {first:8.2f} s   median {med:7.3f} s   compile ~{max(first - med, 0):7.1f} s", flush=True)
+    first_d, later_d = _delta(c1, c0), _delta(c2, c1)
+    dynamo = {"graphs_first": first_d["graphs"], "frames_first": first_d["frames"],
+              "recompiles": later_d["graphs"], "graph_breaks": first_d["graph_breaks"] + later_d["graph_breaks"],
+              "recompile_limit_hits": first_d["recompile_limit_hits"] + later_d["recompile_limit_hits"]}
+    print(f"{name:<44} first {first:8.2f} s   median {med:7.3f} s   compile ~{max(first - med, 0):7.1f} s   "
+          f"graphs {dynamo['graphs_first']}, recompiles {dynamo['recompiles']}, breaks {dynamo['graph_breaks']}, "
+          f"limit hits {dynamo['recompile_limit_hits']}", flush=True)
     return {"variant": name, "first_s": first, "times_s": times, "median_s": med, "compile_s": max(first - med, 0.0),
-            "phases": res.timings, "scores": [c.score for c in res.candidates],
+            "dynamo": dynamo, "phases": res.timings, "scores": [c.score for c in res.candidates],
             "images": torch.stack([c.image for c in res.candidates if c.image is not None])}
 
 
@@ -94,18 +119,26 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--max-batch", type=int, default=32, help="rows per denoiser call (CFG doubles the UNet batch)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--modes", default="default,max-autotune-no-cudagraphs", help="torch.compile modes to time")
+    ap.add_argument("--modes", default="default", help="torch.compile modes to time, comma-separated (max-autotune"
+                                                     " modes autotune for many minutes at SD-1.5 size)")
     ap.add_argument("--backend", default="inductor", help="torch.compile backend (aot_eager: CPU smoke)")
     ap.add_argument("--tgate", type=int, default=10, help="T-GATE gate step (0: skip)")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 peak of the GPU (H100 SXM: 989)")
     ap.add_argument("--tiny", action="store_true", help="tiny models (CPU smoke test)")
+    ap.add_argument("--smoke", action="store_true", help="quick CPU check: tiny models, aot_eager, 64 px, best-of-2,"
+                                                         " 4 steps, gate step 2, one repeat")
     ap.add_argument("--out", default="docs/bench_compile.json")
     args = ap.parse_args()
+    if args.smoke:
+        args.device, args.tiny, args.backend, args.size, args.n, args.steps = "cpu", True, "aot_eager", 64, 2, 4
+        args.tgate, args.repeats, args.max_batch = 2, 1, 2
 
-    from tts_diffusion import TTSPipeline
+    from tts_diffusion import TGate, TTSPipeline
     from tts_diffusion.verifiers import CLIPVerifier
 
     device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # tiny models on a shared CPU: one thread is faster and steadier
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     verifier = CLIPVerifier(model="RN50" if args.tiny else "ViT-L-14", pretrained=None, device=device)
     has_tgate = "tgate" in inspect.signature(TTSPipeline.__call__).parameters
@@ -137,7 +170,7 @@ def main() -> None:
 
     eager = rows[0]
     print(f"\n{'variant':<44} {'median s':>9} {'vs eager':>9} {'compile s':>10} {'vs floor':>9} {'max |score diff|':>17}"
-          f" {'max 8-bit diff':>15}")
+          f" {'max 8-bit diff':>15} {'graphs':>7} {'recompiles':>11} {'breaks':>7}")
     for r in rows:
         same_ref = eager if "T-GATE" not in r["variant"] else next((x for x in rows if x["variant"].startswith("eager +")),
                                                                    eager)
@@ -145,13 +178,16 @@ def main() -> None:
         r["max_image_diff_levels"] = int((r["images"].int() - same_ref["images"].int()).abs().max())
         r["speedup_vs_eager"] = eager["median_s"] / r["median_s"]
         print(f"{r['variant']:<44} {r['median_s']:9.3f} {r['speedup_vs_eager']:8.2f}x {r['compile_s']:10.1f} "
-              f"{r['median_s'] / floor['floor_s']:8.2f}x {r['max_score_diff']:17.2e} {r['max_image_diff_levels']:15d}")
+              f"{r['median_s'] / floor['floor_s']:8.2f}x {r['max_score_diff']:17.2e} {r['max_image_diff_levels']:15d}"
+              f" {r['dynamo']['graphs_first']:7d} {r['dynamo']['recompiles']:11d} {r['dynamo']['graph_breaks']:7d}")
     print("(score / image differences: against eager, or against eager + T-GATE for T-GATE rows)")
     for r in rows:
         del r["images"]
     out = {"device": dev_name, "dtype": str(dtype), "torch": torch.__version__, "n": args.n, "steps": args.steps,
            "size": args.size, "guidance": args.guidance, "max_batch": args.max_batch, "backend": args.backend,
-           "tgate_available": has_tgate, "flop_floor": floor, "rows": rows}
+           "tgate_available": has_tgate, "flop_floor": floor, "rows": rows,
+           # graphs a compiled gated search needs per batch shape (the CFG batch halves after the gate)
+           "tgate_phases": len(TGate(gate_step=args.tgate).phases(args.steps)) if has_tgate and args.tgate else None}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(f"wrote {args.out}")

@@ -1,5 +1,8 @@
 """`compile=True`: the denoiser and VAE decoder run under torch.compile and the search
-returns what the eager pipeline returns (fp32 on the CPU, a tiny SD-1.5 pipeline).
+returns what the eager pipeline returns (fp32 on the CPU, a tiny SD-1.5 pipeline). With
+T-GATE the denoiser compiles one graph per T-GATE phase, without graph breaks, and a second
+search compiles nothing (issue 13: per-step state read inside the graph made dynamo
+recompile every step until it gave up and ran the model eagerly).
 
 The quick check traces with the "aot_eager" backend (graph capture and the in-place
 wiring, seconds); the same check with inductor's generated kernels takes about 4 minutes on
@@ -8,12 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from tts_diffusion import TTSInputError, TTSPipeline
-from tts_diffusion.pipelines.compile import denoiser_of, is_compiled
+from tts_diffusion import TGate, TTSInputError, TTSPipeline
+from tts_diffusion.core.process import DenoisingProcess
+from tts_diffusion.pipelines.compile import compile_pipeline, denoiser_of, is_compiled
 from tts_diffusion.testing.helpers import BrightnessVerifier
 from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline, pipeline_call_kwargs
 
@@ -55,3 +60,68 @@ def test_compiled_search_equals_eager(backend):
 def test_bad_compile_mode_is_refused(bad):
     with pytest.raises(TTSInputError, match="compile must be"):
         TTSPipeline(make_tiny_pipeline("sd15"), compile=bad)
+
+
+def test_compiled_tgate_search_compiles_once_per_phase_without_graph_breaks():
+    """A gated best-of-4 in two equal chunks (max_batch 2) under a counting aot_eager backend:
+    the denoiser compiles one graph per T-GATE phase (here 4: before the gate self-attention
+    cached / reused, the gate, after the gate; each phase has one batch shape) and the VAE
+    decoder one, nothing breaks the graphs, a second identical search compiles nothing, and
+    the result is the eager gated search's."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+    from torch._dynamo.utils import counters
+
+    steps, tg = 5, TGate(gate_step=3, sp_interval=2, fi_interval=1, warm_up=0)
+    phases = tg.phases(steps)
+    assert len(phases) == 4  # the plan exercises self-attention reuse before and cross-attention reuse after
+    kw = dict(searcher="best_of_n", budget=4 * steps, num_inference_steps=steps, max_batch=2, tgate=tg,
+              output_type="pt", progress=False, **pipeline_call_kwargs("sd15"))
+    eager = TTSPipeline(make_tiny_pipeline("sd15"), verifier=BrightnessVerifier())("a red circle", **kw)
+
+    torch._dynamo.reset()
+    counters.clear()
+    backend = CompileCounterWithBackend("aot_eager")
+    fast = TTSPipeline(make_tiny_pipeline("sd15"), verifier=BrightnessVerifier()).compile(True, backend=backend)
+    first = fast("a red circle", **kw)
+    frames = backend.frame_count
+    assert len(phases) <= frames <= len(phases) + 1, frames  # + 1: the VAE decoder (one decode batch)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    second = fast("a red circle", **kw)
+    assert backend.frame_count == frames  # no recompiles: the guards hold across steps, chunks and calls
+    assert not counters["graph_break"]
+
+    assert [x.score for x in first.candidates] == pytest.approx([x.score for x in eager.candidates], abs=1e-6)
+    assert (first.images - eager.images).abs().max() <= 1 / 255 + 1e-6  # 8-bit candidates: at most one level apart
+    assert torch.equal(first.images, second.images)
+
+
+def test_compiled_tgate_process_reproduces_the_reference_package_in_six_graphs():
+    """Known answer: the reference package `tgate==1.0.0` (tests/fixtures/tgate, as in
+    test_tgate.py; the ungated output is > 100 x the tolerance away from it). The first
+    fixture run (gate 6 of 8, sp 3, fi 2, warm-up 1) meets all six T-GATE phases; one
+    particle per chunk (max_batch 1), so every phase has one batch shape: six graphs, the
+    most a gated run needs per batch shape, and none more for a second run."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+    from torch._dynamo.utils import counters
+
+    fx = torch.load(Path(__file__).parent / "fixtures" / "tgate" / "reference.pt")
+    run = fx["runs"][0]
+    tg = TGate(run["gate_step"], run["sp_interval"], run["fi_interval"], run["warm_up"])
+    assert len(tg.phases(run["num_steps"])) == 6
+    torch._dynamo.reset()
+    counters.clear()
+    pipe = make_tiny_pipeline("sd15")
+    backend = CompileCounterWithBackend("aot_eager")
+    compile_pipeline(pipe, backend=backend)
+    base = DenoisingProcess.from_pipeline(pipe, run["num_steps"], fx["guidance_scale"], height=fx["size"],
+                                          width=fx["size"], max_batch=1)
+    ref = run["latents_out"]
+    tol = 1e-5 * ref.abs().max().item() + 1e-5
+    for k in range(2):
+        proc = base.for_call()
+        proc.enable_tgate(tg)
+        proc.reset_particles(2)
+        out, _ = proc.sample(fx["latents"].clone(), proc.encode(fx["prompt"]))
+        assert (out - ref).abs().max().item() <= tol, (out - ref).abs().max()
+        assert backend.frame_count == 6, (k, backend.frame_count)  # the decoder is not called here
+        assert not counters["graph_break"], dict(counters["graph_break"])

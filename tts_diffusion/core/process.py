@@ -255,6 +255,15 @@ class DenoisingProcess:
         return pred if hook is None else hook(self, x, i, cond, pred)
 
     def _guided(self, x: torch.Tensor, i: int, cond: Conditioning, cfg: bool):
+        """The model output for the rows `self.call.rows` (x), guided when cfg. With T-GATE
+        the hooks see this call's frame (core/tgate.py), built here, outside the model."""
+        state = self.call.get(TGATE_ENTRY)
+        if state is None or self.call.rows is None:
+            return self._guided_forward(x, i, cond, cfg)
+        with state.forward(i, self.call.rows, 2 if cfg else 1):
+            return self._guided_forward(x, i, cond, cfg)
+
+    def _guided_forward(self, x: torch.Tensor, i: int, cond: Conditioning, cfg: bool):
         rows = x.shape[0]
         t = self.model_timesteps[i].to(self.device)
         t = t.expand(rows * (2 if cfg else 1))

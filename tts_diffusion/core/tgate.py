@@ -22,25 +22,37 @@ diffusers' own PyramidAttentionBroadcast) on every attention module of the denoi
 installed (SDPA, xformers, LoRA, IP-Adapter), and only short-circuits it to return a cached
 output. Whether a call is cross-attention is read from the call itself (it is passed
 `encoder_hidden_states`), as the reference does. The hooks are installed once on the shared
-model and are inert unless the current call (`current_call()`) carries a `TGateState`, so one
-pipeline serves gated and ungated calls from many threads.
+model and are inert unless a gated call's denoiser forward is in flight in this thread (a
+context variable holds its `Frame`, below), so one pipeline serves gated and ungated calls
+from many threads.
 
 Caches are per particle: a `TGateState` (a `CallState` entry) holds, for every attention
 module, a tensor [num_particles, k, ...] (k = 2 for the CFG halves, 1 after averaging or
-without CFG) and a validity mask; the forward in flight reads and writes the rows
-`current_call().rows`; `proc.select(idx)` indexes them and a new draw of noise resets them.
+without CFG) and a validity mask; `proc.select(idx)` indexes them and a new draw of noise
+resets them.
+
+Under torch.compile: everything that depends on the step, the rows in flight or the cache
+dictionaries is decided OUTSIDE the denoiser. Around each denoiser call the process opens
+`TGateState.forward(step, rows, k)`, which builds a `Frame`: the two modes of this step
+(constant strings, one per phase), the cached outputs these rows reuse, already in the
+model's batch layout, and an empty dict the hooks fill with the outputs to cache; on exit
+the state writes those into the per-particle store (averaging the CFG halves at the gate).
+The hook itself only compares the frame's modes, looks its key up in `reuse` and stores
+into `out`, so dynamo traces it without a graph break and guards on the phase only: a
+search compiles one graph per (phase, batch shape), and a second search compiles none.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
-from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Iterator
 
 import torch
 
 from ..errors import TTSInputError
 from ..params import Param, ParamSpec
-from .state import current_call
 
 #: name of the CallState entry and of the diffusers hook
 ENTRY = "tgate"
@@ -119,6 +131,13 @@ class TGate:
             return CACHE, CACHE, True
         return REUSE, (CACHE if s % self.fi_interval == 0 else REUSE), False  # fidelity improving
 
+    def phases(self, num_steps: int) -> set[tuple[str, str]]:
+        """The distinct (cross-attention, self-attention) modes of a run of `num_steps`
+        steps (at most six): what the hooks branch on, so the number of graphs a compiled
+        denoiser needs per batch shape (the warm-up's (COMPUTE, COMPUTE) graph is the
+        ungated one)."""
+        return {self.plan(s)[:2] for s in range(num_steps)}
+
     def describe(self) -> dict[str, int]:
         return asdict(self)
 
@@ -146,6 +165,33 @@ class TGateState:
                 rows = idx.to(t.device)
             self.store[key] = (t[rows], valid[idx])
         self.num_particles = int(idx.numel())
+
+    # --- one denoiser call ------------------------------------------------------------
+    @contextlib.contextmanager
+    def forward(self, step: int, rows: slice, k: int) -> Iterator["Frame | None"]:
+        """The frame of one denoiser call on particle rows `rows` at step `step`, the model
+        batch being k * (rows.stop - rows.start) (k = 2 with CFG): the hooks of this
+        thread see it while the block runs; on a normal exit the outputs they marked for
+        caching are written to the store. A step that computes everything (the warm-up)
+        gets no frame: the model runs exactly as ungated (one compiled graph for both)."""
+        ca, sa, average = self.config.plan(step)
+        frame = None
+        if (ca, sa) != (COMPUTE, COMPUTE):
+            batch = k * (rows.stop - rows.start)
+            reuse = {}
+            for key in self.store:
+                if (ca if key[1] == "ca" else sa) == REUSE:
+                    cached = self.read(key, rows, batch)
+                    if cached is not None:
+                        reuse[key] = cached
+            frame = Frame(ca, sa, reuse)
+        token = _FRAME.set(frame)
+        try:
+            yield frame
+        finally:
+            _FRAME.reset(token)
+        for key, out in (frame.out.items() if frame is not None else ()):
+            self.write(key, rows, out, average)
 
     # --- cache I/O for the rows in flight -------------------------------------------
     def write(self, key: tuple[str, str], rows: slice, out: torch.Tensor, average: bool) -> None:
@@ -178,6 +224,24 @@ class TGateState:
         return v.transpose(0, 1).reshape(batch, *v.shape[2:])
 
 
+@dataclass
+class Frame:
+    """What the hooks read during one denoiser call: the cross- and self-attention modes of
+    the step (COMPUTE, CACHE or REUSE; constant per phase, so dynamo guards on them cheaply),
+    the cached outputs to return, by (module name, "ca" | "sa"), in the model's batch layout
+    (only for REUSE modes and rows with a valid cache), and the outputs the hooks hand back to
+    be cached (filled during the call)."""
+
+    ca: str
+    sa: str
+    reuse: dict[tuple[str, str], torch.Tensor]
+    out: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+
+
+#: the frame of the denoiser call in flight in this thread / context (None: hooks are inert)
+_FRAME: contextvars.ContextVar[Frame | None] = contextvars.ContextVar("tts_tgate_frame", default=None)
+
+
 def _grow(t: torch.Tensor, valid: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     t2 = torch.zeros((n, *t.shape[1:]), dtype=t.dtype, device=t.device)
     v2 = torch.zeros(n, dtype=torch.bool)
@@ -192,32 +256,31 @@ def _hook_class():
 
     class TGateHook(ModelHook):
         """Delegates to the attention module's own forward (its installed processor); returns
-        the cached output when the current call's T-GATE plan says so."""
+        the cached output when the frame of the denoiser call in flight says so."""
 
         def __init__(self, name: str):
             super().__init__()
             self.name = name
 
         def new_forward(self, module: torch.nn.Module, *args, **kwargs):
+            # traced by dynamo under torch.compile: read only the frame (no step, rows, or
+            # store here), so the graph depends on the phase and nothing else
             forward = self.fn_ref.original_forward
-            call = current_call()
-            state = None if call is None else call.get(ENTRY)
-            if state is None or call.rows is None or call.step is None:
+            frame = _FRAME.get()
+            if frame is None:
                 return forward(*args, **kwargs)
-            hidden = args[0] if args else kwargs["hidden_states"]
             ehs = args[1] if len(args) > 1 else kwargs.get("encoder_hidden_states")
             cross = ehs is not None
-            ca, sa, average = state.config.plan(call.step)
-            mode = ca if cross else sa
+            mode = frame.ca if cross else frame.sa
             key = (self.name, "ca" if cross else "sa")
             if mode == REUSE:
-                cached = state.read(key, call.rows, hidden.shape[0])
+                cached = frame.reuse.get(key)
                 if cached is not None:
                     return cached
-                return forward(*args, **kwargs)
+                return forward(*args, **kwargs)  # no cache for these rows: the reference computes
             out = forward(*args, **kwargs)
             if mode == CACHE:
-                state.write(key, call.rows, out, average)
+                frame.out[key] = out
             return out
 
     return TGateHook

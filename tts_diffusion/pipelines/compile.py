@@ -6,10 +6,19 @@ the compiled graph), with static shapes: a shape is compiled on first use and re
 every later call with that particle batch, size and dtype. A UNet and the VAE switch to
 channels_last on CUDA (convolutions run faster in that layout on tensor cores); a
 transformer denoiser keeps its layout. Compiling costs time once per shape (tens of seconds
-for SD-1.5 size on an H100): it pays when the same shapes are searched many times."""
+for SD-1.5 size on an H100): it pays when the same shapes are searched many times.
+
+With T-GATE the denoiser compiles one graph per phase and batch shape (core/tgate.py: the
+hooks read only the phase's modes; steps, rows and caches are handled outside the graph),
+at most six phases (`TGate.phases`): before the gate self-attention computed / cached /
+reused, the gate, after the gate self-attention cached / reused. The CFG batch halves after the
+gate, so a gated search meets two batch shapes (four where the particles do not split into
+equal `max_batch` chunks). Dynamo's default of 8 graphs per function would be reached by
+that, after which it silently runs the function eagerly, so `compile_pipeline` raises the
+limit to `RECOMPILE_LIMIT`."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -17,6 +26,9 @@ from ..errors import TTSInputError
 
 #: torch.compile modes; "reduce-overhead" adds CUDA graphs (one per batch shape)
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+#: graphs dynamo keeps per compiled function: (ungated + T-GATE phases) x batch shapes, with room
+RECOMPILE_LIMIT = 64
 
 
 def check_compile(compile: bool | str) -> str | None:
@@ -39,14 +51,18 @@ def is_compiled(module: torch.nn.Module) -> bool:
 
 
 def compile_pipeline(pipe: Any, mode: str = "default", channels_last: bool | None = None,
-                     backend: str = "inductor") -> None:
+                     backend: str | Callable = "inductor") -> None:
     """Compile `pipe`'s denoiser and VAE decoder in place (a second call does nothing).
     channels_last: None = for a UNet on CUDA. backend: torch.compile's ("inductor" generates
-    kernels; "aot_eager" only traces, for quick checks)."""
+    kernels; "aot_eager" only traces, for quick checks; a callable backend, e.g. torch's
+    CompileCounter, for tests)."""
     den = denoiser_of(pipe)
     if is_compiled(den):
         return
     use_channels_last(pipe, channels_last)
+    config = torch._dynamo.config
+    limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
+    setattr(config, limit, max(getattr(config, limit), RECOMPILE_LIMIT))
     kw = {"dynamic": False, "backend": backend, **({} if mode == "default" else {"mode": mode})}
     den.compile(**kw)
     pipe.vae.decoder.compile(**kw)

@@ -134,7 +134,7 @@ class TTSPipeline:
         if self.compile_mode is not None:
             self.compile(self.compile_mode)
 
-    def compile(self, mode: bool | str = True, backend: str = "inductor") -> "TTSPipeline":
+    def compile(self, mode: bool | str = True, backend: str | Callable = "inductor") -> "TTSPipeline":
         """Run the denoiser and the VAE decoder under torch.compile from now on (in place;
         channels_last for a UNet on CUDA). Each new shape compiles on first use."""
         mode = check_compile(mode)
