@@ -37,7 +37,7 @@ import torch  # noqa: E402
 from torch._dynamo.utils import counters  # noqa: E402
 
 from tts_diffusion.bench.timing import sync  # noqa: E402
-from tts_diffusion.testing.sd15 import build_sd15  # noqa: E402
+from tts_diffusion.testing.sd15 import add_best_of_n_args, build_sd15  # noqa: E402
 
 PROMPT = "a photograph of an astronaut riding a horse"
 
@@ -112,19 +112,12 @@ def run_variant(name, tts, verifier, args, device, call_kw) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--n", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--guidance", type=float, default=7.5)
-    ap.add_argument("--max-batch", type=int, default=32, help="rows per denoiser call (CFG doubles the UNet batch)")
-    ap.add_argument("--repeats", type=int, default=3)
+    add_best_of_n_args(ap)
     ap.add_argument("--modes", default="default", help="torch.compile modes to time, comma-separated (max-autotune"
                                                      " modes autotune for many minutes at SD-1.5 size)")
     ap.add_argument("--backend", default="inductor", help="torch.compile backend (aot_eager: CPU smoke)")
     ap.add_argument("--tgate", type=int, default=10, help="T-GATE gate step (0: skip)")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 peak of the GPU (H100 SXM: 989)")
-    ap.add_argument("--tiny", action="store_true", help="tiny models (CPU smoke test)")
     ap.add_argument("--smoke", action="store_true", help="quick CPU check: tiny models, aot_eager, 64 px, best-of-2,"
                                                          " 4 steps, gate step 2, one repeat")
     ap.add_argument("--out", default="docs/bench_compile.json")
