@@ -57,6 +57,8 @@ TGATE_PARAMS = ParamSpec("T-GATE", [
 ])
 
 COMPUTE, CACHE, REUSE = "compute", "cache", "reuse"
+#: what a model is gated through (`model_kind`)
+CROSS, MMDIT = "cross-attention", "mm-dit"
 
 
 @dataclass(frozen=True)
@@ -232,23 +234,36 @@ def attention_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module
     return [(n, m) for n, m in model.named_modules() if hasattr(m, "processor") and hasattr(m, "is_cross_attention")]
 
 
-def check_supported(model: torch.nn.Module) -> None:
-    """One clear error for models T-GATE cannot gate (before any model work)."""
+def model_kind(model: torch.nn.Module) -> str:
+    """CROSS (a denoiser with cross-attention: the hooks above) or MMDIT (a joint text stream:
+    core/tgate_mmdit.py); one clear error for a model T-GATE cannot gate (before any model work)."""
+    from . import tgate_mmdit
+
     mods = attention_modules(model)
     if any(bool(m.is_cross_attention) for _, m in mods):
-        return
+        return CROSS
+    if tgate_mmdit.joint_blocks(model) or any(getattr(m, "add_k_proj", None) is not None for m in model.modules()):
+        tgate_mmdit.check_blocks(model)  # an unknown layout or an IP-Adapter: one clear error
+        return MMDIT
     name = type(model).__name__
-    if any(getattr(m, "add_k_proj", None) is not None for m in model.modules()):  # a joint text stream
-        raise TTSInputError(f"T-GATE is not supported for MM-DiT models ({name}: SD3, FLUX): they have no"
-                            " cross-attention to cache (text enters joint attention); run without --tgate")
-    raise TTSInputError(f"T-GATE needs a denoiser with cross-attention layers and {name} has none; run without --tgate")
+    raise TTSInputError(f"T-GATE needs a denoiser with cross-attention or a joint text stream (MM-DiT) and {name}"
+                        " has neither; run without --tgate")
+
+
+def check_supported(model: torch.nn.Module) -> None:
+    """One clear error for models T-GATE cannot gate (before any model work)."""
+    model_kind(model)
 
 
 def install(model: torch.nn.Module) -> int:
-    """Install the (inert) T-GATE hook on every attention module of `model`, once.
-    Returns the number of hooked modules."""
+    """Install the (inert) T-GATE hooks on `model`, once: on every attention module of a
+    cross-attention model, on every joint block of an MM-DiT. Returns the number hooked."""
     from diffusers.hooks import HookRegistry
 
+    if model_kind(model) == MMDIT:
+        from . import tgate_mmdit
+
+        return tgate_mmdit.install(model, _INSTALL_LOCK)
     hook_cls = _hook_class()
     mods = attention_modules(model)
     with _INSTALL_LOCK:
@@ -261,6 +276,9 @@ def install(model: torch.nn.Module) -> int:
 
 def uninstall(model: torch.nn.Module) -> None:
     """Remove the hooks (they are inert without a gated call; this is for tidiness)."""
+    from . import tgate_mmdit
+
+    tgate_mmdit.uninstall(model, _INSTALL_LOCK)
     with _INSTALL_LOCK:
         for _, m in attention_modules(model):
             registry = getattr(m, "_diffusers_hook", None)
