@@ -16,6 +16,11 @@ Liu et al., "Faster Diffusion via Temporal Attention Decomposition" (TMLR 2025, 
 A gate at or past the last step means "never gate": nothing is hooked, cached or dropped,
 and the process is bit-identical to the ungated one.
 
+MM-DiT models (SD3, SD3.5, FLUX) have no cross-attention; `model_kind` tells them apart and
+core/tgate_mmdit.py gates them through their joint text stream instead (each block's text
+keys / values cached at the gate, image stream only after it; same plan, same caches, same
+CFG drop). The self-attention columns of the plan do not apply there.
+
 How it is hooked: a diffusers `ModelHook` (diffusers.hooks.HookRegistry, the mechanism of
 diffusers' own PyramidAttentionBroadcast) on every attention module of the denoiser. Its
 `new_forward` delegates to the module's own forward, which runs whatever processor is
@@ -47,13 +52,14 @@ ENTRY = "tgate"
 HOOK = "tts_diffusion_tgate"
 
 TGATE_PARAMS = ParamSpec("T-GATE", [
-    Param("gate_step", int, 10, "step g from which cross-attention is cached and CFG is dropped"
-                                " (at or past the number of steps: never gate)", low=1),
+    Param("gate_step", int, 10, "step g from which cross-attention (MM-DiT: the text stream) is cached"
+                                " and CFG is dropped (at or past the number of steps: never gate)", low=1),
     Param("sp_interval", int, 5, "before the gate, recompute self-attention every sp_interval steps"
-                                 " after warm_up and reuse it in between (TGATE-V2; 1 = every step)", low=1),
+                                 " after warm_up and reuse it in between (TGATE-V2; 1 = every step;"
+                                 " no effect on MM-DiT)", low=1),
     Param("fi_interval", int, 1, "after the gate, recompute self-attention every fi_interval steps"
-                                 " (1 = every step)", low=1),
-    Param("warm_up", int, 2, "first steps with self-attention always computed", low=0),
+                                 " (1 = every step; no effect on MM-DiT)", low=1),
+    Param("warm_up", int, 2, "first steps with self-attention always computed (no effect on MM-DiT)", low=0),
 ])
 
 COMPUTE, CACHE, REUSE = "compute", "cache", "reuse"
