@@ -23,6 +23,7 @@ from tts_diffusion.core.budget import Budget
 from tts_diffusion.core.process import DenoisingProcess
 from tts_diffusion.core.tgate import TGateState
 from tts_diffusion.searchers import load_searcher, searcher_params
+from tts_diffusion.testing.tiny_pipelines import pipeline_call_kwargs
 
 PROMPT = "a red circle"
 STEPS = 6
@@ -87,9 +88,15 @@ def recording(monkeypatch):
     monkeypatch.setattr(DenoisingProcess, "denoise", denoise)
 
 
-def _run(pipe, name, max_batch):
+def _proc(pipe, max_batch, family="sd15"):
+    kw = pipeline_call_kwargs(family)
+    return DenoisingProcess.from_pipeline(pipe, STEPS, 5.0, height=kw["height"], width=kw["width"],
+                                          max_sequence_length=kw.get("max_sequence_length"), max_batch=max_batch).for_call()
+
+
+def _run(pipe, name, max_batch, family="sd15"):
     budget, hyper = CASES[name]
-    proc = DenoisingProcess.from_pipeline(pipe, STEPS, 5.0, height=32, width=32, max_batch=max_batch).for_call()
+    proc = _proc(pipe, max_batch, family)
     proc.enable_tgate(TG)
     rec = proc.call.register("lineage", Lineages())
     result = load_searcher(name)(proc, BrightnessVerifier(), PROMPT, Budget(budget), torch.Generator().manual_seed(3),
@@ -112,9 +119,14 @@ def _replay_errors(proc, rec):
 
 
 #: once they route their particles through the mechanism
-@pytest.mark.parametrize("name", CASES)
-def test_each_lineage_alone_reproduces_the_search(tiny_pipe, recording, name):
-    proc, rec, result = _run(tiny_pipe("sd15"), name, max_batch=2)
+#: MM-DiT (text-stream caches, core/tgate_mmdit.py): SD3 (CFG dropped after the gate) on
+#: the searchers that resample, branch and renoise; FLUX-dev (no CFG) on SMC
+MMDIT_CASES = [("sd3", "best_of_n"), ("sd3", "smc"), ("sd3", "paths"), ("sd3", "rbf"), ("flux", "smc")]
+
+
+@pytest.mark.parametrize("family,name", [("sd15", n) for n in CASES] + MMDIT_CASES)
+def test_each_lineage_alone_reproduces_the_search(tiny_pipe, recording, family, name):
+    proc, rec, result = _run(tiny_pipe(family), name, max_batch=2, family=family)
     assert not rec.mismatch, f"{name} denoised rows that are not its registered particles: {rec.mismatch[:3]}"
     assert rec.all()
     if name == "smc":  # resampling did move particles (a strong reward scale)
@@ -123,12 +135,12 @@ def test_each_lineage_alone_reproduces_the_search(tiny_pipe, recording, name):
     assert worst <= 1e-5 * scale + 1e-5, (name, worst, scale)
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_tgate_results_do_not_depend_on_max_batch(tiny_pipe, name):
+@pytest.mark.parametrize("family,name", [("sd15", n) for n in CASES] + [("sd3", "smc"), ("sd3", "paths")])
+def test_tgate_results_do_not_depend_on_max_batch(tiny_pipe, family, name):
     budget, hyper = CASES[name]
     scores = []
     for mb in (1, 3):
-        proc = DenoisingProcess.from_pipeline(tiny_pipe("sd15"), STEPS, 5.0, height=32, width=32, max_batch=mb).for_call()
+        proc = _proc(tiny_pipe(family), mb, family)
         proc.enable_tgate(TG)
         r = load_searcher(name)(proc, BrightnessVerifier(), PROMPT, Budget(budget), torch.Generator().manual_seed(3),
                                 **_accepted(name, hyper))
@@ -136,13 +148,16 @@ def test_tgate_results_do_not_depend_on_max_batch(tiny_pipe, name):
     assert scores[0] == pytest.approx(scores[1], abs=1e-5)
 
 
-def test_guard_a_cache_that_does_not_follow_its_particle_is_caught(tiny_pipe, recording, monkeypatch):
+@pytest.mark.parametrize("family", ["sd15", "sd3"])
+def test_guard_a_cache_that_does_not_follow_its_particle_is_caught(tiny_pipe, recording, monkeypatch, family):
     """Caches that stay with their rows when particles branch (select ignored) break the replay."""
     def stay(self, idx):
         self.num_particles = int(idx.numel())
 
     monkeypatch.setattr(TGateState, "select", stay)
-    proc, rec, _ = _run(tiny_pipe("sd15"), "paths", max_batch=2)
+    proc, rec, _ = _run(tiny_pipe(family), "paths", max_batch=2, family=family)
     assert any(sel != list(range(len(sel))) for sel in rec.selections)
     worst, scale = _replay_errors(proc, rec)
-    assert worst > 1e-3 * scale, (worst, scale)
+    # well above the pass tolerance 1e-5 * scale + 1e-5 (the tiny random SD3's text stream
+    # moves its output less than the UNet's cross-attention does: ~3e-4 here)
+    assert worst > (1e-3 * scale if family == "sd15" else 5 * (1e-5 * scale + 1e-5)), (worst, scale)

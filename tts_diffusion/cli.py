@@ -148,10 +148,11 @@ def main() -> None:
                    " settings and timings is written next to it (best.png -> best.json); an existing image is"
                    " replaced, an existing .json only if it is a tts-diffusion sidecar")
 @click.option("--tgate", "tgate_step", type=int, default=None, metavar="GATE_STEP",
-              help="T-GATE: from step GATE_STEP on, drop CFG and reuse cached cross-attention (faster;"
-                   " >= --steps: never gate; not for MM-DiT models)")
+              help="T-GATE: from step GATE_STEP on, drop CFG and reuse cached cross-attention (MM-DiT"
+                   " such as SD3 / FLUX: cached text-stream keys / values) (faster; >= --steps: never gate)")
 @click.option("--tgate-option", "tgate_options", multiple=True, metavar="KEY=VALUE",
-              help="T-GATE setting (repeatable): sp_interval (5), fi_interval (1), warm_up (2)")
+              help="T-GATE setting (repeatable): sp_interval (5), fi_interval (1), warm_up (2);"
+                   " self-attention reuse, no effect on MM-DiT models")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--rgba", is_flag=True,
               help="Alfie RGBA generation (PixArt-layout models): centred subject, --out is an RGBA PNG, plus"

@@ -16,6 +16,11 @@ Liu et al., "Faster Diffusion via Temporal Attention Decomposition" (TMLR 2025, 
 A gate at or past the last step means "never gate": nothing is hooked, cached or dropped,
 and the process is bit-identical to the ungated one.
 
+MM-DiT models (SD3, SD3.5, FLUX) have no cross-attention; `model_kind` tells them apart and
+core/tgate_mmdit.py gates them through their joint text stream instead (each block's text
+keys / values cached at the gate, image stream only after it; same plan, same caches, same
+CFG drop). The self-attention columns of the plan do not apply there.
+
 How it is hooked: a diffusers `ModelHook` (diffusers.hooks.HookRegistry, the mechanism of
 diffusers' own PyramidAttentionBroadcast) on every attention module of the denoiser. Its
 `new_forward` delegates to the module's own forward, which runs whatever processor is
@@ -59,16 +64,19 @@ ENTRY = "tgate"
 HOOK = "tts_diffusion_tgate"
 
 TGATE_PARAMS = ParamSpec("T-GATE", [
-    Param("gate_step", int, 10, "step g from which cross-attention is cached and CFG is dropped"
-                                " (at or past the number of steps: never gate)", low=1),
+    Param("gate_step", int, 10, "step g from which cross-attention (MM-DiT: the text stream) is cached"
+                                " and CFG is dropped (at or past the number of steps: never gate)", low=1),
     Param("sp_interval", int, 5, "before the gate, recompute self-attention every sp_interval steps"
-                                 " after warm_up and reuse it in between (TGATE-V2; 1 = every step)", low=1),
+                                 " after warm_up and reuse it in between (TGATE-V2; 1 = every step;"
+                                 " no effect on MM-DiT)", low=1),
     Param("fi_interval", int, 1, "after the gate, recompute self-attention every fi_interval steps"
-                                 " (1 = every step)", low=1),
-    Param("warm_up", int, 2, "first steps with self-attention always computed", low=0),
+                                 " (1 = every step; no effect on MM-DiT)", low=1),
+    Param("warm_up", int, 2, "first steps with self-attention always computed (no effect on MM-DiT)", low=0),
 ])
 
 COMPUTE, CACHE, REUSE = "compute", "cache", "reuse"
+#: what a model is gated through (`model_kind`)
+CROSS, MMDIT = "cross-attention", "mm-dit"
 
 
 @dataclass(frozen=True)
@@ -295,23 +303,36 @@ def attention_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module
     return [(n, m) for n, m in model.named_modules() if hasattr(m, "processor") and hasattr(m, "is_cross_attention")]
 
 
-def check_supported(model: torch.nn.Module) -> None:
-    """One clear error for models T-GATE cannot gate (before any model work)."""
+def model_kind(model: torch.nn.Module) -> str:
+    """CROSS (a denoiser with cross-attention: the hooks above) or MMDIT (a joint text stream:
+    core/tgate_mmdit.py); one clear error for a model T-GATE cannot gate (before any model work)."""
+    from . import tgate_mmdit
+
     mods = attention_modules(model)
     if any(bool(m.is_cross_attention) for _, m in mods):
-        return
+        return CROSS
+    if tgate_mmdit.joint_blocks(model) or any(getattr(m, "add_k_proj", None) is not None for m in model.modules()):
+        tgate_mmdit.check_blocks(model)  # an unknown layout or an IP-Adapter: one clear error
+        return MMDIT
     name = type(model).__name__
-    if any(getattr(m, "add_k_proj", None) is not None for m in model.modules()):  # a joint text stream
-        raise TTSInputError(f"T-GATE is not supported for MM-DiT models ({name}: SD3, FLUX): they have no"
-                            " cross-attention to cache (text enters joint attention); run without --tgate")
-    raise TTSInputError(f"T-GATE needs a denoiser with cross-attention layers and {name} has none; run without --tgate")
+    raise TTSInputError(f"T-GATE needs a denoiser with cross-attention or a joint text stream (MM-DiT) and {name}"
+                        " has neither; run without --tgate")
+
+
+def check_supported(model: torch.nn.Module) -> None:
+    """One clear error for models T-GATE cannot gate (before any model work)."""
+    model_kind(model)
 
 
 def install(model: torch.nn.Module) -> int:
-    """Install the (inert) T-GATE hook on every attention module of `model`, once.
-    Returns the number of hooked modules."""
+    """Install the (inert) T-GATE hooks on `model`, once: on every attention module of a
+    cross-attention model, on every joint block of an MM-DiT. Returns the number hooked."""
     from diffusers.hooks import HookRegistry
 
+    if model_kind(model) == MMDIT:
+        from . import tgate_mmdit
+
+        return tgate_mmdit.install(model, _INSTALL_LOCK)
     hook_cls = _hook_class()
     mods = attention_modules(model)
     with _INSTALL_LOCK:
@@ -324,6 +345,9 @@ def install(model: torch.nn.Module) -> int:
 
 def uninstall(model: torch.nn.Module) -> None:
     """Remove the hooks (they are inert without a gated call; this is for tidiness)."""
+    from . import tgate_mmdit
+
+    tgate_mmdit.uninstall(model, _INSTALL_LOCK)
     with _INSTALL_LOCK:
         for _, m in attention_modules(model):
             registry = getattr(m, "_diffusers_hook", None)

@@ -302,8 +302,9 @@ class TTSPipeline:
         subject: rgba's subject word(s) in the prompt (default: found by a built-in rule).
         tgate: T-GATE caching (speed): a gate step (e.g. 10), True (the defaults) or
             `TGate(gate_step=10, sp_interval=5, fi_interval=1, warm_up=2)`; from the gate on,
-            CFG is dropped and cross-attention is cached. A gate at or past the last step never
-            gates. Not with rgba, nor with fkc's cfg / product modes.
+            CFG is dropped and cross-attention is cached (MM-DiT models, SD3 / FLUX: each joint
+            block's text-stream keys / values, and the text stream stops). A gate at or past
+            the last step never gates. Not with rgba, nor with fkc's cfg / product modes.
         searcher_kwargs: the searcher's own hyper-parameters (see `tts-diffusion list`).
 
         Every argument is checked before any model work; bad input raises TTSInputError."""
