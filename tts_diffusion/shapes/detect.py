@@ -235,6 +235,9 @@ def _components(masks: np.ndarray, weights: np.ndarray, background: np.ndarray) 
                                       float(mx[j] / w), float(my[j] / h), float(area[j]), guess, dist))
             continue
         fits_left[img] -= 1
+        if concave_star and not touches:  # a star whatever a template fit says (_resolve, step 1): skip the fit
+            out[img].append(Detection("star", color, float(mx[j] / w), float(my[j] / h), float(area[j]), "star", dist))
+            continue
         own = region3[plane[j]] == j
         soft = np.where(own, weights3[plane[j]], 0.0)
         others = (labels[img * c : (img + 1) * c] > 0).any(0) & ~own
@@ -245,18 +248,22 @@ def _components(masks: np.ndarray, weights: np.ndarray, background: np.ndarray) 
 
 def _solidity(mask: np.ndarray) -> float:
     """Pixels of the component / pixel centres inside the convex hull of its pixel centres
-    (1 for a digitised convex shape; ~0.55-0.75 for a five-point star)."""
-    from scipy.spatial import Delaunay, QhullError
+    (1 for a digitised convex shape; ~0.55-0.75 for a five-point star). A pixel centre is
+    inside when it is on the inner side of every hull facet (a half-plane test, one matrix
+    product for the whole box)."""
+    from scipy.spatial import ConvexHull, QhullError
 
     ys, xs = np.nonzero(mask)
     if len(xs) < 4:
         return 1.0
     try:
-        tri = Delaunay(np.stack([xs, ys], 1).astype(np.float64))
+        hull = ConvexHull(np.stack([xs, ys], 1).astype(np.float64))
     except QhullError:  # collinear pixels: a line is convex
         return 1.0
     gy, gx = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
-    inside = tri.find_simplex(np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float64)) >= 0
+    pts = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float64)
+    normals, offsets = hull.equations[:, :2], hull.equations[:, 2]
+    inside = (pts @ normals.T + offsets <= 1e-9).all(1)
     return float(len(xs) / max(int(inside.sum()), 1))
 
 
@@ -291,7 +298,7 @@ def _resolve(
     else:
         split = _split(mask)
         fits = []
-        for cell in split:
+        for cell in split if len(split) >= 2 else []:  # one cell is the whole component, fitted above
             # the other parts count as empty for this part's fit (touching shapes meet at
             # the neck; a template that reaches into the neighbour is penalised)
             sub_soft = np.where(cell, soft, 0.0)
