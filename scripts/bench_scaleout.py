@@ -28,6 +28,9 @@ def sweep_args(args) -> list[str]:
          "--max-batch", str(args.max_batch), *sum((["-o", o] for o in args.option), [])]
     if args.num_prompts:
         a += ["--num-prompts", str(args.num_prompts)]
+    for flag, value in (("--verifier", args.verifier), ("--judge", args.judge)):
+        if value:
+            a += [flag, value]
     return a
 
 
@@ -56,6 +59,8 @@ def main() -> None:
     ap.add_argument("--num-prompts", type=int, default=None, help="default: the whole 600-prompt eval split")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--max-batch", type=int, default=128)
+    ap.add_argument("--verifier", default=None, help="what guides the searches (default: the bench's, the oracle)")
+    ap.add_argument("--judge", default=None, help="what judges the returned images (default: as --verifier)")
     ap.add_argument("-o", "--option", action="append", default=[], help="METHOD.KEY=VALUE, passed to the sweep")
     ap.add_argument("--smoke", action="store_true", help="6 prompts, 2 steps, budgets 1,2, 1 and 2 processes")
     ap.add_argument("--out", default="docs/bench_scaleout")
@@ -65,7 +70,7 @@ def main() -> None:
         args.processes = "1,2" if args.processes == "1,2,4" else args.processes
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
-    for n in [int(x) for x in args.processes.split(",")]:
+    for n in [int(x) for x in args.processes.split(",") if x.strip()]:
         wall = launch(n, args, folder / f"n{n}.jsonl")
         s = json.loads((folder / f"n{n}.summary.json").read_text())
         s["command_wall_seconds"] = wall
