@@ -135,6 +135,7 @@ def test_balanced_subset_keeps_indices_and_grows_by_prefix():
     (["--judge", "nope"], "--judge"),
     (["--prompts", "/no/such/prompts.json"], "prompt set"),
     (["--num-prompts", "0"], "--num-prompts"),
+    (["--threads", "0"], "--threads must be at least 1"),
 ])
 def test_bad_options_one_error_line_exit_2(args, message):
     from click.testing import CliRunner
@@ -159,3 +160,16 @@ def test_verifier_on_its_own_device_scores_the_same():
     placed = OnDevice(inner, torch.device("cpu"))
     assert torch.equal(placed(images, "a red circle"), BrightnessVerifier()(images, "a red circle"))
     assert placed.device == torch.device("cpu") and inner.calls == 5
+
+
+def test_default_threads_share_the_cores_between_processes(monkeypatch):
+    """Each process gets half of its share of the cores, 1 to 4: N bench processes on one host
+    must not each start torch's default of every core (a 64-core sweep stalled that way)."""
+    import os
+
+    from tts_diffusion.threads import default_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert [default_threads(n) for n in (1, 4, 8, 16, 64)] == [4, 4, 4, 2, 1]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert [default_threads(n) for n in (1, 2)] == [1, 1]

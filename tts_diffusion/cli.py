@@ -20,20 +20,13 @@ import sys
 import click
 
 from . import __version__
+from .threads import default_threads
 
 EXIT_BAD_INPUT = 2
 #: Ctrl-C: the best image found so far is written (sidecar marked "interrupted")
 EXIT_INTERRUPTED = 130
 COMPILE_HELP = ("run the denoiser and VAE decoder under torch.compile (compiled once per batch shape: the first"
                 " search pays tens of seconds at SD size, later ones run faster)")
-
-
-def default_threads() -> int:
-    """CPU threads for torch when --threads is not given: half the cores this process may
-    run on, at most 4, at least 1. torch's own default (every physical core) collapses when
-    another process is busy (160 NFE on 2 shared cores: 16.6 s against 2.0 s with 1 thread)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cores // 2))
 
 
 def _set_threads(threads: int | None, device: str) -> None:
@@ -452,11 +445,13 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
               help="JSON Lines records (resumed when it exists); the summary goes to <stem>.summary.json and"
                    " <stem>.png")
 @click.option("--compile", "compile_", is_flag=True, help=COMPILE_HELP)
+@click.option("--threads", type=int, default=None,
+              help="torch CPU threads per process (default: half of the process's share of the cores, at most 4)")
 @click.option("--preview-decoder", default=None, metavar="DIR",
               help="score intermediate x0 estimates (smc, paths, svdd, code, rbf) on this small decoder's previews:"
                    " a TAESD-format folder (diffusers AutoencoderTiny); final images still use the full VAE")
 def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, judge, steps, guidance, max_batch,
-          options, verifier_options, device, verifier_device, dtype, out, compile_, preview_decoder) -> None:
+          options, verifier_options, device, verifier_device, dtype, out, compile_, threads, preview_decoder) -> None:
     """Accuracy against NFE: every method at every budget on every prompt (and seed),
     guided by --verifier and judged by --judge, one JSON Lines record per search.
 
@@ -471,7 +466,7 @@ def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, jud
                           prompt_set=prompt_set, num_prompts=num_prompts, seeds=_csv(seeds, int, "--seeds"),
                           model=model, verifier=verifier, judge=judge, steps=steps, guidance=guidance,
                           max_batch=max_batch, options=_method_options(options), device=device,
-                          verifier_device=verifier_device, dtype=dtype, compile=compile_,
+                          verifier_device=verifier_device, dtype=dtype, compile=compile_, threads=threads,
                           preview_decoder=preview_decoder)
         cfg.check()
         if verifier_options:

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..errors import TTSInputError
+from ..threads import default_threads
 from . import records as rec_io
 from .placement import OnDevice, gather, process_state
 from .prompts import SHAPES_EVAL, balanced_subset, load_prompt_set
@@ -57,6 +58,8 @@ class SweepConfig:
     verifier_device: str | None = None
     dtype: str = "auto"
     compile: bool = False
+    #: torch CPU threads per process (None: `default_threads` of this process's share of the cores)
+    threads: int | None = None
     preview_decoder: str | None = None
 
     def check(self) -> "SweepConfig":
@@ -66,6 +69,8 @@ class SweepConfig:
         from ..searchers import available_searchers, searcher_params
         from ..verifiers import available_verifiers
 
+        if self.threads is not None and self.threads < 1:
+            raise TTSInputError(f"--threads must be at least 1, got {self.threads}")
         if not self.methods:
             raise TTSInputError("--methods names no searcher; e.g. --methods best_of_n,smc")
         for m in self.methods:
@@ -133,6 +138,9 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | N
     # talk over gloo; otherwise accelerate gives each process its own GPU (NCCL)
     state = process_state(cpu=cfg.device is not None)
     device = torch.device(cfg.device) if cfg.device is not None else state.device
+    # CPU threads on every device: the oracle judge and CPU verifiers run here too, and N
+    # processes with every core each starve one another
+    torch.set_num_threads(cfg.threads or default_threads(state.num_processes))
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(
         cfg.dtype, torch.float16 if device.type == "cuda" else torch.float32)
     checks.check_dtype_on_device(dtype, device)
