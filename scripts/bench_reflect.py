@@ -136,6 +136,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="processes, each with a share of the prompts")
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="seconds: stop handing out prompts, keep what finished (a balanced prefix)")
     ap.add_argument("--smoke", action="store_true", help="2 prompts, budgets 4, one setting each (CPU check)")
     ap.add_argument("--out", default=None, help="JSON output path")
     ap.add_argument("--markdown", default=None, help="print the tables of a saved JSON as markdown and exit")
@@ -160,19 +162,46 @@ def main() -> None:
     indexed = list(enumerate(prompts))
     job = {"args": vars(args), "budgets": budgets, "methods": methods, "settings": settings}
     t0 = time.perf_counter()
+    records: list[dict] = []
+    deadline = t0 + args.time_limit if args.time_limit else None
     if args.workers > 1:
         import multiprocessing as mp
 
-        shards = [(job, indexed[w::args.workers], None) for w in range(args.workers)]
-        with mp.get_context("spawn").Pool(args.workers) as pool:
-            records = [r for part in pool.map(worker, shards) for r in part]
+        # one model per worker process; prompts handed out one at a time in the interleaved
+        # order, so what finishes first (and what a --time-limit keeps) stays balanced
+        with mp.get_context("spawn").Pool(args.workers, initializer=init_worker, initargs=(job,)) as pool:
+            results = pool.imap_unordered(run_one, indexed)
+            for _ in indexed:
+                try:
+                    left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+                    records += results.next(timeout=left)
+                except mp.TimeoutError:
+                    print(f"-- time limit: stopping after {len({r['prompt'] for r in records})} prompts", flush=True)
+                    pool.terminate()
+                    break
+                write(args, prompts, budgets, methods, settings, records, t0, final=False)
     else:
-        records = worker((job, indexed, (prompts, t0)))
+        init_worker(job)
+        for item in indexed:
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            records += run_one(item)
+            write(args, prompts, budgets, methods, settings, records, t0, final=False)
     write(args, prompts, budgets, methods, settings, records, t0, final=True)
 
 
-def worker(payload) -> list[dict]:
-    job, indexed, progress = payload
+_WORKER: dict = {}
+
+
+def run_one(item) -> list[dict]:
+    """One prompt's records, in a process set up by `init_worker`."""
+    w = _WORKER
+    k, p = item
+    return run_prompt(w["proc"], w["guides"], w["oracle"], k, p, w["job"]["budgets"], w["job"]["methods"],
+                      w["job"]["settings"], w["args"])
+
+
+def init_worker(job) -> None:
     args = argparse.Namespace(**job["args"])
     torch.set_num_threads(max(1, args.threads))
     from tts_diffusion import TTSPipeline
@@ -188,12 +217,7 @@ def worker(payload) -> list[dict]:
         from tts_diffusion.paths import domain_clip_path
 
         guides["clip"] = load_verifier("clip", model=str(domain_clip_path()), device=args.device)
-    records: list[dict] = []
-    for k, p in indexed:
-        records += run_prompt(proc, guides, oracle, k, p, job["budgets"], job["methods"], job["settings"], args)
-        if progress is not None:  # single process: write after every prompt
-            write(args, progress[0], job["budgets"], job["methods"], job["settings"], records, progress[1], final=False)
-    return records
+    _WORKER.update(proc=proc, guides=guides, oracle=oracle, job=job, args=args)
 
 
 def write(args, prompts, budgets, methods, settings, records, t0, final: bool) -> None:
