@@ -234,3 +234,49 @@ def test_small_shapes_are_classified():
     for shape in ("triangle", "square", "circle", "star"):
         img = _img(Obj(shape, "orange", 0.5, 0.5, 0.075, 0.3))  # ~1.2-1.8% of the image
         assert [d.shape for d in detect(img)] == [shape], shape
+
+
+def test_solidity_counts_the_pixels_inside_the_convex_hull_exactly():
+    """The half-plane test against the hull equals point location in a Delaunay triangulation
+    of the pixel centres (the definition), on random blobs, lines and stars."""
+    from scipy.spatial import Delaunay
+
+    from tts_diffusion.shapes.detect import _solidity
+
+    def reference(mask):
+        ys, xs = np.nonzero(mask)
+        tri = Delaunay(np.stack([xs, ys], 1).astype(np.float64))
+        gy, gx = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
+        inside = tri.find_simplex(np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float64)) >= 0
+        return len(xs) / inside.sum()
+
+    rng = np.random.default_rng(0)
+    masks = [rng.random((20, 24)) < p for p in (0.3, 0.6, 0.9)]
+    masks += [_img(Obj("star", "red", 0.5, 0.5, 0.3, a)).sum(0).numpy() < 2.5 for a in (0.0, 0.4)]
+    for mask in masks:
+        assert abs(_solidity(mask) - reference(mask)) < 1e-12
+    line = np.zeros((9, 9), dtype=bool)
+    line[4, 1:8] = True
+    assert _solidity(line) == 1.0  # collinear pixels: convex
+
+
+def test_a_concave_compact_blob_is_a_star_without_a_template_fit(monkeypatch):
+    """Template fits are the oracle's slow part; a concave compact component is a star
+    whatever a fit would say, so none is run for it (the verdict is unchanged)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    import tts_diffusion.shapes.fit as fit
+
+    # the default model's six-point star that the harmonic classifier alone calls a circle
+    fixture = Path(__file__).parent / "fixtures" / "generated_star_316.png"
+    img = torch.from_numpy(np.asarray(Image.open(fixture), dtype=np.float32) / 255.0).permute(2, 0, 1)
+    before = check(img, "a photo of a red star")
+
+    def no_fit(*a, **k):
+        raise AssertionError("fit_component called")
+
+    monkeypatch.setattr(fit, "fit_component", no_fit)
+    after = check(img, "a photo of a red star")
+    assert after.correct and before.correct and [d.shape for d in after.detections] == ["star"]

@@ -39,8 +39,6 @@ _RADII = (0.85, 0.95, 1.05, 1.2, 1.35, 1.55, 1.8)
 _ANGLES = 6
 #: coarse centre grid: offsets up to this many visible radii sqrt(area / pi) from the centroid
 CENTRE_RANGE = 1.25
-#: components of at least this visible radius (pixels) get their coarse grid scored at half resolution
-COARSE_STRIDE_RADIUS = 4.0
 
 
 @dataclass(frozen=True)
@@ -96,11 +94,6 @@ def fit_component(weights: np.ndarray, care: np.ndarray, frame: tuple[int, int])
     tw = torch.from_numpy(weights[y0:y1, x0:x1].astype(np.float32)).reshape(1, -1)
     tc = torch.from_numpy(care[y0:y1, x0:x1].astype(np.float32)).reshape(1, -1)
     step = max(1.0, s_vis / 2)
-    # the coarse grid is scored on every other pixel row and column of a large patch (a quarter
-    # of the work; the grid's spacing is several pixels), the refinement on every pixel
-    sub = (((gy - y0).long() % 2 == 0) & ((gx - x0).long() % 2 == 0)).reshape(-1) if s_vis >= COARSE_STRIDE_RADIUS \
-        else torch.ones(px.shape[0], dtype=torch.bool)
-    cpx, cpy, ctw, ctc = px[sub], py[sub], tw[:, sub], tc[:, sub]
     offs = torch.arange(-ext, ext + 1e-6, step)
     best: dict[str, tuple[float, tuple[float, float, float, float]]] = {}
     for shape in SHAPES:
@@ -112,7 +105,7 @@ def fit_component(weights: np.ndarray, care: np.ndarray, frame: tuple[int, int])
         # centres farther from the centroid than the template's extent cannot cover it
         keep = torch.hypot(grid[:, 0] - mx, grid[:, 1] - my) <= grid[:, 2] * EXTENT[shape]
         grid = grid[keep]
-        scores = torch.cat([_iou(_coverage(shape, cpx, cpy, *g.unbind(-1)), ctw, ctc) for g in grid.split(2048)])
+        scores = torch.cat([_iou(_coverage(shape, px, py, *g.unbind(-1)), tw, tc) for g in grid.split(2048)])
         i = int(scores.argmax())
         params, score = grid[i], float(scores[i])
         d = torch.tensor([step / 2, step / 2, 0.05 * s0, _PERIOD[shape] / n_ang / 2])
