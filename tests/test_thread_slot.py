@@ -4,7 +4,7 @@ each thread must see its own value.
 
 Dynamo in torch 2.11 (the GPU image) cannot trace `ContextVar.get()`: with T-GATE's hooks
 installed, every attention module of the compiled SD-1.5 UNet broke the graph (17 breaks,
-50 graphs per step; the tiny UNet: 38 graphs instead of 6). Newer dynamo traces it, so on
+50 graphs in a 2-step run; the tiny UNet: 38 graphs instead of 6). Newer dynamo traces it, so on
 such a torch the tests below make `ContextVar.get()` graph-break as 2.11 does, and check
 that nothing in the compiled path depends on it."""
 from __future__ import annotations

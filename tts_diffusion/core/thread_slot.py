@@ -7,7 +7,7 @@ Each thread sees only its own value, so one model serves many threads at once.
 
 Why not a `contextvars.ContextVar`: under torch.compile the hooks run inside the traced
 denoiser, and dynamo in torch 2.11 cannot trace `ContextVar.get()` (2.14 can): every hooked
-attention module broke the graph (17 breaks and 50 graphs for one SD-1.5 UNet step, and
+attention module broke the graph (17 breaks and 50 graphs for a 2-step SD-1.5 run, and
 dynamo fell back to running whole frames eagerly). An attribute of a `threading.local` traces
 on every torch we support: dynamo reads it, guards on it (per thread, at call time) and
 keeps one graph. The attribute is set in the thread-local's `__init__`, so a thread that
