@@ -13,8 +13,9 @@ a fresh population (new noise), `proc.reset_particles(n)` tells every entry that
 are new, so caches restart.
 
 Model hooks (attention processors installed on a shared model) find the state of the call
-that is running through `current_call()`, a context variable, so one model serves many
-threads at once: each thread sees its own call. During a denoiser forward,
+that is running through `current_call()`, a per-thread slot (core/thread_slot.py: dynamo
+traces its read inside a compiled model), so one model serves many threads at once: each
+thread sees its own call. During a denoiser forward,
 `CallState.rows` is the slice of particle rows the model sees (the process splits the
 batch into chunks of `max_batch` rows), and `CallState.step` the grid point. Row r of a
 denoiser call is particle r: a call on fewer rows than the population covers its first
@@ -23,11 +24,12 @@ rows (RBF denoises its children, kept first, without the chain states behind the
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 import torch
+
+from .thread_slot import ThreadSlot
 
 
 @runtime_checkable
@@ -96,22 +98,19 @@ class CallState:
         self.num_particles = int(num_particles)
 
 
-_CURRENT: contextvars.ContextVar[CallState | None] = contextvars.ContextVar("tts_call_state", default=None)
+_CURRENT: ThreadSlot[CallState] = ThreadSlot("tts_call_state")
 
 
 def current_call() -> CallState | None:
-    """The `CallState` of the search running in this thread / context (None outside one)."""
+    """The `CallState` of the search running in this thread (None outside one)."""
     return _CURRENT.get()
 
 
 @contextlib.contextmanager
 def active_call(state: CallState) -> Iterator[CallState]:
     """Make `state` the current call for the block (nests; restores the previous one)."""
-    token = _CURRENT.set(state)
-    try:
+    with _CURRENT.use(state):
         yield state
-    finally:
-        _CURRENT.reset(token)
 
 
 def select_rows(item: Any, idx: torch.Tensor) -> Any:

@@ -28,7 +28,7 @@ installed (SDPA, xformers, LoRA, IP-Adapter), and only short-circuits it to retu
 output. Whether a call is cross-attention is read from the call itself (it is passed
 `encoder_hidden_states`), as the reference does. The hooks are installed once on the shared
 model and are inert unless a gated call's denoiser forward is in flight in this thread (a
-context variable holds its `Frame`, below), so one pipeline serves gated and ungated calls
+per-thread slot, core/thread_slot.py, holds its `Frame`, below), so one pipeline serves gated and ungated calls
 from many threads.
 
 Caches are per particle: a `TGateState` (a `CallState` entry) holds, for every attention
@@ -49,7 +49,6 @@ search compiles one graph per (phase, batch shape), and a second search compiles
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator
@@ -58,6 +57,7 @@ import torch
 
 from ..errors import TTSInputError
 from ..params import Param, ParamSpec
+from .thread_slot import ThreadSlot
 
 #: name of the CallState entry and of the diffusers hook
 ENTRY = "tgate"
@@ -193,11 +193,8 @@ class TGateState:
                     if cached is not None:
                         reuse[key] = cached
             frame = Frame(ca, sa, reuse)
-        token = _FRAME.set(frame)
-        try:
+        with _FRAME.use(frame):
             yield frame
-        finally:
-            _FRAME.reset(token)
         for key, out in (frame.out.items() if frame is not None else ()):
             self.write(key, rows, out, average)
 
@@ -246,8 +243,9 @@ class Frame:
     out: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
 
 
-#: the frame of the denoiser call in flight in this thread / context (None: hooks are inert)
-_FRAME: contextvars.ContextVar[Frame | None] = contextvars.ContextVar("tts_tgate_frame", default=None)
+#: the frame of the denoiser call in flight in this thread (None: hooks are inert); a
+#: ThreadSlot, not a ContextVar, so that dynamo traces the hooks' read without a graph break
+_FRAME: ThreadSlot[Frame] = ThreadSlot("tts_tgate_frame")
 
 
 def _grow(t: torch.Tensor, valid: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
