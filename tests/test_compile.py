@@ -18,6 +18,7 @@ import torch
 
 from tts_diffusion import TGate, TTSInputError, TTSPipeline
 from tts_diffusion.core.process import DenoisingProcess
+from tts_diffusion.pipelines.alfie import prepare_rgba
 from tts_diffusion.pipelines.compile import compile_pipeline, denoiser_of, is_compiled
 from tts_diffusion.testing.helpers import BrightnessVerifier
 from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline, pipeline_call_kwargs
@@ -125,3 +126,62 @@ def test_compiled_tgate_process_reproduces_the_reference_package_in_six_graphs()
         assert (out - ref).abs().max().item() <= tol, (out - ref).abs().max()
         assert backend.frame_count == 6, (k, backend.frame_count)  # the decoder is not called here
         assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+def test_compiled_rgba_search_captures_maps_without_recompiles():
+    """Alfie's attention capture (rgba=True) under a counting aot_eager backend, on the tiny
+    PixArt-Sigma pipeline of the Alfie tests: a best-of-4 in two chunks (max_batch 2) with the
+    model background. The capture processors read only this chunk's frame (capture on or off,
+    decided outside the model), so the denoiser compiles one graph with capture on (the
+    foreground rows of the window steps) and one with it off (the background rows, the last
+    step with t <= 20), whatever the step or chunk, with no graph breaks; a second identical
+    search compiles nothing, and the result (scores, images, matte, layer visits) is the
+    eager search's."""
+    pytest.importorskip("cv2")
+    from torch._dynamo.testing import CompileCounterWithBackend
+    from torch._dynamo.utils import counters
+
+    prompt, steps, seq = "a photo of a corgi", 4, 32
+    kw = dict(searcher="best_of_n", budget=4 * 2 * steps, num_inference_steps=steps, max_batch=2, height=32,
+              width=32, rgba=True, output_type="pt", progress=False)
+
+    def tts():
+        return TTSPipeline(make_tiny_pipeline("pixart_sigma", seed=3), verifier=BrightnessVerifier(),
+                           defaults={"max_sequence_length": seq})
+
+    slow = tts()
+    eager = slow(prompt, **kw)
+    torch._dynamo.reset()
+    counters.clear()
+    backend = CompileCounterWithBackend("aot_eager")
+    fast = tts().compile(True, backend=backend)
+    first = fast(prompt, **kw)
+    frames = backend.frame_count
+    assert 2 <= frames <= 3, frames  # capture on / off, + 1: the VAE decoder (one decode batch)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    second = fast(prompt, **kw)
+    assert backend.frame_count == frames  # no recompiles across steps, chunks, fg / bg rows and calls
+    assert not counters["graph_break"]
+
+    assert first.settings["captured_layer_calls"] == eager.settings["captured_layer_calls"]
+    assert sum(first.settings["captured_layer_calls"].values()) > 0
+    assert [x.score for x in first.candidates] == pytest.approx([x.score for x in eager.candidates], abs=1e-6)
+    assert (first.images - eager.images).abs().max() <= 1 / 255 + 1e-6  # 8-bit candidates: at most one level apart
+    assert (first.alpha.int() - eager.alpha.int()).abs().max() <= 1, "the matte differs from eager"
+    assert torch.equal(first.images, second.images) and torch.equal(first.alpha, second.alpha)
+
+    # the maps themselves: two window steps of the same chunks, compiled against eager
+    def maps(pipe):
+        proc = DenoisingProcess.from_pipeline(pipe, steps, 4.5, height=32, width=32, max_sequence_length=seq,
+                                              max_batch=2).for_call()
+        run = prepare_rgba(proc, prompt, BrightnessVerifier())
+        proc.reset_particles(4)
+        x, cond = proc.noise_from_seeds([1, 2, 3, 4]), proc.encode(prompt)
+        for i in sorted(run.capture.steps)[:2]:
+            proc.denoise(x, i, cond)
+        return run.capture.maps
+
+    want, got = maps(slow.pipe), maps(fast.pipe)
+    assert backend.frame_count == frames  # the same shapes: no new graph
+    torch.testing.assert_close(got.cross, want.cross, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(got.self_, want.self_, atol=1e-6, rtol=1e-5)

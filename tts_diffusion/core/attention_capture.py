@@ -10,14 +10,29 @@ and heads:
 
 `CaptureProcessor` wraps and delegates to whatever processor a module already has (SDPA,
 xformers, LoRA, IP-Adapter keep working; nothing monkeypatches `forward`). It is installed
-once on the shared model and stays inert (one context-variable read) unless the call running
-in this context (`core.state.current_call()`) carries an `AttentionCapture` under
-`options["attention_capture"]` and the step in flight is in its window. Then:
+once on the shared model and stays inert unless a capturing denoiser call is in flight in
+this thread: a per-thread slot (core/thread_slot.py) holds that call's `CaptureFrame`.
 
-- the q and k projections are taken from the wrapped processor's own `attn.to_q` /
+Under torch.compile (issue #13): everything that depends on the step, the rows in flight or
+the per-particle store is decided OUTSIDE the denoiser, as T-GATE does (core/tgate.py).
+Around each denoiser call the process opens `AttentionCapture.forward(step, rows, ...)`: a
+step in the window with capture enabled gets a frame (the number of conditional rows, the
+chunk bound and the matmul precision: constants of the call) and an empty out-dict; any other
+call (steps with t <= 20, Alfie's background rows) gets none. The processor reads only the
+frame and adds each layer's head-mean map into the frame's per-kind sum [rows, N, M]; after
+the call the sums are added into the per-particle accumulators (`AttentionMaps.rows_view`)
+and the layer visits are counted. So dynamo guards on "capture on / off" and the batch shape
+only: the denoiser compiles one graph per (capture on / off, batch shape), and a second
+search compiles none. The frame's sums are one [rows, N, M] transient per kind for the
+chunk in flight (the accumulator rows of that chunk again).
+
+When a frame is set:
+
+- eagerly, the q and k projections are taken from the wrapped processor's own `attn.to_q` /
   `attn.to_k` calls (forward hooks registered for that one call, matched by input identity,
   removed after); a processor that projects differently (fused qkv, group norm, IP-Adapter's
-  split context) gets them recomputed for the conditional rows, as before;
+  split context), or a compiled model (hooks cannot be registered inside a traced region),
+  gets them recomputed for the conditional rows;
 - the conditional rows' scores are computed for all heads at once with one batched matmul
   (`baddbmm`, scale and additive mask folded in) and one softmax, in fp32: q and k are
   upcast exactly from the model dtype (fp16/bf16 values are fp32 values), or, on CUDA with a
@@ -28,11 +43,13 @@ in this context (`core.state.current_call()`) carries an `AttentionCapture` unde
   (2 x rows x heads x N x M x 4 B), would exceed `AttentionCapture.chunk_bytes` (256 MiB on
   a GPU, where the old per-head loop was bound by kernel launches; 8 MiB on the CPU, where
   one large batch falls out of cache and is slower than cache-sized chunks);
-- the head sum is added straight into the per-particle accumulators (`AttentionMaps`, a
-  `CallState` entry, so `proc.select` carries them with the particles), scaled by 1/heads.
+- the head sum, scaled by 1/heads, is added into the frame's sum for this kind; the
+  per-particle accumulators it is merged into (`AttentionMaps`, a `CallState` entry, so
+  `proc.select` carries them with the particles) are never touched inside the model.
 
 Memory (N image tokens, L text tokens, K particles): the accumulators hold K (N L + N^2)
-fp32 values; the transient is at most `chunk_bytes` (plus the upcast q/k of the rows). At
+fp32 values; the transient is at most `chunk_bytes` (plus the upcast q/k of the rows) and the
+frame's sums for the rows in flight, r (N L + N^2) fp32 values for a chunk of r rows. At
 PixArt-Sigma-XL 512 px (latent 64x64, patch 2: N = 32 x 32 = 1024; L = 300; 28 layers x 16
 heads) that is 1024^2 x 4 B = 4 MiB of self map and 1.2 MiB of cross map per particle, and a
 self-attention chunk of 2 x 16 heads x 1024^2 x 4 B = 128 MiB per row, so 2 rows per chunk
@@ -45,13 +62,14 @@ models in diffusers are given t = 1000 sigma, so t > 20 is sigma > 0.02.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from ..errors import TTSInputError
-from .state import current_call
+from .thread_slot import ThreadSlot
 
 #: key of the capture request in `CallState.options`
 CAPTURE_KEY = "attention_capture"
@@ -140,6 +158,27 @@ class AttentionCapture:
     def active(self, step: int | None) -> bool:
         return self.enabled and step is not None and step in self.steps
 
+    @contextlib.contextmanager
+    def forward(self, step: int, rows: slice, device: torch.device, dtype: torch.dtype) -> Iterator["CaptureFrame | None"]:
+        """The frame of one denoiser call on particle rows `rows` at step `step` (a model in
+        `dtype` on `device`): the processors of this thread see it while the block runs; on a
+        normal exit the maps they summed are added to those rows' accumulators (a trajectory's
+        first step, 0, restarts them). Outside the window, or with capture disabled, there is
+        no frame and the processors only delegate."""
+        frame = None
+        if self.active(step):
+            half = self.matmul_in_model_dtype and half_matmul_ok(torch.device(device), dtype)
+            frame = CaptureFrame(rows.stop - rows.start, self.chunk_bytes, half)
+        with _FRAME.use(frame):
+            yield frame
+        if frame is None:
+            return
+        for kind, acc in frame.out.items():
+            self.maps.rows_view(kind, rows, acc.shape[1:], acc.device, fresh=step == 0).add_(acc)
+        for kind, n in frame.seen.items():
+            self.seen[kind] += n
+        self.tapped += frame.tapped
+
     def cross_map(self, k: int) -> torch.Tensor:
         """C for particle k: [N, L], summed over window steps, mean over layers and heads."""
         if self.maps.cross is None:
@@ -151,6 +190,27 @@ class AttentionCapture:
         if self.maps.self_ is None:
             raise RuntimeError("no self-attention maps were captured in this call")
         return self.maps.self_[k] / max(1, self.num_layers.get("self", 1))
+
+
+@dataclass
+class CaptureFrame:
+    """What the capture processors read during one capturing denoiser call: the number of
+    conditional rows (the last `rows` of the model batch), the chunk bound and whether q k^T
+    is taken in the model dtype (constants of the call, decided outside the model), and what
+    they hand back: the head-mean maps summed over the layers of each kind ("cross", "self":
+    [rows, N, M] fp32) and the layer visits (filled during the call; merged after it)."""
+
+    rows: int
+    chunk_bytes: int | None
+    half: bool
+    out: dict[str, torch.Tensor] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=lambda: {"cross": 0, "self": 0})
+    tapped: int = 0
+
+
+#: the frame of the capturing denoiser call in flight in this thread (None: processors only
+#: delegate); a ThreadSlot, not a ContextVar, so that dynamo traces the read without a graph break
+_FRAME: ThreadSlot[CaptureFrame] = ThreadSlot("tts_capture_frame")
 
 
 class ProjectionTap:
@@ -280,10 +340,19 @@ def chunking(rows: int, heads: int, n: int, m: int, chunk_bytes: int) -> tuple[i
 def accumulate_probs(q: torch.Tensor, k: torch.Tensor, scale: float, bias: torch.Tensor | None, out: torch.Tensor,
                      chunk_bytes: int | None = None, model_dtype_matmul: bool = True) -> None:
     """out [B, N, M] += mean_heads softmax(scale q k^T + bias), all heads at once (chunked by
-    `chunking`), in fp32. q [B, H, N, d], k [B, H, M, d]; bias: additive mask [B, H, 1 or N, M]."""
+    `chunking`), in fp32. q [B, H, N, d], k [B, H, M, d]; bias: additive mask [B, H, 1 or N, M].
+    model_dtype_matmul: q k^T in q's fp16 / bf16 with fp32 output where `half_matmul_ok`."""
+    add_probs(q, k, scale, bias, out, chunk_bytes, model_dtype_matmul and half_matmul_ok(q.device, q.dtype))
+
+
+def add_probs(q: torch.Tensor, k: torch.Tensor, scale: float, bias: torch.Tensor | None, out: torch.Tensor,
+              chunk_bytes: int | None, half: bool) -> None:
+    """`accumulate_probs` with the matmul precision already decided (`half`: q k^T in the half
+    model dtype with fp32 output, only where `half_matmul_ok` said so): nothing here reads a
+    global or checks the device, so dynamo traces it inside a compiled model."""
     b, h, n, d = q.shape
     m = k.shape[2]
-    half = model_dtype_matmul and half_matmul_ok(q.device, q.dtype)
+    half = half and q.dtype in (torch.float16, torch.bfloat16)
     if not half:
         q, k = q.float(), k.float()
     rc, hc = chunking(b, h, n, m, default_chunk_bytes(q.device) if chunk_bytes is None else chunk_bytes)
@@ -320,13 +389,13 @@ def attention_probs(attn: Any, hidden_states: torch.Tensor, context: torch.Tenso
 
 
 class CaptureProcessor:
-    """Wraps an attention processor: delegates the attention itself to `inner` and, when the
-    current call asks for it, adds the conditional rows' attention maps to its accumulators."""
+    """Wraps an attention processor: delegates the attention itself to `inner` and, when a
+    capturing denoiser call is in flight in this thread (its `CaptureFrame`), adds the
+    conditional rows' head-mean attention map to the frame's sum for this kind."""
 
-    def __init__(self, inner: Any, kind: str, first: bool = False):
+    def __init__(self, inner: Any, kind: str):
         self.inner = inner
         self.kind = kind  # "self" or "cross"
-        self.first = first  # the first layer of its kind in the forward pass
 
     def __getattr__(self, name: str) -> Any:  # expose the wrapped processor's attributes
         if name == "inner":
@@ -335,27 +404,34 @@ class CaptureProcessor:
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
-        call = current_call()
-        cap = None if call is None else call.options.get(CAPTURE_KEY)
-        if cap is None or call.rows is None or not cap.active(call.step):
+        # traced by dynamo under torch.compile: read only the frame (no step, rows or store
+        # here), so the graph depends on "capture on / off" and the batch shape, nothing else
+        frame = _FRAME.get()
+        if frame is None:
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        with ProjectionTap(attn, hidden_states, context) as tap:
+        tq = tk = None
+        if torch.compiler.is_compiling():  # no hooks inside a traced region: q, k are recomputed
             out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+        else:
+            with ProjectionTap(attn, hidden_states, context) as tap:
+                out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+            tq, tk = tap.get("q"), tap.get("k")
         # the process lays a chunk out as [uncond rows; cond rows] with CFG, [cond rows] without:
         # the conditional rows are the last r either way
-        r = call.rows.stop - call.rows.start
-        tq, tk = tap.get("q"), tap.get("k")
+        r = frame.rows
         with torch.no_grad():
             q, k = project_qk(attn, hidden_states[-r:], context[-r:], None if tq is None else tq[-r:],
                               None if tk is None else tk[-r:])
             mask = attention_mask[-r:] if attention_mask is not None and self.kind == "cross" else None
             n, m = q.shape[2], k.shape[2]
-            acc = cap.maps.rows_view(self.kind, call.rows, (n, m), q.device, fresh=self.first and call.step == 0)
-            accumulate_probs(q, k, float(attn.scale), mask_bias(attn, mask, r, m), acc, cap.chunk_bytes,
-                             cap.matmul_in_model_dtype)
-        cap.seen[self.kind] += 1
-        cap.tapped += int(tq is not None and tk is not None)
+            acc = frame.out.get(self.kind)
+            if acc is None:
+                acc = torch.zeros((r, n, m), dtype=torch.float32, device=q.device)
+                frame.out[self.kind] = acc
+            add_probs(q, k, float(attn.scale), mask_bias(attn, mask, r, m), acc, frame.chunk_bytes, frame.half)
+        frame.seen[self.kind] += 1
+        frame.tapped += int(tq is not None and tk is not None)
         return out
 
 
@@ -408,9 +484,9 @@ def install_capture(denoiser: torch.nn.Module) -> dict[str, int]:
     replaced since is wrapped again). Returns the number of layers per kind."""
     kinds = capture_layers(denoiser)
     for kind, mods in kinds.items():
-        for j, (_, mod) in enumerate(mods):
+        for _, mod in mods:
             if not has_capture(mod.processor):
-                mod.set_processor(CaptureProcessor(mod.processor, kind, first=j == 0))
+                mod.set_processor(CaptureProcessor(mod.processor, kind))
     return {k: len(v) for k, v in kinds.items()}
 
 

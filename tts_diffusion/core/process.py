@@ -34,6 +34,7 @@ from .preview import load_preview_decoder
 from . import schedulers
 from .families import Family
 from .schedulers import SchedulerGrid, is_flow_scheduler  # noqa: F401  (re-exported)
+from .attention_capture import CAPTURE_KEY
 from .state import CallState, active_call, select_rows
 from .tgate import ENTRY as TGATE_ENTRY
 from .tgate import TGate, TGateState
@@ -255,12 +256,19 @@ class DenoisingProcess:
         return pred if hook is None else hook(self, x, i, cond, pred)
 
     def _guided(self, x: torch.Tensor, i: int, cond: Conditioning, cfg: bool):
-        """The model output for the rows `self.call.rows` (x), guided when cfg. With T-GATE
-        the hooks see this call's frame (core/tgate.py), built here, outside the model."""
+        """The model output for the rows `self.call.rows` (x), guided when cfg. The hooks of a
+        per-call feature see this call's frame, built here, outside the model (so a compiled
+        model guards on per-phase constants only): T-GATE's (core/tgate.py) and Alfie's
+        attention capture (core/attention_capture.py), whose work is merged into the
+        per-particle store after the call."""
+        rows = self.call.rows
         state = self.call.get(TGATE_ENTRY)
-        if state is None or self.call.rows is None:
-            return self._guided_forward(x, i, cond, cfg)
-        with state.forward(i, self.call.rows, 2 if cfg else 1):
+        capture = self.call.options.get(CAPTURE_KEY)
+        with contextlib.ExitStack() as frames:
+            if rows is not None and state is not None:
+                frames.enter_context(state.forward(i, rows, 2 if cfg else 1))
+            if rows is not None and capture is not None:
+                frames.enter_context(capture.forward(i, rows, self.device, self.dtype))
             return self._guided_forward(x, i, cond, cfg)
 
     def _guided_forward(self, x: torch.Tensor, i: int, cond: Conditioning, cfg: bool):
