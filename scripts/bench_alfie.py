@@ -18,12 +18,18 @@ Mode `pixart-xl` (for a GPU): a PixArt-Sigma-XL-size transformer (28 layers, 16 
 patch 2) with random weights at 512 px (token grid 32x32), the SDXL-size VAE, and a one-layer
 T5 with the real width (4096); times and peak GPU memory of plain sampling, rgba with the
 model's background prompt (2 rows per step), and rgba with a known canvas (capture and
-matte only), for `--particles` candidates.
+matte only), for `--particles` candidates. With `--compile` the denoiser and the VAE decoder
+run under torch.compile (`--backend`, inductor by default): each mode runs twice, the first
+compiling, and each run records the graphs dynamo compiled and the graph breaks (the capture
+must add none on a second run: issue #13).
 
     python scripts/bench_alfie.py --mode shapes --prompts 6 --out docs/bench_alfie_shapes      # CPU, ~6 min
     python scripts/bench_alfie.py --mode shapes --prompts 2 --n 2 --out /tmp/alfie_smoke      # CPU smoke, ~30 s
     python scripts/bench_alfie.py --mode pixart-xl --device cuda --out docs/bench_alfie_pixart_xl   # H100
     python scripts/bench_alfie.py --mode pixart-xl --device cpu --size 64 --layers 2 --out /tmp/x   # CPU smoke
+    python scripts/bench_alfie.py --mode pixart-xl --device cuda --compile --out docs/bench_alfie_pixart_xl_compiled
+    python scripts/bench_alfie.py --mode pixart-xl --device cpu --size 64 --layers 2 --steps 4 --compile \
+        --backend aot_eager --out /tmp/xc                                                       # CPU smoke
     python scripts/bench_alfie.py --mode capture --device cpu --threads 1 --size 256 --particles 4 --out /tmp/c
     python scripts/bench_alfie.py --mode capture --device cuda --particles 4 --out docs/bench_alfie_capture_gpu
 
@@ -237,11 +243,24 @@ def run_pixart_xl(args) -> dict:
     tts = TTSPipeline(pipe, defaults={"max_sequence_length": 300, "num_inference_steps": args.steps})
     prompt = "a photo of an orange cat sitting on a sofa"
     k = args.particles
+    counter = None
+    if args.compile:
+        from torch._dynamo.testing import CompileCounterWithBackend
+        from torch._dynamo.utils import counters
+
+        torch._dynamo.reset()
+        counters.clear()
+        counter = CompileCounterWithBackend(args.backend)
+        tts.compile(True, backend=counter)
     base = tts.process(args.steps, 4.5, height=args.size, width=args.size, max_batch=k)
     search = load_searcher("best_of_n")
     ver = Brightness().to(device)
     out = {}
-    for mode in ("plain", "rgba_canvas", "rgba_model_background", "plain"):
+    modes = ("plain", "rgba_canvas", "rgba_model_background", "plain")
+    if args.compile:  # the first run of each mode compiles; the second is kept
+        modes = ("plain", "plain", "rgba_canvas", "rgba_canvas", "rgba_model_background", "rgba_model_background")
+    for mode in modes:
+        graphs_before = counter.frame_count if counter is not None else 0
         proc = base.for_call()
         v, run = ver, None
         if mode == "rgba_canvas":
@@ -270,9 +289,17 @@ def run_pixart_xl(args) -> dict:
         if run is not None:
             rec["accumulator_mib"] = run.capture.maps.nbytes() / 2**20
             rec["grid"] = list(run.grid)
-        out[mode] = rec  # "plain" twice: the first run warms up, the second is kept
+        if counter is not None:
+            rec["new_graphs"] = counter.frame_count - graphs_before
+            rec["graph_breaks"] = sum(counters["graph_break"].values())
+            if mode in out:
+                rec["first_run_seconds"] = out[mode]["seconds"]
+                rec["first_run_new_graphs"] = out[mode]["new_graphs"]
+        out[mode] = rec  # each mode's second run (plain without --compile: the first warms up) is kept
         print(f"{mode:<24} {secs:8.2f} s  " + (f"peak {rec.get('peak_gib', float('nan')):.2f} GiB  " if "peak_gib" in rec else "")
-              + (f"maps {rec['accumulator_mib']:.1f} MiB" if "accumulator_mib" in rec else ""), flush=True)
+              + (f"maps {rec['accumulator_mib']:.1f} MiB  " if "accumulator_mib" in rec else "")
+              + (f"new graphs {rec['new_graphs']}, graph breaks so far {rec['graph_breaks']}" if counter else ""),
+              flush=True)
     n_tok = (args.size // 8 // 2) ** 2
     out["analytic"] = {"tokens": n_tok, "text_tokens": 300,
                        "self_map_mib_per_particle": n_tok * n_tok * 4 / 2**20,
@@ -280,6 +307,7 @@ def run_pixart_xl(args) -> dict:
                        "transient_head_map_mib_per_row": n_tok * n_tok * 4 / 2**20,
                        "alfie_original_self_maps_gib": args.layers * 16 * n_tok * n_tok * 4 / 2**30}
     out["settings"] = {"size": args.size, "layers": args.layers, "steps": args.steps, "device": str(device),
+                       "compile": args.backend if args.compile else None,
                        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     return out
 
@@ -390,6 +418,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="pixart-xl: denoising steps")
     ap.add_argument("--particles", type=int, default=4, help="pixart-xl: candidates sampled together")
     ap.add_argument("--reps", type=int, default=5, help="capture: timed repetitions (median)")
+    ap.add_argument("--compile", action="store_true",
+                    help="pixart-xl: denoiser and VAE decoder under torch.compile; each mode runs twice, graphs counted")
+    ap.add_argument("--backend", default="inductor", choices=("inductor", "aot_eager"),
+                    help="pixart-xl --compile: torch.compile backend (aot_eager: a quick CPU check)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     ap.add_argument("--variants", action="store_true",
                     help="shapes: also the IoU of GrabCut alone, soft alpha alone, and GrabCut from a trimap of ff")

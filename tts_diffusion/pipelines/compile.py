@@ -15,7 +15,12 @@ reused, the gate, after the gate self-attention cached / reused. The CFG batch h
 gate, so a gated search meets two batch shapes (four where the particles do not split into
 equal `max_batch` chunks). Dynamo's default of 8 graphs per function would be reached by
 that, after which it silently runs the function eagerly, so `compile_pipeline` raises the
-limit to `RECOMPILE_LIMIT`."""
+limit to `RECOMPILE_LIMIT`.
+
+With Alfie's attention capture (`rgba=True`) the denoiser compiles two graphs per batch
+shape: capture on (the foreground rows of the steps with t > 20) and off (the background
+rows, the last steps); the step, the rows and the per-particle maps stay outside the graph
+(core/attention_capture.py, `CaptureFrame`)."""
 from __future__ import annotations
 
 from typing import Any, Callable
