@@ -31,6 +31,13 @@ Blocks are found structurally, not by class name:
             `encoder_hidden_states`: a one-stream block that runs text and image tokens as
             one sequence [text ; image] (FLUX `FluxSingleTransformerBlock`)
 
+Under torch.compile: the hooks read only the frame of the denoiser call (core/tgate.py:
+the phase's mode, the cached text k / v of the rows in flight, an out-dict the gate fills;
+the process reads and writes the per-particle store around the call), so a gated search
+compiles three graphs per batch shape (before the gate, the ungated graph; the gate; after
+it) and no step or cache read breaks them. What the hooks need from the block's signature
+is read at install, outside the graph.
+
 Concatenation order: blocks that take rotary embeddings (`image_rotary_emb`, FLUX) put the
 text first, as their processor and rotary table (txt_ids, then img_ids) do; SD3's joint
 processor puts the image first. Key order does not change unmasked attention, but the
