@@ -96,6 +96,45 @@ def test_compiled_tgate_search_compiles_once_per_phase_without_graph_breaks():
     assert torch.equal(first.images, second.images)
 
 
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_compiled_mmdit_tgate_search_compiles_once_per_phase_without_graph_breaks(family):
+    """The MM-DiT analogue (core/tgate_mmdit.py: the joint blocks' text k / v cached at the
+    gate, image stream only after it) on tiny SD3 (CFG, dropped after the gate) and FLUX
+    (distilled guidance, one row per particle): a gated best-of-4 in two chunks compiles one
+    denoiser graph per phase (three: before the gate, the ungated graph; the gate; after it)
+    and the VAE decoder one, nothing breaks the graphs (the hooks once read the step and the
+    caches inside the model: 16 graphs, 10 breaks, 10 more graphs on a second search), a
+    second search compiles nothing, and the result is the eager gated search's."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+    from torch._dynamo.utils import counters
+
+    from tts_diffusion.core.tgate import MMDIT
+
+    steps, tg = 5, TGate(gate_step=3)
+    phases = tg.model_phases(steps, MMDIT)
+    assert len(phases) == 3
+    size = {k: v for k, v in pipeline_call_kwargs(family).items() if k in ("height", "width")}
+    kw = dict(searcher="best_of_n", budget=4 * steps, num_inference_steps=steps, max_batch=2, tgate=tg,
+              output_type="pt", progress=False, **size)
+    eager = TTSPipeline(make_tiny_pipeline(family), verifier=BrightnessVerifier())("a red circle", **kw)
+
+    torch._dynamo.reset()
+    counters.clear()
+    backend = CompileCounterWithBackend("aot_eager")
+    fast = TTSPipeline(make_tiny_pipeline(family), verifier=BrightnessVerifier()).compile(True, backend=backend)
+    first = fast("a red circle", **kw)
+    frames = backend.frame_count
+    assert len(phases) <= frames <= len(phases) + 1, frames  # + 1: the VAE decoder (one decode batch)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    second = fast("a red circle", **kw)
+    assert backend.frame_count == frames  # no recompiles across steps, chunks and calls
+    assert not counters["graph_break"]
+
+    assert [x.score for x in first.candidates] == pytest.approx([x.score for x in eager.candidates], abs=1e-6)
+    assert (first.images - eager.images).abs().max() <= 1 / 255 + 1e-6  # 8-bit candidates: at most one level apart
+    assert torch.equal(first.images, second.images)
+
+
 def test_compiled_tgate_process_reproduces_the_reference_package_in_six_graphs():
     """Known answer: the reference package `tgate==1.0.0` (tests/fixtures/tgate, as in
     test_tgate.py; the ungated output is > 100 x the tolerance away from it). The first

@@ -371,11 +371,11 @@ class DenoisingProcess:
         self.call.options.pop("tgate", None)
         if config is None:
             return None
-        tg.check_supported(self.adapter.denoiser)
+        kind = tg.model_kind(self.adapter.denoiser)  # one clear error for a model it cannot gate
         self.call.options["tgate"] = config
         if config.active(self.num_steps):
             tg.install(self.adapter.denoiser)
-            self.call.register(TGATE_ENTRY, TGateState(config))
+            self.call.register(TGATE_ENTRY, TGateState(config, kind))
         return config
 
     @property

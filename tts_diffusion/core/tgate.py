@@ -45,6 +45,9 @@ the state writes those into the per-particle store (averaging the CFG halves at 
 The hook itself only compares the frame's modes, looks its key up in `reuse` and stores
 into `out`, so dynamo traces it without a graph break and guards on the phase only: a
 search compiles one graph per (phase, batch shape), and a second search compiles none.
+The MM-DiT block hooks read the same frame (their text k / v under the cross-attention
+mode; an MM-DiT state leaves the self-attention mode at COMPUTE, so it has three phases:
+before the gate with no frame, the ungated graph; the gate; after it).
 """
 from __future__ import annotations
 
@@ -146,6 +149,13 @@ class TGate:
         ungated one)."""
         return {self.plan(s)[:2] for s in range(num_steps)}
 
+    def model_phases(self, num_steps: int, kind: str = CROSS) -> set[tuple[str, str]]:
+        """`phases` as a model of `kind` meets them: an MM-DiT (no self-attention column)
+        has three, (COMPUTE, COMPUTE) before the gate (the ungated graph), the gate, after."""
+        if kind == MMDIT:
+            return {(ca, COMPUTE) for ca, _ in self.phases(num_steps)}
+        return self.phases(num_steps)
+
     def describe(self) -> dict[str, int]:
         return asdict(self)
 
@@ -154,8 +164,11 @@ class TGateState:
     """Per-call T-GATE state (a `CallState` entry): the settings and, per attention module,
     the cached outputs of every particle, [num_particles, k, ...], with a validity mask."""
 
-    def __init__(self, config: TGate):
+    def __init__(self, config: TGate, kind: str = CROSS):
         self.config = config
+        #: CROSS or MMDIT (`model_kind`): an MM-DiT's frames carry the cross-attention
+        #: column only (its hooks cache text k / v through it), so its phases are three
+        self.kind = kind
         self.num_particles: int | None = None
         self.store: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -183,12 +196,14 @@ class TGateState:
         caching are written to the store. A step that computes everything (the warm-up)
         gets no frame: the model runs exactly as ungated (one compiled graph for both)."""
         ca, sa, average = self.config.plan(step)
+        if self.kind == MMDIT:
+            sa = COMPUTE  # joint attention has no separate self-attention to cache
         frame = None
         if (ca, sa) != (COMPUTE, COMPUTE):
             batch = k * (rows.stop - rows.start)
             reuse = {}
             for key in self.store:
-                if (ca if key[1] == "ca" else sa) == REUSE:
+                if (sa if key[1] == "sa" else ca) == REUSE:  # "ca", MM-DiT's "text_k" / "text_v"
                     cached = self.read(key, rows, batch)
                     if cached is not None:
                         reuse[key] = cached
@@ -233,7 +248,8 @@ class TGateState:
 class Frame:
     """What the hooks read during one denoiser call: the cross- and self-attention modes of
     the step (COMPUTE, CACHE or REUSE; constant per phase, so dynamo guards on them cheaply),
-    the cached outputs to return, by (module name, "ca" | "sa"), in the model's batch layout
+    the cached outputs to return, by (module name, "ca" | "sa"; MM-DiT blocks: (block name,
+    "text_k" | "text_v"), read with the cross-attention mode), in the model's batch layout
     (only for REUSE modes and rows with a valid cache), and the outputs the hooks hand back to
     be cached (filled during the call)."""
 

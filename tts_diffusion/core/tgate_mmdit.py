@@ -31,6 +31,13 @@ Blocks are found structurally, not by class name:
             `encoder_hidden_states`: a one-stream block that runs text and image tokens as
             one sequence [text ; image] (FLUX `FluxSingleTransformerBlock`)
 
+Under torch.compile: the hooks read only the frame of the denoiser call (core/tgate.py:
+the phase's mode, the cached text k / v of the rows in flight, an out-dict the gate fills;
+the process reads and writes the per-particle store around the call), so a gated search
+compiles three graphs per batch shape (before the gate, the ungated graph; the gate; after
+it) and no step or cache read breaks them. What the hooks need from the block's signature
+is read at install, outside the graph.
+
 Concatenation order: blocks that take rotary embeddings (`image_rotary_emb`, FLUX) put the
 text first, as their processor and rotary table (txt_ids, then img_ids) do; SD3's joint
 processor puts the image first. Key order does not change unmasked attention, but the
@@ -44,7 +51,6 @@ from typing import Any
 import torch
 
 from ..errors import TTSInputError
-from .state import current_call
 
 HOOK = "tts_diffusion_tgate_mmdit"
 DUAL, SINGLE = "dual", "single"
@@ -97,6 +103,10 @@ def check_blocks(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, str
 
 # ------------------------------------------------------------------- the block rewrite
 def _text_first(block: torch.nn.Module, kind: str) -> bool:
+    """Whether the block's processor puts the text tokens first. Read from the block's
+    signature: the hooks ask once, at install, since dynamo may not see the hooked forward's
+    real signature (an `inspect` call inside the compiled model rotated FLUX's text keys with
+    the image rows of the rotary table)."""
     return kind == SINGLE or _takes(block, "image_rotary_emb")
 
 
@@ -122,9 +132,11 @@ def _norm(norm: torch.nn.Module | None, x: torch.Tensor) -> torch.Tensor:
 
 
 def text_kv(block: torch.nn.Module, kind: str, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
-            temb: torch.Tensor, image_rotary_emb: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+            temb: torch.Tensor, image_rotary_emb: Any = None,
+            text_first: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The block's text-stream key and value [B, L_text, H, D] as its processor computes them
-    for these inputs (after projection, q/k norm and, FLUX, RoPE at the text positions)."""
+    for these inputs (after projection, q/k norm and, FLUX, RoPE at the text positions).
+    text_first: `_text_first(block, kind)` (None: read it now)."""
     attn, n_txt = block.attn, encoder_hidden_states.shape[1]
     if kind == DUAL:
         if getattr(block, "context_pre_only", False):
@@ -137,7 +149,7 @@ def text_kv(block: torch.nn.Module, kind: str, hidden_states: torch.Tensor, enco
         normed = block.norm(encoder_hidden_states, emb=temb)[0]
         k = _norm(getattr(attn, "norm_k", None), _heads(attn, attn.to_k(normed)))
         v = _heads(attn, attn.to_v(normed))
-    if _text_first(block, kind):
+    if _text_first(block, kind) if text_first is None else text_first:
         k = _rotate(k, _rope_rows(image_rotary_emb, slice(0, n_txt)))
     else:
         k = _rotate(k, _rope_rows(image_rotary_emb, slice(hidden_states.shape[1], None)))
@@ -169,12 +181,13 @@ def _ff(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def image_only(block: torch.nn.Module, kind: str, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
                temb: torch.Tensor, text_k: torch.Tensor, text_v: torch.Tensor, image_rotary_emb: Any = None,
-               joint_attention_kwargs: dict | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
+               joint_attention_kwargs: dict | None = None,
+               text_first: bool | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
     """The block's (encoder_hidden_states, hidden_states) after the gate: the image stream
     attends to the cached text k / v; the text stream passes through (None after SD3's
-    `context_pre_only` last block, as its own forward returns)."""
+    `context_pre_only` last block, as its own forward returns). text_first: as `text_kv`."""
     attn, hs = block.attn, hidden_states
-    text_first = _text_first(block, kind)
+    text_first = _text_first(block, kind) if text_first is None else text_first
     n_txt = encoder_hidden_states.shape[1]
     rope = _rope_rows(image_rotary_emb, slice(n_txt, None) if text_first else slice(0, hs.shape[1]))
     if kind == SINGLE:
@@ -202,47 +215,52 @@ def image_only(block: torch.nn.Module, kind: str, hidden_states: torch.Tensor, e
 def _hook_class():
     from diffusers.hooks import ModelHook
 
-    from .tgate import CACHE, ENTRY, REUSE
+    from .tgate import _FRAME, CACHE, REUSE
 
     class MMDiTTGateHook(ModelHook):
-        """Delegates to the block's own forward up to the gate (caching the text k / v at
-        it); after it, runs `image_only` with the cached text k / v of the rows in flight."""
+        """Delegates to the block's own forward up to the gate (handing its text k / v to
+        the frame to cache at it); after it, runs `image_only` with the cached text k / v
+        the frame holds for the rows in flight.
 
-        def __init__(self, name: str, kind: str):
+        Traced by dynamo under torch.compile: it reads only the frame of the denoiser call
+        (core/tgate.py: built outside the model, one mode per phase, the reused tensors, an
+        out-dict), never the step, the rows or the store, so the graph depends on the phase
+        alone and nothing here breaks it."""
+
+        def __init__(self, name: str, kind: str, block: torch.nn.Module):
             super().__init__()
             self.name, self.kind = name, kind
-            self._signature: inspect.Signature | None = None
+            self.key_k, self.key_v = (name, "text_k"), (name, "text_v")
+            # the block's layout and forward parameters, read once here: `inspect` inside the
+            # compiled model does not see through the hooked forward
+            self.text_first = _text_first(block, kind)
+            params = list(inspect.signature(block.forward).parameters.values())
+            self._names = tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+            self._defaults = {p.name: p.default for p in params if p.default is not p.empty}
 
-        def _inputs(self, forward, args, kwargs) -> dict[str, Any]:
-            if self._signature is None:
-                self._signature = inspect.signature(forward)
-            bound = self._signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            return bound.arguments
+        def _inputs(self, args, kwargs) -> dict[str, Any]:
+            a = dict(self._defaults)
+            a.update(zip(self._names, args))
+            a.update(kwargs)
+            return a
 
         def new_forward(self, module: torch.nn.Module, *args, **kwargs):
             forward = self.fn_ref.original_forward
-            call = current_call()
-            state = None if call is None else call.get(ENTRY)
-            if state is None or call.rows is None or call.step is None:
+            frame = _FRAME.get()
+            if frame is None or frame.ca not in (CACHE, REUSE):
                 return forward(*args, **kwargs)
-            mode, _, average = state.config.plan(call.step)
-            if mode not in (CACHE, REUSE):
-                return forward(*args, **kwargs)
-            a = self._inputs(forward, args, kwargs)
+            a = self._inputs(args, kwargs)
             hs, ehs, temb = a["hidden_states"], a["encoder_hidden_states"], a["temb"]
             rope, jak = a.get("image_rotary_emb"), a.get("joint_attention_kwargs")
-            key_k, key_v = (self.name, "text_k"), (self.name, "text_v")
-            if mode == REUSE:
-                k = state.read(key_k, call.rows, hs.shape[0])
-                v = state.read(key_v, call.rows, hs.shape[0])
+            if frame.ca == REUSE:
+                k, v = frame.reuse.get(self.key_k), frame.reuse.get(self.key_v)
                 if k is not None and v is not None:
-                    return image_only(module, self.kind, hs, ehs, temb, k, v, rope, jak)
+                    return image_only(module, self.kind, hs, ehs, temb, k, v, rope, jak, self.text_first)
                 return forward(*args, **kwargs)  # rows that never passed the gate: as the reference
             out = forward(*args, **kwargs)
-            k, v = text_kv(module, self.kind, hs, ehs, temb, rope)
-            state.write(key_k, call.rows, k, average)
-            state.write(key_v, call.rows, v, average)
+            k, v = text_kv(module, self.kind, hs, ehs, temb, rope, self.text_first)
+            frame.out[self.key_k] = k  # written to the per-particle store after the call
+            frame.out[self.key_v] = v
             return out
 
     return MMDiTTGateHook
@@ -258,7 +276,7 @@ def install(model: torch.nn.Module, lock) -> int:
         for name, block, kind in blocks:
             registry = HookRegistry.check_if_exists_or_initialize(block)
             if registry.get_hook(HOOK) is None:
-                registry.register_hook(hook_cls(name, kind), HOOK)
+                registry.register_hook(hook_cls(name, kind, block), HOOK)
     return len(blocks)
 
 

@@ -11,7 +11,8 @@ for SD-1.5 size on an H100): it pays when the same shapes are searched many time
 With T-GATE the denoiser compiles one graph per phase and batch shape (core/tgate.py: the
 hooks read only the phase's modes; steps, rows and caches are handled outside the graph),
 at most six phases (`TGate.phases`): before the gate self-attention computed / cached /
-reused, the gate, after the gate self-attention cached / reused. The CFG batch halves after the
+reused, the gate, after the gate self-attention cached / reused; an MM-DiT (SD3, FLUX;
+core/tgate_mmdit.py) has three: before the gate, the gate, after it. The CFG batch halves after the
 gate, so a gated search meets two batch shapes (four where the particles do not split into
 equal `max_batch` chunks). Dynamo's default of 8 graphs per function would be reached by
 that, after which it silently runs the function eagerly, so `compile_pipeline` raises the
