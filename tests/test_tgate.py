@@ -20,7 +20,7 @@ from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline, pipeline_ca
 from tts_diffusion import TGate, TTSInputError, TTSPipeline
 from tts_diffusion.core.budget import Budget
 from tts_diffusion.core.process import DenoisingProcess
-from tts_diffusion.core.tgate import CACHE, COMPUTE, REUSE, check_supported
+from tts_diffusion.core.tgate import CACHE, COMPUTE, REUSE, model_kind
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tgate" / "reference.pt"
 PROMPT = "a red circle"
@@ -183,9 +183,9 @@ def test_a_model_without_cross_attention_is_refused():
     from diffusers import UNet2DModel
 
     with pytest.raises(TTSInputError, match="cross-attention or a joint text stream .* has neither"):
-        check_supported(UNet2DModel(sample_size=8, block_out_channels=(32, 32), norm_num_groups=32,
-                                    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                                    up_block_types=("AttnUpBlock2D", "UpBlock2D")))
+        model_kind(UNet2DModel(sample_size=8, block_out_channels=(32, 32), norm_num_groups=32,
+                               down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                               up_block_types=("AttnUpBlock2D", "UpBlock2D")))
 
 
 @pytest.mark.parametrize("value,message", [

@@ -212,7 +212,7 @@ def test_an_unknown_joint_layout_is_refused_with_one_line():
 
     odd = torch.nn.Sequential(Attention(query_dim=8, added_kv_proj_dim=8, heads=2, dim_head=4))
     with pytest.raises(TTSInputError, match="does not know the joint text-stream block layout") as e:
-        tgate.check_supported(odd)
+        tgate.model_kind(odd)
     assert "\n" not in str(e.value)
 
 
@@ -222,4 +222,4 @@ def test_an_ip_adapter_processor_is_refused():
     model, _ = _flux()
     model.transformer_blocks[0].attn.set_processor(FluxIPAdapterAttnProcessor(32, 8))
     with pytest.raises(TTSInputError, match="IP-Adapter"):
-        tgate.check_supported(model)
+        tgate.model_kind(model)

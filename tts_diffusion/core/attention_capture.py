@@ -174,7 +174,7 @@ class AttentionCapture:
         if frame is None:
             return
         for kind, acc in frame.out.items():
-            self.maps.rows_view(kind, rows, acc.shape[1:], acc.device, fresh=step == 0).add_(acc)
+            self.maps.add(kind, rows, acc, fresh=step == 0)
         for kind, n in frame.seen.items():
             self.seen[kind] += n
         self.tapped += frame.tapped

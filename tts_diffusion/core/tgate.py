@@ -333,11 +333,6 @@ def model_kind(model: torch.nn.Module) -> str:
                         " has neither; run without --tgate")
 
 
-def check_supported(model: torch.nn.Module) -> None:
-    """One clear error for models T-GATE cannot gate (before any model work)."""
-    model_kind(model)
-
-
 def install(model: torch.nn.Module) -> int:
     """Install the (inert) T-GATE hooks on `model`, once: on every attention module of a
     cross-attention model, on every joint block of an MM-DiT. Returns the number hooked."""
