@@ -37,6 +37,7 @@ import torch  # noqa: E402
 from torch._dynamo.utils import counters  # noqa: E402
 
 from tts_diffusion.bench.timing import sync  # noqa: E402
+from tts_diffusion.pipelines.compile import use_channels_last  # noqa: E402
 from tts_diffusion.testing.sd15 import add_best_of_n_args, build_sd15  # noqa: E402
 
 PROMPT = "a photograph of an astronaut riding a horse"
@@ -76,6 +77,48 @@ def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: after[k] - before[k] for k in after}
 
 
+def step_profile(tts, search, device, steps: int, tgate: int | None) -> dict:
+    """One more search with the device synchronised around every denoiser call: seconds per
+    sampling step, and their mean per T-GATE phase (which bounds what gating can save: the
+    whole search adds the decode and the scoring, which T-GATE does not touch)."""
+    from tts_diffusion import TGate
+
+    den = tts.pipe.unet
+    calls: list[tuple[int, float]] = []
+    t0 = [0.0]
+
+    def pre(module, args, kwargs):
+        sync(device)
+        t0[0] = time.perf_counter()
+
+    def post(module, args, kwargs, out):
+        sync(device)
+        calls.append((int(args[0].shape[0]), time.perf_counter() - t0[0]))
+
+    handles = [den.register_forward_pre_hook(pre, with_kwargs=True),
+               den.register_forward_hook(post, with_kwargs=True)]
+    try:
+        search()
+    finally:
+        for h in handles:
+            h.remove()
+    per_step = [0.0] * steps
+    per_call = max(1, len(calls) // steps)
+    for i, (_, sec) in enumerate(calls):
+        per_step[min(i // per_call, steps - 1)] += sec
+    plan = TGate(gate_step=tgate) if tgate else None
+    phases: dict[str, list[float]] = {}
+    for s, sec in enumerate(per_step):
+        label = "ungated" if plan is None or not plan.active(steps) else (
+            "before gate, self-attention reused" if s < plan.gate_step - 1 and plan.plan(s)[1] == "reuse" else
+            "before gate, self-attention computed" if s < plan.gate_step - 1 else
+            "gate step" if s == plan.gate_step - 1 else "after gate (no CFG, cross-attention cached)")
+        phases.setdefault(label, []).append(sec)
+    return {"rows_per_call": sorted({b for b, _ in calls}), "calls": len(calls), "per_step_s": per_step,
+            "denoise_s": sum(per_step),
+            "phases": {k: {"steps": len(v), "mean_s": statistics.mean(v), "total_s": sum(v)} for k, v in phases.items()}}
+
+
 def run_variant(name, tts, verifier, args, device, call_kw) -> dict:
     def search():
         return tts(PROMPT, verifier=verifier, budget=args.n * args.steps, seed=0, num_inference_steps=args.steps,
@@ -105,8 +148,13 @@ def run_variant(name, tts, verifier, args, device, call_kw) -> dict:
     print(f"{name:<44} first {first:8.2f} s   median {med:7.3f} s   compile ~{max(first - med, 0):7.1f} s   "
           f"graphs {dynamo['graphs_first']}, recompiles {dynamo['recompiles']}, breaks {dynamo['graph_breaks']}, "
           f"limit hits {dynamo['recompile_limit_hits']}", flush=True)
+    profile = None
+    if args.step_profile and tts.compile_mode is None:  # hooks on a compiled UNet would break its graph
+        profile = step_profile(tts, search, device, args.steps, call_kw.get("tgate"))
+        print("  step profile: " + ", ".join(f"{k} {v['steps']} x {v['mean_s'] * 1e3:.1f} ms"
+                                            for k, v in profile["phases"].items()), flush=True)
     return {"variant": name, "first_s": first, "times_s": times, "median_s": med, "compile_s": max(first - med, 0.0),
-            "dynamo": dynamo, "phases": res.timings, "scores": [c.score for c in res.candidates],
+            "dynamo": dynamo, "step_profile": profile, "phases": res.timings, "scores": [c.score for c in res.candidates],
             "images": torch.stack([c.image for c in res.candidates if c.image is not None])}
 
 
@@ -117,6 +165,12 @@ def main() -> None:
                                                      " modes autotune for many minutes at SD-1.5 size)")
     ap.add_argument("--backend", default="inductor", help="torch.compile backend (aot_eager: CPU smoke)")
     ap.add_argument("--tgate", type=int, default=10, help="T-GATE gate step (0: skip)")
+    ap.add_argument("--eager-layouts", default="contiguous,channels_last",
+                    help="memory layouts of the eager rows, comma-separated (channels_last: UNet and VAE weights in"
+                         " torch.channels_last, as the compiled rows use on CUDA)")
+    ap.add_argument("--step-profile", action=argparse.BooleanOptionalAction, default=True,
+                    help="one more search per eager variant, synchronised around every denoiser call: seconds per"
+                         " step and per T-GATE phase")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 peak of the GPU (H100 SXM: 989)")
     ap.add_argument("--smoke", action="store_true", help="quick CPU check: tiny models, aot_eager, 64 px, best-of-2,"
                                                          " 4 steps, gate step 2, one repeat")
@@ -144,12 +198,22 @@ def main() -> None:
     print(f"FLOP floor: {floor['total_tflop']:.0f} TFLOP / {args.peak_tflops:.0f} TFLOP/s = {floor['floor_s']:.2f} s "
           f"(UNet row {floor['unet_row']:.3f}, VAE decode {floor['vae_decode']:.3f}, "
           f"verifier {floor['verifier_image']:.3f} TFLOP)")
-    rows = [run_variant("eager", TTSPipeline(pipe), verifier, args, device, {})]
-    if has_tgate and args.tgate:
-        rows.append(run_variant(f"eager + T-GATE (gate step {args.tgate})", TTSPipeline(pipe), verifier, args, device,
-                                {"tgate": args.tgate}))
+    rows = []
+    for layout in [x for x in args.eager_layouts.split(",") if x]:
+        if layout not in ("contiguous", "channels_last"):
+            ap.error(f"--eager-layouts: unknown layout {layout!r} (contiguous, channels_last)")
+        if layout == "channels_last":
+            use_channels_last(pipe, True)
+        else:
+            for m in (pipe.unet, pipe.vae):
+                m.to(memory_format=torch.contiguous_format)
+        tag = "" if layout == "contiguous" else ", channels_last"
+        rows.append(run_variant(f"eager{tag}", TTSPipeline(pipe), verifier, args, device, {}))
+        if has_tgate and args.tgate:
+            rows.append(run_variant(f"eager{tag} + T-GATE (gate step {args.tgate})", TTSPipeline(pipe), verifier,
+                                    args, device, {"tgate": args.tgate}))
     for mode in [m for m in args.modes.split(",") if m]:
-        if mode != "default" or len(rows) > 1 + has_tgate:  # a fresh pipeline for every compile mode
+        if mode != "default" or rows:  # a fresh pipeline for every compile mode
             del pipe
             gc.collect()
             torch.cuda.empty_cache() if device.type == "cuda" else None
@@ -165,15 +229,23 @@ def main() -> None:
     print(f"\n{'variant':<44} {'median s':>9} {'vs eager':>9} {'compile s':>10} {'vs floor':>9} {'max |score diff|':>17}"
           f" {'max 8-bit diff':>15} {'graphs':>7} {'recompiles':>11} {'breaks':>7}")
     for r in rows:
-        same_ref = eager if "T-GATE" not in r["variant"] else next((x for x in rows if x["variant"].startswith("eager +")),
-                                                                   eager)
+        same_ref = eager if "T-GATE" not in r["variant"] else next(
+            (x for x in rows if x["variant"].startswith("eager") and "T-GATE" in x["variant"]), eager)
         r["max_score_diff"] = max(abs(a - b) for a, b in zip(r["scores"], same_ref["scores"]))
         r["max_image_diff_levels"] = int((r["images"].int() - same_ref["images"].int()).abs().max())
         r["speedup_vs_eager"] = eager["median_s"] / r["median_s"]
+        if "T-GATE" in r["variant"]:  # against the same variant without T-GATE (the row before it)
+            ungated = rows[rows.index(r) - 1]
+            r["tgate_speedup"] = ungated["median_s"] / r["median_s"]
+            r["tgate_denoise_speedup"] = ungated["phases"]["denoise"] / r["phases"]["denoise"]
         print(f"{r['variant']:<44} {r['median_s']:9.3f} {r['speedup_vs_eager']:8.2f}x {r['compile_s']:10.1f} "
               f"{r['median_s'] / floor['floor_s']:8.2f}x {r['max_score_diff']:17.2e} {r['max_image_diff_levels']:15d}"
               f" {r['dynamo']['graphs_first']:7d} {r['dynamo']['recompiles']:11d} {r['dynamo']['graph_breaks']:7d}")
     print("(score / image differences: against eager, or against eager + T-GATE for T-GATE rows)")
+    for r in rows:
+        if "tgate_speedup" in r:
+            print(f"T-GATE against the same variant without it, {r['variant']}: whole search "
+                  f"{r['tgate_speedup']:.3f}x, denoising {r['tgate_denoise_speedup']:.3f}x")
     for r in rows:
         del r["images"]
     out = {"device": dev_name, "dtype": str(dtype), "torch": torch.__version__, "n": args.n, "steps": args.steps,

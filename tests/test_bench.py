@@ -104,6 +104,12 @@ def test_two_processes_write_the_records_of_one(full, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "on 2 process(es)" in proc.stdout
     assert canonical(read_records(out)) == canonical(full[1])
+    # the sweep's time is its slowest share's: both processes report, and searches add up
+    summary = json.loads(out.with_name("two.summary.json").read_text())
+    shares = summary["process_shares"]
+    assert [s["process"] for s in shares] == [0, 1]
+    assert sum(s["searches"] for s in shares) == sum(not r["seconds_estimated"] for r in read_records(out))
+    assert max(s["seconds"] for s in shares) <= summary["run_seconds"]
 
 
 def test_summary_values_are_exact():

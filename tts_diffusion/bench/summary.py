@@ -70,6 +70,10 @@ def write_summary(summary: dict, out: Path, echo: Callable[[str], None] = print)
     if summary.get("searches_per_second") is not None:
         echo(f"{summary['new_records']} new records in {summary['run_seconds']:.1f} s on {summary['processes']} "
              f"process(es): {summary['searches_per_second']:.3f} searches/s")
+        shares = summary.get("process_shares") or []
+        if len(shares) > 1:
+            secs = [s["seconds"] for s in shares]
+            echo(f"process shares took {min(secs):.1f}-{max(secs):.1f} s (the sweep waits for the slowest)")
     png = plot(summary, stem.with_name(stem.name + ".png"))
     echo(f"wrote {out}, {json_path}" + (f" and {png}" if png else ""))
 

@@ -190,8 +190,11 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | N
                     r.update(shared)
                 writer.write(new)
                 mine.extend(new)
+    share_seconds = time.perf_counter() - t_run
+    state.wait_for_everyone()  # the sweep ends with its slowest share
     run_seconds = time.perf_counter() - t_run
     everything = gather(state, mine)
+    shares = gather(state, [{"process": state.process_index, "seconds": share_seconds, "searches": _searches(mine)}])
     summary = None
     if state.is_main_process:
         merged = {rec_io.key(r): r for r in [*done.values(), *everything]}
@@ -200,7 +203,8 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | N
         summary.update(shared, processes=state.num_processes, device=_device_name(device),
                        new_records=len(everything), run_seconds=run_seconds,
                        wall_seconds=time.perf_counter() - t_start,
-                       searches_per_second=_searches(everything) / run_seconds if run_seconds > 0 else None)
+                       searches_per_second=_searches(everything) / run_seconds if run_seconds > 0 else None,
+                       process_shares=sorted(shares, key=lambda r: r["process"]))
         write_summary(summary, cfg.out, echo)
     state.wait_for_everyone()
     return summary
