@@ -179,3 +179,32 @@ def test_default_threads_share_the_cores_between_processes(monkeypatch):
     assert [default_threads(n) for n in (1, 4, 8, 16, 64)] == [4, 4, 4, 2, 1]
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert [default_threads(n) for n in (1, 2)] == [1, 1]
+
+
+def test_claim_hands_every_item_to_exactly_one_process_and_a_fast_one_takes_more():
+    """Prompts are claimed one at a time from the process group's store: two workers sharing
+    a store take every item once between them, and one that is slower takes fewer."""
+    import threading
+    import time
+
+    import torch.distributed as dist
+
+    from tts_diffusion.bench.placement import claim
+
+    class Two:  # the PartialState attributes claim reads
+        num_processes = 2
+
+    store, items, taken = dist.HashStore(), list(range(40)), {0: [], 1: []}
+
+    def worker(w: int, delay: float) -> None:
+        for it in claim(Two(), items, store=store, key="sweep"):
+            taken[w].append(it)
+            time.sleep(delay)
+
+    threads = [threading.Thread(target=worker, args=(0, 0.001)), threading.Thread(target=worker, args=(1, 0.02))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken[0] + taken[1]) == items
+    assert len(taken[0]) > 2 * len(taken[1])

@@ -3,6 +3,7 @@ verifier on a device of its own (a large verifier beside the model's GPU)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -57,6 +58,42 @@ def process_state(cpu: bool):
     except ImportError:
         return SingleProcess(cpu)
     return PartialState(cpu=cpu)
+
+
+#: one counter key per sweep run in this process group (every process runs the same sweeps)
+_SWEEPS = itertools.count()
+
+
+def claim(state, items: list, store=None, key: str | None = None) -> Iterator:
+    """This process's share of `items` (the same list on every process), claimed one item at a
+    time from a counter all processes share (the process group's key-value store): a process
+    that runs faster takes more, so the sweep ends when its work does, not when the slowest of
+    fixed, equal shares does (on a 4-GPU host equal shares took 127-151 s for the same work).
+    One process: every item, in order. Without a store (no process group), accelerate's fixed
+    contiguous shares."""
+    key = key or f"tts_diffusion/bench/next/{next(_SWEEPS)}"
+    if state.num_processes == 1:
+        yield from items
+        return
+    store = store if store is not None else group_store()
+    if store is None:
+        with state.split_between_processes(items) as share:
+            yield from share
+        return
+    while (i := store.add(key, 1) - 1) < len(items):
+        yield items[i]
+
+
+def group_store():
+    """The default process group's store (a TCPStore under accelerate / torchrun), or None."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except (AttributeError, RuntimeError, ValueError):
+        return None
 
 
 def gather(state, records: list[dict]) -> list[dict]:

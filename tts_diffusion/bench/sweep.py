@@ -4,8 +4,9 @@ record per (prompt, method, budget, seed).
 
 Prompts are sharded over processes (`accelerate launch --multi_gpu --num_processes N -m
 tts_diffusion.cli bench ...`, one GPU each; or `torchrun --nproc_per_node N -m tts_diffusion.cli
-bench --device cuda:0 ...`, N processes sharing one GPU): each process runs its share with a
-whole copy of the pipeline (accelerate's `split_between_processes`); the records are gathered
+bench --device cuda:0 ...`, N processes sharing one GPU): each process holds a whole copy of
+the pipeline and claims prompts one at a time from a counter in the process group's store
+(`placement.claim`), so a faster process takes more; the records are gathered
 (`gather_object`) and written by the main process. A search's seed is `seed * 100003 + prompt index`
 (the prompt's position in its set), so the records do not depend on the split.
 
@@ -26,7 +27,7 @@ import torch
 from ..errors import TTSInputError
 from ..threads import default_threads
 from . import records as rec_io
-from .placement import OnDevice, gather, process_state
+from .placement import OnDevice, claim, gather, process_state
 from .prompts import SHAPES_EVAL, balanced_subset, load_prompt_set
 from .readout import PASS, fit_to_budget, judge_score, picked
 
@@ -182,14 +183,13 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | N
     mine: list[dict] = []
     writer = rec_io.Appender(rec_io.part_path(cfg.out, state.process_index))
     t_run = time.perf_counter()
-    with state.split_between_processes(todo) as share:
-        for k, p, missing in share:
-            for (m, s), bs in missing.items():
-                new = run_cell(base, guide, judge, k, p, m, s, bs, cfg.options[m], guide_is_judge=judge is guide)
-                for r in new:
-                    r.update(shared)
-                writer.write(new)
-                mine.extend(new)
+    for k, p, missing in claim(state, todo):  # prompts one at a time from a shared counter
+        for (m, s), bs in missing.items():
+            new = run_cell(base, guide, judge, k, p, m, s, bs, cfg.options[m], guide_is_judge=judge is guide)
+            for r in new:
+                r.update(shared)
+            writer.write(new)
+            mine.extend(new)
     share_seconds = time.perf_counter() - t_run
     state.wait_for_everyone()  # the sweep ends with its slowest share
     run_seconds = time.perf_counter() - t_run
