@@ -11,7 +11,8 @@ Setting (issue 13): SD-1.5 architecture (random weights, real sizes), best-of-32
 
 Per variant: the first search (which compiles every shape it meets), the median of
 `--repeats` later searches, compile time = first - median, how far the candidate scores and
-8-bit images are from the eager ones (T-GATE rows: from eager + T-GATE), and from
+8-bit images are from the eager ones (T-GATE rows: from eager + T-GATE; images compared by
+candidate, for the candidates both runs kept), and from
 torch._dynamo.utils.counters what dynamo did: graphs compiled in the first search
 (`graphs_first`; with T-GATE one per phase and batch shape, core/tgate.py), graphs compiled
 in the later identical searches (`recompiles`, 0 when the guards hold), graph breaks, and
@@ -155,7 +156,9 @@ def run_variant(name, tts, verifier, args, device, call_kw) -> dict:
                                             for k, v in profile["phases"].items()), flush=True)
     return {"variant": name, "first_s": first, "times_s": times, "median_s": med, "compile_s": max(first - med, 0.0),
             "dynamo": dynamo, "step_profile": profile, "phases": res.timings, "scores": [c.score for c in res.candidates],
-            "images": torch.stack([c.image for c in res.candidates if c.image is not None])}
+            # kept images by candidate index: which candidates keep one follows the scores, and random-weight
+            # CLIP scores lie within 1e-4 of each other, so two runs may keep different (equally valid) sets
+            "images": {i: c.image for i, c in enumerate(res.candidates) if c.image is not None}}
 
 
 def main() -> None:
@@ -232,16 +235,20 @@ def main() -> None:
         same_ref = eager if "T-GATE" not in r["variant"] else next(
             (x for x in rows if x["variant"].startswith("eager") and "T-GATE" in x["variant"]), eager)
         r["max_score_diff"] = max(abs(a - b) for a, b in zip(r["scores"], same_ref["scores"]))
-        r["max_image_diff_levels"] = int((r["images"].int() - same_ref["images"].int()).abs().max())
+        both = sorted(set(r["images"]) & set(same_ref["images"]))
+        r["images_compared"] = len(both)
+        r["max_image_diff_levels"] = max((int((r["images"][i].int() - same_ref["images"][i].int()).abs().max())
+                                          for i in both), default=None)
         r["speedup_vs_eager"] = eager["median_s"] / r["median_s"]
         if "T-GATE" in r["variant"]:  # against the same variant without T-GATE (the row before it)
             ungated = rows[rows.index(r) - 1]
             r["tgate_speedup"] = ungated["median_s"] / r["median_s"]
             r["tgate_denoise_speedup"] = ungated["phases"]["denoise"] / r["phases"]["denoise"]
         print(f"{r['variant']:<44} {r['median_s']:9.3f} {r['speedup_vs_eager']:8.2f}x {r['compile_s']:10.1f} "
-              f"{r['median_s'] / floor['floor_s']:8.2f}x {r['max_score_diff']:17.2e} {r['max_image_diff_levels']:15d}"
+              f"{r['median_s'] / floor['floor_s']:8.2f}x {r['max_score_diff']:17.2e} {r['max_image_diff_levels']!s:>15}"
               f" {r['dynamo']['graphs_first']:7d} {r['dynamo']['recompiles']:11d} {r['dynamo']['graph_breaks']:7d}")
-    print("(score / image differences: against eager, or against eager + T-GATE for T-GATE rows)")
+    print("(score / image differences: against eager, or against eager + T-GATE for T-GATE rows; images of the"
+          " candidates both runs kept)")
     for r in rows:
         if "tgate_speedup" in r:
             print(f"T-GATE against the same variant without it, {r['variant']}: whole search "

@@ -63,8 +63,10 @@ def test_bad_compile_mode_is_refused(bad):
         TTSPipeline(make_tiny_pipeline("sd15"), compile=bad)
 
 
-def test_compiled_tgate_search_compiles_once_per_phase_without_graph_breaks():
-    """A gated best-of-4 in two equal chunks (max_batch 2) under a counting aot_eager backend:
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_compiled_tgate_search_compiles_once_per_phase_without_graph_breaks(backend_name):
+    """A gated best-of-4 in two equal chunks (max_batch 2) under a counting backend (aot_eager;
+    inductor's generated kernels with TTS_TEST_INDUCTOR=1):
     the denoiser compiles one graph per T-GATE phase (here 4: before the gate self-attention
     cached / reused, the gate, after the gate; each phase has one batch shape) and the VAE
     decoder one, nothing breaks the graphs, a second identical search compiles nothing, and
@@ -81,7 +83,7 @@ def test_compiled_tgate_search_compiles_once_per_phase_without_graph_breaks():
 
     torch._dynamo.reset()
     counters.clear()
-    backend = CompileCounterWithBackend("aot_eager")
+    backend = CompileCounterWithBackend(backend_name)
     fast = TTSPipeline(make_tiny_pipeline("sd15"), verifier=BrightnessVerifier()).compile(True, backend=backend)
     first = fast("a red circle", **kw)
     frames = backend.frame_count
