@@ -226,3 +226,27 @@ def test_compiled_rgba_search_captures_maps_without_recompiles():
     assert backend.frame_count == frames  # the same shapes: no new graph
     torch.testing.assert_close(got.cross, want.cross, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(got.self_, want.self_, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["sd15", "sd3"])
+def test_gated_search_after_an_ungated_one_reuses_the_ungated_graph(family):
+    """T-GATE's hooks go in when the pipeline is compiled: a gated search after an ungated one
+    compiles only the phases after the warm-up (whose graph is the ungated one), not the
+    ungated graph a second time, and an ungated search after it compiles nothing."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    steps, tg = 6, TGate(gate_step=4, sp_interval=2, fi_interval=1, warm_up=1)
+    size = {k: v for k, v in pipeline_call_kwargs(family).items() if k in ("height", "width")}
+    kw = dict(searcher="best_of_n", budget=4 * steps, num_inference_steps=steps, max_batch=4,
+              output_type="pt", progress=False, **size)
+    torch._dynamo.reset()
+    backend = CompileCounterWithBackend("aot_eager")
+    fast = TTSPipeline(make_tiny_pipeline(family), verifier=BrightnessVerifier()).compile(True, backend=backend)
+    fast("a red circle", **kw)
+    ungated = backend.frame_count  # the denoiser and the VAE decoder
+    fast("a red circle", tgate=tg, **kw)
+    kind = "mm-dit" if family == "sd3" else "cross-attention"
+    assert backend.frame_count - ungated == len(tg.model_phases(steps, kind)) - 1
+    before = backend.frame_count
+    fast("a red circle", **kw)
+    assert backend.frame_count == before
