@@ -250,3 +250,32 @@ def test_gated_search_after_an_ungated_one_reuses_the_ungated_graph(family):
     before = backend.frame_count
     fast("a red circle", **kw)
     assert backend.frame_count == before
+
+
+def test_rgba_search_after_a_plain_one_reuses_the_plain_graph():
+    """Alfie's capture processors go in when the pipeline is compiled: an rgba search after a
+    plain one compiles only its capture-on graph (its background rows and last steps run the
+    plain graph), the plain search's images are what eager gives, and a plain search after
+    the rgba one compiles nothing."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    steps = 4
+    kw = dict(searcher="best_of_n", budget=4 * 2 * steps, num_inference_steps=steps, max_batch=2, height=32,
+              width=32, output_type="pt", progress=False)
+
+    def tts():
+        return TTSPipeline(make_tiny_pipeline("pixart_sigma", seed=3), verifier=BrightnessVerifier(),
+                           defaults={"max_sequence_length": 32})
+
+    eager = tts()("a photo of a corgi", **kw)
+    torch._dynamo.reset()
+    backend = CompileCounterWithBackend("aot_eager")
+    fast = tts().compile(True, backend=backend)
+    plain = fast("a photo of a corgi", **kw)
+    assert (plain.images - eager.images).abs().max() <= 1 / 255 + 1e-6
+    before = backend.frame_count  # the denoiser and the VAE decoder
+    fast("a photo of a corgi", rgba=True, **kw)
+    assert backend.frame_count - before == 1
+    before = backend.frame_count
+    fast("a photo of a corgi", **kw)
+    assert backend.frame_count == before

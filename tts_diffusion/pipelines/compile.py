@@ -16,8 +16,9 @@ core/tgate_mmdit.py) has three: before the gate, the gate, after it. The CFG bat
 gate, so a gated search meets two batch shapes (four where the particles do not split into
 equal `max_batch` chunks). Dynamo's default of 8 graphs per function would be reached by
 that, after which it silently runs the function eagerly, so `compile_pipeline` raises the
-limit to `RECOMPILE_LIMIT`. T-GATE's hooks (inert until a gated call) are installed before
-compiling, so a gated search after an ungated one reuses the ungated graph for its warm-up.
+limit to `RECOMPILE_LIMIT`. T-GATE's hooks and Alfie's capture processors (inert until a
+gated or rgba call) are installed before compiling, so a gated or rgba search after a plain
+one reuses the plain graph (the warm-up steps; the background rows).
 
 With Alfie's attention capture (`rgba=True`) the denoiser compiles two graphs per batch
 shape: capture on (the foreground rows of the steps with t > 20) and off (the background
@@ -67,7 +68,7 @@ def compile_pipeline(pipe: Any, mode: str = "default", channels_last: bool | Non
     if is_compiled(den):
         return
     use_channels_last(pipe, channels_last)
-    _install_tgate_hooks(den)
+    _install_inert_hooks(den)
     config = torch._dynamo.config
     limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
     setattr(config, limit, max(getattr(config, limit), RECOMPILE_LIMIT))
@@ -76,18 +77,21 @@ def compile_pipeline(pipe: Any, mode: str = "default", channels_last: bool | Non
     pipe.vae.decoder.compile(**kw)
 
 
-def _install_tgate_hooks(den: torch.nn.Module) -> None:
-    """T-GATE's hooks, inert until a gated call, go in before compiling: installed later (on
-    the first gated search) they change the modules the ungated graph was traced through, and
-    dynamo compiles that graph a second time (one whole-denoiser compile, tens of seconds at
-    SD-1.5 size). A denoiser T-GATE cannot gate is left as it is."""
+def _install_inert_hooks(den: torch.nn.Module) -> None:
+    """T-GATE's hooks and Alfie's capture processors, inert until a gated or rgba call, go in
+    before compiling: installed later (on the first such search) they change the modules the
+    plain graph was traced through, and dynamo compiles that graph a second time (one
+    whole-denoiser compile, tens of seconds at SD-1.5 size). A denoiser that T-GATE cannot
+    gate or Alfie cannot read is left as it is."""
     from ..core import tgate
+    from ..core.attention_capture import install_capture
     from ..errors import TTSInputError
 
-    try:
-        tgate.install(den)
-    except TTSInputError:
-        pass
+    for install in (tgate.install, install_capture):
+        try:
+            install(den)
+        except TTSInputError:
+            pass
 
 
 def use_channels_last(pipe: Any, on: bool | None = None) -> None:
