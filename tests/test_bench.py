@@ -109,7 +109,9 @@ def test_two_processes_write_the_records_of_one(full, tmp_path):
     shares = summary["process_shares"]
     assert [s["process"] for s in shares] == [0, 1]
     assert sum(s["searches"] for s in shares) == sum(not r["seconds_estimated"] for r in read_records(out))
-    assert max(s["seconds"] for s in shares) <= summary["run_seconds"]
+    assert shares[0]["seconds"] <= summary["run_seconds"]  # the main process waited for the other
+    # each process times from its own start, which the barrier before the sweep aligns to well under 1 s
+    assert max(s["seconds"] for s in shares) <= summary["run_seconds"] + 1.0
 
 
 def test_summary_values_are_exact():
