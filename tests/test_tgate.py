@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tts_diffusion.testing.helpers import BrightnessVerifier
+from tts_diffusion.testing.helpers import BrightnessVerifier, metered_steps
 from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline, pipeline_call_kwargs
 from tts_diffusion import TGate, TTSInputError, TTSPipeline
 from tts_diffusion.core.budget import Budget
@@ -97,14 +97,8 @@ def test_reproduces_the_reference_package(tiny_pipe, max_batch):
 def test_after_the_gate_cfg_is_off_and_the_model_cost_drops(tiny_pipe):
     pipe = tiny_pipe("sd15")
     proc = _proc(pipe, "sd15", 5, TGate(3, 1, 1, 0))
-    cond = proc.encode(PROMPT)
-    x = proc.noise_from_seeds([1, 2])
-    b = Budget(100)
-    with proc.metered(b):
-        for i in range(5):
-            pred = proc.denoise(x, i, cond)
-            assert (pred.cond_out is None) == (i >= 3)
-            x = proc.step(x, i, pred)
+    b, no_cfg = metered_steps(proc, PROMPT, 5)
+    assert no_cfg == [i >= 3 for i in range(5)]
     assert b.nfe == 10 and b.model_rows == 2 * (2 * 3 + 2)
 
 

@@ -12,9 +12,9 @@ import torch
 
 from tts_diffusion import TGate, TTSInputError
 from tts_diffusion.core import tgate, tgate_mmdit
-from tts_diffusion.core.budget import Budget
 from tts_diffusion.core.process import DenoisingProcess
 from tts_diffusion.core.tgate import TGateState
+from tts_diffusion.testing.helpers import metered_steps
 from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline, pipeline_call_kwargs
 
 PROMPT = "a red circle"
@@ -174,14 +174,8 @@ def _proc(pipe, family, steps, tg=None, max_batch=16):
 @pytest.mark.parametrize("family", ["sd3", "flux"])
 def test_model_rows_and_cfg_after_the_gate(tiny_pipe, family):
     proc = _proc(tiny_pipe(family), family, 5, 3)
-    cond = proc.encode(PROMPT)
-    x = proc.noise_from_seeds([1, 2])
-    b = Budget(100)
-    with proc.metered(b):
-        for i in range(5):
-            pred = proc.denoise(x, i, cond)
-            assert (pred.cond_out is None) == (i >= 3 or family == "flux")
-            x = proc.step(x, i, pred)
+    b, no_cfg = metered_steps(proc, PROMPT, 5)
+    assert no_cfg == [i >= 3 or family == "flux" for i in range(5)]
     # SD3: CFG rows doubled up to the gate only; FLUX-dev (distilled guidance): one row throughout
     assert b.nfe == 10 and b.model_rows == (2 * (2 * 3 + 2) if family == "sd3" else 10)
 

@@ -1,4 +1,5 @@
-"""Small test-only verifiers whose score is a known function of the image."""
+"""Small test-only helpers: verifiers whose score is a known function of the image, a
+per-particle state that records its selections, a metered run of denoising steps."""
 
 from tts_diffusion.verifiers.base import Verifier
 
@@ -30,3 +31,17 @@ class SelectRecorder:
 
     def reset(self, num_particles):
         self.resets.append(int(num_particles))
+
+
+def metered_steps(proc, prompt: str, steps: int, seeds=(1, 2)):
+    """Denoise particles from `seeds` for `steps` steps under a metered budget: (the budget,
+    per step whether the prediction came without CFG halves, `cond_out is None`)."""
+    from tts_diffusion.core.budget import Budget
+
+    cond, x, budget, no_cfg = proc.encode(prompt), proc.noise_from_seeds(list(seeds)), Budget(100), []
+    with proc.metered(budget):
+        for i in range(steps):
+            pred = proc.denoise(x, i, cond)
+            no_cfg.append(pred.cond_out is None)
+            x = proc.step(x, i, pred)
+    return budget, no_cfg
