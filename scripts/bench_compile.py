@@ -179,6 +179,9 @@ def main() -> None:
                                                          " 4 steps, gate step 2, one repeat")
     ap.add_argument("--out", default="docs/bench_compile.json")
     args = ap.parse_args()
+    layouts = [x for x in args.eager_layouts.split(",") if x]
+    if set(layouts) - {"contiguous", "channels_last"}:
+        ap.error(f"--eager-layouts: unknown layout in {args.eager_layouts!r} (contiguous, channels_last)")
     if args.smoke:
         args.device, args.tiny, args.backend, args.size, args.n, args.steps = "cpu", True, "aot_eager", 64, 2, 4
         args.tgate, args.repeats, args.max_batch = 2, 1, 2
@@ -202,9 +205,7 @@ def main() -> None:
           f"(UNet row {floor['unet_row']:.3f}, VAE decode {floor['vae_decode']:.3f}, "
           f"verifier {floor['verifier_image']:.3f} TFLOP)")
     rows = []
-    for layout in [x for x in args.eager_layouts.split(",") if x]:
-        if layout not in ("contiguous", "channels_last"):
-            ap.error(f"--eager-layouts: unknown layout {layout!r} (contiguous, channels_last)")
+    for layout in layouts:
         if layout == "channels_last":
             use_channels_last(pipe, True)
         else:
