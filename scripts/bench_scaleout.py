@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -25,7 +26,8 @@ from tts_diffusion.bench import canonical, read_records
 
 def sweep_args(args) -> list[str]:
     a = ["--methods", args.methods, "--budgets", args.budgets, "--steps", str(args.steps),
-         "--max-batch", str(args.max_batch), *sum((["-o", o] for o in args.option), [])]
+         "--max-batch", str(args.max_batch), *sum((["-o", o] for o in args.option), []),
+         *shlex.split(args.bench_args)]
     if args.num_prompts:
         a += ["--num-prompts", str(args.num_prompts)]
     for flag, value in (("--verifier", args.verifier), ("--judge", args.judge)):
@@ -62,6 +64,7 @@ def main() -> None:
     ap.add_argument("--verifier", default=None, help="what guides the searches (default: the bench's, the oracle)")
     ap.add_argument("--judge", default=None, help="what judges the returned images (default: as --verifier)")
     ap.add_argument("-o", "--option", action="append", default=[], help="METHOD.KEY=VALUE, passed to the sweep")
+    ap.add_argument("--bench-args", default="", help="more `bench` options, e.g. --bench-args='--pin-cores --threads 2'")
     ap.add_argument("--smoke", action="store_true", help="6 prompts, 2 steps, budgets 1,2, 1 and 2 processes")
     ap.add_argument("--out", default="docs/bench_scaleout")
     args = ap.parse_args()
@@ -79,7 +82,8 @@ def main() -> None:
     rows, base = [], None
     ref = folder / "n1.jsonl"
     ref_records = canonical(read_records(ref)) if ref.exists() else None
-    for f in sorted(folder.glob("n*.summary.json"), key=lambda p: int(p.name[1:].split(".")[0])):
+    counts = [f for f in folder.glob("n*.summary.json") if f.name[1:].split(".")[0].isdigit()]
+    for f in sorted(counts, key=lambda p: int(p.name[1:].split(".")[0])):
         n = int(f.name[1:].split(".")[0])
         s = json.loads(f.read_text())
         sps = s["searches_per_second"]

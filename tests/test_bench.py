@@ -92,13 +92,13 @@ def _free_port() -> int:
 
 
 def test_two_processes_write_the_records_of_one(full, tmp_path):
-    """torchrun-style launch, 2 CPU processes (gloo): prompts sharded by accelerate's
-    split_between_processes, records gathered: the same records as one process."""
+    """torchrun-style launch, 2 CPU processes (gloo, pinned to cores of their own): prompts
+    claimed one at a time, records gathered: the same records as one process."""
     pytest.importorskip("accelerate")
     out = tmp_path / "two.jsonl"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "tts_diffusion.cli", "bench", "--methods", "best_of_n,smc", "--budgets", "1,2", "--num-prompts", "6",
-           "--steps", "2", "--device", "cpu", "-o", "smc.num_particles=2", "--out", str(out)]
+           "--steps", "2", "--device", "cpu", "-o", "smc.num_particles=2", "--pin-cores", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -108,6 +108,9 @@ def test_two_processes_write_the_records_of_one(full, tmp_path):
     summary = json.loads(out.with_name("two.summary.json").read_text())
     shares = summary["process_shares"]
     assert [s["process"] for s in shares] == [0, 1]
+    # --pin-cores: each process on a block of its own of this machine's cores
+    cores = len(os.sched_getaffinity(0))
+    assert all(s["cpus"] >= 1 for s in shares) and sum(s["cpus"] for s in shares) <= max(cores, 2)
     assert sum(s["searches"] for s in shares) == sum(not r["seconds_estimated"] for r in read_records(out))
     assert shares[0]["seconds"] <= summary["run_seconds"]  # the main process waited for the other
     # each process times from its own start, which the barrier before the sweep aligns to well under 1 s

@@ -447,11 +447,15 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
 @click.option("--compile", "compile_", is_flag=True, help=COMPILE_HELP)
 @click.option("--threads", type=int, default=None,
               help="torch CPU threads per process (default: half of the process's share of the cores, at most 4)")
+@click.option("--pin-cores", "pin_cores", is_flag=True,
+              help="under accelerate/torchrun, pin each process of this host to a block of physical cores of its own"
+                   " on its GPU's NUMA node (measured neutral on a one-node 4-GPU host; for hosts with several nodes)")
 @click.option("--preview-decoder", default=None, metavar="DIR",
               help="score intermediate x0 estimates (smc, paths, svdd, code, rbf) on this small decoder's previews:"
                    " a TAESD-format folder (diffusers AutoencoderTiny); final images still use the full VAE")
 def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, judge, steps, guidance, max_batch,
-          options, verifier_options, device, verifier_device, dtype, out, compile_, threads, preview_decoder) -> None:
+          options, verifier_options, device, verifier_device, dtype, out, compile_, threads, pin_cores,
+          preview_decoder) -> None:
     """Accuracy against NFE: every method at every budget on every prompt (and seed),
     guided by --verifier and judged by --judge, one JSON Lines record per search.
 
@@ -467,7 +471,7 @@ def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, jud
                           model=model, verifier=verifier, judge=judge, steps=steps, guidance=guidance,
                           max_batch=max_batch, options=_method_options(options), device=device,
                           verifier_device=verifier_device, dtype=dtype, compile=compile_, threads=threads,
-                          preview_decoder=preview_decoder)
+                          pin_cores=pin_cores, preview_decoder=preview_decoder)
         cfg.check()
         if verifier_options:
             from .verifiers.base import verifier_params

@@ -17,6 +17,7 @@ smaller ones (their `seconds` then scale the run's time by the NFE share, and
 minimum gives no record."""
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ class SweepConfig:
     compile: bool = False
     #: torch CPU threads per process (None: `default_threads` of this process's share of the cores)
     threads: int | None = None
+    #: pin each local process to a block of cores of its own, next to its GPU (`affinity.pin`)
+    pin_cores: bool = False
     preview_decoder: str | None = None
 
     def check(self) -> "SweepConfig":
@@ -139,9 +142,10 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | N
     # talk over gloo; otherwise accelerate gives each process its own GPU (NCCL)
     state = process_state(cpu=cfg.device is not None)
     device = torch.device(cfg.device) if cfg.device is not None else state.device
+    cpus = _pin(cfg, state)
     # CPU threads on every device: the oracle judge and CPU verifiers run here too, and N
     # processes with every core each starve one another
-    torch.set_num_threads(cfg.threads or default_threads(state.num_processes))
+    torch.set_num_threads(cfg.threads or default_threads(1 if cpus else state.num_processes))
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(
         cfg.dtype, torch.float16 if device.type == "cuda" else torch.float32)
     checks.check_dtype_on_device(dtype, device)
@@ -194,7 +198,8 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | N
     state.wait_for_everyone()  # the sweep ends with its slowest share
     run_seconds = time.perf_counter() - t_run
     everything = gather(state, mine)
-    shares = gather(state, [{"process": state.process_index, "seconds": share_seconds, "searches": _searches(mine)}])
+    shares = gather(state, [{"process": state.process_index, "seconds": share_seconds, "searches": _searches(mine),
+                        "cpus": len(cpus) if cpus else None}])
     summary = None
     if state.is_main_process:
         merged = {rec_io.key(r): r for r in [*done.values(), *everything]}
@@ -208,6 +213,17 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | N
         write_summary(summary, cfg.out, echo)
     state.wait_for_everyone()
     return summary
+
+
+def _pin(cfg: SweepConfig, state) -> list[int] | None:
+    """With --pin-cores and several processes on this host, pin this one to its block of cores
+    (`affinity.pin`); returns its cpus, or None if unpinned."""
+    from .affinity import pin
+
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
+    if not cfg.pin_cores or local < 2:
+        return None
+    return pin(getattr(state, "local_process_index", state.process_index), local)
 
 
 def _fits(min_budget, method: str, nfe: int, steps: int, options: dict) -> bool:
