@@ -82,9 +82,9 @@ def main() -> None:
     rows, base = [], None
     ref = folder / "n1.jsonl"
     ref_records = canonical(read_records(ref)) if ref.exists() else None
-    counts = [f for f in folder.glob("n*.summary.json") if f.name[1:].split(".")[0].isdigit()]
-    for f in sorted(counts, key=lambda p: int(p.name[1:].split(".")[0])):
-        n = int(f.name[1:].split(".")[0])
+    counts = {int(f.name[1:].split(".")[0]): f for f in folder.glob("n*.summary.json")
+              if f.name[1:].split(".")[0].isdigit()}  # n<N>.summary.json only
+    for n, f in sorted(counts.items()):
         s = json.loads(f.read_text())
         sps = s["searches_per_second"]
         base = base or (sps if n == 1 else None)

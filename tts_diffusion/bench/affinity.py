@@ -48,11 +48,12 @@ def plan(nodes: Sequence[int | None], allowed: Sequence[int], node_cpus: Callabl
     node is unknown or has fewer allowed cores than processes, all allowed cores are split
     over all processes the same way. A process never gets an empty list: with fewer cores
     than processes, processes share cores round-robin."""
-    allowed = sorted(set(allowed))
+    usable = set(allowed)
+    allowed = sorted(usable)
     groups: dict[int | None, list[int]] = {}
     for i, n in enumerate(nodes):
         groups.setdefault(n, []).append(i)
-    pools = {n: physical_cores([c for c in node_cpus(n) if c in set(allowed)], siblings)
+    pools = {n: physical_cores([c for c in node_cpus(n) if c in usable], siblings)
              for n in groups if n is not None}
     if None in groups or any(len(pools[n]) < len(ranks) for n, ranks in groups.items()):
         groups, pools = {None: list(range(len(nodes)))}, {None: physical_cores(allowed, siblings)}
