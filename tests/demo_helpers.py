@@ -55,10 +55,10 @@ def probe_search(proc, verifier, prompt, budget, generator=None, *, negative_pro
 @contextlib.contextmanager
 def probe_registered():
     """Register the probe searcher for the block, then remove it from the registry."""
-    from tts_diffusion.searchers import base, register_searcher
+    from tts_diffusion.searchers import register_searcher, registry
 
     register_searcher(PROBE, "test-only: one sample per round, echoes its options", params=PROBE_PARAMS)(probe_search)
     try:
         yield PROBE
     finally:
-        base._REGISTRY.pop(PROBE, None)
+        registry._REGISTRY.pop(PROBE, None)

@@ -15,7 +15,7 @@ from tts_diffusion.core.process import DenoisingProcess
 from tts_diffusion.errors import TTSInputError
 from tts_diffusion.pipelines import tts_pipeline
 from tts_diffusion.testing.helpers import BrightnessVerifier
-from tts_diffusion.verifiers.base import register_verifier
+from tts_diffusion.verifiers import register_verifier
 
 register_verifier("brightness", "test-only: mean pixel value")(lambda **kw: BrightnessVerifier())
 
@@ -294,15 +294,15 @@ def test_our_own_sidecar_is_replaced_a_foreign_one_is_not(tmp_path, model_dir):
 def spec_components():
     """A searcher and a verifier registered with parameter specs for the test only."""
     from tts_diffusion.params import Param
-    from tts_diffusion.searchers import base as sbase
+    from tts_diffusion.searchers import registry as sbase
     from tts_diffusion.searchers.best_of_n import best_of_n
-    from tts_diffusion.verifiers import base as vbase
+    from tts_diffusion.verifiers import registry as vbase
 
     @sbase.register_searcher("spec_test", "test-only", params=[
         Param("num_samples", int, None, "candidates", low=1),
         Param("reward_scale", float, 1.0, "lambda", low=0.0)])
-    def spec_test(proc, verifier, prompt, budget, generator=None, *, negative_prompt=None, num_samples=None,
-                  reward_scale=1.0):
+    def spec_test(proc, verifier, prompt, budget, generator, *, negative_prompt, num_samples, reward_scale,
+                  keep_images):
         return best_of_n(proc, verifier, prompt, budget, generator, negative_prompt=negative_prompt)
 
     vbase.register_verifier("spec_brightness", "test-only", params=[

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from tts_diffusion.cli import main
 from tts_diffusion.testing.helpers import BrightnessVerifier
-from tts_diffusion.verifiers.base import register_verifier
+from tts_diffusion.verifiers import register_verifier
 
 register_verifier("brightness", "test-only: mean pixel value")(lambda **kw: BrightnessVerifier())
 

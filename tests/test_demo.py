@@ -25,7 +25,7 @@ from tts_diffusion.demo.request import (AUTO, DemoLimits, RunRequest, is_page_sa
                                         parse_request, supported_toggles, widget_value)
 from tts_diffusion.demo.runner import stream_run
 from tts_diffusion.demo.server import exposure_warning, parse_auth
-from tts_diffusion.verifiers.base import _REGISTRY as VERIFIERS, register_verifier
+from tts_diffusion.verifiers.registry import _REGISTRY as VERIFIERS, register_verifier
 
 PROMPT = "a photo of a red circle"
 

@@ -223,7 +223,7 @@ def test_searcher_widgets_come_from_its_spec_and_reach_it(browser):
     run = fetch_json(d)
     assert run["settings"]["searcher"] == PROBE and run["settings"]["rounds"] == 3
     assert run["settings"]["scale"] == 1.5 and run["settings"]["offsets"] == [4, 5]
-    assert "flip" not in run["settings"]  # unchanged values are left to the searcher's defaults
+    assert run["settings"]["flip"] is False  # unchanged values: the declared defaults, recorded by name
     assert len(run["trace"]) == 3
     choose(d, "#searcher", "best_of_n")
     WebDriverWait(d, 10).until(lambda d: not shown(d))

@@ -16,7 +16,7 @@ from tts_diffusion.searchers import available_searchers, load_searcher, min_budg
 from tts_diffusion.testing.analytic import FunctionVerifier, analytic_process, four_modes_2d
 from tts_diffusion.verifiers import load_verifier
 from tts_diffusion.verifiers.base import FunctionVerifier as PlainFunctionVerifier
-from tts_diffusion.verifiers.base import available_verifiers, verifier_params
+from tts_diffusion.verifiers import available_verifiers, verifier_params
 
 STEPS = 6
 #: small settings of every searcher for a 6-step analytic model, and a budget they fit in

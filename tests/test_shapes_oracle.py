@@ -131,7 +131,7 @@ def test_bad_prompt_raises_before_image_work():
 
 def test_registered_verifier_scores_and_verdict():
     import tts_diffusion.verifiers  # noqa: F401  (registers the built-in verifiers)
-    from tts_diffusion.verifiers.base import Verdict, available_verifiers, load_verifier
+    from tts_diffusion.verifiers import Verdict, available_verifiers, load_verifier
     from tts_diffusion.verifiers.oracle import OracleVerifier
 
     assert "oracle" in available_verifiers()

@@ -1,6 +1,6 @@
 """Start-up: `--help`, `--version`, `list` and a refused prompt answer without importing torch,
-diffusers or transformers; the package's public names still load on first use; what `list`
-prints without torch is what the live registry holds."""
+diffusers or transformers; the package's public names still load on first use; the registry
+`list` reads is the one the searches run from (its declarations are the functions' own)."""
 from __future__ import annotations
 
 import json
@@ -86,8 +86,10 @@ VERIFIERS = ("aesthetic", "alpha", "clip", "ensemble", "image_reward", "oracle")
 _LIST_PROBE = textwrap.dedent("""
     import contextlib, io, json, sys
     commands, live = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-    if live:  # load the live registry first: the catalog then answers from it
-        import tts_diffusion.searchers, tts_diffusion.verifiers
+    if live:  # import every searcher's and verifier's code (torch) first
+        from tts_diffusion.searchers import available_searchers, load_searcher
+        from tts_diffusion.verifiers.registry import available_verifiers, verifier_factory
+        [load_searcher(n) for n in available_searchers()], [verifier_factory(n) for n in available_verifiers()]
     import tts_diffusion.cli as cli
     outputs = []
     for args in commands:
@@ -105,7 +107,7 @@ _LIST_PROBE = textwrap.dedent("""
 
 def _list(commands: list[list[str]], live: bool) -> dict:
     """`tts-diffusion list ARGS` for each ARGS in one fresh interpreter; live: after importing
-    the registry modules (torch), else as the console script runs it."""
+    every searcher's and verifier's code (torch), else as the console script runs it."""
     r = subprocess.run([sys.executable, "-c", _LIST_PROBE, json.dumps(commands), json.dumps(live)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -157,9 +159,9 @@ def test_list_command_does_not_import_torch(args):
     assert imported and not {m for m in imported if m.split(".")[0] in LIST_HEAVY}
 
 
-def test_list_without_torch_prints_what_the_live_registry_prints():
-    """Every listing, every searcher's and verifier's spec and the minimum budgets, printed from
-    the torch-free declarations and from the registry the searcher modules fill, are the same."""
+def test_list_without_torch_prints_what_the_loaded_registry_prints():
+    """Every listing, every searcher's and verifier's spec and the minimum budgets, printed before
+    and after the searchers' and verifiers' code is imported, are the same."""
     commands = [[], *(["--searcher", s] for s in SEARCHERS), *(["--verifier", v] for v in VERIFIERS),
                 *(_minimum_command(n, s, o) for n, s, o, _ in MINIMUMS)]
     declared, live = _list(commands, live=False), _list(commands, live=True)
@@ -171,25 +173,21 @@ def test_list_without_torch_prints_what_the_live_registry_prints():
 
 
 def test_declared_entries_are_the_registered_ones():
-    """The built-in modules register exactly the catalog's entries: same names, and the spec
-    objects themselves (no copy that could drift)."""
-    from tts_diffusion import catalog
-    from tts_diffusion.catalog.searchers import BUILTIN_SEARCHERS
-    from tts_diffusion.catalog.verifiers import BUILTIN_VERIFIERS
-    from tts_diffusion.searchers import base as sbase
-    from tts_diffusion.verifiers import base as vbase
+    """Each built-in searcher's and verifier's code registers itself with the declaration the
+    registry lists (the same object, no copy that could drift), and nothing else."""
+    from tts_diffusion.searchers import registry as sreg
+    from tts_diffusion.verifiers import registry as vreg
 
-    # other test modules register test-only components; the built-ins are those from the package
-    live_s = {k: fn for k, (fn, _) in sbase._REGISTRY.items() if fn.__module__.startswith("tts_diffusion.")}
-    live_v = {k: f for k, (f, _) in vbase._REGISTRY.items() if f.__module__.startswith("tts_diffusion.")}
-    assert set(live_s) == set(BUILTIN_SEARCHERS) == set(SEARCHERS)
-    assert set(live_v) == set(BUILTIN_VERIFIERS) == set(VERIFIERS)
-    for name, entry in BUILTIN_SEARCHERS.items():
-        assert live_s[name].params is entry.params and sbase.available_searchers()[name] == entry.description
-        assert live_s[name].run_defaults == entry.run_defaults
-        assert catalog.searcher_entry(name).params is entry.params  # the live answer, same object
-    for name, entry in BUILTIN_VERIFIERS.items():
-        assert live_v[name].params is entry.params and vbase.available_verifiers()[name] == entry.description
+    searchers = {k: s for k, s in sreg._REGISTRY.items() if s.module is not None}
+    verifiers = {k: s for k, s in vreg._REGISTRY.items() if s.module is not None}
+    assert set(searchers) == set(SEARCHERS) and set(verifiers) == set(VERIFIERS)
+    for name, slot in searchers.items():
+        fn = sreg.load_searcher(name)
+        assert fn.entry is slot.entry and fn.params is slot.entry.params and fn.__module__ == slot.module
+        assert sreg.searcher_entry(name) is slot.entry and sreg._REGISTRY[name] is slot
+    for name, slot in verifiers.items():
+        factory = vreg.verifier_factory(name)
+        assert factory.entry is slot.entry and factory.__module__ == slot.module and vreg._REGISTRY[name] is slot
 
 
 @pytest.mark.parametrize("name,steps,options,expected", MINIMUMS)
@@ -218,44 +216,44 @@ def test_minimum_budget_agrees_with_the_searchers_rule(name, steps, options, exp
 
 
 def test_components_registered_at_run_time_are_listed():
-    """User code registers a searcher and a verifier: the catalog (and so `list`) shows them
+    """User code registers a searcher and a verifier: the registry (and so `list`) shows them
     with their specs and minimum budget, and forgets them once they are unregistered."""
     from click.testing import CliRunner
 
-    from tts_diffusion import catalog
+    from tts_diffusion import searchers, verifiers
     from tts_diffusion.cli import main
     from tts_diffusion.params import Param
-    from tts_diffusion.searchers import base as sbase
-    from tts_diffusion.verifiers import base as vbase
+    from tts_diffusion.searchers import registry as sbase
+    from tts_diffusion.verifiers import registry as vbase
 
     @sbase.register_searcher("user_twice", "test-only: two samples per round", min_budget=lambda n, o: 2 * n * o["k"],
                              params=[Param("k", int, 3, "rounds", low=1)], run_defaults={"budget": 60})
-    def user_twice(proc, verifier, prompt, budget, generator=None, *, negative_prompt=None, k=3, keep_images=16):
+    def user_twice(proc, verifier, prompt, budget, generator, *, negative_prompt, k, keep_images):
         raise AssertionError("not run")
 
     vbase.register_verifier("user_score", "test-only: a score", params=[Param("gain", float, 2.0, "gain")])(
         lambda **o: None)
     try:
-        assert catalog.available_searchers()["user_twice"] == "test-only: two samples per round"
-        assert catalog.min_budget("user_twice", 5) == 30 and catalog.min_budget("user_twice", 5, k=1) == 10
-        assert catalog.run_defaults("user_twice") == {"budget": 60}
-        assert catalog.verifier_params("user_score").names() == ["gain"]
+        assert searchers.available_searchers()["user_twice"] == "test-only: two samples per round"
+        assert searchers.min_budget("user_twice", 5) == 30 and searchers.min_budget("user_twice", 5, k=1) == 10
+        assert searchers.run_defaults("user_twice") == {"budget": 60}
+        assert verifiers.verifier_params("user_score").names() == ["gain"]
         r = CliRunner().invoke(main, ["list", "--searcher", "user_twice", "--steps", "4", "--verifier", "user_score"])
         assert r.exit_code == 0 and "minimum budget at 4 steps: 24 NFE" in r.output and "gain" in r.output
         assert "user_twice" in CliRunner().invoke(main, ["list"]).output
     finally:
         sbase._REGISTRY.pop("user_twice")
         vbase._REGISTRY.pop("user_score")
-    assert "user_twice" not in catalog.available_searchers() and "user_score" not in catalog.available_verifiers()
+    assert "user_twice" not in searchers.available_searchers() and "user_score" not in verifiers.available_verifiers()
     with pytest.raises(Exception, match="unknown searcher 'user_twice'"):
-        catalog.min_budget("user_twice", 5)
+        searchers.min_budget("user_twice", 5)
 
 
 def test_register_takes_an_entry_or_its_parts_not_both():
-    from tts_diffusion.catalog.searchers import SMC
-    from tts_diffusion.catalog.verifiers import CLIP
-    from tts_diffusion.searchers.base import register_searcher
-    from tts_diffusion.verifiers.base import register_verifier
+    from tts_diffusion.searchers import register_searcher
+    from tts_diffusion.searchers.smc_spec import SMC
+    from tts_diffusion.verifiers import register_verifier
+    from tts_diffusion.verifiers.clip_spec import CLIP
 
     with pytest.raises(ValueError, match="not both"):
         register_searcher(SMC, "another description")

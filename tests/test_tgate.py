@@ -205,7 +205,7 @@ def test_fkc_cfg_modes_refuse_tgate(tiny_pipe):
 
 def test_cli_tgate(tmp_path):
     from tts_diffusion.cli import main
-    from tts_diffusion.verifiers.base import register_verifier
+    from tts_diffusion.verifiers import register_verifier
 
     register_verifier("brightness", "test-only: mean pixel value")(lambda **kw: BrightnessVerifier())
     model = tmp_path / "m"

@@ -9,7 +9,8 @@ import torch
 
 from tts_diffusion.errors import TTSInputError
 from tts_diffusion.verifiers import Verdict, Verifier, available_verifiers, load_verifier
-from tts_diffusion.verifiers import base as vbase
+from tts_diffusion.params import Param
+from tts_diffusion.verifiers import registry as vreg
 from tts_diffusion.verifiers.ensemble import EnsembleVerifier, average_ranks
 
 
@@ -142,9 +143,16 @@ def test_verdict_concatenates_feedback_and_ands_correct():
     assert EnsembleVerifier([Brightness()]).verdict(x, "p").feedback is None
 
 
+def _brightness_entry(name: str, sign: float) -> "vreg._Slot":
+    """A registered Brightness verifier whose declared `sign` default is `sign`."""
+    entry = vreg.VerifierEntry.declare(name, "test", params=[Param("sign", float, sign, "score sign"),
+                                                             Param("chunk_size", int, 64, "chunk", low=1)])
+    return vreg._Slot(entry, lambda **o: Brightness(**o))
+
+
 def test_registry_options(monkeypatch):
-    monkeypatch.setitem(vbase._REGISTRY, "t_up", (lambda **o: Brightness(**o), "test"))
-    monkeypatch.setitem(vbase._REGISTRY, "t_down", (lambda **o: Brightness(**{"sign": -1.0, **o}), "test"))
+    monkeypatch.setitem(vreg._REGISTRY, "t_up", _brightness_entry("t_up", 1.0))
+    monkeypatch.setitem(vreg._REGISTRY, "t_down", _brightness_entry("t_down", -1.0))
     ens = load_verifier("ensemble", members="t_up, t_down", weights="3,1", mode="rank", chunk_size=7,
                         **{"t_down.sign": -2.0})
     assert ens.member_names == ["t_up", "t_down"] and ens.weights == [0.75, 0.25]

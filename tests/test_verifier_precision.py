@@ -8,7 +8,7 @@ import torch
 from image_reward_fixture import FIX
 
 from tts_diffusion.bench.agreement import gap_stats
-from tts_diffusion.verifiers.base import verifier_params
+from tts_diffusion.verifiers import verifier_params
 from tts_diffusion.verifiers import load_verifier
 
 

@@ -223,8 +223,9 @@ def _checked_inputs(prompt, model, searcher, verifier, budget, seed, steps, guid
     if guidance is not None:
         checks.check_guidance(guidance)
     checks.check_seed(seed)
-    # names and options are checked against the catalog, before torch loads
-    from .catalog import available_searchers, available_verifiers, searcher_params, verifier_params
+    # names and options are checked against the registries, before torch loads
+    from .searchers import available_searchers, searcher_params
+    from .verifiers import available_verifiers, verifier_params
 
     if searcher not in available_searchers():
         raise TTSInputError(f"unknown searcher {searcher!r}; available: {', '.join(available_searchers())}")
@@ -474,7 +475,7 @@ def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, jud
                           pin_cores=pin_cores, preview_decoder=preview_decoder)
         cfg.check()
         if verifier_options:
-            from .verifiers.base import verifier_params
+            from .verifiers import verifier_params
 
             cfg.verifier_options = _parse_options(verifier_options, verifier_params(cfg.verifier), "verifier")
         _quiet_libraries()
@@ -535,9 +536,9 @@ def _print_spec(spec, header: str) -> None:
 def list_(searcher: str | None, verifier: str | None, steps: int | None, options: tuple[str, ...]) -> None:
     """List the available searchers, verifiers and models; with --searcher / --verifier, the
     parameters of one (type, default, allowed values, help) and a searcher's minimum budget."""
-    # the catalog answers without importing torch (the searcher and verifier modules do)
-    from .catalog import (available_searchers, available_verifiers, min_budget, run_defaults, searcher_params,
-                          verifier_params)
+    # the registries answer without importing torch (the searcher and verifier modules do)
+    from .searchers import available_searchers, min_budget, run_defaults, searcher_params
+    from .verifiers import available_verifiers, verifier_params
     from .errors import TTSInputError
     from .paths import default_model_path
 

@@ -1,20 +1,19 @@
 """Parameter specs: how searchers, verifiers and process options describe their knobs.
 
-Each component declares its parameters once, at registration:
+Each component declares its parameters once, beside its code, in a module that imports
+without torch (`searchers/smc_spec.py`, `verifiers/clip_spec.py`, ...):
 
-    @register_searcher("smc", "...", params=[
+    SMC = SearcherEntry.declare("smc", "...", params=[
         Param("num_particles", int, None, "particles K (default: as many as the budget pays for)", low=1),
         Param("reward_scale", float, 10.0, "lambda: tilt strength of exp(lambda r)", low=0.0),
         Param("potential", str, "max", "potential kind", choices=("difference", "max", "sum", "immediate")),
     ])
 
-(the built-in components declare theirs in `tts_diffusion/catalog/` and register with
-those entries, `@register_searcher(SMC)`, so that `list` reads them without torch).
-
-From the spec the CLI parses `-o KEY=VALUE` strings to the declared type and range, the
-Python API validates keyword arguments before any model work, `tts-diffusion list
---searcher NAME` prints them, and the demo builds one widget per parameter. This module
-imports nothing heavy (no torch), so `--help` and `list` stay fast.
+From the spec the CLI parses `-o KEY=VALUE` strings to the declared type and range,
+`SearchRequest.check` validates keyword arguments and fills in the defaults before any
+model work, `tts-diffusion list --searcher NAME [--json]` prints them, the demo builds one
+widget per parameter, and the searcher receives them (its signature repeats no default).
+This module imports nothing heavy (no torch), so `--help` and `list` stay fast.
 """
 from __future__ import annotations
 
@@ -196,6 +195,12 @@ class ParamSpec:
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
+
+    def fill(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Every parameter: the validated `kwargs`, the declared defaults for the rest (in
+        declaration order; None where the default is derived at run time)."""
+        given = self.validate(kwargs)
+        return {p.name: given.get(p.name, p.default) for p in self.params}
 
     def describe(self) -> list[dict[str, Any]]:
         return [p.describe() for p in self.params]

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from ..catalog.searchers import RESAMPLING_SCHEMES  # the scheme names, declared with the searchers' options
+from ..searchers.vocabulary import RESAMPLING_SCHEMES
 
 
 # ------------------------------------------------------------------ weights

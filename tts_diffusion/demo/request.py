@@ -19,8 +19,7 @@ from typing import Any, Mapping
 from ..errors import TTSInputError
 from ..params import Param, ParamSpec
 from ..searchers import available_searchers, searcher_params
-from ..verifiers import available_verifiers
-from ..verifiers.base import verifier_params
+from ..verifiers import available_verifiers, verifier_params
 
 #: largest seed the page offers (numpy / torch seeds are 64 bit; 2**31 - 1 stays exact in JS)
 MAX_SEED = 2**31 - 1

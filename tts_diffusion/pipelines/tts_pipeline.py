@@ -36,8 +36,7 @@ from ..core.state import Progress
 from ..core.tgate import TGate
 from ..errors import TTSInputError
 from ..paths import default_model_path, domain_clip_path
-from ..searchers import load_searcher, run_defaults
-from ..searchers.base import searcher_params
+from ..searchers import load_searcher, run_defaults, searcher_params
 from ..verifiers import Verifier, load_verifier
 from . import checks
 from .compile import check_compile, compile_pipeline, use_channels_last

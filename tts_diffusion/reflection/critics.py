@@ -24,7 +24,7 @@ from typing import Protocol, Sequence
 
 import torch
 
-from ..catalog.searchers import CRITICS
+from ..searchers.reflect_spec import CRITICS
 from ..core.budget import Budget
 from ..errors import TTSInputError
 from ..verifiers.base import Verdict, Verifier

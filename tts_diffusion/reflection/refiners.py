@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..catalog.searchers import REFINERS
+from ..searchers.reflect_spec import REFINERS
 from ..errors import TTSInputError
 from ..shapes import grammar
 from .claims import Claim, parse_claims

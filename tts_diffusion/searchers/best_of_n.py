@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from ..catalog.searchers import BEST_OF_N
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .base import register_searcher
+from .best_of_n_spec import BEST_OF_N
+from .registry import register_searcher
 from .common import SearchLog
 
 
@@ -33,10 +33,9 @@ def full_samples(budget: Budget, num_steps: int) -> int:
 
 @register_searcher(BEST_OF_N)
 def best_of_n(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
-              generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
-              num_samples: int | None = None, round_size: int | None = None, keep_images: int = 16) -> SearchResult:
-    """num_samples: candidates N (default: as many as the budget pays for); round_size:
-    candidates per round (default: all in one round)."""
+              generator: torch.Generator | None, *, negative_prompt: str | None,
+              num_samples: int | None, round_size: int | None, keep_images: int) -> SearchResult:
+    """Options: BEST_OF_N in best_of_n_spec.py (`tts-diffusion list --searcher best_of_n`)."""
     affordable = full_samples(budget, proc.num_steps)
     n = affordable if num_samples is None else int(num_samples)
     if n > affordable:
@@ -51,4 +50,4 @@ def best_of_n(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: B
             round_seeds = seeds[r : r + round_size]
             x, _ = proc.sample(proc.noise_from_seeds(round_seeds), cond)  # a fresh population each round
             log.score_latents(x, round_seeds, [{"round": r // round_size} for _ in round_seeds])
-    return log.result({"searcher": "best_of_n", "num_samples": n, "round_size": round_size, "verifier": verifier.name})
+    return log.result({"num_samples": n, "round_size": round_size})

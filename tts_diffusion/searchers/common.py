@@ -114,6 +114,8 @@ class SearchLog:
                 c.image = None
 
     def result(self, settings: dict[str, Any]) -> SearchResult:
+        """The SearchResult: the process's settings, `settings` (what the searcher derived: the
+        registry adds its declared options by name) and the verifier's name."""
         if self.best is None:
             raise RuntimeError("the search scored no candidate")
         timings = {k: round(v - self._timings_start.get(k, 0.0), 6) for k, v in self.proc.timings.seconds.items()}
@@ -121,7 +123,7 @@ class SearchLog:
         return SearchResult(
             prompt=self.prompt, best=self.best, candidates=self.candidates, trace=self.trace,
             nfe=self.budget.nfe, verifier_calls=self.budget.verifier_calls, timings=timings,
-            settings={**self.proc.settings(), **settings,
+            settings={**self.proc.settings(), **settings, "verifier": self.verifier.name,
                       **({"nonfinite_scores": self.nonfinite} if self.nonfinite else {})},
             model_rows=self.budget.model_rows,
         )

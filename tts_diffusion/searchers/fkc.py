@@ -63,16 +63,17 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..catalog.searchers import FKC, FKC_MODES, FKC_VARIANTS, RESAMPLING_SCHEMES
 from ..core.budget import Budget
 from ..core.particles import center_log_weights, ess, normalize_log_weights, resample, should_resample
 from ..core.process import DenoisingProcess, Prediction
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .base import register_searcher
 from .best_of_n import full_samples
 from .common import SearchLog
+from .fkc_spec import FKC, FKC_MODES, FKC_VARIANTS, denoiser_calls
+from .registry import register_searcher
+from .vocabulary import RESAMPLING_SCHEMES
 
 #: experts(x, i) -> model outputs of each expert at grid point i (each costs its NFE)
 ExpertFn = Callable[[torch.Tensor, int], Sequence[torch.Tensor]]
@@ -183,30 +184,25 @@ def fkc_sample(proc: DenoisingProcess, experts: ExpertFn, coefs: Sequence[float]
 
 @register_searcher(FKC)
 def fkc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
-        generator: torch.Generator | None = None, *, negative_prompt: str | None = None, mode: str = "cfg",
-        guidance: float | None = None, beta: float | None = None, prompt_2: str | None = None,
-        variant: str = "target_score", num_particles: int | None = None, eta: float = 1.0,
-        resample_threshold: float = 1.0, resampling: str = "systematic", keep_images: int = 16) -> SearchResult:
-    """mode: "cfg" (target p_u^(1-w) p_c^w with w = `guidance`, default the process's CFG
-    scale; needs CFG on), "anneal" (p^beta of the model's own, guided, distribution, beta
-    default 2; `variant` target_score | tempered_noise) or "product" (p(prompt)^beta
-    p(prompt_2)^beta, beta default 1; two denoiser calls per particle and step).
-    num_particles: default as many as the budget pays for; the final particles are all
-    candidates, the best by verifier score is returned."""
+        generator: torch.Generator | None, *, negative_prompt: str | None, mode: str, guidance: float | None,
+        beta: float | None, prompt_2: str | None, variant: str, num_particles: int | None, eta: float,
+        resample_threshold: float, resampling: str, keep_images: int) -> SearchResult:
+    """Options: FKC in fkc_spec.py (`tts-diffusion list --searcher fkc`). "cfg" needs CFG on
+    (the model's own guidance scale is w by default), "anneal" targets p^beta of the model's
+    own, guided, distribution, "product" makes two denoiser calls per particle and step. The
+    final particles are all candidates; the best by verifier score is returned."""
     if mode not in FKC_MODES:
         raise TTSInputError(f"unknown FKC mode {mode!r}; choose from {FKC_MODES}")
     if mode != "anneal":  # both need two predictions per step that T-GATE's caches cannot give
         proc.require_cfg_halves(f"FKC mode {mode!r}" + (" (two prompts share one cross-attention cache)" if mode == "product" else ""))
     n = proc.num_steps
-    calls = 2 if mode == "product" else 1
+    calls = denoiser_calls(mode)
     affordable = full_samples(budget, n * calls)
     k = affordable if num_particles is None else int(num_particles)
     if k > affordable:
         raise TTSInputError(f"num_particles={k} needs {k * n * calls} NFE but the budget has {budget.remaining_nfe}")
     cond = proc.encode(prompt, negative_prompt)
-    settings: dict = {"searcher": "fkc", "mode": mode, "num_particles": k, "eta": eta, "variant": variant,
-                      "resample_threshold": resample_threshold, "resampling": resampling,
-                      "verifier": verifier.name}
+    settings: dict = {"num_particles": k}
     if mode == "cfg":
         if not proc.do_cfg:
             raise TTSInputError("FKC guidance needs classifier-free guidance on (guidance_scale > 1)")

@@ -11,20 +11,20 @@
 Noise levels are grid points of the process (0 = pure noise, num_steps = clean); `sigma`
 may be given as a noise level in [0, 1] (the interpolant's noise coefficient s_i, sigma of
 flow models), mapped to the nearest grid point. The schedule arithmetic (`path_schedule`,
-`path_cost`, `resolve_schedule`) lives in catalog/budgets.py, which `list` also uses."""
+`path_cost`, `resolve_schedule`) lives beside the declaration in paths_spec.py, which `list`
+also uses."""
 from __future__ import annotations
 
 import torch
 
-from ..catalog.budgets import path_cost, path_schedule, resolve_schedule
-from ..catalog.searchers import PATHS
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .base import register_searcher
 from .common import SearchLog
+from .paths_spec import PATHS, path_cost, path_schedule, resolve_schedule
+from .registry import register_searcher
 
 
 def nearest_grid_point(proc: DenoisingProcess, sigma: float) -> int:
@@ -36,15 +36,12 @@ def nearest_grid_point(proc: DenoisingProcess, sigma: float) -> int:
 
 @register_searcher(PATHS)
 def search_over_paths(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
-                      generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
-                      num_particles: int | None = None, num_children: int = 4, sigma: float | None = None,
-                      start: int | None = None, delta_f: int | None = None, delta_b: int | None = None,
-                      keep_images: int = 16) -> SearchResult:
-    """num_particles: paths N kept (default: the most the budget pays for); num_children:
-    children M per path; sigma / start: where branching starts, as a noise level or a grid
-    point (default: grid point num_steps // 4, early in sampling, where the layout is still
-    open); delta_f / delta_b: grid points noised forward / denoised back per round
-    (defaults: num_steps // 10 and num_steps // 5, at least 1 and delta_f + 1)."""
+                      generator: torch.Generator | None, *, negative_prompt: str | None,
+                      num_particles: int | None, num_children: int, sigma: float | None, start: int | None,
+                      delta_f: int | None, delta_b: int | None, keep_images: int) -> SearchResult:
+    """Options: PATHS in paths_spec.py (`tts-diffusion list --searcher paths`). Branching
+    starts early in sampling by default (grid point num_steps // 4), where the layout is
+    still open."""
     steps = proc.num_steps
     if sigma is not None and start is not None:
         raise TTSInputError("give either sigma (a noise level) or start (a grid point), not both")
@@ -83,6 +80,5 @@ def search_over_paths(proc: DenoisingProcess, verifier: Verifier, prompt: str, b
                 scores = log.score_intermediate(pred.x0)
             keep = torch.topk(scores, n, sorted=True).indices
             x = proc.select(keep, children)
-    return log.result({"searcher": "paths", "num_particles": n, "num_children": m, "start": start,
-                       "sigma": proc.family.s(start), "delta_f": delta_f, "delta_b": delta_b,
-                       "verifier": verifier.name})
+    return log.result({"num_particles": n, "start": start, "sigma": proc.family.s(start), "delta_f": delta_f,
+                       "delta_b": delta_b})

@@ -49,15 +49,15 @@ from typing import Any, Callable
 
 import torch
 
-from ..catalog.searchers import CODE, GRIDS, INTERPOLANTS, RBF, SVDD, SearcherEntry
 from ..core.budget import Budget
 from ..core.process import Conditioning, DenoisingProcess, Prediction
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .base import register_searcher
 from .best_of_n import full_samples
 from .common import SearchLog
+from .rbf_spec import CODE, GRIDS, INTERPOLANTS, RBF, SVDD
+from .registry import SearcherEntry, register_searcher
 
 RewardFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -325,36 +325,26 @@ def _finish(log: SearchLog, res: ChainResult, settings: dict) -> SearchResult:
 
 @register_searcher(RBF)
 def rbf(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
-        generator: torch.Generator | None = None, *, negative_prompt: str | None = None, num_particles: int = 2,
-        init_pool: int = 25, eta: float = 1.0, interpolant: str = "vp", grid: str = "native",
-        child_batch: int = 1, keep_images: int = 16) -> SearchResult:
-    """num_particles / init_pool: the paper's 2 chains, each from the best of 25 noises (a
-    budget below num_particles * (init_pool + steps - 1) NFE is an error); eta: noise of the
-    stochastic steps (1: DDPM); interpolant: "vp" (converted, default) or "native" (the
-    process's own stochastic step); grid: "native" or "vp" (uniform VP time);
-    child_batch: children proposed per chain and batch."""
+        generator: torch.Generator | None, *, negative_prompt: str | None, num_particles: int, init_pool: int,
+        eta: float, interpolant: str, grid: str, child_batch: int, keep_images: int) -> SearchResult:
+    """Options: RBF in rbf_spec.py (`tts-diffusion list --searcher rbf`); a budget below
+    num_particles * (init_pool + steps - 1) NFE is an error."""
     run_proc, cond, log = _prepare(proc, verifier, prompt, budget, negative_prompt, interpolant, grid, keep_images)
     nfe = budget.remaining_nfe
     with run_proc.metered(budget):
         res = rollover_budget_forcing(run_proc, cond, log.score_intermediate, nfe, generator,
                                       num_particles=num_particles, init_pool=init_pool, eta=eta,
                                       interpolant=interpolant, child_batch=child_batch)
-    return _finish(log, res, {"searcher": "rbf", "num_particles": num_particles, "init_pool": init_pool, "eta": eta,
-                              "interpolant": interpolant, "grid": grid, "child_batch": child_batch,
-                              "verifier": verifier.name, "rollovers": res.rollovers, "forced_steps": res.forced,
-                              "quotas": res.quotas})
+    return _finish(log, res, {"rollovers": res.rollovers, "forced_steps": res.forced, "quotas": res.quotas})
 
 
 def _blockwise_searcher(entry: SearcherEntry):
-    """The search function of a blockwise searcher (svdd, code); its name and default block
-    length come from its catalog entry."""
-    name, block_default = entry.name, entry.params.get("block").default
+    """The search function of a blockwise searcher (svdd, code), named after its entry."""
 
     def search(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
-               generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
-               num_particles: int = 2, num_children: int | None = None, block: int = block_default,
-               alpha: float = 0.0, eta: float = 1.0, interpolant: str = "vp", grid: str = "native",
-               keep_images: int = 16) -> SearchResult:
+               generator: torch.Generator | None, *, negative_prompt: str | None, num_particles: int,
+               num_children: int | None, block: int, alpha: float, eta: float, interpolant: str, grid: str,
+               keep_images: int) -> SearchResult:
         run_proc, cond, log = _prepare(proc, verifier, prompt, budget, negative_prompt, interpolant, grid,
                                        keep_images)
         nfe = budget.remaining_nfe
@@ -363,13 +353,10 @@ def _blockwise_searcher(entry: SearcherEntry):
                                    num_particles=num_particles, num_children=num_children, block=block,
                                    alpha=alpha, eta=eta, interpolant=interpolant)
         m = blockwise_children(nfe, run_proc.num_steps, num_particles) if num_children is None else num_children
-        return _finish(log, res, {"searcher": name, "num_particles": num_particles, "num_children": m,
-                                  "block": block, "alpha": alpha, "eta": eta, "interpolant": interpolant,
-                                  "grid": grid, "verifier": verifier.name})
+        return _finish(log, res, {"num_children": m})
 
-    search.__name__ = name
-    search.__doc__ = (f"{name}: num_particles, num_children per particle and block (default: what the budget pays"
-                      f" for), block (default {block_default}), alpha (0: greedy), eta, interpolant, grid.")
+    search.__name__ = entry.name
+    search.__doc__ = f"Options: {entry.name.upper()} in rbf_spec.py (`tts-diffusion list --searcher {entry.name}`)."
     return search
 
 

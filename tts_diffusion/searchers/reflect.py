@@ -31,8 +31,6 @@ from typing import Any
 
 import torch
 
-from ..catalog.budgets import fewest_chains, minimum_nfe, round_cost, sdedit_start
-from ..catalog.searchers import REFLECT
 from ..core.budget import Budget
 from ..core.process import Conditioning, DenoisingProcess
 from ..core.result import ChainStep, SearchResult, to_uint8
@@ -40,8 +38,9 @@ from ..errors import TTSInputError
 from ..reflection import Critique, make_critic, make_refiner
 from ..reflection.critics import gives_feedback
 from ..verifiers.base import Verdict, Verifier
-from .base import register_searcher
 from .common import SearchLog
+from .reflect_spec import REFLECT, fewest_chains, minimum_nfe, round_cost, sdedit_start
+from .registry import register_searcher
 
 def plan(budget: Budget, steps: int, child_cost: int, num_samples: int | None, num_particles: int | None,
          num_rounds: int | None) -> tuple[int, int, int]:
@@ -77,10 +76,8 @@ def plan(budget: Budget, steps: int, child_cost: int, num_samples: int | None, n
 
 @register_searcher(REFLECT)
 def reflect(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
-            generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
-            **hyper: Any) -> SearchResult:
-    """Hyper-parameters: see REFLECT in catalog/searchers.py (`tts-diffusion list --searcher reflect`)."""
-    o = {**reflect.params.defaults(), **reflect.params.validate(hyper)}  # type: ignore[attr-defined]
+            generator: torch.Generator | None, *, negative_prompt: str | None, **o: Any) -> SearchResult:
+    """Options `o`: REFLECT in reflect_spec.py (`tts-diffusion list --searcher reflect`), every one given."""
     steps = proc.num_steps
     fresh = o["refine"] == "prompt"
     start = 0 if fresh else sdedit_start(steps, o["strength"])
@@ -157,9 +154,8 @@ def reflect(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Bud
             head_images = torch.where(keep.to(images.device).view(-1, 1, 1, 1), images, head_images)
             head_scores = torch.where(keep, scores, head_scores)
             head_prompts = [new_prompts[j] if keep[j] else head_prompts[j] for j in range(k)]
-    settings = {"searcher": "reflect", "num_samples": n, "num_particles": k, "num_rounds": rounds,
-                "rounds_run": len(chains[0]) - 1, "refine": o["refine"], "strength": o["strength"],
-                "critic": critic_name, "refiner": o["refiner"], "verifier": verifier.name}
+    settings = {"num_samples": n, "num_particles": k, "num_rounds": rounds, "rounds_run": len(chains[0]) - 1,
+                "critic": critic_name}
     result = log.result(settings)
     result.chains = chains
     return result

@@ -38,16 +38,17 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..catalog.searchers import POTENTIALS, RESAMPLING_SCHEMES, SMC
 from ..core.budget import Budget
 from ..core.particles import dead_to_neginf, ess, normalize_log_weights, resample, should_resample
 from ..core.process import Conditioning, DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .base import register_searcher
 from .best_of_n import full_samples
 from .common import SearchLog
+from .registry import register_searcher
+from .smc_spec import POTENTIALS, SMC
+from .vocabulary import RESAMPLING_SCHEMES
 
 RewardFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -163,18 +164,12 @@ def fk_steering(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn,
 
 @register_searcher(SMC)
 def smc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
-        generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
-        num_particles: int | None = None, reward_scale: float = 10.0, potential: str = "max",
-        resample_interval: int | None = None, window: Sequence[int] | None = None,
-        resample_threshold: float = 0.5, resampling: str = "systematic", eta: float = 1.0,
-        keep_images: int = 16) -> SearchResult:
-    """num_particles: K (default: as many full samples as the budget pays for, i.e. best-of-N's
-    N at equal NFE); reward_scale: lambda; potential: difference | max | sum | immediate;
-    resample_interval: grid points between potentials (default n // 5, at least 1);
-    window: (first, end) grid points with potentials (default: (interval, n), skipping the
-    pure-noise point); resample_threshold: resample when ESS < threshold K (1: always,
-    0: never); resampling: multinomial | systematic | stratified | residual; eta:
-    stochastic-step noise."""
+        generator: torch.Generator | None, *, negative_prompt: str | None, num_particles: int | None,
+        reward_scale: float, potential: str, resample_interval: int | None, window: Sequence[int] | None,
+        resample_threshold: float, resampling: str, eta: float, keep_images: int) -> SearchResult:
+    """Options: SMC in smc_spec.py (`tts-diffusion list --searcher smc`). The default K is
+    best-of-N's N at equal NFE; the default window starts at the first potential step after
+    the pure-noise point."""
     n = proc.num_steps
     affordable = full_samples(budget, n)
     k = affordable if num_particles is None else int(num_particles)
@@ -199,8 +194,6 @@ def smc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
     counts = torch.bincount(run.ancestors.cpu(), minlength=k).tolist()
     info = [{"particle": j, "log_weight": float(run.log_w[j]), "resampled_copies": counts[j]} for j in range(k)]
     log.record(final["images"], final["scores"], None, info)
-    return log.result({"searcher": "smc", "num_particles": k, "reward_scale": reward_scale, "potential": potential,
-                       "resample_interval": interval, "window": list(window),
-                       "resample_threshold": resample_threshold, "resampling": resampling, "eta": eta,
-                       "verifier": verifier.name, "potential_steps": run.potential_steps,
+    return log.result({"num_particles": k, "resample_interval": interval, "window": list(window),
+                       "potential_steps": run.potential_steps,
                        "resample_steps": run.resample_steps, "final_ess": float(ess(run.log_w))})

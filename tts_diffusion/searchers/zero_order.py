@@ -17,15 +17,15 @@ import math
 
 import torch
 
-from ..catalog.searchers import ZERO_ORDER
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
 from ..core.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .base import register_searcher
+from .registry import register_searcher
 from .best_of_n import full_samples
 from .common import SearchLog
+from .zero_order_spec import ZERO_ORDER
 
 def shell_neighbours(pivot: torch.Tensor, n: int, step: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """n points y with ||y|| = ||pivot|| and ||y - pivot|| = step * ||pivot||, in uniformly
@@ -46,13 +46,9 @@ def shell_neighbours(pivot: torch.Tensor, n: int, step: float, generator: torch.
 
 @register_searcher(ZERO_ORDER)
 def zero_order(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
-               generator: torch.Generator | None = None, *, negative_prompt: str | None = None,
-               num_children: int = 4, step_size: float = 0.5, num_rounds: int | None = None, on_stall: str = "keep",
-               keep_images: int = 16) -> SearchResult:
-    """num_children: neighbours N per round; step_size: lambda, the neighbours' distance
-    relative to the pivot's norm; num_rounds: K (default: as many as the budget pays for);
-    on_stall: when no neighbour improves on the pivot, "keep" the pivot (fresh neighbours
-    next time), "move" to the best neighbour anyway, or "restart" from a new random noise."""
+               generator: torch.Generator | None, *, negative_prompt: str | None, num_children: int,
+               step_size: float, num_rounds: int | None, on_stall: str, keep_images: int) -> SearchResult:
+    """Options: ZERO_ORDER in zero_order_spec.py (`tts-diffusion list --searcher zero_order`)."""
     n = int(num_children)
     samples = full_samples(budget, proc.num_steps)
     affordable = (samples - 1) // n
@@ -79,5 +75,4 @@ def zero_order(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: 
             elif on_stall == "restart":
                 seed = proc.seeds(1, generator)[0]
                 pivot, pivot_score = proc.noise_from_seeds([seed]), -math.inf
-    return log.result({"searcher": "zero_order", "num_children": n, "step_size": step_size, "num_rounds": rounds,
-                       "on_stall": on_stall, "verifier": verifier.name})
+    return log.result({"num_rounds": rounds})

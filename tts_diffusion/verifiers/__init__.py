@@ -1,39 +1,33 @@
 """Verifiers: score images against prompts through one batched interface.
 
-Importing this package registers the built-in verifiers (each module registers itself
-with ``@register_verifier``); list them with ``available_verifiers()`` and build one
-with ``load_verifier(name, **options)``. Heavy dependencies (open_clip, model weights)
-load only when a verifier is constructed.
+The registry (registry.py) lists every verifier with its declared options without importing
+torch; `load_verifier(name, **options)` imports the verifier's module and builds one (heavy
+dependencies such as open_clip and model weights load only then). The classes below load on
+first use (PEP 562).
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
+from typing import TYPE_CHECKING
 
-from .base import (FunctionVerifier, Verdict, Verifier, available_verifiers, check_inputs, load_verifier,
-                   register_verifier, verifier_params)
-from .preprocess import clip_preprocess
+from .._lazy import lazy_attributes
+from .registry import (VerifierEntry, available_verifiers, load_verifier, register_verifier, verifier_entry,
+                       verifier_params)
 
-#: modules that register built-in verifiers, imported when present (some are written
-#: in parallel; a module that exists but fails to import is a real error and raises)
-_BUILTIN_MODULES = ("clip", "oracle", "image_reward", "aesthetic", "ensemble", "alpha")
+_LAZY = {
+    "CLIPVerifier": ".clip",
+    "FunctionVerifier": ".base",
+    "Verdict": ".base",
+    "Verifier": ".base",
+    "check_inputs": ".base",
+    "clip_preprocess": ".preprocess",
+}
 
-for _mod in _BUILTIN_MODULES:
-    if importlib.util.find_spec(f"{__name__}.{_mod}") is not None:
-        importlib.import_module(f"{__name__}.{_mod}")
-del _mod
+__all__ = sorted([*_LAZY, "VerifierEntry", "available_verifiers", "load_verifier", "register_verifier",
+                  "verifier_entry", "verifier_params"])
 
-from .clip import CLIPVerifier  # noqa: E402
+if TYPE_CHECKING:  # pragma: no cover
+    from .base import FunctionVerifier, Verdict, Verifier, check_inputs
+    from .clip import CLIPVerifier
+    from .preprocess import clip_preprocess
 
-__all__ = [
-    "Verdict",
-    "Verifier",
-    "CLIPVerifier",
-    "FunctionVerifier",
-    "available_verifiers",
-    "check_inputs",
-    "clip_preprocess",
-    "load_verifier",
-    "register_verifier",
-    "verifier_params",
-]
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)

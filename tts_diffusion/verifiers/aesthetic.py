@@ -33,11 +33,13 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..catalog.verifiers import AESTHETIC, DEFAULT_MODEL, DEFAULT_PRETRAINED, HEAD_ENV, HEAD_NAME
 from ..errors import MissingWeightsError, TTSInputError
 from ..paths import assets_dir
-from .base import Verifier, register_verifier
+from .aesthetic_spec import AESTHETIC, HEAD_ENV, HEAD_NAME
+from .base import Verifier
 from .clip import CLIPVerifier, _resolve_source
+from .clip_spec import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from .registry import register_verifier
 from .score_mlp import LINEAR_IDX, RELU_IDX, ScoreMLP
 
 __all__ = ["AestheticVerifier", "AestheticHead", "make_aesthetic", "HEAD_ENV", "HEAD_NAME"]
@@ -175,7 +177,7 @@ class AestheticVerifier(Verifier):
         return f"head={self.head_path!r}, relu={self.head.relu}, clip={self.clip.source!r}"
 
 
-@register_verifier(AESTHETIC, extra=lambda k, v: k == "clip")
+@register_verifier(AESTHETIC)
 def make_aesthetic(**options: Any) -> AestheticVerifier:
     """Factory for the registry: head, model, pretrained, checkpoint, device, dtype, chunk_size."""
     if options.get("model", "") is None:

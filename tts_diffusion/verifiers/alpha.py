@@ -18,9 +18,10 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..catalog.verifiers import ALPHA
 from ..errors import TTSInputError
-from .base import Verifier, register_verifier
+from .alpha_spec import ALPHA
+from .base import Verifier
+from .registry import register_verifier
 
 _ALPHAS: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar("tts_alphas", default=None)
 

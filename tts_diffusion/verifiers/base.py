@@ -7,15 +7,12 @@ fp16/bf16. A verifier may also produce per-image feedback text for refinement lo
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from ..catalog.verifiers import DTYPES, VerifierEntry, placement_params  # noqa: F401  (re-exported)
 from ..errors import TTSInputError
-from ..params import Param, ParamSpec
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -177,84 +174,3 @@ def check_inputs(images: torch.Tensor, prompts: Sequence[str] | str) -> tuple[to
     if len(prompts) != images.shape[0]:
         raise TTSInputError(f"verifier got {images.shape[0]} images but {len(prompts)} prompts")
     return images, prompts
-
-
-# ---------------------------------------------------------------- registry
-VerifierFactory = Callable[..., Verifier]
-_REGISTRY: dict[str, tuple[VerifierFactory, str]] = {}
-
-
-def register_verifier(name: str | VerifierEntry, description: str = "", *, params: Sequence[Param] = (),
-                      extra: Callable[[str, Any], bool] | None = None
-                      ) -> Callable[[VerifierFactory], VerifierFactory]:
-    """Decorator: register a factory `f(**options) -> Verifier` under `name`; params: its
-    options (params.py), used to parse `--verifier-option` and validate keyword options
-    before the factory runs. Instead of a name, description and params, `name` may be a
-    `VerifierEntry` that holds them (the built-in verifiers register with their entries in
-    `catalog.verifiers`, which `tts-diffusion list` reads without importing torch).
-    extra(key, value): True for options outside the spec that go to the factory unchecked
-    (the factory validates them; e.g. an ensemble's per-member `clip.model` options)."""
-    if isinstance(name, VerifierEntry):
-        if description or params:
-            raise ValueError("register_verifier takes a VerifierEntry or a name with its description and params,"
-                             " not both")
-        entry = name
-    else:
-        entry = VerifierEntry.declare(name, description, params=params)
-
-    def deco(factory: VerifierFactory) -> VerifierFactory:
-        _REGISTRY[entry.name] = (factory, entry.description)
-        factory.params = entry.params  # type: ignore[attr-defined]
-        factory.extra_option = extra  # type: ignore[attr-defined]
-        return factory
-
-    return deco
-
-
-def validate_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Keyword options of verifier `name` checked against its spec ("verifier 'clip' option
-    chunk_size=0 is not valid: ..."; unknown keys list the valid ones). Paths may be
-    os.PathLike (made str); Python objects the CLI cannot express (a torch.dtype, a
-    torch.device, a mapping, a Verifier) go to the factory, which checks them."""
-    spec = verifier_params(name)
-    if not hasattr(_REGISTRY[name][0], "params"):  # put in the registry by hand, without a spec
-        return dict(options)
-    extra = getattr(_REGISTRY[name][0], "extra_option", None)
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        if isinstance(value, os.PathLike):
-            value = os.fspath(value)
-        if extra is not None and extra(key, value):
-            out[key] = value
-        elif isinstance(value, (torch.device, torch.dtype, Mapping, torch.nn.Module)) and key in spec.names():
-            out[key] = value
-        else:
-            out[key] = spec.get(key).validate(value, spec.owner)
-    return out
-
-
-def verifier_params(name: str) -> ParamSpec:
-    """The declared options of a registered verifier."""
-    if name not in _REGISTRY:
-        raise TTSInputError(f"unknown verifier {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
-    factory = _REGISTRY[name][0]
-    return getattr(factory, "params", None) or ParamSpec(f"verifier {name!r}")
-
-
-def available_verifiers() -> dict[str, str]:
-    """Name -> one-line description of every registered verifier."""
-    return {k: d for k, (_, d) in sorted(_REGISTRY.items())}
-
-
-def load_verifier(name_or_verifier: str | Verifier | Callable, **options) -> Verifier:
-    """A verifier object from its registered name (options are validated against its spec,
-    then go to its factory); a Verifier as is; a plain callable `f(images, prompts) ->
-    scores` wrapped in `FunctionVerifier`."""
-    if not isinstance(name_or_verifier, str):
-        if options:
-            raise TTSInputError(f"verifier options {sorted(options)} apply to a registered verifier name only")
-        return as_verifier(name_or_verifier)
-    if name_or_verifier not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise TTSInputError(f"unknown verifier {name_or_verifier!r}; available: {known}")
-    return _REGISTRY[name_or_verifier][0](**validate_options(name_or_verifier, options))

@@ -58,10 +58,11 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..catalog.verifiers import CLIP, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..errors import MissingWeightsError, TTSInputError
-from .base import Verifier, register_verifier
+from .base import Verifier
+from .clip_spec import CLIP, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from .preprocess import clip_preprocess
+from .registry import register_verifier
 
 __all__ = ["CLIPVerifier", "make_clip", "default_clip_source", "assets_dir"]
 

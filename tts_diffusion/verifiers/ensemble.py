@@ -42,9 +42,10 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..catalog.verifiers import ENSEMBLE, ENSEMBLE_MODES as _MODES
 from ..errors import TTSInputError
-from .base import Verdict, Verifier, check_inputs, load_verifier, register_verifier
+from .base import Verdict, Verifier, check_inputs
+from .ensemble_spec import ENSEMBLE, ENSEMBLE_MODES as _MODES
+from .registry import load_verifier, register_verifier
 
 __all__ = ["EnsembleVerifier", "average_ranks", "make_ensemble"]
 
@@ -264,15 +265,7 @@ def _split(value: Any) -> list:
     return list(value)
 
 
-def _ensemble_extra(key: str, value: Any) -> bool:
-    """Options the factory checks itself: per-member `name.option` keys, Python-only
-    mappings, and members / weights given as Python objects."""
-    return ("." in key or key in ("stats", "reference", "member_options")
-            or (key == "members" and not isinstance(value, str))
-            or (key == "weights" and isinstance(value, (str, Mapping))))
-
-
-@register_verifier(ENSEMBLE, extra=_ensemble_extra)
+@register_verifier(ENSEMBLE)
 def make_ensemble(
     members: Any = "clip,oracle",
     weights: Any = None,

@@ -69,10 +69,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..catalog.verifiers import IMAGE_REWARD
 from ..errors import MissingWeightsError, TTSInputError
 from ..paths import assets_dir
-from .base import Verifier, register_verifier
+from .base import Verifier
 from .blip import (
     MED_CONFIG_BASE,
     VIT_LARGE,
@@ -83,7 +82,9 @@ from .blip import (
     infer_vision_config,
 )
 from .clip import _hf_cached
+from .image_reward_spec import IMAGE_REWARD
 from .preprocess import clip_preprocess
+from .registry import register_verifier
 
 __all__ = ["ImageRewardVerifier", "BertWordPieceTokenizer", "resolve_image_reward_files", "make_image_reward"]
 

@@ -12,10 +12,11 @@ from typing import Sequence
 
 import torch
 
-from ..catalog.verifiers import ORACLE
 from ..shapes.grammar import parse_prompt
 from ..shapes.oracle import OracleResult, check_batch
-from .base import Verdict, Verifier, check_inputs, register_verifier
+from .base import Verdict, Verifier, check_inputs
+from .oracle_spec import ORACLE
+from .registry import register_verifier
 
 
 class OracleVerifier(Verifier):

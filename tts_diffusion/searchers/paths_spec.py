@@ -1,14 +1,13 @@
-"""NFE arithmetic of the built-in searchers, without torch: each searcher's `plan` and
-`min_budget` (what `tts-diffusion list --searcher NAME` prints) use these same functions,
-so the minimum a run checks and the minimum `list` reports cannot drift apart."""
+"""paths' declaration (torch-free; the search is in paths.py), with the schedule arithmetic
+that both the search and its minimum budget use, so the minimum a run checks and the one
+`list` prints cannot drift apart."""
 from __future__ import annotations
 
-import math
-
 from ..errors import TTSInputError
+from ..params import Param
+from .registry import SearcherEntry
 
 
-# ------------------------------------------------------------ search over paths (paths.py)
 def path_schedule(num_steps: int, start: int, delta_f: int, delta_b: int) -> list[tuple[int, int, int]]:
     """The (i, j, k) of each iteration: paths at grid point i are noised back to j = i - Delta_f
     and sampled forward to k = min(j + Delta_b, num_steps)."""
@@ -43,29 +42,24 @@ def resolve_schedule(num_steps: int, start: int | None, delta_f: int | None,
     return start, delta_f, delta_b
 
 
-# ---------------------------------------------------------------- reflection (reflect.py)
-def sdedit_start(num_steps: int, strength: float) -> int:
-    """Grid point SDEdit restarts from: n - ceil(strength * n) (strength 1: pure noise)."""
-    return num_steps - math.ceil(strength * num_steps - 1e-9)
+def _min_budget(num_steps: int, o: dict) -> int:
+    # sigma needs the process's noise levels; without it the default start is used
+    start, delta_f, delta_b = resolve_schedule(num_steps, o["start"], o["delta_f"], o["delta_b"])
+    return path_cost(num_steps, o["num_particles"] or 1, o["num_children"], start, delta_f, delta_b)[0]
 
 
-def round_cost(num_steps: int, refine: str, strength: float) -> int:
-    """NFE of one chain's child: a fresh sample (refine="prompt") or an SDEdit from the head."""
-    start = 0 if refine == "prompt" else sdedit_start(num_steps, strength)
-    return num_steps - start
-
-
-def fewest_chains(num_samples: int | None, num_particles: int | None) -> int:
-    """Chains K of the cheapest run: num_particles if given; else `plan`'s default min(2, N)
-    when num_samples N is given; else 1 (the smallest N a budget derives)."""
-    if num_particles is not None:
-        return num_particles
-    return min(2, num_samples) if num_samples is not None else 1
-
-
-def minimum_nfe(steps: int, child_cost: int, num_samples: int | None, num_particles: int | None,
-                num_rounds: int | None) -> int:
-    """The least NFE a run needs: one initial sample per chain (or num_samples) plus one round
-    (or num_rounds rounds) of one child per chain (chains: `fewest_chains`)."""
-    k = fewest_chains(num_samples, num_particles)
-    return max(num_samples or k, k) * steps + k * child_cost * (num_rounds or 1)
+PATHS = SearcherEntry.declare(
+    "paths", "search over paths: branch noisy paths forward, denoise back, keep the best",
+    params=[
+        Param("num_particles", int, None, "paths N kept after each round (default: as many as the budget pays for)",
+              low=1),
+        Param("num_children", int, 4, "children M per path per round", low=1),
+        Param("sigma", float, None, "noise level in [0, 1] where branching starts (alternative to start)", low=0.0,
+              high=1.0),
+        Param("start", int, None, "grid point where branching starts (default: num_steps // 4)", low=0),
+        Param("delta_f", int, None, "grid points each path is noised back per round (default: num_steps // 10, >= 1)",
+              low=1),
+        Param("delta_b", int, None, "grid points children are denoised forward per round (default: num_steps // 5, "
+              ">= delta_f + 1)", low=2),
+    ],
+    min_budget=_min_budget)

@@ -1,0 +1,170 @@
+"""The verifier registry, which is also the catalog `tts-diffusion list` prints.
+
+A verifier is built by a factory `f(**options) -> Verifier`. Its options are declared once,
+in a `VerifierEntry` (name, description, options as params.py `Param`s) that lives beside
+it in a module importing without torch (`clip_spec.py` beside `clip.py`). This module
+imports no torch either: it holds every entry by name, the built-in ones from the lines at
+the bottom of this file, and imports a verifier's module (torch, weights on use) the first
+time one is built. So `list`, `--verifier-option` parsing, `SearchRequest.check` and
+`load_verifier` read the same declarations.
+
+`load_verifier(name, **options)` validates the options, fills in the declared defaults and
+calls the factory with them. An option declared with the default None is the factory's to
+derive (from the device, the model, ...): it reaches the factory only when given, and None
+given is passed as given (e.g. clip's `pretrained=None`: no pretrained tag)."""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from ..errors import TTSInputError
+from ..params import Param, ParamSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .base import Verifier
+
+VerifierFactory = Callable[..., "Verifier"]
+#: extra(key, value): True for an option outside the declaration that goes to the factory
+#: unchecked (the factory validates it; e.g. an ensemble's per-member `clip.model` options)
+ExtraOption = Callable[[str, Any], bool]
+
+
+@dataclass(frozen=True)
+class VerifierEntry:
+    """A verifier's declaration: everything the registry knows about it besides its factory."""
+
+    name: str
+    description: str
+    params: ParamSpec
+    extra: ExtraOption | None = field(default=None, compare=False)
+
+    @classmethod
+    def declare(cls, name: str, description: str = "", *, params: Sequence[Param] = (),
+                extra: ExtraOption | None = None) -> "VerifierEntry":
+        return cls(name, description, ParamSpec(f"verifier {name!r}", list(params)), extra)
+
+    def options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """What the factory is called with: `given`, validated, and the declared defaults of
+        the options left out (those derived by the factory, default None, stay out), in
+        declaration order, plus the factory-checked extras given. Paths may be os.PathLike
+        (made str); Python objects the CLI cannot express (a torch.dtype, a torch.device, a
+        mapping, a Verifier) go to the factory, which checks them."""
+        checked: dict[str, Any] = {}
+        extras: dict[str, Any] = {}
+        for key, value in given.items():
+            if isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            if self.extra is not None and self.extra(key, value):
+                extras[key] = value
+            elif _python_object(value) and key in self.params.names():
+                checked[key] = value
+            else:
+                checked[key] = self.params.get(key).validate(value, self.params.owner)
+        filled = {p.name: checked.get(p.name, p.default) for p in self.params
+                  if p.name in checked or p.default is not None}
+        return {**filled, **extras}
+
+
+def _python_object(value: Any) -> bool:
+    return not isinstance(value, (str, bool, int, float, list, tuple, type(None)))
+
+
+@dataclass
+class _Slot:
+    """A registered verifier: its declaration, and its factory once imported (`module`: where
+    a built-in's factory is defined, imported on first use)."""
+
+    entry: VerifierEntry
+    factory: VerifierFactory | None = None
+    module: str | None = None
+
+
+_REGISTRY: dict[str, _Slot] = {}
+
+
+def register_verifier(name: str | VerifierEntry, description: str = "", *, params: Sequence[Param] = (),
+                      extra: ExtraOption | None = None) -> Callable[[VerifierFactory], VerifierFactory]:
+    """Decorator: register a factory `f(**options) -> Verifier` under its declaration, either
+    a `VerifierEntry` (the built-in verifiers' entries live in `<name>_spec.py` beside them) or
+    a name with its description, params and extra (see `VerifierEntry`)."""
+    if isinstance(name, VerifierEntry):
+        if description or params or extra is not None:
+            raise ValueError("register_verifier takes a VerifierEntry or a name with its description and params,"
+                             " not both")
+        entry = name
+    else:
+        entry = VerifierEntry.declare(name, description, params=params, extra=extra)
+
+    def deco(factory: VerifierFactory) -> VerifierFactory:
+        factory.entry = entry  # type: ignore[attr-defined]
+        slot = _REGISTRY.get(entry.name)
+        if slot is not None and slot.entry is entry:  # a built-in's factory, imported now
+            slot.factory = factory
+        else:
+            _REGISTRY[entry.name] = _Slot(entry, factory)
+        return factory
+
+    return deco
+
+
+def _slot(name: str) -> _Slot:
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise TTSInputError(f"unknown verifier {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
+    return _REGISTRY[name]
+
+
+def verifier_entry(name: str) -> VerifierEntry:
+    """The declaration of a registered verifier."""
+    return _slot(name).entry
+
+
+def verifier_params(name: str) -> ParamSpec:
+    """The declared options of a registered verifier."""
+    return verifier_entry(name).params
+
+
+def available_verifiers() -> dict[str, str]:
+    """Name -> one-line description of every registered verifier, sorted by name."""
+    return {k: s.entry.description for k, s in sorted(_REGISTRY.items())}
+
+
+def verifier_factory(name: str) -> VerifierFactory:
+    """The registered factory of verifier `name`, its module imported on first use."""
+    slot = _slot(name)
+    if slot.factory is None:
+        importlib.import_module(slot.module)  # its @register_verifier(ENTRY) fills the slot
+        if slot.factory is None:
+            raise RuntimeError(f"{slot.module} does not register verifier {name!r}")
+    return slot.factory
+
+
+def load_verifier(name_or_verifier: Any, **options: Any) -> "Verifier":
+    """A verifier object from its registered name (options validated and the declared
+    defaults filled in, then its factory); a Verifier as is; a plain callable
+    `f(images, prompts) -> scores` wrapped in `FunctionVerifier`."""
+    if not isinstance(name_or_verifier, str):
+        if options:
+            raise TTSInputError(f"verifier options {sorted(options)} apply to a registered verifier name only")
+        from .base import as_verifier
+
+        return as_verifier(name_or_verifier)
+    options = verifier_entry(name_or_verifier).options(options)
+    return verifier_factory(name_or_verifier)(**options)
+
+
+# ------------------------------------------------------------------ the built-in verifiers
+# One line each: its declaration (torch-free, beside it) and the module that defines and
+# registers its factory (imported on first use).
+from .aesthetic_spec import AESTHETIC  # noqa: E402
+from .alpha_spec import ALPHA  # noqa: E402
+from .clip_spec import CLIP  # noqa: E402
+from .ensemble_spec import ENSEMBLE  # noqa: E402
+from .image_reward_spec import IMAGE_REWARD  # noqa: E402
+from .oracle_spec import ORACLE  # noqa: E402
+
+for _entry, _module in ((CLIP, "clip"), (ORACLE, "oracle"), (IMAGE_REWARD, "image_reward"),
+                        (AESTHETIC, "aesthetic"), (ENSEMBLE, "ensemble"), (ALPHA, "alpha")):
+    _REGISTRY[_entry.name] = _Slot(_entry, module=f"{__package__}.{_module}")
+del _entry, _module
