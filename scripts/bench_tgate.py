@@ -249,6 +249,7 @@ def speed(model: str, args, device, dtype) -> dict:
 def shapes(args, device) -> dict:
     from tts_diffusion import TTSPipeline
     from tts_diffusion.bench import eval_prompts, format_table, per_method, run_cell, summarize
+    from tts_diffusion.request import SearchRequest
     from tts_diffusion.verifiers import load_verifier
 
     tts = TTSPipeline.from_pretrained(device=device)
@@ -257,17 +258,17 @@ def shapes(args, device) -> dict:
     guide = oracle if args.guide == "oracle" else tts.get_verifier("clip")
     steps = 20
     prompts = list(enumerate(eval_prompts(args.prompts)))
-    base = tts.process(steps, max_batch=args.shapes_max_batch)
     budgets = [1, args.best_of]
     gates = [None] + [g for g in args.gates if g < steps]
     methods, records = [], []
     for g in gates:
-        proc = base.for_call()
-        proc.enable_tgate(None if g is None else {"gate_step": g, "sp_interval": args.sp_interval})
+        tgate = None if g is None else {"gate_step": g, "sp_interval": args.sp_interval}
         name = "ungated" if g is None else f"gate{g}"
         methods.append(name)
         for k, p in prompts:
-            recs = run_cell(proc, guide, oracle, k, p, "best_of_n", args.seed, budgets, {},
+            request = SearchRequest(p["prompt"], searcher="best_of_n", verifier=guide, num_inference_steps=steps,
+                                    max_batch=args.shapes_max_batch, tgate=tgate)
+            recs = run_cell(tts, request, oracle, k, p, args.seed, budgets, steps,
                             guide_is_judge=args.guide == "oracle")
             for r in recs:
                 r["method"] = name

@@ -21,10 +21,11 @@ from tts_diffusion.errors import TTSInputError
 from tts_diffusion.params import Param
 from tts_diffusion.demo.handlers import DemoHandlers
 from tts_diffusion.demo.render import RunFiles, chain_items, example_prompts, gallery_items, to_display, trace_table
-from tts_diffusion.demo.request import (AUTO, DemoLimits, RunRequest, is_page_safe, options_from_widgets, page_params,
-                                        parse_request, supported_toggles, widget_value)
+from tts_diffusion.demo.request import (AUTO, DemoLimits, is_page_safe, options_from_widgets, page_params, parse_request,
+                                        widget_value)
 from tts_diffusion.demo.runner import stream_run
 from tts_diffusion.demo.server import exposure_warning, parse_auth
+from tts_diffusion.request import SearchRequest
 from tts_diffusion.verifiers.registry import _REGISTRY as VERIFIERS, register_verifier
 
 PROMPT = "a photo of a red circle"
@@ -139,8 +140,9 @@ def test_steps_and_budget_follow_only_searchers_with_their_own_defaults():
 def test_parse_request_validates_before_any_model_work():
     tts, limits = SimpleNamespace(is_default_model=True), DemoLimits(max_budget=100, max_steps=30, max_image_size=128)
     req = parse_request(tts, _raw(negative_prompt="  ", guidance=2), limits)
-    assert isinstance(req, RunRequest) and req.negative_prompt is None and req.guidance_scale == 2.0
-    assert req.call_kwargs()["budget"] == 20 and req.call_kwargs()["num_inference_steps"] == 10
+    assert isinstance(req, SearchRequest) and req.negative_prompt is None and req.guidance_scale == 2.0
+    assert req.budget == 20 and req.num_inference_steps == 10
+    assert req == req.check(embedded_model=True)  # checked: what every front door runs
     assert parse_request(tts, _raw(height=0, width=0), limits).height is None  # 0: the model's own size
     cases = [
         (dict(prompt="   "), "prompt is empty"),
@@ -173,7 +175,8 @@ def test_searcher_options_are_validated_against_the_spec():
     with probe_registered():
         req = parse_request(tts, _raw(searcher=PROBE, searcher_options={PROBE: {"scale": 1.5, "mode": "b"}}),
                             DemoLimits())
-        assert req.searcher_options == {"scale": 1.5, "mode": "b"}
+        defaults = {p.name: p.default for p in page_params("searcher", PROBE)}
+        assert req.searcher_options == {**defaults, "scale": 1.5, "mode": "b"}  # the rest: declared defaults
         with pytest.raises(TTSInputError, match="option scale=3.0 is not valid: expected a number in \\[0, 2\\]"):
             parse_request(tts, _raw(searcher=PROBE, searcher_options={PROBE: {"scale": 3.0}}), DemoLimits())
 
@@ -189,7 +192,7 @@ def test_verifier_options_from_the_page_never_name_files_or_devices():
         req = parse_request(SimpleNamespace(is_default_model=True), _raw(
             verifier="demo_opts", verifier_options={"demo_opts": {"temperature": 0.5, "model": "/etc/passwd",
                                                                   "checkpoint": "/tmp/evil.pt"}}), DemoLimits())
-        assert req.verifier_options == {"temperature": 0.5}
+        assert req.verifier_options == {"temperature": 0.5, "mode": "rank", "prefix": ""}  # no path, no device
     finally:
         VERIFIERS.pop("demo_opts", None)
 
@@ -199,25 +202,22 @@ def test_ensemble_members_come_from_the_registry_and_the_server_adds_the_domain_
 
     tts = SimpleNamespace(is_default_model=True)
     req = parse_request(tts, _raw(verifier="ensemble", members=["clip", "oracle"]), DemoLimits())
-    assert req.verifier_options == {"members": "clip,oracle", "clip.model": str(domain_clip_path())}
+    assert req.verifier_options == {"members": "clip,oracle", "mode": "rank", "clip.model": str(domain_clip_path())}
     with pytest.raises(TTSInputError, match="no members"):
         parse_request(tts, _raw(verifier="ensemble", members=[]), DemoLimits())
     with pytest.raises(TTSInputError, match="unknown ensemble member"):
         parse_request(tts, _raw(verifier="ensemble", members=["ensemble"]), DemoLimits())
 
 
-def test_toggles_follow_the_pipeline_signature():
-    class Old:
-        def __call__(self, prompt, *, searcher="best_of_n", **kw): ...
+def test_toggles_switch_the_request_s_features():
+    from tts_diffusion import TGate
 
-    class New:
-        def __call__(self, prompt, *, tgate=None, rgba=False, **kw): ...
-
-    assert supported_toggles(Old()) == {}
-    assert set(supported_toggles(New())) == {"tgate", "rgba"}
-    req = parse_request(New(), _raw(tgate=True, rgba=False), DemoLimits())
-    assert req.call_options == {"tgate": True}
-    assert parse_request(Old(), _raw(tgate=True), DemoLimits()).call_options == {}
+    tts = SimpleNamespace(is_default_model=True)
+    req = parse_request(tts, _raw(tgate=True, rgba=False), DemoLimits())
+    assert req.tgate == TGate() and req.rgba is False  # T-GATE with its defaults
+    assert parse_request(tts, _raw(), DemoLimits()).tgate is None
+    with pytest.raises(TTSInputError, match="cannot be combined"):
+        parse_request(tts, _raw(tgate=True, rgba=True), DemoLimits())
 
 
 def test_limits_reject_nonsense():
@@ -233,7 +233,7 @@ class _FakeTTS:
     def __init__(self, n=10_000):
         self.n, self.reports, self.stopped = n, 0, threading.Event()
 
-    def __call__(self, prompt, *, progress_callback, budget, **kw):
+    def run(self, request, *, progress_callback, **kw):
         try:
             for k in range(self.n):
                 time.sleep(0.002)
@@ -247,7 +247,7 @@ class _FakeTTS:
 
 def test_stream_run_coalesces_progress_and_ends_with_the_result():
     tts = _FakeTTS(n=60)
-    events = list(stream_run(tts, RunRequest(PROMPT, "best_of_n", "oracle", 60, 0), min_interval=10.0))
+    events = list(stream_run(tts, SearchRequest(PROMPT, verifier="oracle", budget=60), min_interval=10.0))
     assert events[-1] == "done"
     progress = events[:-1]
     # with a long interval, only changes of the best score get through (12 distinct scores)
@@ -256,7 +256,7 @@ def test_stream_run_coalesces_progress_and_ends_with_the_result():
 
 def test_abandoned_stream_stops_the_search():
     tts = _FakeTTS()
-    gen = stream_run(tts, RunRequest(PROMPT, "best_of_n", "oracle", 10, 0), min_interval=0.0)
+    gen = stream_run(tts, SearchRequest(PROMPT, verifier="oracle", budget=10), min_interval=0.0)
     next(gen)
     gen.close()  # the visitor went away
     assert tts.stopped.wait(5.0) and tts.reports < tts.n
@@ -264,11 +264,11 @@ def test_abandoned_stream_stops_the_search():
 
 def test_stream_run_reraises_input_errors():
     class Bad:
-        def __call__(self, *a, **kw):
+        def run(self, *a, **kw):
             raise TTSInputError("budget of 1 NFE is below one full sample")
 
     with pytest.raises(TTSInputError, match="below one full sample"):
-        list(stream_run(Bad(), RunRequest(PROMPT, "best_of_n", "oracle", 1, 0)))
+        list(stream_run(Bad(), SearchRequest(PROMPT, verifier="oracle", budget=1)))
 
 
 # ------------------------------------------------------------------ rendering

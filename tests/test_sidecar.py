@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tts_diffusion.cli import main
-from tts_diffusion.core.provenance import dumps_strict, searcher_options, weights_sha256
+from tts_diffusion.core.provenance import dumps_strict, weights_sha256
 from tts_diffusion.paths import default_model_path
 
 
@@ -41,11 +41,11 @@ def test_sidecar_records_what_reruns_the_search(generated):
     assert side["verifier"]["name"] == "oracle" and side["verifier"]["weights"] == {}
     run = side["run"]
     assert run["searcher"] == "best_of_n" and run["budget"] == 40 and run["seed"] == 5
-    assert run["num_inference_steps"] == 20 and run["guidance_scale"] == 4.5 and run["dtype"] == "float32"
+    assert run["num_inference_steps"] == 20 and run["guidance_scale"] == 4.5 and side["settings"]["dtype"] == "float32"
     assert "keep_images" in run["searcher_options"]  # defaults filled in
     assert side["command_line"] == ["tts-diffusion", "generate", "2 Red circles!", "--budget", "40", "--seed", "5", "--device", "cpu",
                                         "--out", str(out), "--quiet", "--threads", "1"]
-    assert side["image"] == out.name and side["sidecar_version"] == 1
+    assert side["image"] == out.name and side["sidecar_version"] == 2
 
 
 def test_replay_reproduces_the_image_exactly(generated, tmp_path):
@@ -56,6 +56,18 @@ def test_replay_reproduces_the_image_exactly(generated, tmp_path):
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
     side2 = json.loads(again.with_suffix(".json").read_text())
     assert side2["best"] == side["best"] and side2["run"] == side["run"]
+
+
+def test_replay_reads_a_version_1_sidecar(generated, tmp_path):
+    """Version 1 recorded the dtype and device inside `run`; replay still reads it."""
+    out, side = generated
+    old = dict(side, sidecar_version=1, run={**side["run"], "dtype": side["settings"]["dtype"],
+                                             "device": side["settings"]["device"]})
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    r = _cli("replay", str(path), "--out", str(tmp_path / "old-again.png"), "--quiet", "--threads", "1")
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(tmp_path / "old-again.png")))
 
 
 def test_replay_refuses_other_weights_clearly(generated, tmp_path):
@@ -106,12 +118,12 @@ def test_weights_hash_is_sha256_over_the_weight_files_and_cached(tmp_path, monke
     assert weights_sha256(tmp_path / "nothing") is None
 
 
-def test_searcher_options_fill_defaults():
-    from tts_diffusion.searchers import load_searcher
+def test_request_fills_in_the_declared_defaults():
+    from tts_diffusion.request import SearchRequest
+    from tts_diffusion.searchers import searcher_params
 
-    search = load_searcher("best_of_n")
-    filled = searcher_options(search, {"keep_images": 3})
-    assert filled["keep_images"] == 3 and len(filled) > 1
+    filled = SearchRequest("a red circle", searcher_options={"keep_images": 3}).check().searcher_options
+    assert filled == {**searcher_params("best_of_n").defaults(), "keep_images": 3}
 
 
 def test_sidecar_hashes_the_verifier_weights_it_was_pointed_at(tmp_path, monkeypatch):

@@ -44,24 +44,6 @@ def _fail(message: str) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
-def _parse_options(pairs: tuple[str, ...], spec, what: str) -> dict:
-    """KEY=VALUE pairs parsed by the component's declared spec (params.py): each value to its
-    declared type and range. A component that declares no parameters gets values parsed as
-    JSON where they parse (numbers, true/false), else strings, and checked by its signature."""
-    if list(spec):
-        return spec.parse(pairs)
-    out = {}
-    for p in pairs:
-        if "=" not in p:
-            _fail(f"{what} option {p!r} must look like KEY=VALUE")
-        k, v = p.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
-
-
 def _quiet_libraries() -> None:
     """Keep diffusers/transformers loading bars and warnings off the terminal."""
     import warnings
@@ -174,85 +156,63 @@ def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
     try:
         if threads is not None and threads < 1:
             raise TTSInputError(f"--threads must be at least 1, got {threads}")
-        if not rgba and (background_prompt is not None or subject is not None):
-            raise TTSInputError("--background-prompt and --subject go with --rgba")
         if rgba and not out.lower().endswith(".png"):
             raise TTSInputError(f"--rgba writes an RGBA PNG: pass an --out ending in .png, not {out}")
-        from .pipelines import checks  # torch-free
+        request = _request(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width,
+                           negative_prompt, max_batch, options, verifier_options, tgate_step, tgate_options, rgba,
+                           background_prompt, subject)
+        image_path, _ = _check_out(out)
+        dev, torch_dtype = _device_and_dtype(device, dtype)
+        if request.budget is not None and request.num_inference_steps is not None:
+            from .pipelines import checks
 
-        checks.check_text(prompt)
-        if negative_prompt is not None:
-            checks.check_text(negative_prompt, "negative prompt", allow_empty=True)
-        if model is None:  # the embedded world: check the prompt before importing torch
-            from .shapes.phrasing import canonical_prompt
+            checks.check_budget_fits(request.budget, request.num_inference_steps)
+    except TTSInputError as e:
+        _fail(str(e))
+    _set_threads(threads, str(dev))
+    _run_search(dict(request=request, model=model, device=dev, torch_dtype=torch_dtype, out=image_path,
+                     compile=compile_), quiet)
 
-            canonical_prompt(prompt)
-        if rgba and tgate_step is not None:
-            raise TTSInputError("--rgba cannot be combined with --tgate: after the gate step cross-attention is"
-                                " cached and Alfie's attention maps would miss those steps; drop one of them")
-        run = _checked_inputs(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width,
-                              negative_prompt, device, dtype, max_batch, options, verifier_options, out)
+
+def _request(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width, negative_prompt,
+             max_batch, options, verifier_options, tgate_step, tgate_options, rgba, background_prompt, subject):
+    """The search the flags describe, checked (`SearchRequest.check`, its messages naming the
+    flags) before torch loads: the options are parsed by the searcher's and the verifier's
+    declarations, the verifier left out is the default rule's."""
+    from .paths import is_default_model
+    from .request import CLI_NAMES, SearchRequest, default_verifier_name
+    from .searchers import searcher_params
+    from .verifiers import verifier_params
+
+    embedded = is_default_model(model)
+    if verifier is None:
+        verifier = default_verifier_name(embedded)
+    tgate = None
+    if tgate_step is not None or tgate_options:
         from .core.tgate import TGate
 
         tgate = TGate.from_cli(tgate_step, tgate_options)
-    except TTSInputError as e:
-        _fail(str(e))
-    if tgate is not None:
-        run["call"]["tgate"] = tgate
-    if rgba:
-        run["call"].update(rgba=True, background_prompt=background_prompt, subject=subject)
-    _set_threads(threads, str(run["device"]))
-    run["compile"] = compile_
-    _run_search(run, quiet)
+    request = SearchRequest(prompt, searcher=searcher, searcher_options=searcher_params(searcher).parse(options),
+                            verifier=verifier, verifier_options=verifier_params(verifier).parse(verifier_options),
+                            budget=budget, seed=seed, num_inference_steps=steps, guidance_scale=guidance,
+                            height=height, width=width, negative_prompt=negative_prompt, max_batch=max_batch,
+                            tgate=tgate, rgba=rgba, background_prompt=background_prompt, subject=subject)
+    return request.check(embedded_model=embedded, names=CLI_NAMES)
 
 
-def _checked_inputs(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width, negative_prompt,
-                    device, dtype, max_batch, options, verifier_options, out) -> dict:
-    """Every CLI input validated (TTSInputError otherwise); returns what the search needs."""
-    from .errors import TTSInputError
-    from .pipelines import checks
-
-    checks.check_text(prompt)
-    if negative_prompt is not None:
-        checks.check_text(negative_prompt, "negative prompt", allow_empty=True)
-    checks.check_positive_int(budget, "--budget")
-    checks.check_positive_int(steps, "--steps", high=1000, why_high=" (the models are trained on 1000 timesteps)")
-    checks.check_positive_int(height, "--height")
-    checks.check_positive_int(width, "--width")
-    checks.check_positive_int(max_batch, "--max-batch", optional=False)
-    if guidance is not None:
-        checks.check_guidance(guidance)
-    checks.check_seed(seed)
-    # names and options are checked against the registries, before torch loads
-    from .searchers import available_searchers, searcher_params
-    from .verifiers import available_verifiers, verifier_params
-
-    if searcher not in available_searchers():
-        raise TTSInputError(f"unknown searcher {searcher!r}; available: {', '.join(available_searchers())}")
-    if verifier is not None and verifier not in available_verifiers():
-        raise TTSInputError(f"unknown verifier {verifier!r}; available: {', '.join(available_verifiers())}")
-    hyper = _parse_options(options, searcher_params(searcher), "searcher")
-    if verifier is not None:
-        vopts = _parse_options(verifier_options, verifier_params(verifier), "verifier")
-    image_path, _ = _check_out(out)
+def _device_and_dtype(device: str | None, dtype: str):
+    """--device (default: cuda if available) and --dtype (auto: float16 on cuda, float32
+    elsewhere) as torch objects, checked."""
     import torch
+
+    from .pipelines import checks
 
     dev = checks.check_device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
     if torch_dtype is None:
         torch_dtype = torch.float16 if dev.type == "cuda" else torch.float32
     checks.check_dtype_on_device(torch_dtype, dev)
-    if budget is not None and steps is not None:
-        checks.check_budget_fits(budget, steps)
-    if verifier is None:  # the same default as TTSPipeline's: oracle for the embedded model, else clip
-        from .pipelines.tts_pipeline import default_verifier_name, is_default_model
-
-        verifier = default_verifier_name(is_default_model(model))
-        vopts = _parse_options(verifier_options, verifier_params(verifier), "verifier")
-    return dict(prompt=prompt, model=model, device=dev, torch_dtype=torch_dtype, out=image_path,
-                call=dict(searcher=searcher, verifier=verifier, budget=budget, seed=seed, num_inference_steps=steps,
-                          guidance_scale=guidance, height=height, width=width, negative_prompt=negative_prompt,
-                          max_batch=max_batch, verifier_options=vopts, **hyper))
+    return dev, torch_dtype
 
 
 def _check_out(out: str):
@@ -272,14 +232,9 @@ def _run_search(run: dict, quiet: bool) -> None:
         tts = TTSPipeline.from_pretrained(run["model"], torch_dtype=run["torch_dtype"],
                                           compile=run.get("compile", False))
         tts.to(run["device"])
-        result = tts(run["prompt"], progress=not quiet, progress_callback=lambda p: latest.update(progress=p),
-                     **run["call"])
+        result = tts.run(run["request"], progress=not quiet, progress_callback=lambda p: latest.update(progress=p))
     except TTSInputError as e:
         _fail(str(e))
-    except TypeError as e:
-        if "unexpected keyword argument" in str(e):
-            _fail(f"searcher {run['call']['searcher']!r} does not take that option: {e}")
-        raise
     except KeyboardInterrupt:
         _write_interrupted(run, latest.get("progress"))
         return
@@ -307,9 +262,10 @@ def _write_interrupted(run: dict, progress) -> None:
     if best is None or best.image is None:
         click.echo("interrupted before any candidate was scored; nothing written", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    settings = {k: v for k, v in run["call"].items() if k != "verifier_options"}
-    settings.update(device=str(run["device"]), dtype=str(run["torch_dtype"]).replace("torch.", ""))
-    result = SearchResult(prompt=run["prompt"], best=best, candidates=[best], trace=[], nfe=progress.nfe,
+    request = run["request"]
+    settings = {**request.to_dict(), "device": str(run["device"]),
+                "dtype": str(run["torch_dtype"]).replace("torch.", "")}
+    result = SearchResult(prompt=request.prompt, best=best, candidates=[best], trace=[], nfe=progress.nfe,
                           verifier_calls=0, timings={}, settings=settings, interrupted=True)
     image_path, sidecar = _save(result, run["out"])
     click.echo(f"interrupted after {progress.nfe} of {progress.max_nfe} NFE: wrote the best so far"
@@ -331,8 +287,9 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
     """Rerun the search recorded in SIDECAR (the JSON written next to an image) and write
     the image again: same model, searcher, verifier, settings and seed. On the same device
     and versions the pixels are identical."""
-    from .core.result import SIDECAR_VERSION
+    from .core.result import READS_SIDECAR_VERSIONS, SIDECAR_VERSION
     from .errors import TTSInputError
+    from .request import SearchRequest
 
     if threads is not None and threads < 1:
         _fail(f"--threads must be at least 1, got {threads}")
@@ -348,8 +305,13 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
     if not isinstance(run, dict):
         _fail(f"{sidecar} has no 'run' section: it was not written by `tts-diffusion generate` "
               f"(sidecar_version {SIDECAR_VERSION} or later)")
-    if record.get("sidecar_version") != SIDECAR_VERSION:
-        _fail(f"{sidecar} has sidecar_version {record.get('sidecar_version')!r}; this tts-diffusion reads {SIDECAR_VERSION}")
+    version = record.get("sidecar_version")
+    if version not in READS_SIDECAR_VERSIONS:
+        _fail(f"{sidecar} has sidecar_version {version!r}; this tts-diffusion reads"
+              f" {', '.join(map(str, READS_SIDECAR_VERSIONS))}")
+    # where it ran: version 1 recorded it in the run, later versions in the settings only
+    ran_on = run if version == 1 else (record.get("settings") or {})
+    run = {k: v for k, v in run.items() if not (version == 1 and k in ("dtype", "device"))}
     if not isinstance(run.get("searcher"), str) or not isinstance(run.get("verifier"), str):
         _fail(f"{sidecar} records a searcher or verifier passed as a Python object, which cannot be rebuilt from JSON")
     if run.get("seed") is None:
@@ -372,16 +334,20 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
         if v != have:
             click.echo(f"warning: the sidecar used {name} {v}, this is {have}; pixels may differ", err=True)
 
+    try:
+        request = SearchRequest.from_dict(run)
+    except TTSInputError as e:
+        _fail(f"{sidecar}: {e}")
     import torch
 
     if device is None:
-        device = run.get("device") or "cpu"
+        device = ran_on.get("device") or "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
             click.echo(f"warning: the sidecar ran on {device}, which is not available here; replaying on cpu "
                        "(pixels may differ)", err=True)
             device = "cpu"
     _set_threads(threads, device)
-    torch_dtype = getattr(torch, str(run.get("dtype") or "float32"))
+    torch_dtype = getattr(torch, str(ran_on.get("dtype") or "float32"))
     if out is None:
         out = os.path.splitext(sidecar)[0] + "-replay.png"
     try:
@@ -395,15 +361,7 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
         tts = TTSPipeline.from_pretrained(source, torch_dtype=torch_dtype)
         tts.set_progress_bar_config(disable=True)
         tts.to(device)
-        result = tts(run["prompt"], searcher=run["searcher"], verifier=run.get("verifier"), budget=run["budget"],
-                     seed=run["seed"], num_inference_steps=run.get("num_inference_steps"),
-                     guidance_scale=run.get("guidance_scale"), height=run.get("height"), width=run.get("width"),
-                     negative_prompt=run.get("negative_prompt"), max_batch=run.get("max_batch", 16),
-                     progress=not quiet, verifier_options=run.get("verifier_options") or {},
-                     process_options=run.get("process_options") or None, rgba=bool(run.get("rgba")),
-                     background_prompt=run.get("background_prompt"), subject=run.get("subject"),
-                     tgate=run.get("tgate"),
-                     **(run.get("searcher_options") or {}))
+        result = tts.run(request, progress=not quiet)
     except TTSInputError as e:
         _fail(str(e))
     image_path, new_sidecar = _save(result, out)
@@ -467,17 +425,19 @@ def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, jud
     from .errors import TTSInputError
 
     try:
+        from .paths import is_default_model
+        from .request import default_verifier_name
+        from .verifiers import verifier_params
+
+        guide = verifier if verifier is not None else default_verifier_name(is_default_model(model))
         cfg = SweepConfig(out=out, methods=_csv(methods, str, "--methods"), budgets=_csv(budgets, int, "--budgets"),
                           prompt_set=prompt_set, num_prompts=num_prompts, seeds=_csv(seeds, int, "--seeds"),
                           model=model, verifier=verifier, judge=judge, steps=steps, guidance=guidance,
                           max_batch=max_batch, options=_method_options(options), device=device,
                           verifier_device=verifier_device, dtype=dtype, compile=compile_, threads=threads,
-                          pin_cores=pin_cores, preview_decoder=preview_decoder)
+                          pin_cores=pin_cores, preview_decoder=preview_decoder,
+                          verifier_options=verifier_params(guide).parse(verifier_options) if verifier_options else {})
         cfg.check()
-        if verifier_options:
-            from .verifiers import verifier_params
-
-            cfg.verifier_options = _parse_options(verifier_options, verifier_params(cfg.verifier), "verifier")
         _quiet_libraries()
         run_sweep(cfg, echo=click.echo)
     except TTSInputError as e:

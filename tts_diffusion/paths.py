@@ -31,3 +31,13 @@ def default_model_path() -> Path:
 def eval_prompts_path() -> Path:
     """The fixed evaluation split of the shapes world (``{"prompts": [...]}`` JSON)."""
     return assets_dir() / "prompts" / "shapes_eval.json"
+
+
+def is_default_model(id_or_path: str | os.PathLike | None) -> bool:
+    """True for the embedded shapes model (None, or a path to its folder)."""
+    if id_or_path is None:
+        return True
+    try:
+        return Path(str(id_or_path)).expanduser().resolve() == default_model_path().resolve()
+    except OSError:
+        return False

@@ -30,15 +30,19 @@ def judge_score(candidate, prompt: str, judge, guide_is_judge: bool) -> float:
 
 
 def fit_to_budget(name: str, nfe: int, steps: int, options: dict) -> dict:
-    """The options of one run at `nfe`: rbf / svdd / code keep their defaults (2 chains, a
-    pool of 25) where the budget pays for them, and use fewer chains / a smaller pool where
-    it does not (the searchers raise rather than shrink a request; the benchmark shrinks
-    explicitly, by this stated rule, and records the options it used)."""
+    """The options of one run at `nfe`: rbf / svdd / code keep their declared chains and pool
+    (num_particles, init_pool) where the budget pays for them, and use fewer chains / a
+    smaller pool where it does not (the searchers raise rather than shrink a request; the
+    benchmark shrinks explicitly, by this stated rule, and records the options it used)."""
+    from ..searchers import searcher_params
+
     opts = dict(options)
     if name in ("rbf", "svdd", "code") and steps > 0:
-        k = max(1, min(int(opts.get("num_particles", 2)), nfe // steps))
+        declared = searcher_params(name)
+        k = max(1, min(int(opts.get("num_particles", declared.get("num_particles").default)), nfe // steps))
         opts["num_particles"] = k
         if name == "rbf":
-            opts["init_pool"] = max(1, min(int(opts.get("init_pool", 25)), nfe // k - (steps - 1)))
+            pool = int(opts.get("init_pool", declared.get("init_pool").default))
+            opts["init_pool"] = max(1, min(pool, nfe // k - (steps - 1)))
     return opts
 

@@ -14,9 +14,15 @@ Prefix-consistent searchers (best_of_n, zero_order: a run at budget B is the fir
 run at a larger budget) run once at the largest budget still missing and are read off at the
 smaller ones (their `seconds` then scale the run's time by the NFE share, and
 `seconds_estimated` says so); the others run once per budget. A budget below a method's
-minimum gives no record."""
+minimum gives no record.
+
+Each search is a `SearchRequest` run by `TTSPipeline.run`, as `generate` runs one: the sweep's
+settings are checked by the same `SearchRequest.check` before any model work (so `bench`
+refuses what `generate` refuses), and the embedded model's prompts go through the same
+rewriting to the canonical prompts it was trained on."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -26,6 +32,7 @@ from pathlib import Path
 import torch
 
 from ..errors import TTSInputError
+from ..request import CLI_NAMES, SearchRequest
 from ..threads import default_threads
 from . import records as rec_io
 from .placement import OnDevice, claim, gather, process_state
@@ -69,7 +76,8 @@ class SweepConfig:
     def check(self) -> "SweepConfig":
         """Validate every field before any model work (TTSInputError naming the option)."""
         from ..pipelines import checks
-        from ..pipelines.tts_pipeline import default_verifier_name, is_default_model
+        from ..paths import is_default_model
+        from ..request import default_verifier_name
         from ..searchers import available_searchers, searcher_params
         from ..verifiers import available_verifiers
 
@@ -96,11 +104,6 @@ class SweepConfig:
         for s in self.seeds:
             checks.check_seed(s)
         checks.check_positive_int(self.num_prompts, "--num-prompts")
-        checks.check_positive_int(self.steps, "--steps", high=1000,
-                                  why_high=" (the models are trained on 1000 timesteps)")
-        checks.check_positive_int(self.max_batch, "--max-batch", optional=False)
-        if self.guidance is not None:
-            checks.check_guidance(self.guidance)
         default = default_verifier_name(is_default_model(self.model))
         self.verifier = self.verifier or default
         self.judge = self.judge or default
@@ -115,11 +118,20 @@ class SweepConfig:
         self.out = Path(self.out)
         if self.out.is_dir():
             raise TTSInputError(f"--out {self.out} is a folder; name a .jsonl file")
-        load_prompt_set(self.prompt_set)  # readable and non-empty
+        prompts = [p["prompt"] for p in load_prompt_set(self.prompt_set)]  # readable and non-empty
+        for m in self.methods:  # every search of the sweep, as `generate` checks one
+            self.request(m, prompts).check(embedded_model=is_default_model(self.model), names=CLI_NAMES)
         if self.preview_decoder is not None and not (Path(self.preview_decoder).expanduser() / "config.json").is_file():
             raise TTSInputError(f"--preview-decoder {self.preview_decoder} is not a folder with a diffusers config.json"
                                 f" (a TAESD-format AutoencoderTiny)")
         return self
+
+    def request(self, method: str, prompt: str | list[str]) -> SearchRequest:
+        """The search of `method` on `prompt` (budget and seed are each cell's)."""
+        return SearchRequest(prompt, searcher=method, searcher_options=self.options.get(method, {}),
+                             verifier=self.verifier, verifier_options=self.verifier_options,
+                             num_inference_steps=self.steps, guidance_scale=self.guidance, max_batch=self.max_batch,
+                             process_options={"preview_decoder": self.preview_decoder} if self.preview_decoder else {})
 
 
 def setting(cfg: SweepConfig, steps: int, guidance: float | None) -> dict:
@@ -154,8 +166,8 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | N
     tts = TTSPipeline.from_pretrained(cfg.model, torch_dtype=dtype, compile=cfg.compile)
     tts.set_progress_bar_config(disable=True)
     tts.to(device)
-    extra = {"preview_decoder": cfg.preview_decoder} if cfg.preview_decoder else {}
-    base = tts.process(cfg.steps, cfg.guidance, max_batch=cfg.max_batch, **extra)
+    template = cfg.request(cfg.methods[0], "")
+    base = tts.process(cfg.steps, cfg.guidance, max_batch=cfg.max_batch, **template.process_options)
     steps = base.num_steps
     guide = tts.get_verifier(cfg.verifier, **cfg.verifier_options)
     judge = guide if cfg.judge == cfg.verifier and not cfg.verifier_options else tts.get_verifier(cfg.judge)
@@ -189,7 +201,9 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | N
     t_run = time.perf_counter()
     for k, p, missing in claim(state, todo):  # prompts one at a time from a shared counter
         for (m, s), bs in missing.items():
-            new = run_cell(base, guide, judge, k, p, m, s, bs, cfg.options[m], guide_is_judge=judge is guide)
+            request = dataclasses.replace(cfg.request(m, p["prompt"]), verifier=guide, verifier_options={},
+                                          num_inference_steps=base.num_inference_steps)
+            new = run_cell(tts, request, judge, k, p, s, bs, steps, guide_is_judge=judge is guide)
             for r in new:
                 r.update(shared)
             writer.write(new)
@@ -242,16 +256,14 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
-def run_cell(base, guide, judge, k: int, p: dict, method: str, seed: int, budgets: list[int], options: dict,
+def run_cell(tts, request: SearchRequest, judge, k: int, p: dict, seed: int, budgets: list[int], steps: int,
              guide_is_judge: bool) -> list[dict]:
     """The records of one prompt (`k`: its index, which seeds the search), method and seed at
-    `budgets` (multiples of one sample): the unit of a sweep, also called in-process by
-    scripts with loops of their own (scripts/bench_tgate.py)."""
-    from .. import Budget
-    from ..searchers import load_searcher
-
-    steps = base.num_steps
-    search = load_searcher(method)
+    `budgets` (multiples of one sample of `steps` NFE): the unit of a sweep, also called
+    in-process by scripts with loops of their own (scripts/bench_tgate.py). `request`: the
+    search of prompt `p` (its searcher, the options given, the guiding verifier, steps, ...);
+    each run sets its budget and seed and goes through `tts.run`."""
+    method, options = request.searcher, dict(request.searcher_options)
     prefix = method in PREFIX_CONSISTENT
     keep = 10**6 if prefix and not guide_is_judge else 1  # read-offs judge images of smaller budgets
     runs = [max(budgets)] if prefix else budgets
@@ -260,8 +272,8 @@ def run_cell(base, guide, judge, k: int, p: dict, method: str, seed: int, budget
         opts = fit_to_budget(method, b * steps, steps, {"keep_images": keep, **options})
         t0 = time.perf_counter()
         try:
-            res = search(base.for_call(), guide, p["prompt"], Budget(b * steps),
-                         torch.Generator().manual_seed(SEED_STRIDE * seed + k), **opts)
+            res = tts.run(dataclasses.replace(request, searcher_options=opts, budget=b * steps,
+                                              seed=SEED_STRIDE * seed + k), progress=False)
         except TTSInputError:
             continue
         dt = time.perf_counter() - t0

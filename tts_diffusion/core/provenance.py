@@ -9,7 +9,6 @@ embedded model costs one read of 31 MB once and a stat per file afterwards.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -17,7 +16,7 @@ import platform
 import threading
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 #: file endings that hold weights (configs and tokenizers are not hashed: they are small
 #: text files recorded by the model path, and a changed config changes the weights' meaning
@@ -126,26 +125,6 @@ def describe_weights(source: str | os.PathLike | None) -> dict[str, Any]:
     if path is None:
         return {"source": src, "path": None, "sha256": None, "note": "not a local path and not in the hub cache"}
     return {"source": src, "path": str(path.resolve()), "sha256": weights_sha256(path)}
-
-
-def searcher_options(search: Callable, given: dict[str, Any]) -> dict[str, Any]:
-    """Every hyper-parameter of a searcher with the defaults filled in: its declared
-    `params` (params.py) when it has them, else its keyword defaults; `given` wins."""
-    spec = getattr(search, "params", None)
-    if spec is not None and list(spec):
-        filled = spec.defaults()
-    else:
-        filled = {}
-        try:
-            sig = inspect.signature(search)
-        except (TypeError, ValueError):
-            sig = None
-        skip = {"proc", "verifier", "prompt", "budget", "generator", "negative_prompt"}
-        for name, p in (sig.parameters.items() if sig else ()):
-            if name not in skip and p.kind is p.KEYWORD_ONLY and p.default is not p.empty:
-                filled[name] = p.default
-    filled.update(given)
-    return filled
 
 
 def strict_json(obj: Any) -> tuple[Any, list[str]]:

@@ -14,8 +14,12 @@ from ..errors import TTSInputError
 from .files import atomic_write, check_output_path, save_image
 
 
-#: bumped when the sidecar layout changes incompatibly (`tts-diffusion replay` checks it)
-SIDECAR_VERSION = 1
+#: bumped when the sidecar layout changes incompatibly (`tts-diffusion replay` checks it).
+#: 2: `run` is the `SearchRequest` serialised (version 1 also held the dtype and device, which
+#: `settings` records)
+SIDECAR_VERSION = 2
+#: the versions `tts-diffusion replay` reads
+READS_SIDECAR_VERSIONS = (1, 2)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

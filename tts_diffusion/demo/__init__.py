@@ -5,16 +5,16 @@
     demo = build_demo(TTSPipeline.from_pretrained())   # a gradio.Blocks
     serve(demo)                                         # http://127.0.0.1:7860
 
-Modules: `request` (page values -> validated request, limits), `runner` (search in a
+Modules: `request` (page values -> a checked SearchRequest, limits), `runner` (search in a
 worker thread, progress stream), `render` (what a result looks like on the page),
 `handlers` (the event handlers, without gradio), `app` (layout), `server` (launch).
 """
 from __future__ import annotations
 
 from .handlers import DemoHandlers
-from .request import DemoLimits, RunRequest, parse_request
+from .request import DemoLimits, parse_request
 
-__all__ = ["DemoHandlers", "DemoLimits", "RunRequest", "build_demo", "launch", "parse_request", "serve"]
+__all__ = ["DemoHandlers", "DemoLimits", "build_demo", "launch", "parse_request", "serve"]
 
 
 def build_demo(*args, **kwargs):

@@ -17,7 +17,7 @@ from ..searchers import available_searchers, run_defaults
 from ..verifiers import available_verifiers
 from .handlers import DemoHandlers
 from .render import RunFiles, example_prompts
-from .request import AUTO, DemoLimits, ensemble_members, page_params, supported_toggles
+from .request import AUTO, TOGGLES, DemoLimits, ensemble_members, page_params
 
 #: keeps prompt + Generate in view and the scaled-up pixels sharp
 CSS = """
@@ -118,7 +118,7 @@ def build_demo(tts: Any, limits: DemoLimits | None = None, *, files_root: str | 
     s_default = "best_of_n" if "best_of_n" in searchers else s_names[0]
     v_default = _default_verifier(tts, v_names)
     steps0, budget0 = _run_settings(tts, s_default, limits)
-    toggles = supported_toggles(tts)
+    toggles = TOGGLES
     members = ensemble_members(tts)
     model_name = "the embedded shapes model" if getattr(tts, "is_default_model", False) else \
         type(getattr(tts, "pipe", tts)).__name__

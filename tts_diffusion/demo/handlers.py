@@ -19,8 +19,9 @@ from typing import Any, Iterator, Mapping
 from ..core.result import SearchResult
 from ..core.state import Progress
 from ..errors import TTSInputError
+from ..request import SearchRequest
 from .render import RunFiles, chain_items, gallery_items, summary, to_display, trace_table
-from .request import DemoLimits, RunRequest, parse_request
+from .request import DemoLimits, parse_request
 from .runner import RunCancelled, stream_run
 
 log = logging.getLogger("tts_diffusion.demo")
@@ -31,7 +32,7 @@ def error_message(message: str) -> str:
     return f"⚠️ **Error:** {' '.join(str(message).split())}"
 
 
-def progress_message(p: Progress, request: RunRequest, width: int = 20) -> str:
+def progress_message(p: Progress, request: SearchRequest, width: int = 20) -> str:
     """'Running smc · ▰▰▰▱▱ 120 / 200 NFE · best so far 0.750'."""
     frac = 0.0 if p.max_nfe <= 0 else min(1.0, p.nfe / p.max_nfe)
     filled = int(round(frac * width))

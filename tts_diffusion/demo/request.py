@@ -1,23 +1,23 @@
-"""From the page's raw widget values to one validated search request.
+"""From the page's raw widget values to one checked `SearchRequest` (tts_diffusion/request.py).
 
 Everything a visitor sends goes through `parse_request` before any model work: the
 prompt, the searcher and verifier names (registered ones only), the per-request limits of
-the server (`DemoLimits`), the searcher's hyper-parameters checked against its registered
-spec (`tts_diffusion.params.Param.validate`), and the verifier options that are safe to
-take from a page (`page_params`: numbers, flags and fixed choices; never a free string,
-which could name a file). Bad input raises `TTSInputError` with one line to show.
+the server (`DemoLimits`), the widget values turned into the searcher's declared options,
+and the verifier options that are safe to take from a page (`page_params`: numbers, flags
+and fixed choices; never a free string, which could name a file); then the request's own
+`check()`, as every front door runs it. Bad input raises `TTSInputError` with one line to show.
 
 This module does not import gradio: the app (`app.py`) and the tests call it directly.
 """
 from __future__ import annotations
 
-import inspect
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import TTSInputError
 from ..params import Param, ParamSpec
+from ..request import SearchRequest
 from ..searchers import available_searchers, searcher_params
 from ..verifiers import available_verifiers, verifier_params
 
@@ -29,10 +29,9 @@ SERVER_ONLY_OPTIONS = frozenset({"device", "dtype", "chunk_size", "batch_size"})
 #: words that mark an option as naming something on disk or on the hub
 _PATH_WORDS = ("path", "file", "dir", "checkpoint", "weights", "model", "pretrained", "cache", "url")
 
-#: call options that exist only once other features land (T-GATE, Alfie RGBA); the demo
-#: shows a toggle for each that `TTSPipeline.__call__` accepts
-OPTIONAL_TOGGLES = {"tgate": "T-GATE (cache cross-attention after the gate step: faster)",
-                    "rgba": "RGBA (transparent background, Alfie)"}
+#: the request's feature switches the page shows as toggles (T-GATE with its defaults, Alfie RGBA)
+TOGGLES = {"tgate": "T-GATE (cache cross-attention after the gate step: faster)",
+           "rgba": "RGBA (transparent background, Alfie)"}
 
 
 @dataclass(frozen=True)
@@ -61,32 +60,6 @@ class DemoLimits:
         return (f"Limits on this server: budget up to {self.max_budget} NFE per request, up to {self.max_steps} "
                 f"steps, images up to {self.max_image_size} px a side, {self.max_queue} requests in the queue, "
                 f"{self.concurrency} running at a time.")
-
-
-@dataclass
-class RunRequest:
-    """One validated request: what `TTSPipeline.__call__` gets (see `call_kwargs`)."""
-
-    prompt: str
-    searcher: str
-    verifier: str
-    budget: int
-    seed: int
-    negative_prompt: str | None = None
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    height: int | None = None
-    width: int | None = None
-    searcher_options: dict[str, Any] = field(default_factory=dict)
-    verifier_options: dict[str, Any] = field(default_factory=dict)
-    call_options: dict[str, Any] = field(default_factory=dict)  # tgate=, rgba= where supported
-
-    def call_kwargs(self) -> dict[str, Any]:
-        return dict(prompt=self.prompt, searcher=self.searcher, verifier=self.verifier, budget=self.budget,
-                    seed=self.seed, negative_prompt=self.negative_prompt,
-                    num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
-                    height=self.height, width=self.width, verifier_options=dict(self.verifier_options),
-                    **self.call_options, **self.searcher_options)
 
 
 # ------------------------------------------------------------------ parameter widgets
@@ -144,18 +117,6 @@ def options_from_widgets(spec: ParamSpec | list[Param], raw: Mapping[str, Any], 
     return out
 
 
-def supported_toggles(tts: Any) -> dict[str, str]:
-    """The optional toggles (`OPTIONAL_TOGGLES`) that this pipeline's `__call__` accepts."""
-    call = getattr(type(tts), "__call__", None)
-    if call is None:
-        return {}
-    try:
-        params = inspect.signature(call).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {k: label for k, label in OPTIONAL_TOGGLES.items() if k in params}
-
-
 # --------------------------------------------------------------------- the request
 def _blank(value: Any) -> bool:
     """An empty box: nothing sent, or only white space."""
@@ -186,12 +147,12 @@ def _check_range(value: int | None, what: str, low: int, high: int, hint: str) -
 
 
 def parse_request(tts: Any, raw: Mapping[str, Any], limits: DemoLimits,
-                  rng: random.Random | None = None) -> RunRequest:
-    """Validate the page's values (keys: prompt, negative_prompt, searcher, verifier,
-    members, budget, seed, randomize_seed, steps, guidance, height and width (0 or empty:
-    the model's), the toggles in
-    `supported_toggles`, and `searcher_options` / `verifier_options`: {name: {param: raw}})
-    against the registries and `limits`. Raises TTSInputError before any model work."""
+                  rng: random.Random | None = None) -> SearchRequest:
+    """The checked request the page's values describe (keys: prompt, negative_prompt,
+    searcher, verifier, members, budget, seed, randomize_seed, steps, guidance, height and
+    width (0 or empty: the model's), the `TOGGLES`, and `searcher_options` /
+    `verifier_options`: {name: {param: raw}}), within the registries and `limits`. Raises
+    TTSInputError before any model work."""
     prompt = (raw.get("prompt") or "").strip()
     if not prompt:
         raise TTSInputError("the prompt is empty: type what the image should show")
@@ -242,12 +203,11 @@ def parse_request(tts: Any, raw: Mapping[str, Any], limits: DemoLimits,
     if verifier == "ensemble":
         verifier_options.update(ensemble_options(tts, raw.get("members")))
 
-    toggles = supported_toggles(tts)
-    call_options = {k: bool(raw[k]) for k in toggles if raw.get(k)}
-    return RunRequest(prompt=prompt, searcher=searcher, verifier=verifier, budget=budget, seed=seed,
-                      negative_prompt=negative, num_inference_steps=steps, guidance_scale=guidance, height=height,
-                      width=width, searcher_options=searcher_options, verifier_options=verifier_options,
-                      call_options=call_options)
+    request = SearchRequest(prompt, searcher=searcher, searcher_options=searcher_options, verifier=verifier,
+                            verifier_options=verifier_options, budget=budget, seed=seed, num_inference_steps=steps,
+                            guidance_scale=guidance, height=height, width=width, negative_prompt=negative,
+                            tgate=bool(raw.get("tgate")), rgba=bool(raw.get("rgba")))
+    return request.check(embedded_model=bool(getattr(tts, "is_default_model", False)))
 
 
 def ensemble_members(tts: Any) -> list[str]:

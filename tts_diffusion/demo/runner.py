@@ -1,6 +1,6 @@
 """Run one search in a worker thread and stream its progress.
 
-`TTSPipeline.__call__` reports a `Progress` (NFE spent, budget, best candidate so far)
+`TTSPipeline.run` reports a `Progress` (NFE spent, budget, best candidate so far)
 through `progress_callback` after every denoiser call and every scored round, from the
 thread that runs the search. `stream_run` runs the call in a worker thread and yields
 those reports (coalesced: at most one every `min_interval` seconds, always the newest,
@@ -14,6 +14,7 @@ so one `TTSPipeline` serves many requests at once.
 """
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Any, Iterator
 
 from ..core.result import SearchResult
 from ..core.state import Progress
-from .request import RunRequest
+from ..request import SearchRequest
 
 
 class RunCancelled(Exception):
@@ -35,9 +36,10 @@ class _Finished:
     error: BaseException | None = None
 
 
-def stream_run(tts: Any, request: RunRequest, *, min_interval: float = 0.25,
+def stream_run(tts: Any, request: SearchRequest, *, min_interval: float = 0.25,
                max_batch: int = 16) -> Iterator[Progress | SearchResult]:
-    """Yield `Progress` reports while `tts(**request.call_kwargs())` runs, then its result."""
+    """Yield `Progress` reports while `tts.run(request)` runs (with the server's `max_batch`),
+    then its result."""
     events: queue.Queue = queue.Queue()
     cancelled = threading.Event()
 
@@ -48,7 +50,8 @@ def stream_run(tts: Any, request: RunRequest, *, min_interval: float = 0.25,
 
     def work() -> None:
         try:
-            result = tts(**request.call_kwargs(), max_batch=max_batch, progress=False, progress_callback=on_progress)
+            result = tts.run(dataclasses.replace(request, max_batch=max_batch), progress=False,
+                             progress_callback=on_progress)
             events.put(_Finished(result=result))
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, re-raised there
             events.put(_Finished(error=e))

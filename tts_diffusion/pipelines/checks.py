@@ -218,14 +218,6 @@ def check_budget_fits(budget: int, num_steps: int) -> None:
                             " lower the budget")
 
 
-def check_searcher_kwargs(spec: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Searcher hyper-parameters against its declared spec (params.py); a searcher that
-    declares none gets its keyword arguments unchecked (its own signature decides)."""
-    if spec is None or not list(spec):
-        return kwargs
-    return spec.validate(kwargs)
-
-
 def check_num_images(k: Any, budget: int, num_steps: int) -> int | None:
     """num_images_per_prompt: k >= 1 whose k full samples the budget pays for."""
     k = check_positive_int(k, "num_images_per_prompt")

@@ -17,6 +17,7 @@ caches are locked.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -30,13 +31,13 @@ import torch
 
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
-from ..core.provenance import searcher_options
 from ..core.result import SearchResult, SearchResults
 from ..core.state import Progress
 from ..core.tgate import TGate
 from ..errors import TTSInputError
-from ..paths import default_model_path, domain_clip_path
-from ..searchers import load_searcher, run_defaults, searcher_params
+from ..paths import default_model_path, domain_clip_path, is_default_model
+from ..request import SearchRequest, default_verifier_name
+from ..searchers import load_searcher, run_defaults
 from ..verifiers import Verifier, load_verifier
 from . import checks
 from .compile import check_compile, compile_pipeline, use_channels_last
@@ -72,22 +73,6 @@ def load_diffusers_pipeline(id_or_path: str | os.PathLike | None, **kwargs) -> A
     except Exception as e:  # noqa: BLE001
         where = "offline (HF_HUB_OFFLINE is set) and it is not in the local cache" if offline else "from the hub"
         raise TTSInputError(f"could not load model {src!r} {where}: {_one_line(e)}") from e
-
-
-def is_default_model(id_or_path: str | os.PathLike | None) -> bool:
-    """True for the embedded shapes model (None, or a path to its folder)."""
-    if id_or_path is None:
-        return True
-    try:
-        return Path(str(id_or_path)).expanduser().resolve() == default_model_path().resolve()
-    except OSError:
-        return False
-
-
-def default_verifier_name(default_model: bool) -> str:
-    """The verifier used when none is named, in Python and the CLI alike: the exact oracle
-    for the embedded shapes model, CLIP for any other model."""
-    return "oracle" if default_model else "clip"
 
 
 def _dtype_kwarg() -> str:
@@ -209,9 +194,11 @@ class TTSPipeline:
 
     def resolve_verifier(self, verifier: str | Verifier | Callable | None, **options
                          ) -> tuple[str | Verifier | Callable, dict]:
-        """The verifier name (or object / callable) and the options `get_verifier` builds it from."""
+        """The verifier name (or object / callable) and the options `get_verifier` builds it
+        from (options left at None are the verifier's to derive, and left out)."""
         if verifier is None:
             verifier = self.verifier if self.verifier is not None else self.default_verifier
+        options = {k: v for k, v in options.items() if v is not None}
         if verifier == "clip" and options.get("model") is None and options.get("checkpoint") is None:
             # the domain CLIP for the embedded model, OpenAI's ViT-L/14 for everything else
             if self.is_default_model:
@@ -268,8 +255,9 @@ class TTSPipeline:
                  process_options: dict | None = None, progress_callback: Callable[[Progress], None] | None = None,
                  rgba: bool = False, background_prompt: str | None = None, subject: str | None = None,
                  tgate: "TGate | int | dict | bool | None" = None,
-                 **searcher_kwargs) -> SearchResult | SearchResults | tuple:
-        """Search for the image that scores best on `verifier`.
+                 **searcher_options) -> SearchResult | SearchResults | tuple:
+        """Search for the image that scores best on `verifier`: builds the `SearchRequest`
+        these keywords describe and runs it (`run`).
 
         prompt: a prompt, or a list of prompts (one search each; returns `SearchResults`,
             a list of `SearchResult` whose `.images` concatenates them prompt by prompt).
@@ -304,63 +292,55 @@ class TTSPipeline:
             CFG is dropped and cross-attention is cached (MM-DiT models, SD3 / FLUX: each joint
             block's text-stream keys / values, and the text stream stops). A gate at or past
             the last step never gates. Not with rgba, nor with fkc's cfg / product modes.
-        searcher_kwargs: the searcher's own hyper-parameters (see `tts-diffusion list`).
+        searcher_options: the searcher's own options (see `tts-diffusion list --searcher NAME`).
 
         Every argument is checked before any model work; bad input raises TTSInputError."""
-        # 1. check the inputs (same rules and messages as the CLI)
-        prompts = checks.check_prompts(prompt)
-        if negative_prompt is not None:
-            checks.check_text(negative_prompt, "negative prompt", allow_empty=True)
-        steps_limit = self.pipe.scheduler.config.get("num_train_timesteps")
-        checks.check_positive_int(num_inference_steps, "num_inference_steps", high=steps_limit,
-                                  why_high=" (the number of timesteps the model was trained on)")
-        checks.check_positive_int(height, "height")
-        checks.check_positive_int(width, "width")
-        guidance_scale = checks.check_guidance(guidance_scale)
-        seed = checks.check_seed(seed)
+        request = SearchRequest(
+            prompt, searcher=searcher, searcher_options=searcher_options, verifier=verifier,
+            verifier_options=verifier_options, budget=budget, seed=seed, num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale, height=height, width=width, negative_prompt=negative_prompt,
+            max_batch=max_batch, process_options=process_options, tgate=tgate, rgba=rgba,
+            background_prompt=background_prompt, subject=subject)
+        return self.run(request, generator=generator, num_images_per_prompt=num_images_per_prompt,
+                        output_type=output_type, return_dict=return_dict, callback_on_step_end=callback_on_step_end,
+                        progress=progress, progress_callback=progress_callback)
+
+    def run(self, request: SearchRequest, *, generator: torch.Generator | list[torch.Generator] | None = None,
+            num_images_per_prompt: int | None = None, output_type: str = "pil", return_dict: bool = True,
+            callback_on_step_end: Callable[..., Any] | None = None, progress: bool = True,
+            progress_callback: Callable[[Progress], None] | None = None) -> SearchResult | SearchResults | tuple:
+        """Run `request` (checked first, `SearchRequest.check`); the keywords are `__call__`'s.
+        Each result's `provenance["run"]` is the request its search ran, serialised, with the
+        model's defaults it took (steps, guidance, size, budget, seed) filled in."""
+        # 1. check the request and the call's own arguments before any model work
+        request = request.check(embedded_model=self.is_default_model, default_verifier=self.verifier,
+                                max_steps=self.pipe.scheduler.config.get("num_train_timesteps"))
+        prompts = request.model_prompts(self.is_default_model)
         generators = checks.check_generators(generator, len(prompts))
-        checks.check_positive_int(max_batch, "max_batch", optional=False)
-        checks.check_positive_int(budget, "budget")
         checks.check_output_type(output_type)
         for name, fn in (("callback_on_step_end", callback_on_step_end), ("progress_callback", progress_callback)):
             if fn is not None and not callable(fn):
                 raise TTSInputError(f"{name} must be callable, got {type(fn).__name__}")
-        for name, opts in (("verifier_options", verifier_options), ("process_options", process_options)):
-            if opts is not None and not isinstance(opts, dict):
-                raise TTSInputError(f"{name} must be a dict of keyword options, got {type(opts).__name__}")
-        prompts_given = prompts
-        if self.is_default_model:  # the embedded model knows only the canonical prompts it was trained on
-            from ..shapes.phrasing import canonical_prompt
-
-            prompts = [canonical_prompt(p) for p in prompts]
-        tgate = TGate.parse(tgate)  # bad settings fail before anything is loaded
-        if tgate is not None and rgba:
-            raise TTSInputError("rgba=True cannot be combined with T-GATE: after the gate step cross-attention is"
-                                " cached and Alfie's attention maps would miss those steps; turn one of them off")
-        if not rgba and (background_prompt is not None or subject is not None):
-            raise TTSInputError("background_prompt and subject are options of rgba generation: pass rgba=True (--rgba)")
-        search = load_searcher(searcher)
-        if rgba and getattr(search, "searcher_name", None) == "reflect":
-            raise TTSInputError("rgba=True does not work with the reflect searcher yet (its SDEdit children start"
-                                " mid-trajectory, so their attention maps are incomplete); use another searcher")
-        hyper = checks.check_searcher_kwargs(searcher_params(search), searcher_kwargs)
-        ver = self.get_verifier(verifier, **(verifier_options or {}))
-        if not rgba and any(getattr(m, "name", None) == "alpha" for m in ver.modules()):
+        search = load_searcher(request.searcher)
+        ver = self.get_verifier(request.verifier, **request.verifier_options)
+        if not request.rgba and any(getattr(m, "name", None) == "alpha" for m in ver.modules()):
             raise TTSInputError("the alpha verifier scores RGBA mattes: use it with rgba=True (--rgba)")
         for p in prompts:
             ver.check_prompt(p)  # before any compute is spent
         defaults = run_defaults(search)
-        if num_inference_steps is None:
-            num_inference_steps = defaults.get("num_inference_steps")
+        steps = request.num_inference_steps
+        if steps is None:
+            steps = defaults.get("num_inference_steps")
 
         # 2. the process for these settings (cached) and the budget it allows
-        base = self.process(num_inference_steps, guidance_scale, height=height, width=width,
-                            max_batch=max_batch, **(process_options or {}))
+        base = self.process(steps, request.guidance_scale, height=request.height, width=request.width,
+                            max_batch=request.max_batch, **request.process_options)
         checks.check_dtype_on_device(base.dtype, base.device)
         checks.check_size_fits(self.pipe, base.height, base.width, base.device)
         # rgba with a model background: every particle-step costs one more denoiser row
-        rows = 1 if not rgba or (self.is_default_model and background_prompt is None) else 2
-        nfe = int(budget if budget is not None else defaults.get("budget", 4 * base.num_steps) * rows)
+        rows = 1 if not request.rgba or (self.is_default_model and request.background_prompt is None) else 2
+        nfe = int(request.budget if request.budget is not None
+                  else defaults.get("budget", 4 * base.num_steps) * rows)
         if nfe < base.num_steps:
             raise TTSInputError(
                 f"budget of {nfe} NFE is below one full sample ({base.num_steps} NFE at"
@@ -369,67 +349,63 @@ class TTSPipeline:
             )
         checks.check_budget_fits(nfe, base.num_steps)
         k = checks.check_num_images(num_images_per_prompt, nfe, base.num_steps)
-        if k is not None and "keep_images" in _accepted(search) and hyper.get("keep_images", 16) < k:
-            hyper["keep_images"] = k
+        options = dict(request.searcher_options)
+        if k is not None and options.get("keep_images", k) < k:
+            options["keep_images"] = k
+        seed = request.seed
+        if seed is None and generator is None:  # a fresh seed, drawn once and recorded
+            seed = torch.seed() % (checks.MAX_SEED + 1)
+        # the request as it runs: the model's defaults filled in (what a sidecar replays)
+        ran = dataclasses.replace(request, searcher_options=options, budget=nfe,
+                                  seed=seed if generator is None else None,
+                                  num_inference_steps=base.num_inference_steps, guidance_scale=base.guidance_scale,
+                                  height=base.height, width=base.width)
 
         # 3. one search per prompt, each with its own per-call view of the process
         show_bar = progress and not self._progress_bar_config.get("disable", False)
-        if seed is None and generator is None:  # a fresh seed, drawn once and recorded
-            seed = torch.seed() % (checks.MAX_SEED + 1)
         # every prompt's per-call view is set up (rgba: validated) before any model work
-        calls = [self._prepare(base.for_call(), p, ver, rgba, background_prompt, subject, negative_prompt, nfe,
-                               {**(process_options or {}), **hyper}, tgate) for p in prompts]
+        calls = [self._prepare(base.for_call(), p, ver, ran, nfe) for p in prompts]
         results = []
-        vname, vopts = self.resolve_verifier(verifier, **(verifier_options or {}))
-        for (proc, call_ver, run), p, given, gen in zip(calls, prompts, prompts_given, generators):
+        vname, vopts = self.resolve_verifier(request.verifier, **request.verifier_options)
+        for (proc, call_ver, rgba_run), p, given, gen in zip(calls, prompts, request.prompts, generators):
             if gen is None:
                 gen = torch.Generator().manual_seed(seed)
-            result = self._search(proc, search, call_ver, p, nfe, gen, negative_prompt, hyper, show_bar,
-                                  progress_callback, callback_on_step_end, rows=run.rows_per_step if run else 1)
-            if run is not None:
-                run.finish(result)
-            result.settings.update({"budget": nfe, "seed": seed if generator is None else None,
-                                    "negative_prompt": negative_prompt, "prompt_given": given})
+            result = self._search(proc, search, call_ver, p, nfe, gen, request.negative_prompt, options, show_bar,
+                                  progress_callback, callback_on_step_end,
+                                  rows=rgba_run.rows_per_step if rgba_run else 1)
+            if rgba_run is not None:
+                rgba_run.finish(result)
+            result.settings.update({"budget": nfe, "seed": ran.seed, "negative_prompt": request.negative_prompt,
+                                    "prompt_given": given})
             result.num_images, result.output_type = k, output_type
             result.provenance = {
                 "model_source": self.model_source,
                 "verifier": {"name": vname if isinstance(vname, str) else getattr(vname, "name", type(vname).__name__),
                              "options": vopts},
-                # the arguments of this call, defaults filled in: `tts-diffusion replay` reruns them
-                "run": {"prompt": given, "searcher": getattr(search, "searcher_name", searcher),
-                        "searcher_options": searcher_options(search, hyper),
-                        "verifier": vname if isinstance(vname, str) else None,
-                        "verifier_options": verifier_options or {}, "budget": nfe,
-                        "seed": seed if generator is None else None,
-                        "num_inference_steps": base.num_inference_steps, "guidance_scale": base.guidance_scale,
-                        "height": base.height, "width": base.width, "negative_prompt": negative_prompt,
-                        "max_batch": max_batch, "process_options": process_options or {},
-                        "rgba": rgba, "background_prompt": background_prompt, "subject": subject,
-                        "tgate": None if tgate is None else tgate.describe(),
-                        "dtype": str(base.dtype).replace("torch.", ""), "device": str(base.device)},
+                "run": ran.for_prompt(given).to_dict(),  # `tts-diffusion replay` reruns it
             }
             if generator is not None:
                 result.provenance["note"] = "a generator was passed instead of a seed: the sidecar cannot replay the noise"
             results.append(result)
 
         # 4. outputs, as diffusers returns them
-        out: SearchResult | SearchResults = results[0] if isinstance(prompt, str) else SearchResults(results)
+        out: SearchResult | SearchResults = results[0] if isinstance(request.prompt, str) else SearchResults(results)
         return out if return_dict else (out.images,)
 
-    def _prepare(self, proc: DenoisingProcess, prompt: str, ver: Verifier, rgba: bool, background_prompt: str | None,
-                 subject: str | None, negative_prompt: str | None, nfe: int, options: dict,
-                 tgate: TGate | None = None) -> tuple[DenoisingProcess, Verifier, Any]:
+    def _prepare(self, proc: DenoisingProcess, prompt: str, ver: Verifier, request: SearchRequest,
+                 nfe: int) -> tuple[DenoisingProcess, Verifier, Any]:
         """One prompt's per-call process view and verifier: T-GATE's caches registered on it;
         with rgba, Alfie's set-up (centring hook, attention capture, compositing verifier),
         validated here."""
-        proc.enable_tgate(tgate)
-        if not rgba:
+        proc.enable_tgate(request.tgate)
+        if not request.rgba:
             return proc, ver, None
         from ..shapes.grammar import BACKGROUND
         from .alfie import prepare_rgba
 
-        run = prepare_rgba(proc, prompt, ver, background_prompt=background_prompt, subject=subject,
-                           negative_prompt=negative_prompt, options=options,
+        run = prepare_rgba(proc, prompt, ver, background_prompt=request.background_prompt, subject=request.subject,
+                           negative_prompt=request.negative_prompt,
+                           options={**request.process_options, **request.searcher_options},
                            canvas_color=BACKGROUND if self.is_default_model else None)
         run.check_budget(nfe, proc.num_steps)
         return proc, run.verifier, run
@@ -479,10 +455,3 @@ class TTSPipeline:
                 bar.close()
         return result
 
-
-def _accepted(fn: Any) -> set[str]:
-    """Keyword names a searcher function takes."""
-    try:
-        return set(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return set()
