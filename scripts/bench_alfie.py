@@ -333,7 +333,7 @@ def legacy_probs(attn, hs, ctx, mask) -> torch.Tensor:
 def run_capture(args) -> dict:
     from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-    from tts_diffusion.core.attention_capture import (accumulate_probs, chunking, default_chunk_bytes, half_matmul_ok,
+    from tts_diffusion.features.attention_capture import (accumulate_probs, chunking, default_chunk_bytes, half_matmul_ok,
                                                       mask_bias, project_qk)
 
     device = torch.device(args.device)

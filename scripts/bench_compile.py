@@ -14,7 +14,7 @@ Per variant: the first search (which compiles every shape it meets), the median 
 8-bit images are from the eager ones (T-GATE rows: from eager + T-GATE; images compared by
 candidate, for the candidates both runs kept), and from
 torch._dynamo.utils.counters what dynamo did: graphs compiled in the first search
-(`graphs_first`; with T-GATE one per phase and batch shape, core/tgate.py), graphs compiled
+(`graphs_first`; with T-GATE one per phase and batch shape, features/tgate.py), graphs compiled
 in the later identical searches (`recompiles`, 0 when the guards hold), graph breaks, and
 functions dynamo gave up on at the recompile limit (`recompile_limit_hits`). Each compile
 mode gets a freshly built pipeline (same seed, same weights). The FLOP floor counts one UNet

@@ -19,7 +19,7 @@ speed   best-of-N with the toolkit, T-GATE (gate 10, sp 5, fi 1, warm-up 2; PixA
         verifier: CLIP ViT-L/14 architecture, random weights. SDXL's, PixArt's, SD3's and
         FLUX's text encoders are cut to 2 layers (the prompt is encoded once per search,
         off the denoising path; a full random T5-XXL would take minutes to initialise).
-        MM-DiT models are gated through their text stream (core/tgate_mmdit.py). Each model
+        MM-DiT models are gated through their text stream (features/tgate_mmdit.py). Each model
         also reports `fidelity`: per seed, the mean |gated - ungated| of the final images
         (pixels in [0, 1]) against the mean |ungated seed k - ungated seed k+1| as a scale.
 shapes  the embedded default model on the eval split (600 prompts; --prompts to take fewer):

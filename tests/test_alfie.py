@@ -13,7 +13,7 @@ import torch
 from tts_diffusion.testing.helpers import BrightnessVerifier
 from PIL import Image
 
-from tts_diffusion.core.attention_capture import (CAPTURE_KEY, MAPS_KEY, CaptureProcessor, capture_window, has_capture,
+from tts_diffusion.features.attention_capture import (CAPTURE_KEY, MAPS_KEY, CaptureProcessor, capture_window, has_capture,
                                                   install_capture)
 from tts_diffusion.core.process import DenoisingProcess, Prediction
 from tts_diffusion.errors import TTSInputError
@@ -152,7 +152,7 @@ def test_capture_shapes_window_probabilities_and_selection(pixart):
     x = proc.noise_from_seeds([1, 2])
     before = proc.denoise(x, 0, cond).out
     run = prepare_rgba(proc, PROMPT, BrightnessVerifier())
-    cap = proc.call.options[CAPTURE_KEY]
+    cap = proc.call.features[CAPTURE_KEY]
     maps = proc.call.entries[MAPS_KEY]
     # grid from latent size and patch size: 32x48 px -> 16x24 latent -> 8x12 tokens
     assert run.grid == (8, 12)
@@ -230,7 +230,7 @@ def test_batched_chunked_capture_matches_one_head_at_a_time(pixart, chunk_bytes)
     """All heads in one batched matmul, or chunked down to one head of one row (a bound of
     1 byte), from the wrapped processor's projections or recomputed: the same head-mean maps
     as the per-head fp32 loop, including the cross-attention padding mask."""
-    from tts_diffusion.core.attention_capture import attention_probs, chunking
+    from tts_diffusion.features.attention_capture import attention_probs, chunking
 
     assert chunking(4, 16, 1024, 1024, 256 * 2**20) == (2, 16)  # PixArt-Sigma-XL 512 px self-attention
     assert chunking(4, 16, 4096, 4096, 256 * 2**20) == (1, 2)   # 1024 px
@@ -248,7 +248,7 @@ def test_batched_chunked_capture_matches_one_head_at_a_time(pixart, chunk_bytes)
     # the whole processor, tap or recompute, at this chunk size
     proc = _proc(pixart, steps=5)
     prepare_rgba(proc, PROMPT, BrightnessVerifier())
-    cap = proc.call.options[CAPTURE_KEY]
+    cap = proc.call.features[CAPTURE_KEY]
     cap.chunk_bytes = chunk_bytes
     proc.reset_particles(2)
     x = proc.noise_from_seeds([1, 2])
@@ -256,10 +256,10 @@ def test_batched_chunked_capture_matches_one_head_at_a_time(pixart, chunk_bytes)
     assert cap.tapped == 4
     ref = _proc(pixart, steps=5)
     prepare_rgba(ref, PROMPT, BrightnessVerifier())
-    rcap = ref.call.options[CAPTURE_KEY]
+    rcap = ref.call.features[CAPTURE_KEY]
     ref.reset_particles(2)
     with pytest.MonkeyPatch.context() as mp:  # no projections recorded: the recompute path
-        mp.setattr("tts_diffusion.core.attention_capture.ProjectionTap.get", lambda self, which: None)
+        mp.setattr("tts_diffusion.features.attention_capture.ProjectionTap.get", lambda self, which: None)
         ref.denoise(x, 0, ref.encode(PROMPT))
     assert rcap.tapped == 0 and rcap.seen == cap.seen
     torch.testing.assert_close(cap.maps.cross, rcap.maps.cross, atol=1e-6, rtol=1e-5)
@@ -287,7 +287,7 @@ def test_rgba_png_and_sidecar(shapes, tmp_path):
 def test_mattes_in_parallel_threads_equal_the_sequential_ones(shapes):
     """RGBAVerifier's thread pool: the same mattes as one thread, and as `alpha_matte` called
     by hand on each particle's maps."""
-    from tts_diffusion.core.result import to_uint8
+    from tts_diffusion.records.result import to_uint8
     from tts_diffusion.pipelines.matte import alpha_matte, subject_maps
 
     proc = shapes.process(4).for_call()

@@ -18,6 +18,7 @@ import torch
 
 from tts_diffusion import TGate, TTSInputError, TTSPipeline
 from tts_diffusion.core.process import DenoisingProcess
+from tts_diffusion.features.tgate import enable_tgate
 from tts_diffusion.pipelines.alfie import prepare_rgba
 from tts_diffusion.pipelines.compile import compile_pipeline, denoiser_of, is_compiled
 from tts_diffusion.testing.helpers import BrightnessVerifier
@@ -100,7 +101,7 @@ def test_compiled_tgate_search_compiles_once_per_phase_without_graph_breaks(back
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])
 def test_compiled_mmdit_tgate_search_compiles_once_per_phase_without_graph_breaks(family):
-    """The MM-DiT analogue (core/tgate_mmdit.py: the joint blocks' text k / v cached at the
+    """The MM-DiT analogue (features/tgate_mmdit.py: the joint blocks' text k / v cached at the
     gate, image stream only after it) on tiny SD3 (CFG, dropped after the gate) and FLUX
     (distilled guidance, one row per particle): a gated best-of-4 in two chunks compiles one
     denoiser graph per phase (three: before the gate, the ungated graph; the gate; after it)
@@ -110,7 +111,7 @@ def test_compiled_mmdit_tgate_search_compiles_once_per_phase_without_graph_break
     from torch._dynamo.testing import CompileCounterWithBackend
     from torch._dynamo.utils import counters
 
-    from tts_diffusion.core.tgate import MMDIT
+    from tts_diffusion.features.tgate import MMDIT
 
     steps, tg = 5, TGate(gate_step=3)
     phases = tg.model_phases(steps, MMDIT)
@@ -161,7 +162,7 @@ def test_compiled_tgate_process_reproduces_the_reference_package_in_six_graphs()
     tol = 1e-5 * ref.abs().max().item() + 1e-5
     for k in range(2):
         proc = base.for_call()
-        proc.enable_tgate(tg)
+        enable_tgate(proc, tg)
         proc.reset_particles(2)
         out, _ = proc.sample(fx["latents"].clone(), proc.encode(fx["prompt"]))
         assert (out - ref).abs().max().item() <= tol, (out - ref).abs().max()

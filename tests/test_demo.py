@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from demo_helpers import PROBE, default_tts, probe_registered
 from tts_diffusion.testing.helpers import BrightnessVerifier
-from tts_diffusion.core.result import Candidate, SearchResult, TracePoint
+from tts_diffusion.records.result import Candidate, SearchResult, TracePoint
 from tts_diffusion.core.state import Progress
 from tts_diffusion.errors import TTSInputError
 from tts_diffusion.params import Param

@@ -1,4 +1,4 @@
-"""core/files.py: output paths checked up front, atomic writes, sidecars never replace a
+"""records/files.py: output paths checked up front, atomic writes, sidecars never replace a
 foreign file."""
 import json
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tts_diffusion.core.files import atomic_write, check_output_path, image_format, is_sidecar, save_json
-from tts_diffusion.core.result import Candidate, SearchResult
+from tts_diffusion.records.files import atomic_write, check_output_path, image_format, is_sidecar, save_json
+from tts_diffusion.records.result import Candidate, SearchResult
 from tts_diffusion.errors import TTSInputError
 
 

@@ -1,4 +1,4 @@
-"""Resampling schemes, ESS and log-weight arithmetic (tts_diffusion/core/particles.py).
+"""Resampling schemes, ESS and log-weight arithmetic (tts_diffusion/searchers/particles.py).
 
 Unbiasedness is checked on 20000 independent populations resampled in one batched call:
 the mean offspring count of particle k must equal n w_k within 5 standard errors (the SE
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from tts_diffusion.core.particles import (
+from tts_diffusion.searchers.particles import (
     RESAMPLING_SCHEMES, center_log_weights, ess, log_mean_exp, normalize_log_weights, normalized_weights,
     offspring_counts, resample,
 )

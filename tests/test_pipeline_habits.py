@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tts_diffusion import TTSPipeline
-from tts_diffusion.core.result import SearchResult, SearchResults
+from tts_diffusion.records.result import SearchResult, SearchResults
 from tts_diffusion.testing.helpers import BrightnessVerifier
 
 KW = dict(num_inference_steps=2, guidance_scale=3.0, height=32, width=32, progress=False)

@@ -70,7 +70,7 @@ def test_a_sidecar_replays_to_the_identical_request():
     size and the budget filled in); rebuilt from the sidecar's JSON it is that same request,
     and running it gives the same search."""
     from tts_diffusion import TTSPipeline
-    from tts_diffusion.core.provenance import dumps_strict
+    from tts_diffusion.records.provenance import dumps_strict
 
     tts = TTSPipeline.from_pretrained()
     req = SearchRequest("2 red circles", searcher="smc", searcher_options={"num_particles": 2, "window": (1, 3)},

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tts_diffusion.cli import main
-from tts_diffusion.core.provenance import dumps_strict, weights_sha256
+from tts_diffusion.records.provenance import dumps_strict, weights_sha256
 from tts_diffusion.paths import default_model_path
 
 
@@ -131,7 +131,7 @@ def test_sidecar_hashes_the_verifier_weights_it_was_pointed_at(tmp_path, monkeyp
     model) is recorded with its path and sha256; a hub tag is recorded as given."""
     import torch
 
-    from tts_diffusion.core.result import Candidate, SearchResult
+    from tts_diffusion.records.result import Candidate, SearchResult
     from tts_diffusion.paths import domain_clip_path
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

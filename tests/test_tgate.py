@@ -1,4 +1,4 @@
-"""T-GATE as a process option (core/tgate.py).
+"""T-GATE as a process option (features/tgate.py).
 
 Faithfulness: a gate at or past the last step is bit-identical to the ungated process; on a
 tiny SD-1.5-shaped pipeline the gated process reproduces the reference package `tgate==1.0.0`
@@ -20,7 +20,7 @@ from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline, pipeline_ca
 from tts_diffusion import TGate, TTSInputError, TTSPipeline
 from tts_diffusion.core.budget import Budget
 from tts_diffusion.core.process import DenoisingProcess
-from tts_diffusion.core.tgate import CACHE, COMPUTE, REUSE, model_kind
+from tts_diffusion.features.tgate import CACHE, COMPUTE, REUSE, active_tgate, enable_tgate, model_kind
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tgate" / "reference.pt"
 PROMPT = "a red circle"
@@ -31,7 +31,7 @@ def _proc(pipe, family, steps, tgate=None, guidance=5.0, max_batch=16):
     proc = DenoisingProcess.from_pipeline(pipe, steps, guidance, height=kw["height"], width=kw["width"],
                                           max_sequence_length=kw.get("max_sequence_length"),
                                           max_batch=max_batch).for_call()
-    proc.enable_tgate(tgate)
+    enable_tgate(proc, tgate)
     return proc
 
 
@@ -66,7 +66,7 @@ def test_gate_at_or_past_the_last_step_is_bit_identical(tiny_pipe, family):
     assert not torch.equal(gated, ref)
     for gate in (4, 9):
         proc = _proc(pipe, family, 4, gate)
-        assert proc.tgate is None and proc.settings()["tgate"]["gate_step"] == gate
+        assert active_tgate(proc) is None and proc.settings()["tgate"]["gate_step"] == gate
         x, _, b = _sample(proc, [1, 2, 3])
         rows_per_nfe = 1 if family == "flux" else 2  # FLUX-dev: distilled guidance, no CFG batch
         assert torch.equal(x, ref) and b.model_rows == b0.model_rows == rows_per_nfe * 3 * 4
@@ -84,7 +84,7 @@ def test_reproduces_the_reference_package(tiny_pipe, max_batch):
         for name, option in (("gated", tg), ("plain", None)):
             proc = DenoisingProcess.from_pipeline(pipe, run["num_steps"], fx["guidance_scale"], height=fx["size"],
                                                   width=fx["size"], max_batch=max_batch).for_call()
-            proc.enable_tgate(option)
+            enable_tgate(proc, option)
             proc.reset_particles(2)
             outs[name], _ = proc.sample(fx["latents"].clone(), proc.encode(fx["prompt"]))
         ref = run["latents_out"]
@@ -252,7 +252,7 @@ def test_one_pipeline_serves_gated_and_ungated_calls_from_threads(tiny_pipe):
 
 def test_each_call_view_gets_its_own_caches(tiny_pipe):
     base = DenoisingProcess.from_pipeline(tiny_pipe("sd15"), 4, 5.0, height=32, width=32)
-    base.enable_tgate(2)
+    enable_tgate(base, 2)
     a, b = base.for_call(), base.for_call()
-    assert a.tgate == b.tgate == TGate(2)
+    assert active_tgate(a) == active_tgate(b) == TGate(2)
     assert a.call.get("tgate") is not b.call.get("tgate") is not base.call.get("tgate")

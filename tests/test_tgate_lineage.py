@@ -21,7 +21,7 @@ from tts_diffusion.testing.helpers import BrightnessVerifier
 from tts_diffusion import TGate
 from tts_diffusion.core.budget import Budget
 from tts_diffusion.core.process import DenoisingProcess
-from tts_diffusion.core.tgate import TGateState
+from tts_diffusion.features.tgate import TGateState, enable_tgate
 from tts_diffusion.searchers import load_searcher, searcher_params
 from tts_diffusion.testing.tiny_pipelines import pipeline_call_kwargs
 
@@ -97,7 +97,7 @@ def _proc(pipe, max_batch, family="sd15"):
 def _run(pipe, name, max_batch, family="sd15"):
     budget, hyper = CASES[name]
     proc = _proc(pipe, max_batch, family)
-    proc.enable_tgate(TG)
+    enable_tgate(proc, TG)
     rec = proc.call.register("lineage", Lineages())
     result = load_searcher(name)(proc, BrightnessVerifier(), PROMPT, Budget(budget), torch.Generator().manual_seed(3),
                                  **_accepted(name, hyper))
@@ -109,7 +109,7 @@ def _replay_errors(proc, rec):
     worst, scale = 0.0, 0.0
     for hist in rec.all():
         alone = proc.for_call()
-        alone.enable_tgate(TG)
+        enable_tgate(alone, TG)
         alone.reset_particles(1)
         for family, ts, i, x, out, cond in hist:
             pred = alone.with_grid(family, ts).denoise(x[None], i, cond)
@@ -119,7 +119,7 @@ def _replay_errors(proc, rec):
 
 
 #: once they route their particles through the mechanism
-#: MM-DiT (text-stream caches, core/tgate_mmdit.py): SD3 (CFG dropped after the gate) on
+#: MM-DiT (text-stream caches, features/tgate_mmdit.py): SD3 (CFG dropped after the gate) on
 #: the searchers that resample, branch and renoise; FLUX-dev (no CFG) on SMC
 MMDIT_CASES = [("sd3", "best_of_n"), ("sd3", "smc"), ("sd3", "paths"), ("sd3", "rbf"), ("flux", "smc")]
 
@@ -141,7 +141,7 @@ def test_tgate_results_do_not_depend_on_max_batch(tiny_pipe, family, name):
     scores = []
     for mb in (1, 3):
         proc = _proc(tiny_pipe(family), mb, family)
-        proc.enable_tgate(TG)
+        enable_tgate(proc, TG)
         r = load_searcher(name)(proc, BrightnessVerifier(), PROMPT, Budget(budget), torch.Generator().manual_seed(3),
                                 **_accepted(name, hyper))
         scores.append(sorted(r.scores))

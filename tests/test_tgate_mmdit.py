@@ -1,4 +1,4 @@
-"""T-GATE on MM-DiT models (core/tgate_mmdit.py): SD3, SD3.5 (dual attention, q/k RMS norm), FLUX.
+"""T-GATE on MM-DiT models (features/tgate_mmdit.py): SD3, SD3.5 (dual attention, q/k RMS norm), FLUX.
 
 Exactness of the block rewrite: with the hooks on, a model call at the gate step (text k / v
 cached) followed by a call after the gate on the *same* inputs must give the ungated output,
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from tts_diffusion import TGate, TTSInputError
-from tts_diffusion.core import tgate, tgate_mmdit
 from tts_diffusion.core.process import DenoisingProcess
-from tts_diffusion.core.tgate import TGateState
+from tts_diffusion.features import tgate, tgate_mmdit
+from tts_diffusion.features.tgate import TGateState, enable_tgate
 from tts_diffusion.testing.helpers import metered_steps
 from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline, pipeline_call_kwargs
 
@@ -67,9 +67,9 @@ def _gated_calls(model, inputs, text_after=None):
         b = inputs["hidden_states"].shape[0]
         state = TGateState(TGate(gate_step=2), tgate.MMDIT)
         state.reset(b)
-        with state.forward(1, slice(0, b), 1):  # g - 1: computed as usual, text k / v cached
+        with state.frame(1, slice(0, b), 1):  # g - 1: computed as usual, text k / v cached
             at_gate = model(**inputs)[0]
-        with state.forward(2, slice(0, b), 1):  # after the gate: image stream only
+        with state.frame(2, slice(0, b), 1):  # after the gate: image stream only
             after = model(**{**inputs, **(text_after or {})})[0]
     return plain, at_gate, after, state
 
@@ -149,7 +149,7 @@ def test_the_gate_caches_the_average_of_the_cfg_halves(name):
     h = block.register_forward_pre_hook(lambda m, a, kw: seen.update(kw), with_kwargs=True)
     state = TGateState(TGate(gate_step=2), tgate.MMDIT)
     state.reset(1)
-    with torch.no_grad(), state.forward(1, slice(0, 1), 2):  # one particle: the batch of 2 is its CFG pair
+    with torch.no_grad(), state.frame(1, slice(0, 1), 2):  # one particle: the batch of 2 is its CFG pair
         model(**inputs)
     h.remove()
     k, v = tgate_mmdit.text_kv(block, kind, seen["hidden_states"], seen["encoder_hidden_states"], seen["temb"],
@@ -167,7 +167,7 @@ def _proc(pipe, family, steps, tg=None, max_batch=16):
     proc = DenoisingProcess.from_pipeline(pipe, steps, 5.0 if family == "sd3" else 3.5, height=kw["height"],
                                           width=kw["width"], max_sequence_length=kw["max_sequence_length"],
                                           max_batch=max_batch).for_call()
-    proc.enable_tgate(tg)
+    enable_tgate(proc, tg)
     return proc
 
 

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from tts_diffusion import TGate
-from tts_diffusion.core import tgate
 from tts_diffusion.core.process import DenoisingProcess
 from tts_diffusion.core.thread_slot import ThreadSlot
+from tts_diffusion.features import tgate
+from tts_diffusion.features.tgate import enable_tgate
 from tts_diffusion.pipelines.compile import compile_pipeline
 from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline
 
@@ -115,7 +116,7 @@ def test_compiled_hooked_unet_has_no_graph_breaks_when_contextvars_cannot_be_tra
     for name, tg in (("ungated", None), ("gated", TGate(gate_step=1))):
         proc = base.for_call()
         if tg is not None:
-            proc.enable_tgate(tg)
+            enable_tgate(proc, tg)
         x = proc.sample_noise(2, torch.Generator().manual_seed(0))
         for i in range(2):
             x = proc.step(x, i, proc.denoise(x, i, cond))

@@ -18,8 +18,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "Budget": ".core.budget",
     "DenoisingProcess": ".core.process",
-    "SearchResult": ".core.result",
-    "TGate": ".core.tgate",
+    "SearchRequest": ".request",
+    "SearchResult": ".records.result",
+    "TGate": ".features.tgate_spec",
     "BudgetExceeded": ".errors",
     "MissingWeightsError": ".errors",
     "TTSInputError": ".errors",
@@ -35,8 +36,9 @@ __all__ = sorted(_LAZY)
 if TYPE_CHECKING:  # pragma: no cover
     from .core.budget import Budget
     from .core.process import DenoisingProcess
-    from .core.result import SearchResult
-    from .core.tgate import TGate
+    from .records.result import SearchResult
+    from .request import SearchRequest
+    from .features.tgate_spec import TGate
     from .errors import BudgetExceeded, MissingWeightsError, TTSInputError
     from .pipelines.tts_pipeline import TTSPipeline
     from .searchers import available_searchers, load_searcher

@@ -189,7 +189,7 @@ def _request(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
         verifier = default_verifier_name(embedded)
     tgate = None
     if tgate_step is not None or tgate_options:
-        from .core.tgate import TGate
+        from .features.tgate_spec import TGate
 
         tgate = TGate.from_cli(tgate_step, tgate_options)
     request = SearchRequest(prompt, searcher=searcher, searcher_options=searcher_params(searcher).parse(options),
@@ -216,7 +216,7 @@ def _device_and_dtype(device: str | None, dtype: str):
 
 
 def _check_out(out: str):
-    from .core.files import check_output_path
+    from .records.files import check_output_path
 
     return check_output_path(out)
 
@@ -256,7 +256,7 @@ def _save(result, out):
 
 def _write_interrupted(run: dict, progress) -> None:
     """Ctrl-C: write the best candidate found so far (sidecar marked interrupted), exit 130."""
-    from .core.result import SearchResult
+    from .records.result import SearchResult
 
     best = None if progress is None else progress.best
     if best is None or best.image is None:
@@ -287,7 +287,7 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
     """Rerun the search recorded in SIDECAR (the JSON written next to an image) and write
     the image again: same model, searcher, verifier, settings and seed. On the same device
     and versions the pixels are identical."""
-    from .core.result import READS_SIDECAR_VERSIONS, SIDECAR_VERSION
+    from .records.result import READS_SIDECAR_VERSIONS, SIDECAR_VERSION
     from .errors import TTSInputError
     from .request import SearchRequest
 
@@ -317,7 +317,7 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
     if run.get("seed") is None:
         _fail(f"{sidecar} records no seed (the search was run with a torch.Generator), so its noise cannot be replayed")
 
-    from .core.provenance import describe_weights, versions
+    from .records.provenance import describe_weights, versions
     from .paths import default_model_path
 
     recorded = record.get("model") or {}

@@ -125,7 +125,7 @@ class SearchRequest:
     def _checked_tgate(self, name: Mapping[str, str]) -> Any:
         if self.tgate is None or self.tgate is False:
             return None
-        from .core.tgate import TGate
+        from .features.tgate_spec import TGate
 
         tgate = TGate.parse(self.tgate)
         if self.rgba:

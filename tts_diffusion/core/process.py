@@ -34,10 +34,7 @@ from .preview import load_preview_decoder
 from . import schedulers
 from .families import Family
 from .schedulers import SchedulerGrid, is_flow_scheduler  # noqa: F401  (re-exported)
-from .attention_capture import CAPTURE_KEY
 from .state import CallState, active_call, select_rows
-from .tgate import ENTRY as TGATE_ENTRY
-from .tgate import TGate, TGateState
 from .timing import Timings
 
 
@@ -168,9 +165,11 @@ class DenoisingProcess:
         other = copy.copy(self)
         other.budget = None
         other.timings = Timings(self.device)
-        other.call = CallState(options=dict(self.call.options))
-        if "tgate" in other.call.options:  # fresh per-particle caches for the new call
-            other.enable_tgate(other.call.options["tgate"])
+        other.call = CallState()
+        for feature in self.call.features.values():  # e.g. T-GATE enabled on a cached process
+            renewed = feature.for_call()  # fresh per-particle state for the new call
+            if renewed is not None:
+                other.call.add_feature(renewed)
         return other
 
     # --------------------------------------------------------------- budget
@@ -230,8 +229,8 @@ class DenoisingProcess:
         if not 0 <= i < self.num_steps:
             raise IndexError(f"grid point {i} has no denoiser step (0 <= i < {self.num_steps})")
         n = x.shape[0]
-        # T-GATE: from the gate step on, CFG is dropped and the model sees the null text only
-        cfg = self.do_cfg and not self.gated(i)
+        # a feature may drop CFG (T-GATE after its gate: the model sees the null text only)
+        cfg = self.do_cfg and all(f.keeps_cfg(i) for f in self.call.features.values())
         if self.budget is not None:
             self.budget.charge_nfe(n)
             self.budget.charge_model_rows(n * (2 if cfg else 1))
@@ -252,23 +251,20 @@ class DenoisingProcess:
         uncond_out = torch.cat(unconds) if cfg else None
         pred = Prediction(i, out, x0, eps, cond_out, uncond_out)
         # a per-call prediction hook (e.g. Alfie's centring, pipelines/alfie.py) may rewrite it
-        hook = self.call.options.get("prediction_hook")
+        hook = self.call.prediction_hook
         return pred if hook is None else hook(self, x, i, cond, pred)
 
     def _guided(self, x: torch.Tensor, i: int, cond: Conditioning, cfg: bool):
-        """The model output for the rows `self.call.rows` (x), guided when cfg. The hooks of a
-        per-call feature see this call's frame, built here, outside the model (so a compiled
-        model guards on per-phase constants only): T-GATE's (core/tgate.py) and Alfie's
-        attention capture (core/attention_capture.py), whose work is merged into the
-        per-particle store after the call."""
+        """The model output for the rows `self.call.rows` (x), guided when cfg. The hooks of
+        the call's features (core/state.py `ModelFeature`: T-GATE, Alfie's attention capture)
+        see this call's frame, opened here, outside the model (so a compiled model guards on
+        per-phase constants only); their work is merged into the per-particle store after
+        the call."""
         rows = self.call.rows
-        state = self.call.get(TGATE_ENTRY)
-        capture = self.call.options.get(CAPTURE_KEY)
         with contextlib.ExitStack() as frames:
-            if rows is not None and state is not None:
-                frames.enter_context(state.forward(i, rows, 2 if cfg else 1))
-            if rows is not None and capture is not None:
-                frames.enter_context(capture.forward(i, rows, self.device, self.dtype))
+            if rows is not None:
+                for feature in self.call.features.values():
+                    frames.enter_context(feature.frame(i, rows, 2 if cfg else 1, self.device, self.dtype))
             return self._guided_forward(x, i, cond, cfg)
 
     def _guided_forward(self, x: torch.Tensor, i: int, cond: Conditioning, cfg: bool):
@@ -356,44 +352,15 @@ class DenoisingProcess:
         other.stepping = None  # the pipeline's scheduler does not visit this grid: the family's ODE step
         return other
 
-    # ------------------------------------------------------------------ T-GATE
-    def enable_tgate(self, tgate: "TGate | int | dict | bool | None") -> "TGate | None":
-        """Turn T-GATE (core/tgate.py) on for this call view (`for_call()`); None turns it off.
-
-        Checks the model has cross-attention (one clear TTSInputError otherwise), installs the
-        inert hooks on the shared model once, and registers the per-particle caches on this
-        call. A gate at or past the last step registers nothing: the process stays
-        bit-identical to the ungated one."""
-        from . import tgate as tg
-
-        config = TGate.parse(tgate)
-        self.call.entries.pop(TGATE_ENTRY, None)
-        self.call.options.pop("tgate", None)
-        if config is None:
-            return None
-        kind = tg.model_kind(self.adapter.denoiser)  # one clear error for a model it cannot gate
-        self.call.options["tgate"] = config
-        if config.active(self.num_steps):
-            tg.install(self.adapter.denoiser)
-            self.call.register(TGATE_ENTRY, TGateState(config, kind))
-        return config
-
-    @property
-    def tgate(self) -> TGate | None:
-        """The T-GATE settings of this call when the gate falls inside the run, else None."""
-        state = self.call.get(TGATE_ENTRY)
-        return state.config if isinstance(state, TGateState) else None
-
-    def gated(self, i: int) -> bool:
-        """Whether grid point i is past the T-GATE gate (CFG dropped, cross-attention cached)."""
-        config = self.tgate
-        return config is not None and i >= config.gate_step
-
+    # ---------------------------------------------------------------- features
     def require_cfg_halves(self, what: str) -> None:
-        """For methods that read `Prediction.cond_out` / `uncond_out` at every step."""
-        if self.tgate is not None:
-            raise TTSInputError(f"{what} needs both classifier-free guidance halves at every step, which T-GATE"
-                                f" drops after its gate step; run it without tgate")
+        """For methods that read `Prediction.cond_out` / `uncond_out` at every step: one clear
+        error when a feature of this call drops CFG at some step (T-GATE after its gate)."""
+        for feature in self.call.features.values():
+            dropped = [i for i in range(self.num_steps) if not feature.keeps_cfg(i)]
+            if dropped:
+                raise TTSInputError(f"{what} needs both classifier-free guidance halves at every step, which"
+                                    f" {feature.label} drops from step {dropped[0]} on; run it without {feature.name}")
 
     # ----------------------------------------------------------- particle state
     def select(self, idx: torch.Tensor | Sequence[int], *items: Any) -> Any:
@@ -424,5 +391,5 @@ class DenoisingProcess:
             "width": self.width,
             "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device),
-            **({"tgate": self.call.options["tgate"].describe()} if "tgate" in self.call.options else {}),
+            **{k: v for feature in self.call.features.values() for k, v in feature.settings().items()},
         }

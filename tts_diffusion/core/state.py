@@ -12,6 +12,13 @@ of parent rows; repeats duplicate a particle, missing rows drop it). When a sear
 a fresh population (new noise), `proc.reset_particles(n)` tells every entry that its rows
 are new, so caches restart.
 
+A call's features (tts_diffusion/features/: T-GATE's caching, Alfie's attention capture)
+plug in through `CallState.features`, typed by `ModelFeature`: around every denoiser call
+the process opens each feature's frame on the rows in flight, asks each whether CFG runs at
+this step, and records each one's settings; a feature with per-particle state is also one
+of the entries above, so `proc.select` moves it. Alfie's centring rewrites predictions
+through `CallState.prediction_hook`. Nothing else reaches into the process.
+
 Model hooks (attention processors installed on a shared model) find the state of the call
 that is running through `current_call()`, a per-thread slot (core/thread_slot.py: dynamo
 traces its read inside a compiled model), so one model serves many threads at once: each
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, ContextManager, Iterator, Protocol, runtime_checkable
 
 import torch
 
@@ -39,6 +46,35 @@ class ParticleEntry(Protocol):
     def select(self, idx: torch.Tensor) -> None: ...
 
     def reset(self, num_particles: int) -> None: ...
+
+
+@runtime_checkable
+class ModelFeature(Protocol):
+    """Something a call plugs into the denoiser (features/): `name` keys it in the call (and
+    is the option that turns it on), `label` names it in messages."""
+
+    name: str
+    label: str
+
+    def keeps_cfg(self, step: int) -> bool:
+        """Whether the denoiser call at grid point `step` runs classifier-free guidance (a
+        feature may drop it, as T-GATE does after its gate)."""
+
+    def frame(self, step: int, rows: slice, k: int, device: torch.device,
+              dtype: torch.dtype) -> ContextManager[Any]:
+        """Open around the denoiser call at grid point `step` on particle rows `rows`; the
+        model batch is k rows per particle (k = 2 with CFG)."""
+
+    def settings(self) -> dict[str, Any]:
+        """What the result's settings record about the feature."""
+
+    def for_call(self) -> "ModelFeature | None":
+        """The feature for another call view of the same process (fresh per-particle state),
+        or None when it belongs to this call only."""
+
+
+#: prediction_hook(proc, x, i, cond, pred) -> the prediction the searcher sees
+PredictionHook = Callable[[Any, torch.Tensor, int, Any, Any], Any]
 
 
 @dataclass(frozen=True)
@@ -64,8 +100,10 @@ class CallState:
     step: int | None = None
     #: number of particles the entries currently hold rows for
     num_particles: int | None = None
-    #: free-form options hooks read (e.g. {"tgate": TGate(...)}); set by the pipeline
-    options: dict[str, Any] = field(default_factory=dict)
+    #: the call's model features by name, opened around every denoiser call in this order
+    features: dict[str, ModelFeature] = field(default_factory=dict)
+    #: rewrites every prediction before the searcher sees it (Alfie's centring), or None
+    prediction_hook: PredictionHook | None = field(default=None, repr=False)
     #: best candidate so far (kept by the searcher's SearchLog) and the progress listener
     best: Any = None
     on_progress: Callable[["Progress"], None] | None = field(default=None, repr=False)
@@ -86,6 +124,21 @@ class CallState:
 
     def get(self, name: str) -> ParticleEntry | None:
         return self.entries.get(name)
+
+    def add_feature(self, feature: ModelFeature) -> ModelFeature:
+        """Plug `feature` into this call (replacing one of the same name); one with
+        per-particle state is registered as an entry too."""
+        if not isinstance(feature, ModelFeature):
+            raise TypeError(f"{feature!r}: a model feature needs name, keeps_cfg, frame, settings and for_call")
+        self.remove_feature(feature.name)
+        self.features[feature.name] = feature
+        if isinstance(feature, ParticleEntry):
+            self.register(feature.name, feature)
+        return feature
+
+    def remove_feature(self, name: str) -> None:
+        if self.features.pop(name, None) is not None:
+            self.entries.pop(name, None)
 
     def select(self, idx: torch.Tensor) -> None:
         for entry in self.entries.values():

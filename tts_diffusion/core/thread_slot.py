@@ -1,7 +1,7 @@
 """ThreadSlot: a value that model hooks read, set per thread around a model call.
 
-Hooks installed on a shared model (T-GATE's, core/tgate.py; Alfie's capture processors,
-core/attention_capture.py; the call state they look up, core/state.py) find what the call in flight in their thread asks of them through a slot:
+Hooks installed on a shared model (T-GATE's, features/tgate.py; Alfie's capture processors,
+features/attention_capture.py; the call state they look up, core/state.py) find what the call in flight in their thread asks of them through a slot:
 the caller sets it for the block (`with slot.use(value)`), the hook reads `slot.get()`.
 Each thread sees only its own value, so one model serves many threads at once.
 

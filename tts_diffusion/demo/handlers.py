@@ -16,7 +16,7 @@ import logging
 import traceback
 from typing import Any, Iterator, Mapping
 
-from ..core.result import SearchResult
+from ..records.result import SearchResult
 from ..core.state import Progress
 from ..errors import TTSInputError
 from ..request import SearchRequest

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.result import Candidate, SearchResult
+from ..records.result import Candidate, SearchResult
 
 #: the long side the page shows images at (small images are scaled up by a whole factor)
 DISPLAY_SIZE = 512

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from ..core.result import SearchResult
+from ..records.result import SearchResult
 from ..core.state import Progress
 from ..request import SearchRequest
 

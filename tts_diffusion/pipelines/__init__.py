@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from .._lazy import lazy_attributes
 
-_LAZY = {"TGate": "..core.tgate", "TTSPipeline": ".tts_pipeline", "load_diffusers_pipeline": ".tts_pipeline"}
+_LAZY = {"TGate": "..features.tgate_spec", "TTSPipeline": ".tts_pipeline", "load_diffusers_pipeline": ".tts_pipeline"}
 __all__ = sorted(_LAZY)
 __getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)

@@ -10,7 +10,7 @@ call's own process view (nothing leaks into other calls):
    stochastic, DDPM or flow, with the same step noise) is per-element affine in the
    prediction (out, x0, eps) with x fixed, so blending the two *predictions* with M is
    exactly blending the two stepped latents. `Centring` does that as the process's
-   prediction hook (`CallState.options["prediction_hook"]`, read by `DenoisingProcess.denoise`):
+   prediction hook (`CallState.prediction_hook`, read by `DenoisingProcess.denoise`):
    every searcher gets it unchanged, the Tweedie estimates x0 it scores are the blended
    ones, and no per-particle background latent has to follow `proc.select`.
    Backgrounds:
@@ -21,7 +21,7 @@ call's own process view (nothing leaks into other calls):
      encoded blank canvas z, x0 = z, eps = (x - a_i z) / s_i. On the border, where x is on the
      background trajectory, the step lands exactly on the forward process
      x_bg(i+1) = a_{i+1} z + s_{i+1} eps of the shared noise: no model cost.
-2. **Attention capture** (`core/attention_capture.py`) for the conditional foreground rows,
+2. **Attention capture** (`features/attention_capture.py`) for the conditional foreground rows,
    summed over the steps with t > 20, into per-particle accumulators.
 3. **Scoring on composites.** The verifier is wrapped (`RGBAVerifier`): each image is matted
    (`matte.py`) from its particle's maps and composited on a plain background before the
@@ -42,12 +42,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..core.attention_capture import (CAPTURE_KEY, MAPS_KEY, AttentionCapture, AttentionMaps, capture_layers,
-                                      capture_window, install_capture)
 from ..core.process import Conditioning, DenoisingProcess, Prediction
-from ..core.result import SearchResult, to_uint8
 from ..core.state import active_call
 from ..errors import TTSInputError
+from ..features.attention_capture import (CAPTURE_KEY, MAPS_KEY, AttentionCapture, AttentionMaps, capture_layers,
+                                          capture_window, install_capture)
+from ..features.tgate_spec import ENTRY as TGATE
+from ..records.result import SearchResult, to_uint8
 from ..verifiers.alpha import scoring_alphas
 from ..verifiers.base import Verifier, check_inputs
 from .matte import alpha_matte, subject_maps
@@ -55,8 +56,6 @@ from .subject import preprocess_text, subject_words, token_spans
 
 #: Alfie's background prompt
 DEFAULT_BACKGROUND_PROMPT = "A white background"
-#: key of the centring hook in `CallState.options` (read by `DenoisingProcess.denoise`)
-HOOK_KEY = "prediction_hook"
 _INSTALL_LOCK = threading.Lock()
 
 
@@ -92,7 +91,7 @@ class ModelBackground:
     rows_per_step: int = 1
 
     def predict(self, proc: DenoisingProcess, x: torch.Tensor, i: int) -> Prediction:
-        cap = proc.call.options.get(CAPTURE_KEY)
+        cap = proc.call.features.get(CAPTURE_KEY)
         outs, conds, unconds = [], [], []
         was = cap.enabled if cap is not None else None
         if cap is not None:
@@ -309,7 +308,7 @@ class RGBARun:
 def refuse_tgate(proc: DenoisingProcess, options: dict[str, Any]) -> None:
     """rgba with T-GATE: after the gate step cross-attention is a cached tensor, so the maps
     of those steps would not exist (and the cache would be shared by fg and bg rows)."""
-    if proc.call.options.get("tgate") is not None or options.get("tgate") not in (None, False):
+    if TGATE in proc.call.features or options.get("tgate") not in (None, False):
         raise TTSInputError("rgba=True cannot be combined with T-GATE: after the gate step cross-attention is cached"
                             " and Alfie's attention maps would miss those steps; turn one of them off")
 
@@ -346,7 +345,7 @@ def prepare_rgba(proc: DenoisingProcess, prompt: str, verifier: Verifier, *, bac
     maps = AttentionMaps()
     proc.call.register(MAPS_KEY, maps)
     capture = AttentionCapture(window, maps, {kk: len(v) for kk, v in layers.items()})
-    proc.call.options[CAPTURE_KEY] = capture
+    proc.call.add_feature(capture)
 
     if background_prompt is None and canvas_color is not None:
         background: ModelBackground | CanvasBackground = CanvasBackground(encode_canvas(proc, canvas_color))
@@ -358,7 +357,7 @@ def prepare_rgba(proc: DenoisingProcess, prompt: str, verifier: Verifier, *, bac
         described = f"prompt {text!r}"
         composite = (1.0, 1.0, 1.0)
     centring = Centring(centre_mask(lat_h, lat_w).to(proc.device), background)
-    proc.call.options[HOOK_KEY] = centring
+    proc.call.prediction_hook = centring
     run = RGBARun(words, spans, grid, capture, centring, composite, described, k)
     run.verifier = RGBAVerifier(verifier, run)
     return run

@@ -8,11 +8,11 @@ channels_last on CUDA (convolutions run faster in that layout on tensor cores); 
 transformer denoiser keeps its layout. Compiling costs time once per shape (tens of seconds
 for SD-1.5 size on an H100): it pays when the same shapes are searched many times.
 
-With T-GATE the denoiser compiles one graph per phase and batch shape (core/tgate.py: the
+With T-GATE the denoiser compiles one graph per phase and batch shape (features/tgate.py: the
 hooks read only the phase's modes; steps, rows and caches are handled outside the graph),
 at most six phases (`TGate.phases`): before the gate self-attention computed / cached /
 reused, the gate, after the gate self-attention cached / reused; an MM-DiT (SD3, FLUX;
-core/tgate_mmdit.py) has three: before the gate, the gate, after it. The CFG batch halves after the
+features/tgate_mmdit.py) has three: before the gate, the gate, after it. The CFG batch halves after the
 gate, so a gated search meets two batch shapes (four where the particles do not split into
 equal `max_batch` chunks). Dynamo's default of 8 graphs per function would be reached by
 that, after which it silently runs the function eagerly, so `compile_pipeline` raises the
@@ -23,7 +23,7 @@ one reuses the plain graph (the warm-up steps; the background rows).
 With Alfie's attention capture (`rgba=True`) the denoiser compiles two graphs per batch
 shape: capture on (the foreground rows of the steps with t > 20) and off (the background
 rows, the last steps); the step, the rows and the per-particle maps stay outside the graph
-(core/attention_capture.py, `CaptureFrame`)."""
+(features/attention_capture.py, `CaptureFrame`)."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -83,8 +83,8 @@ def _install_inert_hooks(den: torch.nn.Module) -> None:
     plain graph was traced through, and dynamo compiles that graph a second time (one
     whole-denoiser compile, tens of seconds at SD-1.5 size). A denoiser that T-GATE cannot
     gate or Alfie cannot read is left as it is."""
-    from ..core import tgate
-    from ..core.attention_capture import install_capture
+    from ..features import tgate
+    from ..features.attention_capture import install_capture
     from ..errors import TTSInputError
 
     for install in (tgate.install, install_capture):

@@ -31,11 +31,12 @@ import torch
 
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
-from ..core.result import SearchResult, SearchResults
 from ..core.state import Progress
-from ..core.tgate import TGate
 from ..errors import TTSInputError
+from ..features.tgate import enable_tgate
+from ..features.tgate_spec import TGate
 from ..paths import default_model_path, domain_clip_path, is_default_model
+from ..records.result import SearchResult, SearchResults
 from ..request import SearchRequest, default_verifier_name
 from ..searchers import load_searcher, run_defaults
 from ..verifiers import Verifier, load_verifier
@@ -397,7 +398,7 @@ class TTSPipeline:
         """One prompt's per-call process view and verifier: T-GATE's caches registered on it;
         with rgba, Alfie's set-up (centring hook, attention capture, compositing verifier),
         validated here."""
-        proc.enable_tgate(request.tgate)
+        enable_tgate(proc, request.tgate)
         if not request.rgba:
             return proc, ver, None
         from ..shapes.grammar import BACKGROUND

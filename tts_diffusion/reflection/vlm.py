@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from ..core.result import to_pil
+from ..records.result import to_pil
 from ..errors import TTSInputError
 from ..verifiers.base import Verdict
 from .claims import parse_claims

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..params import Param
-from .registry import SearcherEntry
+from .declaration import SearcherEntry
 
 BEST_OF_N = SearcherEntry.declare(
     "best_of_n", "random search: N noises, sampled deterministically, best verifier score kept",

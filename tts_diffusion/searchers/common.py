@@ -11,7 +11,7 @@ import torch
 
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
-from ..core.result import Candidate, SearchResult, TracePoint, to_uint8
+from ..records.result import Candidate, SearchResult, TracePoint, to_uint8
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
 

@@ -35,7 +35,7 @@ with eta) fed with the combined score (its mean is linear in the score); the wei
 integrated with the trapezoid rule in time (the scores at a grid point close the previous
 step and open the next: no extra evaluations). Log-weight increments are centred
 over the population (the paper's centring), the population is resampled when ESS <
-`resample_threshold` K (`core.particles.should_resample`; 1, the default: at every step, as the
+`resample_threshold` K (`searchers.particles.should_resample`; 1, the default: at every step, as the
 paper's code does; 0: never; `resampling` systematic by default) and
 once more at the end, so the final particles are an unweighted sample of the target at the
 clean end.
@@ -64,9 +64,9 @@ from typing import Callable, Sequence
 import torch
 
 from ..core.budget import Budget
-from ..core.particles import center_log_weights, ess, normalize_log_weights, resample, should_resample
+from .particles import center_log_weights, ess, normalize_log_weights, resample, should_resample
 from ..core.process import DenoisingProcess, Prediction
-from ..core.result import SearchResult
+from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
 from .best_of_n import full_samples

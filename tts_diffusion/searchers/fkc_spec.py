@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..params import Param
-from .registry import SearcherEntry
+from .declaration import SearcherEntry
 from .vocabulary import RESAMPLING, eta
 
 FKC_MODES = ("cfg", "anneal", "product")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import TTSInputError
 from ..params import Param
-from .registry import SearcherEntry
+from .declaration import SearcherEntry
 
 
 def path_schedule(num_steps: int, start: int, delta_f: int, delta_b: int) -> list[tuple[int, int, int]]:

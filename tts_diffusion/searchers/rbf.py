@@ -51,13 +51,14 @@ import torch
 
 from ..core.budget import Budget
 from ..core.process import Conditioning, DenoisingProcess, Prediction
-from ..core.result import SearchResult
+from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
 from .best_of_n import full_samples
 from .common import SearchLog
 from .rbf_spec import CODE, GRIDS, INTERPOLANTS, RBF, SVDD
-from .registry import SearcherEntry, register_searcher
+from .declaration import SearcherEntry
+from .registry import register_searcher
 
 RewardFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -33,7 +33,7 @@ import torch
 
 from ..core.budget import Budget
 from ..core.process import Conditioning, DenoisingProcess
-from ..core.result import ChainStep, SearchResult, to_uint8
+from ..records.result import ChainStep, SearchResult, to_uint8
 from ..errors import TTSInputError
 from ..reflection import Critique, make_critic, make_refiner
 from ..reflection.critics import gives_feedback

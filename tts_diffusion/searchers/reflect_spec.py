@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..params import Param
-from .registry import SearcherEntry
+from .declaration import SearcherEntry
 
 REFINE_MODES = ("prompt", "image", "both")
 CRITICS = ("feedback", "decomposed", "vlm", "none")

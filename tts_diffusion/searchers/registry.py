@@ -6,11 +6,11 @@ A searcher is a function
 
 that spends at most `budget` (the process charges every denoiser row to it), records the
 best score against NFE, and is deterministic for a given generator seed. Its options are
-declared once, in a `SearcherEntry` (name, description, options as params.py `Param`s, run
-defaults, minimum-budget rule) that lives beside it in a module importing without torch
-(`smc_spec.py` beside `smc.py`). This module imports no torch either: it holds every entry
-by name, the built-in ones from the lines at the bottom of this file, and imports a
-searcher's function (torch) the first time a search needs it. So `list`, `--help`, `-o`
+declared once, in a `SearcherEntry` (declaration.py: name, description, options as params.py
+`Param`s, run defaults, minimum-budget rule) that lives beside it in a module importing
+without torch (`smc_spec.py` beside `smc.py`). This module imports no torch either: it holds
+every entry by name, the built-in ones from `BUILTIN` at the bottom of this file, and imports
+a searcher's function (torch) the first time a search needs it. So `list`, `--help`, `-o`
 parsing, `SearchRequest.check` and the searches themselves read the same declarations.
 
 The registered function is wrapped: its options are validated and the declared defaults
@@ -22,71 +22,31 @@ from __future__ import annotations
 
 import functools
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from ..errors import TTSInputError
 from ..params import Param, ParamSpec
-from .vocabulary import KEEP_IMAGES
+from .best_of_n_spec import BEST_OF_N
+from .declaration import MinBudget, SearcherEntry
+from .fkc_spec import FKC
+from .paths_spec import PATHS
+from .rbf_spec import CODE, RBF, SVDD
+from .reflect_spec import REFLECT
+from .smc_spec import SMC
+from .zero_order_spec import ZERO_ORDER
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ..core.budget import Budget
     from ..core.process import DenoisingProcess
-    from ..core.result import SearchResult
+    from ..records.result import SearchResult
     from ..verifiers.base import Verifier
-
-#: min_budget(num_steps, options) -> the least NFE a run with these (validated) options needs
-MinBudget = Callable[[int, dict], int]
-
-#: what `run_defaults` may set
-RUN_DEFAULT_KEYS = ("num_inference_steps", "budget")
-
 
 class Searcher(Protocol):
     def __call__(self, proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
                  generator: torch.Generator | None, **options: Any) -> SearchResult: ...
-
-
-@dataclass(frozen=True)
-class SearcherEntry:
-    """A searcher's declaration: everything the registry knows about it besides its function."""
-
-    name: str
-    description: str
-    params: ParamSpec
-    run_defaults: Mapping[str, int] = field(default_factory=dict)
-    #: None: one full sample (num_steps NFE)
-    min_budget_rule: MinBudget | None = None
-
-    @classmethod
-    def declare(cls, name: str, description: str, *, params: Sequence[Param] = (),
-                run_defaults: Mapping[str, int] | None = None,
-                min_budget: MinBudget | None = None) -> "SearcherEntry":
-        """An entry: `keep_images` is added when not declared; run_defaults may set
-        num_inference_steps and budget only (a paper's setting, used when the caller leaves
-        them out); min_budget(num_steps, options): the least NFE a run needs."""
-        unknown = set(run_defaults or {}) - set(RUN_DEFAULT_KEYS)
-        if unknown:
-            raise ValueError(f"run_defaults takes num_inference_steps and budget, not {sorted(unknown)}")
-        params = list(params)
-        if KEEP_IMAGES.name not in {p.name for p in params}:
-            params.append(KEEP_IMAGES)
-        return cls(name, description, ParamSpec(f"searcher {name!r}", params), dict(run_defaults or {}), min_budget)
-
-    def options(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        """Every option: `given` validated, the declared defaults for the rest."""
-        return self.params.fill(dict(given))
-
-    def min_budget(self, num_steps: int, options: Mapping[str, Any]) -> int:
-        """The least NFE budget at `num_steps` steps with these options: options are
-        validated first; options left out take their defaults, and a default derived from
-        the budget takes its smallest value. No rule: one full sample (num_steps NFE)."""
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            raise TTSInputError(f"num_steps must be an integer >= 1, got {num_steps!r}")
-        opts = self.options(options)
-        return int(self.min_budget_rule(num_steps, opts)) if self.min_budget_rule is not None else num_steps
 
 
 @dataclass
@@ -200,17 +160,18 @@ def min_budget(name_or_fn: str | Searcher, num_steps: int, **options: Any) -> in
 
 
 # ------------------------------------------------------------------ the built-in searchers
-# One line each: its declaration (torch-free, beside it) and the module that defines and
-# registers its function (imported on first use).
-from .best_of_n_spec import BEST_OF_N  # noqa: E402
-from .fkc_spec import FKC  # noqa: E402
-from .paths_spec import PATHS  # noqa: E402
-from .rbf_spec import CODE, RBF, SVDD  # noqa: E402
-from .reflect_spec import REFLECT  # noqa: E402
-from .smc_spec import SMC  # noqa: E402
-from .zero_order_spec import ZERO_ORDER  # noqa: E402
-
-for _entry, _module in ((BEST_OF_N, "best_of_n"), (ZERO_ORDER, "zero_order"), (PATHS, "paths"), (SMC, "smc"),
-                        (FKC, "fkc"), (RBF, "rbf"), (SVDD, "rbf"), (CODE, "rbf"), (REFLECT, "reflect")):
+#: one line each: its declaration (torch-free, beside it) and the module that defines and
+#: registers its function (imported on first use)
+BUILTIN: tuple[tuple[SearcherEntry, str], ...] = (
+    (BEST_OF_N, "best_of_n"),
+    (ZERO_ORDER, "zero_order"),
+    (PATHS, "paths"),
+    (SMC, "smc"),
+    (FKC, "fkc"),
+    (RBF, "rbf"),
+    (SVDD, "rbf"),
+    (CODE, "rbf"),
+    (REFLECT, "reflect"),
+)
+for _entry, _module in BUILTIN:
     _REGISTRY[_entry.name] = _Slot(_entry, module=f"{__package__}.{_module}")
-del _entry, _module

@@ -14,7 +14,7 @@ potential steps):
     immediate   log G_i = lam r_i
 
 (lam = `reward_scale`). The population is resampled at potential steps when ESS <
-`resample_threshold` K (`core.particles.should_resample`: 1 = at every potential step, 0 =
+`resample_threshold` K (`searchers.particles.should_resample`: 1 = at every potential step, 0 =
 never), weights reset to uniform and every per-particle quantity (x, its prediction, the
 reward history, registered model state) follows its ancestor through `proc.select`.
 
@@ -39,9 +39,9 @@ from typing import Callable, Sequence
 import torch
 
 from ..core.budget import Budget
-from ..core.particles import dead_to_neginf, ess, normalize_log_weights, resample, should_resample
+from .particles import dead_to_neginf, ess, normalize_log_weights, resample, should_resample
 from ..core.process import Conditioning, DenoisingProcess
-from ..core.result import SearchResult
+from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
 from .best_of_n import full_samples

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..params import Param
-from .registry import SearcherEntry
+from .declaration import SearcherEntry
 from .vocabulary import RESAMPLING, eta
 
 POTENTIALS = ("difference", "max", "sum", "immediate")

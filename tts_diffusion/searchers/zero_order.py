@@ -19,7 +19,7 @@ import torch
 
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
-from ..core.result import SearchResult
+from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
 from .registry import register_searcher

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..params import Param
-from .registry import SearcherEntry
+from .declaration import SearcherEntry
 
 ON_STALL = ("keep", "move", "restart")
 

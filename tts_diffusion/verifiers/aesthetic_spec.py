@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..params import Param
 from .clip_spec import DEFAULT_MODEL, DEFAULT_PRETRAINED
-from .registry import VerifierEntry
+from .declaration import VerifierEntry
 from .vocabulary import placement_params
 
 HEAD_ENV = "TTS_AESTHETIC_HEAD"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..params import Param
-from .registry import VerifierEntry
+from .declaration import VerifierEntry
 
 ALPHA = VerifierEntry.declare(
     "alpha", "matte quality of rgba candidates: transparent border and a sharp (binary) matte",

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..params import Param
-from .registry import VerifierEntry
+from .declaration import VerifierEntry
 from .vocabulary import DTYPES
 
 ENSEMBLE_MODES = ("rank", "zscore")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..params import Param
-from .registry import VerifierEntry
+from .declaration import VerifierEntry
 from .vocabulary import placement_params
 
 IMAGE_REWARD = VerifierEntry.declare(

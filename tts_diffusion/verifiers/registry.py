@@ -1,10 +1,10 @@
 """The verifier registry, which is also the catalog `tts-diffusion list` prints.
 
 A verifier is built by a factory `f(**options) -> Verifier`. Its options are declared once,
-in a `VerifierEntry` (name, description, options as params.py `Param`s) that lives beside
-it in a module importing without torch (`clip_spec.py` beside `clip.py`). This module
-imports no torch either: it holds every entry by name, the built-in ones from the lines at
-the bottom of this file, and imports a verifier's module (torch, weights on use) the first
+in a `VerifierEntry` (declaration.py: name, description, options as params.py `Param`s) that
+lives beside it in a module importing without torch (`clip_spec.py` beside `clip.py`). This
+module imports no torch either: it holds every entry by name, the built-in ones from
+`BUILTIN` at the bottom of this file, and imports a verifier's module (torch, weights on use) the first
 time one is built. So `list`, `--verifier-option` parsing, `SearchRequest.check` and
 `load_verifier` read the same declarations.
 
@@ -15,60 +15,23 @@ given is passed as given (e.g. clip's `pretrained=None`: no pretrained tag)."""
 from __future__ import annotations
 
 import importlib
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import TTSInputError
 from ..params import Param, ParamSpec
+from .aesthetic_spec import AESTHETIC
+from .alpha_spec import ALPHA
+from .clip_spec import CLIP
+from .declaration import ExtraOption, VerifierEntry
+from .ensemble_spec import ENSEMBLE
+from .image_reward_spec import IMAGE_REWARD
+from .oracle_spec import ORACLE
 
 if TYPE_CHECKING:  # pragma: no cover
     from .base import Verifier
 
 VerifierFactory = Callable[..., "Verifier"]
-#: extra(key, value): True for an option outside the declaration that goes to the factory
-#: unchecked (the factory validates it; e.g. an ensemble's per-member `clip.model` options)
-ExtraOption = Callable[[str, Any], bool]
-
-
-@dataclass(frozen=True)
-class VerifierEntry:
-    """A verifier's declaration: everything the registry knows about it besides its factory."""
-
-    name: str
-    description: str
-    params: ParamSpec
-    extra: ExtraOption | None = field(default=None, compare=False)
-
-    @classmethod
-    def declare(cls, name: str, description: str = "", *, params: Sequence[Param] = (),
-                extra: ExtraOption | None = None) -> "VerifierEntry":
-        return cls(name, description, ParamSpec(f"verifier {name!r}", list(params)), extra)
-
-    def options(self, given: dict[str, Any]) -> dict[str, Any]:
-        """What the factory is called with: `given`, validated, and the declared defaults of
-        the options left out (those derived by the factory, default None, stay out), in
-        declaration order, plus the factory-checked extras given. Paths may be os.PathLike
-        (made str); Python objects the CLI cannot express (a torch.dtype, a torch.device, a
-        mapping, a Verifier) go to the factory, which checks them."""
-        checked: dict[str, Any] = {}
-        extras: dict[str, Any] = {}
-        for key, value in given.items():
-            if isinstance(value, os.PathLike):
-                value = os.fspath(value)
-            if self.extra is not None and self.extra(key, value):
-                extras[key] = value
-            elif _python_object(value) and key in self.params.names():
-                checked[key] = value
-            else:
-                checked[key] = self.params.get(key).validate(value, self.params.owner)
-        filled = {p.name: checked.get(p.name, p.default) for p in self.params
-                  if p.name in checked or p.default is not None}
-        return {**filled, **extras}
-
-
-def _python_object(value: Any) -> bool:
-    return not isinstance(value, (str, bool, int, float, list, tuple, type(None)))
 
 
 @dataclass
@@ -155,16 +118,15 @@ def load_verifier(name_or_verifier: Any, **options: Any) -> "Verifier":
 
 
 # ------------------------------------------------------------------ the built-in verifiers
-# One line each: its declaration (torch-free, beside it) and the module that defines and
-# registers its factory (imported on first use).
-from .aesthetic_spec import AESTHETIC  # noqa: E402
-from .alpha_spec import ALPHA  # noqa: E402
-from .clip_spec import CLIP  # noqa: E402
-from .ensemble_spec import ENSEMBLE  # noqa: E402
-from .image_reward_spec import IMAGE_REWARD  # noqa: E402
-from .oracle_spec import ORACLE  # noqa: E402
-
-for _entry, _module in ((CLIP, "clip"), (ORACLE, "oracle"), (IMAGE_REWARD, "image_reward"),
-                        (AESTHETIC, "aesthetic"), (ENSEMBLE, "ensemble"), (ALPHA, "alpha")):
+#: one line each: its declaration (torch-free, beside it) and the module that defines and
+#: registers its factory (imported on first use)
+BUILTIN: tuple[tuple[VerifierEntry, str], ...] = (
+    (CLIP, "clip"),
+    (ORACLE, "oracle"),
+    (IMAGE_REWARD, "image_reward"),
+    (AESTHETIC, "aesthetic"),
+    (ENSEMBLE, "ensemble"),
+    (ALPHA, "alpha"),
+)
+for _entry, _module in BUILTIN:
     _REGISTRY[_entry.name] = _Slot(_entry, module=f"{__package__}.{_module}")
-del _entry, _module

@@ -17,7 +17,7 @@ A gate at or past the last step means "never gate": nothing is hooked, cached or
 and the process is bit-identical to the ungated one.
 
 MM-DiT models (SD3, SD3.5, FLUX) have no cross-attention; `model_kind` tells them apart and
-core/tgate_mmdit.py gates them through their joint text stream instead (each block's text
+features/tgate_mmdit.py gates them through their joint text stream instead (each block's text
 keys / values cached at the gate, image stream only after it; same plan, same caches, same
 CFG drop). The self-attention columns of the plan do not apply there.
 
@@ -38,7 +38,7 @@ resets them.
 
 Under torch.compile: everything that depends on the step, the rows in flight or the cache
 dictionaries is decided OUTSIDE the denoiser. Around each denoiser call the process opens
-`TGateState.forward(step, rows, k)`, which builds a `Frame`: the two modes of this step
+`TGateState.frame(step, rows, k)`, which builds a `Frame`: the two modes of this step
 (constant strings, one per phase), the cached outputs these rows reuse, already in the
 model's batch layout, and an empty dict the hooks fill with the outputs to cache; on exit
 the state writes those into the per-particle store (averaging the CFG halves at the gate).
@@ -53,124 +53,45 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import torch
 
 from ..errors import TTSInputError
-from ..params import Param, ParamSpec
-from .thread_slot import ThreadSlot
+from .tgate_frame import _FRAME, Frame
+from .tgate_spec import CACHE, COMPUTE, CROSS, ENTRY, MMDIT, REUSE, TGate
 
-#: name of the CallState entry and of the diffusers hook
-ENTRY = "tgate"
+#: name of the diffusers hook
 HOOK = "tts_diffusion_tgate"
-
-TGATE_PARAMS = ParamSpec("T-GATE", [
-    Param("gate_step", int, 10, "step g from which cross-attention (MM-DiT: the text stream) is cached"
-                                " and CFG is dropped (at or past the number of steps: never gate)", low=1),
-    Param("sp_interval", int, 5, "before the gate, recompute self-attention every sp_interval steps"
-                                 " after warm_up and reuse it in between (TGATE-V2; 1 = every step;"
-                                 " no effect on MM-DiT)", low=1),
-    Param("fi_interval", int, 1, "after the gate, recompute self-attention every fi_interval steps"
-                                 " (1 = every step; no effect on MM-DiT)", low=1),
-    Param("warm_up", int, 2, "first steps with self-attention always computed (no effect on MM-DiT)", low=0),
-])
-
-COMPUTE, CACHE, REUSE = "compute", "cache", "reuse"
-#: what a model is gated through (`model_kind`)
-CROSS, MMDIT = "cross-attention", "mm-dit"
-
-
-@dataclass(frozen=True)
-class TGate:
-    """T-GATE settings (the reference's defaults: SD / SDXL gate 10 of 25, sp 5, fi 1,
-    warm-up 2; PixArt gate 15 of 25 with sp 3)."""
-
-    gate_step: int = 10
-    sp_interval: int = 5
-    fi_interval: int = 1
-    warm_up: int = 2
-
-    def __post_init__(self) -> None:
-        TGATE_PARAMS.validate(asdict(self))
-
-    @classmethod
-    def parse(cls, value: Any) -> "TGate | None":
-        """What `tgate=` accepts: None / False (off), True (the defaults), a gate step (int),
-        a dict of TGate fields, or a TGate."""
-        if value is None or value is False:
-            return None
-        if value is True:
-            return cls()
-        if isinstance(value, TGate):
-            return value
-        if isinstance(value, int):
-            return cls(gate_step=value)
-        if isinstance(value, dict):
-            return cls(**TGATE_PARAMS.validate(value))
-        raise TTSInputError(f"tgate={value!r} is not valid: pass a gate step (an integer >= 1), a dict of"
-                            f" {', '.join(TGATE_PARAMS.names())}, or a TGate")
-
-    @classmethod
-    def from_cli(cls, gate_step: int | None, options: Iterable[str] = ()) -> "TGate | None":
-        """`--tgate GATE_STEP` and `--tgate-option KEY=VALUE` (options need --tgate)."""
-        opts = TGATE_PARAMS.parse(options)
-        if gate_step is None:
-            if opts:
-                raise TTSInputError("--tgate-option needs --tgate GATE_STEP")
-            return None
-        return cls(**{**opts, "gate_step": TGATE_PARAMS.get("gate_step").validate(gate_step, "T-GATE")})
-
-    def active(self, num_steps: int) -> bool:
-        """Whether the gate falls inside a sampling run of `num_steps` steps."""
-        return self.gate_step < num_steps
-
-    def plan(self, s: int) -> tuple[str, str, bool]:
-        """(cross-attention mode, self-attention mode, average CFG halves) at step s:
-        the reference's `tgate_scheduler`, line for line."""
-        g = self.gate_step
-        if s < g - 1:  # semantics planning
-            if s < self.warm_up:
-                sa = COMPUTE
-            elif s == self.warm_up or s % self.sp_interval == 0:
-                sa = CACHE
-            else:
-                sa = REUSE
-            return COMPUTE, sa, False
-        if s == g - 1:  # the gate: cache (uncond + cond) / 2
-            return CACHE, CACHE, True
-        return REUSE, (CACHE if s % self.fi_interval == 0 else REUSE), False  # fidelity improving
-
-    def phases(self, num_steps: int) -> set[tuple[str, str]]:
-        """The distinct (cross-attention, self-attention) modes of a run of `num_steps`
-        steps (at most six): what the hooks branch on, so the number of graphs a compiled
-        denoiser needs per batch shape (the warm-up's (COMPUTE, COMPUTE) graph is the
-        ungated one)."""
-        return {self.plan(s)[:2] for s in range(num_steps)}
-
-    def model_phases(self, num_steps: int, kind: str = CROSS) -> set[tuple[str, str]]:
-        """`phases` as a model of `kind` meets them: an MM-DiT (no self-attention column)
-        has three, (COMPUTE, COMPUTE) before the gate (the ungated graph), the gate, after."""
-        if kind == MMDIT:
-            return {(ca, COMPUTE) for ca, _ in self.phases(num_steps)}
-        return self.phases(num_steps)
-
-    def describe(self) -> dict[str, int]:
-        return asdict(self)
 
 
 class TGateState:
-    """Per-call T-GATE state (a `CallState` entry): the settings and, per attention module,
-    the cached outputs of every particle, [num_particles, k, ...], with a validity mask."""
+    """T-GATE on one call (a `ModelFeature` of its `CallState`, and a per-particle entry): the
+    settings and, per attention module, the cached outputs of every particle,
+    [num_particles, k, ...], with a validity mask. `active` False (a gate at or past the last
+    step): it only records its settings; nothing is gated, cached or dropped."""
 
-    def __init__(self, config: TGate, kind: str = CROSS):
+    name, label = ENTRY, "T-GATE"
+
+    def __init__(self, config: TGate, kind: str = CROSS, active: bool = True):
         self.config = config
         #: CROSS or MMDIT (`model_kind`): an MM-DiT's frames carry the cross-attention
         #: column only (its hooks cache text k / v through it), so its phases are three
         self.kind = kind
+        self.active = active
         self.num_particles: int | None = None
         self.store: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # --- ModelFeature ---------------------------------------------------------
+    def keeps_cfg(self, step: int) -> bool:
+        """From the gate step on, CFG is dropped (the model sees the null text only)."""
+        return not (self.active and step >= self.config.gate_step)
+
+    def settings(self) -> dict[str, Any]:
+        return {"tgate": self.config.describe()}
+
+    def for_call(self) -> "TGateState":
+        return TGateState(self.config, self.kind, self.active)
 
     # --- ParticleEntry --------------------------------------------------------
     def reset(self, num_particles: int) -> None:
@@ -189,12 +110,17 @@ class TGateState:
 
     # --- one denoiser call ------------------------------------------------------------
     @contextlib.contextmanager
-    def forward(self, step: int, rows: slice, k: int) -> Iterator["Frame | None"]:
+    def frame(self, step: int, rows: slice, k: int, device: torch.device | None = None,
+              dtype: torch.dtype | None = None) -> Iterator["Frame | None"]:
         """The frame of one denoiser call on particle rows `rows` at step `step`, the model
         batch being k * (rows.stop - rows.start) (k = 2 with CFG): the hooks of this
         thread see it while the block runs; on a normal exit the outputs they marked for
         caching are written to the store. A step that computes everything (the warm-up)
-        gets no frame: the model runs exactly as ungated (one compiled graph for both)."""
+        gets no frame: the model runs exactly as ungated (one compiled graph for both), and
+        so does every step of an inactive gate."""
+        if not self.active:
+            yield None
+            return
         ca, sa, average = self.config.plan(step)
         if self.kind == MMDIT:
             sa = COMPUTE  # joint attention has no separate self-attention to cache
@@ -242,26 +168,6 @@ class TGateState:
             return None
         v = t[rows]
         return v.transpose(0, 1).reshape(batch, *v.shape[2:])
-
-
-@dataclass
-class Frame:
-    """What the hooks read during one denoiser call: the cross- and self-attention modes of
-    the step (COMPUTE, CACHE or REUSE; constant per phase, so dynamo guards on them cheaply),
-    the cached outputs to return, by (module name, "ca" | "sa"; MM-DiT blocks: (block name,
-    "text_k" | "text_v"), read with the cross-attention mode), in the model's batch layout
-    (only for REUSE modes and rows with a valid cache), and the outputs the hooks hand back to
-    be cached (filled during the call)."""
-
-    ca: str
-    sa: str
-    reuse: dict[tuple[str, str], torch.Tensor]
-    out: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
-
-
-#: the frame of the denoiser call in flight in this thread (None: hooks are inert); a
-#: ThreadSlot, not a ContextVar, so that dynamo traces the hooks' read without a graph break
-_FRAME: ThreadSlot[Frame] = ThreadSlot("tts_tgate_frame")
 
 
 def _grow(t: torch.Tensor, valid: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -317,9 +223,34 @@ def attention_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module
     return [(n, m) for n, m in model.named_modules() if hasattr(m, "processor") and hasattr(m, "is_cross_attention")]
 
 
+def enable_tgate(proc: Any, tgate: "TGate | int | dict | bool | None") -> "TGate | None":
+    """Turn T-GATE on for the call view `proc` (`DenoisingProcess.for_call()`); None turns it off.
+
+    Checks the model has cross-attention or a joint text stream (one clear TTSInputError
+    otherwise), installs the inert hooks on the shared model once, and plugs a `TGateState`
+    into the call. A gate at or past the last step gates nothing: the process stays
+    bit-identical to the ungated one (its settings still record the gate)."""
+    config = TGate.parse(tgate)
+    proc.call.remove_feature(ENTRY)
+    if config is None:
+        return None
+    kind = model_kind(proc.adapter.denoiser)  # one clear error for a model it cannot gate
+    active = config.active(proc.num_steps)
+    if active:
+        install(proc.adapter.denoiser)
+    proc.call.add_feature(TGateState(config, kind, active))
+    return config
+
+
+def active_tgate(proc: Any) -> "TGate | None":
+    """The T-GATE settings of `proc`'s call when its gate falls inside the run, else None."""
+    state = proc.call.features.get(ENTRY)
+    return state.config if isinstance(state, TGateState) and state.active else None
+
+
 def model_kind(model: torch.nn.Module) -> str:
     """CROSS (a denoiser with cross-attention: the hooks above) or MMDIT (a joint text stream:
-    core/tgate_mmdit.py); one clear error for a model T-GATE cannot gate (before any model work)."""
+    features/tgate_mmdit.py); one clear error for a model T-GATE cannot gate (before any model work)."""
     from . import tgate_mmdit
 
     mods = attention_modules(model)

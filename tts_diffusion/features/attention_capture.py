@@ -14,8 +14,8 @@ once on the shared model and stays inert unless a capturing denoiser call is in 
 this thread: a per-thread slot (core/thread_slot.py) holds that call's `CaptureFrame`.
 
 Under torch.compile (issue #13): everything that depends on the step, the rows in flight or
-the per-particle store is decided OUTSIDE the denoiser, as T-GATE does (core/tgate.py).
-Around each denoiser call the process opens `AttentionCapture.forward(step, rows, ...)`: a
+the per-particle store is decided OUTSIDE the denoiser, as T-GATE does (features/tgate.py).
+Around each denoiser call the process opens `AttentionCapture.frame(step, rows, ...)`: a
 step in the window with capture enabled gets a frame (the number of conditional rows, the
 chunk bound and the matmul precision: constants of the call) and an empty out-dict; any other
 call (steps with t <= 20, Alfie's background rows) gets none. The processor reads only the
@@ -69,9 +69,9 @@ from typing import Any, Iterator
 import torch
 
 from ..errors import TTSInputError
-from .thread_slot import ThreadSlot
+from ..core.thread_slot import ThreadSlot
 
-#: key of the capture request in `CallState.options`
+#: the capture's name among a call's features (`CallState.features`)
 CAPTURE_KEY = "attention_capture"
 #: key of the per-particle accumulators in `CallState.entries`
 MAPS_KEY = "alfie_attention_maps"
@@ -137,9 +137,12 @@ class AttentionMaps:
 
 @dataclass
 class AttentionCapture:
-    """What a call asks the processors for: the grid steps to capture (the t > 20 window)
-    and the number of layers of each kind (for the mean over layers). `enabled` is turned
-    off while the call forwards rows that are not the foreground (Alfie's background)."""
+    """What a call asks the processors for (a `ModelFeature` of the call): the grid steps to
+    capture (the t > 20 window) and the number of layers of each kind (for the mean over
+    layers). `enabled` is turned off while the call forwards rows that are not the
+    foreground (Alfie's background)."""
+
+    name, label = CAPTURE_KEY, "Alfie's attention capture"
 
     steps: frozenset[int]
     maps: AttentionMaps
@@ -158,8 +161,20 @@ class AttentionCapture:
     def active(self, step: int | None) -> bool:
         return self.enabled and step is not None and step in self.steps
 
+    # --- ModelFeature: capture never drops CFG, records nothing itself (Alfie's RGBARun
+    # does) and belongs to its call only
+    def keeps_cfg(self, step: int) -> bool:
+        return True
+
+    def settings(self) -> dict[str, Any]:
+        return {}
+
+    def for_call(self) -> None:
+        return None
+
     @contextlib.contextmanager
-    def forward(self, step: int, rows: slice, device: torch.device, dtype: torch.dtype) -> Iterator["CaptureFrame | None"]:
+    def frame(self, step: int, rows: slice, k: int, device: torch.device,
+              dtype: torch.dtype) -> Iterator["CaptureFrame | None"]:
         """The frame of one denoiser call on particle rows `rows` at step `step` (a model in
         `dtype` on `device`): the processors of this thread see it while the block runs; on a
         normal exit the maps they summed are added to those rows' accumulators (a trajectory's

@@ -31,7 +31,7 @@ Blocks are found structurally, not by class name:
             `encoder_hidden_states`: a one-stream block that runs text and image tokens as
             one sequence [text ; image] (FLUX `FluxSingleTransformerBlock`)
 
-Under torch.compile: the hooks read only the frame of the denoiser call (core/tgate.py:
+Under torch.compile: the hooks read only the frame of the denoiser call (features/tgate.py:
 the phase's mode, the cached text k / v of the rows in flight, an out-dict the gate fills;
 the process reads and writes the per-particle store around the call), so a gated search
 compiles three graphs per batch shape (before the gate, the ungated graph; the gate; after
@@ -215,7 +215,8 @@ def image_only(block: torch.nn.Module, kind: str, hidden_states: torch.Tensor, e
 def _hook_class():
     from diffusers.hooks import ModelHook
 
-    from .tgate import _FRAME, CACHE, REUSE
+    from .tgate_frame import _FRAME
+    from .tgate_spec import CACHE, REUSE
 
     class MMDiTTGateHook(ModelHook):
         """Delegates to the block's own forward up to the gate (handing its text k / v to
@@ -223,7 +224,7 @@ def _hook_class():
         the frame holds for the rows in flight.
 
         Traced by dynamo under torch.compile: it reads only the frame of the denoiser call
-        (core/tgate.py: built outside the model, one mode per phase, the reused tensors, an
+        (features/tgate.py: built outside the model, one mode per phase, the reused tensors, an
         out-dict), never the step, the rows or the store, so the graph depends on the phase
         alone and nothing here breaks it."""
 

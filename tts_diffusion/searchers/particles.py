@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from ..searchers.vocabulary import RESAMPLING_SCHEMES
+from .vocabulary import RESAMPLING_SCHEMES
 
 
 # ------------------------------------------------------------------ weights

@@ -194,7 +194,7 @@ class SearchResult:
     def save(self, path: str | Path, command_line: list[str] | None = None) -> tuple[Path, Path]:
         """Write the best image to `path` and a strict-JSON sidecar next to it (same name,
         .json; `sidecar()`), each atomically (temporary file + rename). The path is checked
-        first (core/files.py): a sidecar path holding a file that is not a tts-diffusion
+        first (records/files.py): a sidecar path holding a file that is not a tts-diffusion
         sidecar is refused. `command_line` is recorded (the CLI passes sys.argv).
 
         With an alpha matte (rgba=True) `path` must be a PNG and holds the RGBA image; the

@@ -1,0 +1,57 @@
+"""A searcher's declaration (torch-free): its name, description, options (params.py
+`Param`s), run defaults and minimum-budget rule. Each built-in searcher's lives beside it, in
+`<name>_spec.py`; the registry (registry.py) holds them all."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from ..errors import TTSInputError
+from ..params import Param, ParamSpec
+from .vocabulary import KEEP_IMAGES
+
+#: min_budget(num_steps, options) -> the least NFE a run with these (validated) options needs
+MinBudget = Callable[[int, dict], int]
+
+#: what `run_defaults` may set
+RUN_DEFAULT_KEYS = ("num_inference_steps", "budget")
+
+
+@dataclass(frozen=True)
+class SearcherEntry:
+    """A searcher's declaration: everything the registry knows about it besides its function."""
+
+    name: str
+    description: str
+    params: ParamSpec
+    run_defaults: Mapping[str, int] = field(default_factory=dict)
+    #: None: one full sample (num_steps NFE)
+    min_budget_rule: MinBudget | None = None
+
+    @classmethod
+    def declare(cls, name: str, description: str, *, params: Sequence[Param] = (),
+                run_defaults: Mapping[str, int] | None = None,
+                min_budget: MinBudget | None = None) -> "SearcherEntry":
+        """An entry: `keep_images` is added when not declared; run_defaults may set
+        num_inference_steps and budget only (a paper's setting, used when the caller leaves
+        them out); min_budget(num_steps, options): the least NFE a run needs."""
+        unknown = set(run_defaults or {}) - set(RUN_DEFAULT_KEYS)
+        if unknown:
+            raise ValueError(f"run_defaults takes num_inference_steps and budget, not {sorted(unknown)}")
+        params = list(params)
+        if KEEP_IMAGES.name not in {p.name for p in params}:
+            params.append(KEEP_IMAGES)
+        return cls(name, description, ParamSpec(f"searcher {name!r}", params), dict(run_defaults or {}), min_budget)
+
+    def options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Every option: `given` validated, the declared defaults for the rest."""
+        return self.params.fill(dict(given))
+
+    def min_budget(self, num_steps: int, options: Mapping[str, Any]) -> int:
+        """The least NFE budget at `num_steps` steps with these options: options are
+        validated first; options left out take their defaults, and a default derived from
+        the budget takes its smallest value. No rule: one full sample (num_steps NFE)."""
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise TTSInputError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+        opts = self.options(options)
+        return int(self.min_budget_rule(num_steps, opts)) if self.min_budget_rule is not None else num_steps
