@@ -223,3 +223,14 @@ def test_fkc_on_a_diffusers_pipeline(tiny_pipe):
     proc = DenoisingProcess.from_pipeline(tiny_pipe("sd15"), 3, 4.0, height=kw["height"], width=kw["width"])
     res = load_searcher("fkc")(proc, BrightnessVerifier(), "a red circle", Budget(9), torch.Generator().manual_seed(0))
     assert res.nfe == 9 and len(res.candidates) == 3
+
+
+def test_product_mode_budget_message_counts_both_prompts_calls():
+    """One product-mode sample costs two denoiser calls per step: the message says so."""
+    g = four_modes_2d()
+    proc = analytic_process({"": g, "a": g, "b": g}, "flow", 20, cfg_scale=2.0)
+    with pytest.raises(TTSInputError, match=r"below one full sample \(40 NFE at 20 steps, 2 denoiser calls per step\);"
+                                            r" raise the budget to at least 40"):
+        load_searcher("fkc")(proc, FunctionVerifier(lambda x: x.sum(1), 2), "a", Budget(30), mode="product",
+                             prompt_2="b")
+

@@ -137,11 +137,17 @@ def _minimum_command(name: str, steps: int | None, options: list[str]) -> list[s
 
 
 def test_list_does_not_import_torch():
-    commands = [[], ["--searcher", "smc"], ["--verifier", "clip"], ["--searcher", "paths", "--steps", "20"]]
+    commands = [[], ["--searcher", "smc"], ["--verifier", "clip"], ["--searcher", "paths", "--steps", "20"],
+                ["--searcher", "paths", "--steps", "20", "--verifier", "clip", "--json"]]
     info = _list(commands, live=False)
     assert info["heavy"] == [], f"list imported {info['heavy']}"
-    assert [o["code"] for o in info["outputs"]] == [0, 0, 0, 0]
-    listing, smc, clip, paths = (o["out"] for o in info["outputs"])
+    assert [o["code"] for o in info["outputs"]] == [0, 0, 0, 0, 0]
+    listing, smc, clip, paths, as_json = (o["out"] for o in info["outputs"])
+    declared = json.loads(as_json)
+    assert declared["searcher"]["minimum_budget"] == {"num_inference_steps": 20, "options": {}, "nfe": 129}
+    start = next(o for o in declared["searcher"]["options"] if o["name"] == "start")
+    assert start["default"] is None and start["type"] == "int" and start["allowed"] == "an integer >= 0"
+    assert [o["name"] for o in declared["verifier"]["options"]][-2:] == ["scale", "text_cache_size"]
     assert all(f"  {name:<12} " in listing for name in SEARCHERS + VERIFIERS), listing
     assert "potential" in smc and "one of difference, max, sum, immediate" in smc
     assert "chunk_size" in clip and "text_cache_size" in clip

@@ -10,6 +10,7 @@ import torch
 from tts_diffusion.errors import TTSInputError
 from tts_diffusion.verifiers import Verdict, Verifier, available_verifiers, load_verifier
 from tts_diffusion.params import Param
+from tts_diffusion.registry import Slot
 from tts_diffusion.verifiers import registry as vreg
 from tts_diffusion.verifiers.ensemble import EnsembleVerifier, average_ranks
 
@@ -143,11 +144,11 @@ def test_verdict_concatenates_feedback_and_ands_correct():
     assert EnsembleVerifier([Brightness()]).verdict(x, "p").feedback is None
 
 
-def _brightness_entry(name: str, sign: float) -> "vreg._Slot":
+def _brightness_entry(name: str, sign: float) -> Slot:
     """A registered Brightness verifier whose declared `sign` default is `sign`."""
     entry = vreg.VerifierEntry.declare(name, "test", params=[Param("sign", float, sign, "score sign"),
                                                              Param("chunk_size", int, 64, "chunk", low=1)])
-    return vreg._Slot(entry, lambda **o: Brightness(**o))
+    return Slot(entry, lambda **o: Brightness(**o))
 
 
 def test_registry_options(monkeypatch):

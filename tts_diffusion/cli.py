@@ -475,14 +475,15 @@ def _method_options(pairs: tuple[str, ...]) -> dict[str, dict]:
 LIST_STEPS = 20
 
 
-def _print_spec(spec, header: str) -> None:
+def _print_options(options: list[dict], header: str) -> None:
+    """A declaration's options (`Param.describe()`), one per two lines."""
     click.echo(header)
-    for p in spec:
-        default = "derived" if p.default is None else p.default
-        if isinstance(default, tuple):
+    for o in options:
+        default = "derived" if o["default"] is None else o["default"]
+        if isinstance(default, list):
             default = ",".join(str(v) for v in default)
-        click.echo(f"  {p.name:<20} {p.type.__name__:<6} default {default!s:<12} {p.allowed()}")
-        click.echo(f"  {'':<20} {p.help}")
+        click.echo(f"  {o['name']:<20} {o['type']:<6} default {default!s:<12} {o['allowed']}")
+        click.echo(f"  {'':<20} {o['help']}")
 
 
 @main.command(name="list")
@@ -493,14 +494,18 @@ def _print_spec(spec, header: str) -> None:
               help=f"steps for the minimum budget (default: the searcher's own, else {LIST_STEPS})")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="searcher option the minimum budget should assume (repeatable)")
-def list_(searcher: str | None, verifier: str | None, steps: int | None, options: tuple[str, ...]) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="print the declarations as JSON: each option's name, type, default (null where derived at run"
+                   " time), allowed values and help")
+def list_(searcher: str | None, verifier: str | None, steps: int | None, options: tuple[str, ...],
+          as_json: bool) -> None:
     """List the available searchers, verifiers and models; with --searcher / --verifier, the
     parameters of one (type, default, allowed values, help) and a searcher's minimum budget."""
     # the registries answer without importing torch (the searcher and verifier modules do)
-    from .searchers import available_searchers, min_budget, run_defaults, searcher_params
-    from .verifiers import available_verifiers, verifier_params
     from .errors import TTSInputError
     from .paths import default_model_path
+    from .searchers import available_searchers, run_defaults
+    from .verifiers import available_verifiers
 
     if steps is not None and steps < 1:
         _fail(f"--steps must be at least 1, got {steps}")
@@ -508,20 +513,32 @@ def list_(searcher: str | None, verifier: str | None, steps: int | None, options
         _fail("--steps and -o go with --searcher NAME")
     if searcher is not None or verifier is not None:
         try:
+            found = {}
             if searcher is not None:
-                spec = searcher_params(searcher)
-                opts = spec.parse(options)
-                n = steps if steps is not None else run_defaults(searcher).get("num_inference_steps", LIST_STEPS)
-                _print_spec(spec, f"searcher {searcher}: {available_searchers()[searcher]}")
-                given = "".join(f" {k}={v}" for k, v in opts.items())
-                click.echo(f"minimum budget at {n} steps{' with' + given if given else ''}: "
-                           f"{min_budget(searcher, n, **opts)} NFE")
+                found["searcher"] = _searcher_declaration(searcher, steps, options)
             if verifier is not None:
-                _print_spec(verifier_params(verifier), f"verifier {verifier}: {available_verifiers()[verifier]}")
+                found["verifier"] = _verifier_declaration(verifier)
         except TTSInputError as e:
             _fail(str(e))
+        if as_json:
+            click.echo(json.dumps(found, indent=2))
+            return
+        if searcher is not None:
+            d = found["searcher"]
+            _print_options(d["options"], f"searcher {searcher}: {d['description']}")
+            given = "".join(f" {k}={v}" for k, v in d["minimum_budget"]["options"].items())
+            click.echo(f"minimum budget at {d['minimum_budget']['num_inference_steps']} steps"
+                       f"{' with' + given if given else ''}: {d['minimum_budget']['nfe']} NFE")
+        if verifier is not None:
+            _print_options(found["verifier"]["options"], f"verifier {verifier}: {found['verifier']['description']}")
         return
 
+    if as_json:
+        click.echo(json.dumps({"searchers": {k: {"description": d, "run_defaults": run_defaults(k)}
+                                             for k, d in available_searchers().items()},
+                               "verifiers": {k: {"description": d} for k, d in available_verifiers().items()}},
+                              indent=2))
+        return
     click.echo("searchers:")
     for k, d in available_searchers().items():
         rd = run_defaults(k)
@@ -537,7 +554,27 @@ def list_(searcher: str | None, verifier: str | None, steps: int | None, options
     state = "" if (default / "model_index.json").exists() else "  (missing)"
     click.echo(f"  {'(default)':<12} embedded shapes model at {default}{state}")
     click.echo("  any diffusers folder or hub id of: Stable Diffusion 1.x/2.x, SDXL, PixArt-Sigma, SD3, FLUX")
-    click.echo("details: tts-diffusion list --searcher NAME [--steps N] | --verifier NAME")
+    click.echo("details: tts-diffusion list --searcher NAME [--steps N] | --verifier NAME [--json]")
+
+
+def _searcher_declaration(name: str, steps: int | None, options: tuple[str, ...]) -> dict:
+    """Searcher `name`'s declaration as `list` prints it, with its minimum budget at `steps`
+    (default: its own steps, else LIST_STEPS) and the `-o` options given."""
+    from .searchers import searcher_entry
+
+    entry = searcher_entry(name)
+    opts = entry.params.parse(options)
+    n = steps if steps is not None else entry.run_defaults.get("num_inference_steps", LIST_STEPS)
+    return {"name": name, "description": entry.description, "options": entry.params.describe(),
+            "run_defaults": dict(entry.run_defaults),
+            "minimum_budget": {"num_inference_steps": n, "options": opts, "nfe": entry.min_budget(n, opts)}}
+
+
+def _verifier_declaration(name: str) -> dict:
+    from .verifiers import verifier_entry
+
+    entry = verifier_entry(name)
+    return {"name": name, "description": entry.description, "options": entry.params.describe()}
 
 
 @main.command()

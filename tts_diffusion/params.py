@@ -69,10 +69,14 @@ class Param:
         return what
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able description (the demo and `list --json` use it)."""
-        return {"name": self.name, "type": self.type.__name__, "default": _jsonable(self.default),
-                "help": self.help, "low": self.low, "high": self.high, "choices": list(self.choices or []) or None,
-                "nullable": self.nullable or self.default is None, "allowed": self.allowed()}
+        """JSON-able description (`list` and `list --json` print it): default None is derived at
+        run time; a tuple's items are `item_type`, `length` of them when fixed."""
+        out = {"name": self.name, "type": self.type.__name__, "default": _jsonable(self.default),
+               "help": self.help, "low": self.low, "high": self.high, "choices": list(self.choices or []) or None,
+               "nullable": self.nullable or self.default is None, "allowed": self.allowed()}
+        if self.type is tuple:
+            out.update(item_type=self.item_type.__name__, length=self.length)
+        return out
 
     # -------------------------------------------------------------- parsing
     def parse(self, raw: str, owner: str = "") -> Any:

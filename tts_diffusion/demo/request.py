@@ -105,8 +105,8 @@ AUTO = "(auto)"
 
 
 def options_from_widgets(spec: ParamSpec | list[Param], raw: Mapping[str, Any], owner: str) -> dict[str, Any]:
-    """Validated options for the parameters whose widget value differs from the default
-    (so a searcher only gets what the visitor changed)."""
+    """Validated options for the parameters whose widget value differs from the default (the
+    request's check fills in the declared defaults for the rest)."""
     out: dict[str, Any] = {}
     for p in spec:
         if p.name not in raw:

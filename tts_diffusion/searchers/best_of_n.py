@@ -17,18 +17,7 @@ from ..errors import TTSInputError
 from ..verifiers.base import Verifier
 from .best_of_n_spec import BEST_OF_N
 from .registry import register_searcher
-from .common import SearchLog
-
-
-def full_samples(budget: Budget, num_steps: int) -> int:
-    """How many complete samples the remaining budget pays for; a clear error if none."""
-    n = budget.remaining_nfe // num_steps
-    if n < 1:
-        raise TTSInputError(
-            f"budget of {budget.max_nfe} NFE is below one full sample ({num_steps} NFE at {num_steps} steps);"
-            f" raise the budget to at least {num_steps}"
-        )
-    return n
+from .common import SearchLog, full_samples
 
 
 @register_searcher(BEST_OF_N)

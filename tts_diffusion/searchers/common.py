@@ -1,5 +1,5 @@
-"""Bookkeeping every searcher shares: decode + verify with accounting, best-so-far, trace,
-kept candidates, and the SearchResult at the end."""
+"""Bookkeeping every searcher shares: how many full samples a budget pays for, decode +
+verify with accounting, best-so-far, trace, kept candidates, and the SearchResult at the end."""
 from __future__ import annotations
 
 import math
@@ -16,6 +16,19 @@ from ..errors import TTSInputError
 from ..verifiers.base import Verifier
 
 _INTS = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def full_samples(budget: Budget, num_steps: int, calls_per_step: int = 1) -> int:
+    """How many complete samples the remaining budget pays for, one sample costing
+    `num_steps` steps of `calls_per_step` denoiser calls each (fkc's product mode: 2); a
+    clear error if none."""
+    cost = num_steps * calls_per_step
+    n = budget.remaining_nfe // cost
+    if n < 1:
+        per_step = f", {calls_per_step} denoiser calls per step" if calls_per_step > 1 else ""
+        raise TTSInputError(f"budget of {budget.max_nfe} NFE is below one full sample ({cost} NFE at {num_steps}"
+                            f" steps{per_step}); raise the budget to at least {cost}")
+    return n
 
 
 class SearchLog:

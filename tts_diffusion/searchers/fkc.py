@@ -69,8 +69,7 @@ from ..core.process import DenoisingProcess, Prediction
 from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .best_of_n import full_samples
-from .common import SearchLog
+from .common import SearchLog, full_samples
 from .fkc_spec import FKC, FKC_MODES, FKC_VARIANTS, denoiser_calls
 from .registry import register_searcher
 from .vocabulary import RESAMPLING_SCHEMES
@@ -197,7 +196,7 @@ def fkc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
         proc.require_cfg_halves(f"FKC mode {mode!r}" + (" (two prompts share one cross-attention cache)" if mode == "product" else ""))
     n = proc.num_steps
     calls = denoiser_calls(mode)
-    affordable = full_samples(budget, n * calls)
+    affordable = full_samples(budget, n, calls)
     k = affordable if num_particles is None else int(num_particles)
     if k > affordable:
         raise TTSInputError(f"num_particles={k} needs {k * n * calls} NFE but the budget has {budget.remaining_nfe}")

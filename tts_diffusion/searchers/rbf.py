@@ -54,8 +54,7 @@ from ..core.process import Conditioning, DenoisingProcess, Prediction
 from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .best_of_n import full_samples
-from .common import SearchLog
+from .common import SearchLog, full_samples
 from .rbf_spec import CODE, GRIDS, INTERPOLANTS, RBF, SVDD
 from .declaration import SearcherEntry
 from .registry import register_searcher

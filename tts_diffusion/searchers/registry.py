@@ -9,24 +9,22 @@ best score against NFE, and is deterministic for a given generator seed. Its opt
 declared once, in a `SearcherEntry` (declaration.py: name, description, options as params.py
 `Param`s, run defaults, minimum-budget rule) that lives beside it in a module importing
 without torch (`smc_spec.py` beside `smc.py`). This module imports no torch either: it holds
-every entry by name, the built-in ones from `BUILTIN` at the bottom of this file, and imports
-a searcher's function (torch) the first time a search needs it. So `list`, `--help`, `-o`
+every entry by name (registry.py's table), the built-in ones from `BUILTIN` below, and
+imports a searcher's function (torch) the first time a search needs it. So `list`, `--help`, `-o`
 parsing, `SearchRequest.check` and the searches themselves read the same declarations.
 
-The registered function is wrapped: its options are validated and the declared defaults
-filled in before it runs (an unknown key lists the valid ones, a bad value names the key,
+The registered function is wrapped (the original is the wrapper's `__wrapped__`): its
+options are validated and the declared defaults filled in before it runs (an unknown key lists the valid ones, a bad value names the key,
 the value and what is allowed: "searcher 'smc' option ..."), and its result's settings
 record every option by its declared name (the values the searcher derived win). The
 function itself takes every option as a keyword argument without a default."""
 from __future__ import annotations
 
 import functools
-import importlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
-from ..errors import TTSInputError
 from ..params import Param, ParamSpec
+from ..registry import Registry
 from .best_of_n_spec import BEST_OF_N
 from .declaration import MinBudget, SearcherEntry
 from .fkc_spec import FKC
@@ -44,22 +42,28 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..records.result import SearchResult
     from ..verifiers.base import Verifier
 
+
 class Searcher(Protocol):
     def __call__(self, proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
                  generator: torch.Generator | None, **options: Any) -> SearchResult: ...
 
 
-@dataclass
-class _Slot:
-    """A registered searcher: its declaration, and its function once imported (`module`:
-    where a built-in's function is defined, imported on first use)."""
+# ------------------------------------------------------------------ the built-in searchers
+#: one line each: its declaration (torch-free, beside it) and the module that defines and
+#: registers its function (imported on first use)
+BUILTIN: tuple[tuple[SearcherEntry, str], ...] = (
+    (BEST_OF_N, "best_of_n"),
+    (ZERO_ORDER, "zero_order"),
+    (PATHS, "paths"),
+    (SMC, "smc"),
+    (FKC, "fkc"),
+    (RBF, "rbf"),
+    (SVDD, "rbf"),
+    (CODE, "rbf"),
+    (REFLECT, "reflect"),
+)
 
-    entry: SearcherEntry
-    function: Searcher | None = None
-    module: str | None = None
-
-
-_REGISTRY: dict[str, _Slot] = {}
+_REGISTRY = Registry("searcher", BUILTIN, __package__)
 
 
 def register_searcher(name: str | SearcherEntry, description: str = "", *, params: Sequence[Param] = (),
@@ -89,28 +93,18 @@ def register_searcher(name: str | SearcherEntry, description: str = "", *, param
             from ..verifiers.base import as_verifier
 
             options = entry.options(options)
-            result = fn(proc, as_verifier(verifier), prompt, budget, generator, negative_prompt=negative_prompt,
-                        **options)
+            result = search.__wrapped__(proc, as_verifier(verifier), prompt, budget, generator,
+                                        negative_prompt=negative_prompt, **options)
             result.settings = {"searcher": entry.name, **options, **result.settings}
             return result
 
         search.entry = entry  # type: ignore[attr-defined]
         search.searcher_name = entry.name  # type: ignore[attr-defined]
         search.params = entry.params  # type: ignore[attr-defined]
-        slot = _REGISTRY.get(entry.name)
-        if slot is not None and slot.entry is entry:  # a built-in's function, imported now
-            slot.function = search
-        else:
-            _REGISTRY[entry.name] = _Slot(entry, search)
+        _REGISTRY.attach(entry, search)
         return search
 
     return deco
-
-
-def _slot(name: str) -> _Slot:
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise TTSInputError(f"unknown searcher {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
-    return _REGISTRY[name]
 
 
 def searcher_entry(name_or_fn: str | Searcher) -> SearcherEntry:
@@ -122,25 +116,18 @@ def searcher_entry(name_or_fn: str | Searcher) -> SearcherEntry:
             label = getattr(name_or_fn, "__name__", type(name_or_fn).__name__)
             entry = SearcherEntry(label, "", ParamSpec(f"searcher {label!r}"))
         return entry
-    return _slot(name_or_fn).entry
+    return _REGISTRY.slot(name_or_fn).entry
 
 
 def load_searcher(name_or_fn: str | Searcher) -> Searcher:
     """The registered (wrapped) function of searcher `name`, imported on first use; a
     callable as is."""
-    if callable(name_or_fn):
-        return name_or_fn
-    slot = _slot(name_or_fn)
-    if slot.function is None:
-        importlib.import_module(slot.module)  # its @register_searcher(ENTRY) fills the slot
-        if slot.function is None:
-            raise RuntimeError(f"{slot.module} does not register searcher {name_or_fn!r}")
-    return slot.function
+    return name_or_fn if callable(name_or_fn) else _REGISTRY.load(name_or_fn)
 
 
 def available_searchers() -> dict[str, str]:
     """Name -> one-line description of every registered searcher, sorted by name."""
-    return {k: s.entry.description for k, s in sorted(_REGISTRY.items())}
+    return _REGISTRY.descriptions()
 
 
 def searcher_params(name_or_fn: str | Searcher) -> ParamSpec:
@@ -157,21 +144,3 @@ def min_budget(name_or_fn: str | Searcher, num_steps: int, **options: Any) -> in
     """The least NFE budget searcher `name` runs with at `num_steps` steps and these options
     (`SearcherEntry.min_budget`). E.g. paths with defaults at 20 steps: 129."""
     return searcher_entry(name_or_fn).min_budget(num_steps, options)
-
-
-# ------------------------------------------------------------------ the built-in searchers
-#: one line each: its declaration (torch-free, beside it) and the module that defines and
-#: registers its function (imported on first use)
-BUILTIN: tuple[tuple[SearcherEntry, str], ...] = (
-    (BEST_OF_N, "best_of_n"),
-    (ZERO_ORDER, "zero_order"),
-    (PATHS, "paths"),
-    (SMC, "smc"),
-    (FKC, "fkc"),
-    (RBF, "rbf"),
-    (SVDD, "rbf"),
-    (CODE, "rbf"),
-    (REFLECT, "reflect"),
-)
-for _entry, _module in BUILTIN:
-    _REGISTRY[_entry.name] = _Slot(_entry, module=f"{__package__}.{_module}")

@@ -44,8 +44,7 @@ from ..core.process import Conditioning, DenoisingProcess
 from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .best_of_n import full_samples
-from .common import SearchLog
+from .common import SearchLog, full_samples
 from .registry import register_searcher
 from .smc_spec import POTENTIALS, SMC
 from .vocabulary import RESAMPLING_SCHEMES

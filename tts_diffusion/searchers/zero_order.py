@@ -23,8 +23,7 @@ from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
 from .registry import register_searcher
-from .best_of_n import full_samples
-from .common import SearchLog
+from .common import SearchLog, full_samples
 from .zero_order_spec import ZERO_ORDER
 
 def shell_neighbours(pivot: torch.Tensor, n: int, step: float, generator: torch.Generator | None = None) -> torch.Tensor:

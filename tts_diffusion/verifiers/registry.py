@@ -3,8 +3,8 @@
 A verifier is built by a factory `f(**options) -> Verifier`. Its options are declared once,
 in a `VerifierEntry` (declaration.py: name, description, options as params.py `Param`s) that
 lives beside it in a module importing without torch (`clip_spec.py` beside `clip.py`). This
-module imports no torch either: it holds every entry by name, the built-in ones from
-`BUILTIN` at the bottom of this file, and imports a verifier's module (torch, weights on use) the first
+module imports no torch either: it holds every entry by name (registry.py's table), the
+built-in ones from `BUILTIN` below, and imports a verifier's module (torch, weights on use) the first
 time one is built. So `list`, `--verifier-option` parsing, `SearchRequest.check` and
 `load_verifier` read the same declarations.
 
@@ -14,12 +14,11 @@ derive (from the device, the model, ...): it reaches the factory only when given
 given is passed as given (e.g. clip's `pretrained=None`: no pretrained tag)."""
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import TTSInputError
 from ..params import Param, ParamSpec
+from ..registry import Registry
 from .aesthetic_spec import AESTHETIC
 from .alpha_spec import ALPHA
 from .clip_spec import CLIP
@@ -34,17 +33,19 @@ if TYPE_CHECKING:  # pragma: no cover
 VerifierFactory = Callable[..., "Verifier"]
 
 
-@dataclass
-class _Slot:
-    """A registered verifier: its declaration, and its factory once imported (`module`: where
-    a built-in's factory is defined, imported on first use)."""
+# ------------------------------------------------------------------ the built-in verifiers
+#: one line each: its declaration (torch-free, beside it) and the module that defines and
+#: registers its factory (imported on first use)
+BUILTIN: tuple[tuple[VerifierEntry, str], ...] = (
+    (CLIP, "clip"),
+    (ORACLE, "oracle"),
+    (IMAGE_REWARD, "image_reward"),
+    (AESTHETIC, "aesthetic"),
+    (ENSEMBLE, "ensemble"),
+    (ALPHA, "alpha"),
+)
 
-    entry: VerifierEntry
-    factory: VerifierFactory | None = None
-    module: str | None = None
-
-
-_REGISTRY: dict[str, _Slot] = {}
+_REGISTRY = Registry("verifier", BUILTIN, __package__)
 
 
 def register_verifier(name: str | VerifierEntry, description: str = "", *, params: Sequence[Param] = (),
@@ -62,25 +63,15 @@ def register_verifier(name: str | VerifierEntry, description: str = "", *, param
 
     def deco(factory: VerifierFactory) -> VerifierFactory:
         factory.entry = entry  # type: ignore[attr-defined]
-        slot = _REGISTRY.get(entry.name)
-        if slot is not None and slot.entry is entry:  # a built-in's factory, imported now
-            slot.factory = factory
-        else:
-            _REGISTRY[entry.name] = _Slot(entry, factory)
+        _REGISTRY.attach(entry, factory)
         return factory
 
     return deco
 
 
-def _slot(name: str) -> _Slot:
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise TTSInputError(f"unknown verifier {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
-    return _REGISTRY[name]
-
-
 def verifier_entry(name: str) -> VerifierEntry:
     """The declaration of a registered verifier."""
-    return _slot(name).entry
+    return _REGISTRY.slot(name).entry
 
 
 def verifier_params(name: str) -> ParamSpec:
@@ -90,17 +81,12 @@ def verifier_params(name: str) -> ParamSpec:
 
 def available_verifiers() -> dict[str, str]:
     """Name -> one-line description of every registered verifier, sorted by name."""
-    return {k: s.entry.description for k, s in sorted(_REGISTRY.items())}
+    return _REGISTRY.descriptions()
 
 
 def verifier_factory(name: str) -> VerifierFactory:
     """The registered factory of verifier `name`, its module imported on first use."""
-    slot = _slot(name)
-    if slot.factory is None:
-        importlib.import_module(slot.module)  # its @register_verifier(ENTRY) fills the slot
-        if slot.factory is None:
-            raise RuntimeError(f"{slot.module} does not register verifier {name!r}")
-    return slot.factory
+    return _REGISTRY.load(name)
 
 
 def load_verifier(name_or_verifier: Any, **options: Any) -> "Verifier":
@@ -115,18 +101,3 @@ def load_verifier(name_or_verifier: Any, **options: Any) -> "Verifier":
         return as_verifier(name_or_verifier)
     options = verifier_entry(name_or_verifier).options(options)
     return verifier_factory(name_or_verifier)(**options)
-
-
-# ------------------------------------------------------------------ the built-in verifiers
-#: one line each: its declaration (torch-free, beside it) and the module that defines and
-#: registers its factory (imported on first use)
-BUILTIN: tuple[tuple[VerifierEntry, str], ...] = (
-    (CLIP, "clip"),
-    (ORACLE, "oracle"),
-    (IMAGE_REWARD, "image_reward"),
-    (AESTHETIC, "aesthetic"),
-    (ENSEMBLE, "ensemble"),
-    (ALPHA, "alpha"),
-)
-for _entry, _module in BUILTIN:
-    _REGISTRY[_entry.name] = _Slot(_entry, module=f"{__package__}.{_module}")
