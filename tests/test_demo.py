@@ -55,18 +55,20 @@ def test_widget_value_per_kind():
     assert widget_value(spec["mode"], "b", own) == "b"
     assert widget_value(spec["offsets"], "3, 4", own) == (3, 4)
     assert widget_value(spec["offsets"], "", own) == (1, 2)
-    assert widget_value(spec["label"], "hello", own) == "hello"
+    assert widget_value(spec["extra_prompt"], "hello", own) == "hello"
+    assert "label" not in spec  # free text that is not a prompt is never on the page
     for name, bad in (("rounds", 0), ("rounds", 2.5), ("rounds", "two"), ("scale", 2.5), ("mode", "z"),
                       ("offsets", "1,x")):
-        with pytest.raises(TTSInputError, match=f"{own} option {name}="):
+        with pytest.raises(TTSInputError, match=f"{own} option {name} is not valid: expected") as e:
             widget_value(spec[name], bad, own)
+        assert str(bad) not in str(e.value).split("expected")[0]  # what was sent is not repeated
 
 
 def test_options_from_widgets_passes_only_what_changed():
     with probe_registered():
         spec = page_params("searcher", PROBE)
-    raw = {"rounds": None, "scale": 1.0, "flip": True, "mode": "a", "offsets": "1,2", "label": "probe",
-           "keep_images": 16}
+    raw = {"rounds": None, "scale": 1.0, "flip": True, "mode": "a", "offsets": "1,2", "extra_prompt": "",
+           "label": "/etc", "keep_images": 16}
     assert options_from_widgets(spec, raw, "s") == {"flip": True}
     changed = {**raw, "rounds": 2, "mode": "c"}
     assert options_from_widgets(spec, changed, "s") == {"flip": True, "rounds": 2, "mode": "c"}
@@ -115,7 +117,7 @@ def test_build_demo_has_a_group_per_searcher_and_only_the_selected_is_visible():
     groups = {b.elem_id: b for b in blocks if isinstance(b, gr.Group)}
     assert groups[f"searcher-options-{PROBE}"].visible is False
     labels = {b.label for b in blocks if isinstance(b, gr.components.Component)}
-    assert {"rounds", "scale", "flip", "mode", "offsets", "label"} <= labels
+    assert {"rounds", "scale", "flip", "mode", "offsets", "extra_prompt"} <= labels and "label" not in labels
     assert not any(isinstance(b, gr.Textbox) and "path" in str(b.label).lower() for b in blocks)
     assert demo._queue.max_size == 3 and demo._queue.default_concurrency_limit == 2
     examples = [b for b in blocks if isinstance(b, gr.Dataset)]
@@ -144,7 +146,7 @@ def test_parse_request_validates_before_any_model_work():
     assert parse_request(tts, _raw(height=0, width=0), limits).height is None  # 0: the model's own size
     cases = [
         (dict(prompt="   "), "prompt is empty"),
-        (dict(searcher="nope"), "unknown searcher 'nope'"),
+        (dict(searcher="nope"), "unknown searcher; choose one of"),
         (dict(verifier="../../etc/passwd"), "unknown verifier"),
         (dict(budget=101), "over this server's limit of 100 NFE"),
         (dict(budget=0), "positive number of NFE"),
@@ -174,7 +176,7 @@ def test_searcher_options_are_validated_against_the_spec():
         req = parse_request(tts, _raw(searcher=PROBE, searcher_options={PROBE: {"scale": 1.5, "mode": "b"}}),
                             DemoLimits())
         assert req.searcher_options == {"scale": 1.5, "mode": "b"}
-        with pytest.raises(TTSInputError, match="option scale=3.0 is not valid: expected a number in \\[0, 2\\]"):
+        with pytest.raises(TTSInputError, match="option scale is not valid: expected a number in \\[0, 2\\]"):
             parse_request(tts, _raw(searcher=PROBE, searcher_options={PROBE: {"scale": 3.0}}), DemoLimits())
 
 
@@ -192,6 +194,62 @@ def test_verifier_options_from_the_page_never_name_files_or_devices():
         assert req.verifier_options == {"temperature": 0.5}
     finally:
         VERIFIERS.pop("demo_opts", None)
+
+
+def _model_dir(d):
+    d.mkdir(parents=True)
+    (d / "config.json").write_text("{}")
+    (d / "model.safetensors").write_bytes(b"0")
+    return d
+
+
+def test_searcher_strings_on_the_page_are_prompts_or_fixed_choices():
+    from tts_diffusion.searchers import available_searchers, searcher_params
+
+    for name in available_searchers():
+        shown = {p.name: p for p in page_params("searcher", name)}
+        for p in searcher_params(name):
+            if p.type is str and p.choices is None:
+                assert (p.name in shown) == ("prompt" in p.name), (name, p.name)  # prompt_2 yes, critic_model no
+    reflect = {p.name: p for p in page_params("searcher", "reflect")}
+    assert "vlm" not in reflect["critic"].choices and "lm" not in reflect["refiner"].choices  # no model: no choice
+    assert "--critic-model" in reflect["critic"].help
+    # a request cannot pick them, nor name a folder
+    tts = SimpleNamespace(is_default_model=True)
+    for opts in ({"critic": "vlm"}, {"refiner": "lm"}):
+        with pytest.raises(TTSInputError, match="option (critic|refiner) is not valid"):
+            parse_request(tts, _raw(searcher="reflect", searcher_options={"reflect": opts}), DemoLimits())
+    req = parse_request(tts, _raw(searcher="reflect", searcher_options={"reflect": {"critic_model": "/etc"}}),
+                        DemoLimits())
+    assert "critic_model" not in req.searcher_options
+
+
+def test_server_models_are_fixed_at_start_and_offered_by_name(tmp_path):
+    from tts_diffusion.demo import ServerModels
+
+    critic, lm = _model_dir(tmp_path / "blip-tiny"), _model_dir(tmp_path / "gpt-small")
+    models = ServerModels(critic_model=str(critic), refiner_model=lm)
+    reflect = {p.name: p for p in page_params("searcher", "reflect", models)}
+    assert reflect["critic_model"].choices == ("blip-tiny",) and reflect["refiner_model"].choices == ("gpt-small",)
+    assert "vlm" in reflect["critic"].choices and "lm" in reflect["refiner"].choices
+    tts = SimpleNamespace(is_default_model=True)
+    page = {"critic": "vlm", "critic_model": "blip-tiny", "refiner": "lm", "refiner_model": "gpt-small"}
+    req = parse_request(tts, _raw(searcher="reflect", searcher_options={"reflect": page}), DemoLimits(),
+                        models=models)
+    assert req.searcher_options["critic_model"] == str(critic) and req.searcher_options["refiner_model"] == str(lm)
+    # the folder goes with its choice only
+    req = parse_request(tts, _raw(searcher="reflect", searcher_options={"reflect": {"critic": "feedback"}}),
+                        DemoLimits(), models=models)
+    assert "critic_model" not in req.searcher_options and "refiner_model" not in req.searcher_options
+    with pytest.raises(TTSInputError, match="option critic_model is not valid: expected one of blip-tiny"):
+        parse_request(tts, _raw(searcher="reflect", searcher_options={"reflect": {"critic": "vlm",
+                                                                                  "critic_model": str(lm)}}),
+                      DemoLimits(), models=models)
+    # a folder that is not a model folder stops the server before it starts
+    with pytest.raises(TTSInputError, match="--critic-model"):
+        ServerModels(critic_model=tmp_path)
+    with pytest.raises(TTSInputError, match="--refiner-model"):
+        ServerModels(refiner_model=tmp_path / "nope")
 
 
 def test_ensemble_members_come_from_the_registry_and_the_server_adds_the_domain_clip():

@@ -207,8 +207,9 @@ def test_searcher_widgets_come_from_its_spec_and_reach_it(browser):
     choose(d, "#searcher", PROBE)
     WebDriverWait(d, 10).until(shown)
     widget = {name: css(d, f"#searcher-{PROBE}-{name}")
-              for name in ("rounds", "scale", "flip", "mode", "offsets", "label", "keep_images")}
+              for name in ("rounds", "scale", "flip", "mode", "offsets", "extra_prompt", "keep_images")}
     assert all(w.is_displayed() for w in widget.values())
+    assert not d.find_elements(By.CSS_SELECTOR, f"#searcher-{PROBE}-label")  # free text, not a prompt: not shown
     assert widget["flip"].find_elements(By.CSS_SELECTOR, "input[type=checkbox]")
     assert widget["mode"].find_elements(By.CSS_SELECTOR, "input[role=combobox]")
     scale = widget["scale"].find_element(By.CSS_SELECTOR, "input[type=number]")
