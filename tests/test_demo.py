@@ -461,7 +461,10 @@ def test_demo_command_help_and_bad_flags():
                  "--max-queue", "--max-steps", "--concurrency"):
         assert flag in r.output
     assert "127.0.0.1" in r.output
+    assert "--critic-model" in r.output and "--refiner-model" in r.output
     for args, msg in ((["--max-queue", "0"], "--max-queue"), (["--auth", "nopass"], "USER:PASS"),
-                      (["--port", "0"], "--port"), (["--max-budget", "-5"], "--max-budget")):
+                      (["--port", "0"], "--port"), (["--max-budget", "-5"], "--max-budget"),
+                      (["--critic-model", "/nonexistent/blip"], "--critic-model"),
+                      (["--refiner-model", "/"], "--refiner-model")):
         r = CliRunner().invoke(main, ["demo", *args])
         assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output

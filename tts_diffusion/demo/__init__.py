@@ -7,14 +7,22 @@
 
 Modules: `request` (page values -> validated request, limits), `runner` (search in a
 worker thread, progress stream), `render` (what a result looks like on the page),
-`handlers` (the event handlers, without gradio), `app` (layout), `server` (launch).
+`handlers` (the event handlers, without gradio), `app` (layout), `server` (launch),
+`server_models` (model folders fixed at start-up), `choices` (a dropdown that takes only
+its choices).
 """
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before any module here imports gradio
+
 from .handlers import DemoHandlers
 from .request import DemoLimits, RunRequest, parse_request
+from .server_models import ServerModels
 
-__all__ = ["DemoHandlers", "DemoLimits", "RunRequest", "build_demo", "launch", "parse_request", "serve"]
+__all__ = ["DemoHandlers", "DemoLimits", "RunRequest", "ServerModels", "build_demo", "launch", "parse_request",
+           "serve"]
 
 
 def build_demo(*args, **kwargs):

@@ -18,6 +18,7 @@ from ..verifiers import available_verifiers
 from .handlers import DemoHandlers
 from .render import RunFiles, example_prompts
 from .request import AUTO, DemoLimits, ensemble_members, page_params, supported_toggles
+from .server_models import ServerModels
 
 #: keeps prompt + Generate in view and the scaled-up pixels sharp
 CSS = """
@@ -49,18 +50,20 @@ def theme(gr: Any) -> Any:
 
 def param_widget(gr: Any, p: Param, elem_id: str | None = None) -> Any:
     """One widget for one parameter of a spec: a number box with the declared range, a
-    checkbox for a flag, a dropdown for choices, text for lists and free strings. A derived
-    number (default None) is a text box, empty meaning "derived" (a number box cannot be
-    empty: the page sends 0)."""
+    checkbox for a flag, a dropdown for choices (`FixedChoice`), text for lists and prompts.
+    A derived number (default None) is a text box, empty meaning "derived" (a number box
+    cannot be empty: the page sends 0)."""
+    from .choices import FixedChoice
+
     derived = p.default is None
     info = f"{p.help} — {p.allowed()}"
     if p.choices is not None:
         choices = ([AUTO] if derived or p.nullable else []) + list(p.choices)
-        return gr.Dropdown(choices=choices, value=AUTO if derived else p.default, label=p.name, info=info,
+        return FixedChoice(choices=choices, value=AUTO if derived else p.default, label=p.name, info=info,
                            elem_id=elem_id)
     if p.type is bool:
         if derived:
-            return gr.Dropdown(choices=[AUTO, "true", "false"], value=AUTO, label=p.name, info=info, elem_id=elem_id)
+            return FixedChoice(choices=[AUTO, "true", "false"], value=AUTO, label=p.name, info=info, elem_id=elem_id)
         return gr.Checkbox(value=bool(p.default), label=p.name, info=info, elem_id=elem_id)
     if p.type in (int, float) and not derived:
         step = 1 if p.type is int else _float_step(p)
@@ -106,12 +109,16 @@ def settings_on_switch(tts: Any, name: str, before: str, limits: DemoLimits) -> 
 
 
 def build_demo(tts: Any, limits: DemoLimits | None = None, *, files_root: str | None = None,
-               max_batch: int = 16, title: str = "tts-diffusion") -> Any:
+               max_batch: int = 16, title: str = "tts-diffusion", models: ServerModels | None = None) -> Any:
     """The Gradio Blocks app serving `tts` (a `TTSPipeline`), with requests queued
-    (`limits.max_queue` waiting, `limits.concurrency` running at once)."""
+    (`limits.max_queue` waiting, `limits.concurrency` running at once). `models`: the
+    critic / refiner folders the page may offer (fixed choices; none by default)."""
     gr = import_gradio()
+    from .choices import FixedChoice
+
     limits = limits or DemoLimits()
-    handlers = DemoHandlers(tts, limits, files=RunFiles(files_root), max_batch=max_batch)
+    models = models or ServerModels()
+    handlers = DemoHandlers(tts, limits, files=RunFiles(files_root), max_batch=max_batch, models=models)
     searchers = available_searchers()
     verifiers = available_verifiers()
     s_names, v_names = list(searchers), list(verifiers)
@@ -133,11 +140,11 @@ def build_demo(tts: Any, limits: DemoLimits | None = None, *, files_root: str | 
         with gr.Row():
             with gr.Column(scale=2, min_width=340):
                 negative = gr.Textbox(label="Negative prompt", elem_id="negative-prompt")
-                searcher = gr.Dropdown(s_names, value=s_default, label="Searcher", info=searchers[s_default],
+                searcher = FixedChoice(s_names, value=s_default, label="Searcher", info=searchers[s_default],
                                        elem_id="searcher")
-                verifier = gr.Dropdown(v_names, value=v_default, label="Verifier", info=verifiers[v_default],
+                verifier = FixedChoice(v_names, value=v_default, label="Verifier", info=verifiers[v_default],
                                        elem_id="verifier")
-                ens = gr.Dropdown(members, multiselect=True, label="Ensemble members",
+                ens = FixedChoice(members, multiselect=True, label="Ensemble members",
                                   value=[m for m in ("clip", "oracle") if m in members],
                                   visible=v_default == "ensemble")
                 with gr.Row():
@@ -159,8 +166,8 @@ def build_demo(tts: Any, limits: DemoLimits | None = None, *, files_root: str | 
                                           info=f"px, at most {limits.max_image_size}; 0: the model's own")
                     toggle_boxes = {k: gr.Checkbox(False, label=label, elem_id=f"toggle-{k}")
                                     for k, label in toggles.items()}
-                    s_groups, s_widgets = _param_groups(gr, "searcher", s_names, s_default)
-                    v_groups, v_widgets = _param_groups(gr, "verifier", v_names, v_default)
+                    s_groups, s_widgets = _param_groups(gr, "searcher", s_names, s_default, models)
+                    v_groups, v_widgets = _param_groups(gr, "verifier", v_names, v_default, models)
                 examples = example_prompts() if getattr(tts, "is_default_model", False) else []
                 if examples:
                     gr.Examples(examples=[[p] for p in examples], inputs=[prompt], label="Example prompts")
@@ -227,11 +234,11 @@ def build_demo(tts: Any, limits: DemoLimits | None = None, *, files_root: str | 
     return demo
 
 
-def _param_groups(gr: Any, kind: str, names: list[str], selected: str):
+def _param_groups(gr: Any, kind: str, names: list[str], selected: str, models: ServerModels):
     """One hidden group of widgets per searcher / verifier; (groups by name, [(owner, param, widget)])."""
     groups, widgets = {}, []
     for name in names:
-        params = page_params(kind, name)
+        params = page_params(kind, name, models)
         if not params:
             continue
         with gr.Group(visible=name == selected, elem_id=f"{kind}-options-{name}") as g:

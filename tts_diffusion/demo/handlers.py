@@ -22,6 +22,7 @@ from ..errors import TTSInputError
 from .render import RunFiles, chain_items, gallery_items, summary, to_display, trace_table
 from .request import DemoLimits, RunRequest, parse_request
 from .runner import RunCancelled, stream_run
+from .server_models import ServerModels
 
 log = logging.getLogger("tts_diffusion.demo")
 
@@ -44,8 +45,9 @@ class DemoHandlers:
     own process view, budget and call state) and the server's limits."""
 
     def __init__(self, tts: Any, limits: DemoLimits | None = None, *, files: RunFiles | None = None,
-                 max_batch: int = 16, min_interval: float = 0.25):
+                 max_batch: int = 16, min_interval: float = 0.25, models: ServerModels | None = None):
         self.tts = tts
+        self.models = models or ServerModels()
         self.limits = limits or DemoLimits()
         self.files = files or RunFiles()
         self.max_batch = int(max_batch)
@@ -55,7 +57,7 @@ class DemoHandlers:
         """Validate, run with live progress, then show the result. Bad input yields one
         `status` error and stops; the server keeps serving."""
         try:
-            request = parse_request(self.tts, raw, self.limits)
+            request = parse_request(self.tts, raw, self.limits, models=self.models)
         except TTSInputError as e:
             yield {"status": error_message(str(e))}
             return
@@ -79,7 +81,8 @@ class DemoHandlers:
             return
         except Exception as e:  # noqa: BLE001 - keep serving; the log has the traceback
             log.error("search failed:\n%s", traceback.format_exc())
-            yield {"status": error_message(f"the search failed ({type(e).__name__}: {e}); try other settings")}
+            # the exception's text stays in the log: it may name the server's files
+            yield {"status": error_message(f"the search failed ({type(e).__name__}); try other settings")}
             return
         assert result is not None
         yield self.show(result)
