@@ -12,9 +12,10 @@ import sys
 from typing import Any
 
 from ..errors import TTSInputError
-from .app import CSS, build_demo, import_gradio, theme
+from .app import build_demo, import_gradio
 from .request import DemoLimits
 from .server_models import ServerModels
+from .style import CSS, theme
 
 
 def parse_auth(auth: str | None) -> tuple[str, str] | None:

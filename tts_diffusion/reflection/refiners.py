@@ -76,8 +76,7 @@ def kept_reason(prompt: str) -> str:
     except TTSInputError:
         return "the failed claims are already restated after the prompt"
     if spec.category in ONE_PHRASING:
-        return (f"the shapes grammar has one phrasing for a {ONE_PHRASING[spec.category]} prompt, so the rules "
-                f"refiner keeps it and only the new image can fix it")
+        return f"the shapes grammar has one phrasing for a {ONE_PHRASING[spec.category]} prompt"
     return "the object that failed is already named first (the rules refiner can only reorder the objects)"
 
 
