@@ -43,7 +43,7 @@ def error_message(message: str) -> str:
 def waiting_message(ahead: int, running: int, waited: float) -> str:
     """'Waiting in the queue: place 2, 1 request ahead of yours (1 running) · 4 s'."""
     others = f"{ahead} request{'s' if ahead != 1 else ''} ahead of yours" if ahead else "next in line"
-    return (f"⏳ **Waiting in the queue**: place {ahead + 1}, {others} ({running} running) · {waited:.0f} s; "
+    return (f"**Waiting in the queue**: place {ahead + 1}, {others} ({running} running) · {waited:.0f} s; "
             f"it starts by itself")
 
 
