@@ -5,11 +5,13 @@
     demo = build_demo(TTSPipeline.from_pretrained())   # a gradio.Blocks
     serve(demo)                                         # http://127.0.0.1:7860
 
-Modules: `request` (page values -> validated request, limits), `runner` (search in a
-worker thread, progress stream), `render` (what a result looks like on the page),
-`handlers` (the event handlers, without gradio), `app` (layout), `server` (launch),
-`server_models` (model folders fixed at start-up), `choices` (a dropdown that takes only
-its choices).
+Modules: `request` (page values -> validated request, limits), `server_models` (model
+folders fixed at start-up), `waiting` (the queue, with each request's place), `runner`
+(search in a worker thread, progress stream, heartbeat), `status` (the status lines),
+`render` (what a result looks like), `plot` (score against NFE), `files` (the images and
+downloads of a run, as files), `handlers` (the event handlers, without gradio), `app`
+(layout), `style` (CSS), `choices` (a dropdown that takes only its choices), `server`
+(launch).
 """
 from __future__ import annotations
 
