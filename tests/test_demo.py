@@ -257,6 +257,23 @@ def test_server_models_are_fixed_at_start_and_offered_by_name(tmp_path):
         ServerModels(refiner_model=tmp_path / "nope")
 
 
+def test_reflect_runs_with_the_critic_and_refiner_the_server_was_started_with(tmp_path):
+    from tiny_transformers import write_tiny_blip, write_tiny_lm
+    from tts_diffusion.demo import ServerModels
+
+    models = ServerModels(critic_model=write_tiny_blip(tmp_path / "blip"), refiner_model=write_tiny_lm(tmp_path / "lm"))
+    h = DemoHandlers(default_tts(), DemoLimits(), files=RunFiles(tmp_path / "runs"), models=models)
+    page = {"critic": "vlm", "critic_model": "blip", "refiner": "lm", "refiner_model": "lm", "num_rounds": "1"}
+    final = list(h.generate(_raw(prompt="a photo of a red circle", searcher="reflect", budget=60,
+                                 searcher_options={"reflect": page})))[-1]
+    assert final["status"].startswith("Done"), final["status"]
+    import json
+
+    settings = json.loads(open(final["files"][-1]).read())["settings"]
+    assert settings["critic"] == "vlm" and settings["refiner"] == "lm"
+    assert "    - critique: " in final["chains_table"]  # the VLM's critique is on the page
+
+
 def test_ensemble_members_come_from_the_registry_and_the_server_adds_the_domain_clip():
     from tts_diffusion.paths import domain_clip_path
 
