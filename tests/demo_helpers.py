@@ -19,7 +19,8 @@ PROBE_PARAMS = [
     Param("flip", bool, False, "a flag"),
     Param("mode", str, "a", "a choice", choices=("a", "b", "c")),
     Param("offsets", tuple, (1, 2), "a list of integers"),
-    Param("label", str, "probe", "free text"),
+    Param("extra_prompt", str, "", "a prompt (free text)"),
+    Param("label", str, "probe", "free text that is not a prompt: never on the page"),
     Param("keep_images", int, 16, "candidate images kept", low=1),
 ]
 

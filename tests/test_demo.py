@@ -1,6 +1,7 @@
 """The demo's logic without a browser: request validation against the registries and the
-server's limits, widgets built from parameter specs, the streamed run, what the page
-shows of a result, concurrent requests, and the `demo` command's checks."""
+server's limits, widgets built from parameter specs, the streamed run and its heartbeat,
+the queue, the images handed to the page, concurrent requests, and the `demo` command's
+checks. What the page shows of a result: test_demo_render.py."""
 from __future__ import annotations
 
 import random
@@ -11,19 +12,21 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from click.testing import CliRunner
 
 from demo_helpers import PROBE, default_tts, probe_registered
 from tts_diffusion.testing.helpers import BrightnessVerifier
-from tts_diffusion.records.result import Candidate, SearchResult, TracePoint
 from tts_diffusion.core.state import Progress
 from tts_diffusion.errors import TTSInputError
 from tts_diffusion.params import Param
+from tts_diffusion.demo.files import RunFiles
 from tts_diffusion.demo.handlers import DemoHandlers
-from tts_diffusion.demo.render import RunFiles, chain_items, example_prompts, gallery_items, to_display, trace_table
+from tts_diffusion.demo.render import gallery_items, to_display
 from tts_diffusion.demo.request import (AUTO, DemoLimits, is_page_safe, options_from_widgets, page_params, parse_request,
                                         widget_value)
-from tts_diffusion.demo.runner import stream_run
+from tts_diffusion.demo.runner import Quiet, stream_run
+from tts_diffusion.demo.waiting import FairQueue
 from tts_diffusion.demo.server import exposure_warning, parse_auth
 from tts_diffusion.request import SearchRequest
 from tts_diffusion.verifiers.registry import _REGISTRY as VERIFIERS, register_verifier
@@ -56,18 +59,20 @@ def test_widget_value_per_kind():
     assert widget_value(spec["mode"], "b", own) == "b"
     assert widget_value(spec["offsets"], "3, 4", own) == (3, 4)
     assert widget_value(spec["offsets"], "", own) == (1, 2)
-    assert widget_value(spec["label"], "hello", own) == "hello"
+    assert widget_value(spec["extra_prompt"], "hello", own) == "hello"
+    assert "label" not in spec  # free text that is not a prompt is never on the page
     for name, bad in (("rounds", 0), ("rounds", 2.5), ("rounds", "two"), ("scale", 2.5), ("mode", "z"),
                       ("offsets", "1,x")):
-        with pytest.raises(TTSInputError, match=f"{own} option {name}="):
+        with pytest.raises(TTSInputError, match=f"{own} option {name} is not valid: expected") as e:
             widget_value(spec[name], bad, own)
+        assert str(bad) not in str(e.value).split("expected")[0]  # what was sent is not repeated
 
 
 def test_options_from_widgets_passes_only_what_changed():
     with probe_registered():
         spec = page_params("searcher", PROBE)
-    raw = {"rounds": None, "scale": 1.0, "flip": True, "mode": "a", "offsets": "1,2", "label": "probe",
-           "keep_images": 16}
+    raw = {"rounds": None, "scale": 1.0, "flip": True, "mode": "a", "offsets": "1,2", "extra_prompt": "",
+           "label": "/etc", "keep_images": 16}
     assert options_from_widgets(spec, raw, "s") == {"flip": True}
     changed = {**raw, "rounds": 2, "mode": "c"}
     assert options_from_widgets(spec, changed, "s") == {"flip": True, "rounds": 2, "mode": "c"}
@@ -116,9 +121,11 @@ def test_build_demo_has_a_group_per_searcher_and_only_the_selected_is_visible():
     groups = {b.elem_id: b for b in blocks if isinstance(b, gr.Group)}
     assert groups[f"searcher-options-{PROBE}"].visible is False
     labels = {b.label for b in blocks if isinstance(b, gr.components.Component)}
-    assert {"rounds", "scale", "flip", "mode", "offsets", "label"} <= labels
+    assert {"rounds", "scale", "flip", "mode", "offsets", "extra_prompt"} <= labels and "label" not in labels
     assert not any(isinstance(b, gr.Textbox) and "path" in str(b.label).lower() for b in blocks)
-    assert demo._queue.max_size == 3 and demo._queue.default_concurrency_limit == 2
+    # gradio starts up to concurrency + max_queue requests; the demo's own queue holds searches to 2
+    assert demo._queue.max_size == 3 and demo._queue.default_concurrency_limit == 5
+    assert demo.tts_handlers.queue.slots == 2 and demo.tts_handlers.queue.max_waiting == 3
     examples = [b for b in blocks if isinstance(b, gr.Dataset)]
     assert examples and len(examples[0].samples) >= 3
 
@@ -146,7 +153,7 @@ def test_parse_request_validates_before_any_model_work():
     assert parse_request(tts, _raw(height=0, width=0), limits).height is None  # 0: the model's own size
     cases = [
         (dict(prompt="   "), "prompt is empty"),
-        (dict(searcher="nope"), "unknown searcher 'nope'"),
+        (dict(searcher="nope"), "unknown searcher; choose one of"),
         (dict(verifier="../../etc/passwd"), "unknown verifier"),
         (dict(budget=101), "over this server's limit of 100 NFE"),
         (dict(budget=0), "positive number of NFE"),
@@ -177,7 +184,7 @@ def test_searcher_options_are_validated_against_the_spec():
                             DemoLimits())
         defaults = {p.name: p.default for p in page_params("searcher", PROBE)}
         assert req.searcher_options == {**defaults, "scale": 1.5, "mode": "b"}  # the rest: declared defaults
-        with pytest.raises(TTSInputError, match="option scale=3.0 is not valid: expected a number in \\[0, 2\\]"):
+        with pytest.raises(TTSInputError, match="option scale is not valid: expected a number in \\[0, 2\\]"):
             parse_request(tts, _raw(searcher=PROBE, searcher_options={PROBE: {"scale": 3.0}}), DemoLimits())
 
 
@@ -195,6 +202,79 @@ def test_verifier_options_from_the_page_never_name_files_or_devices():
         assert req.verifier_options == {"temperature": 0.5, "mode": "rank", "prefix": ""}  # no path, no device
     finally:
         VERIFIERS.pop("demo_opts", None)
+
+
+def _model_dir(d):
+    d.mkdir(parents=True)
+    (d / "config.json").write_text("{}")
+    (d / "model.safetensors").write_bytes(b"0")
+    return d
+
+
+def test_searcher_strings_on_the_page_are_prompts_or_fixed_choices():
+    from tts_diffusion.searchers import available_searchers, searcher_params
+
+    for name in available_searchers():
+        shown = {p.name: p for p in page_params("searcher", name)}
+        for p in searcher_params(name):
+            if p.type is str and p.choices is None:
+                assert (p.name in shown) == ("prompt" in p.name), (name, p.name)  # prompt_2 yes, critic_model no
+    reflect = {p.name: p for p in page_params("searcher", "reflect")}
+    assert "vlm" not in reflect["critic"].choices and "lm" not in reflect["refiner"].choices  # no model: no choice
+    assert "--critic-model" in reflect["critic"].help
+    # a request cannot pick them, nor name a folder
+    tts = SimpleNamespace(is_default_model=True)
+    for opts in ({"critic": "vlm"}, {"refiner": "lm"}):
+        with pytest.raises(TTSInputError, match="option (critic|refiner) is not valid"):
+            parse_request(tts, _raw(searcher="reflect", searcher_options={"reflect": opts}), DemoLimits())
+    req = parse_request(tts, _raw(searcher="reflect", searcher_options={"reflect": {"critic_model": "/etc"}}),
+                        DemoLimits())
+    assert "critic_model" not in req.searcher_options
+
+
+def test_server_models_are_fixed_at_start_and_offered_by_name(tmp_path):
+    from tts_diffusion.demo import ServerModels
+
+    critic, lm = _model_dir(tmp_path / "blip-tiny"), _model_dir(tmp_path / "gpt-small")
+    models = ServerModels(critic_model=str(critic), refiner_model=lm)
+    reflect = {p.name: p for p in page_params("searcher", "reflect", models)}
+    assert reflect["critic_model"].choices == ("blip-tiny",) and reflect["refiner_model"].choices == ("gpt-small",)
+    assert "vlm" in reflect["critic"].choices and "lm" in reflect["refiner"].choices
+    tts = SimpleNamespace(is_default_model=True)
+    page = {"critic": "vlm", "critic_model": "blip-tiny", "refiner": "lm", "refiner_model": "gpt-small"}
+    req = parse_request(tts, _raw(searcher="reflect", searcher_options={"reflect": page}), DemoLimits(),
+                        models=models)
+    assert req.searcher_options["critic_model"] == str(critic) and req.searcher_options["refiner_model"] == str(lm)
+    # the folder goes with its choice only
+    req = parse_request(tts, _raw(searcher="reflect", searcher_options={"reflect": {"critic": "feedback"}}),
+                        DemoLimits(), models=models)
+    assert "critic_model" not in req.searcher_options and "refiner_model" not in req.searcher_options
+    with pytest.raises(TTSInputError, match="option critic_model is not valid: expected one of blip-tiny"):
+        parse_request(tts, _raw(searcher="reflect", searcher_options={"reflect": {"critic": "vlm",
+                                                                                  "critic_model": str(lm)}}),
+                      DemoLimits(), models=models)
+    # a folder that is not a model folder stops the server before it starts
+    with pytest.raises(TTSInputError, match="--critic-model"):
+        ServerModels(critic_model=tmp_path)
+    with pytest.raises(TTSInputError, match="--refiner-model"):
+        ServerModels(refiner_model=tmp_path / "nope")
+
+
+def test_reflect_runs_with_the_critic_and_refiner_the_server_was_started_with(tmp_path):
+    from tiny_transformers import write_tiny_blip, write_tiny_lm
+    from tts_diffusion.demo import ServerModels
+
+    models = ServerModels(critic_model=write_tiny_blip(tmp_path / "blip"), refiner_model=write_tiny_lm(tmp_path / "lm"))
+    h = DemoHandlers(default_tts(), DemoLimits(), files=RunFiles(tmp_path / "runs"), models=models)
+    page = {"critic": "vlm", "critic_model": "blip", "refiner": "lm", "refiner_model": "lm", "num_rounds": "1"}
+    final = list(h.generate(_raw(prompt="a photo of a red circle", searcher="reflect", budget=60,
+                                 searcher_options={"reflect": page})))[-1]
+    assert final["status"].startswith("Done"), final["status"]
+    import json
+
+    settings = json.loads(open(final["files"][-1]).read())["settings"]
+    assert settings["critic"] == "vlm" and settings["refiner"] == "lm"
+    assert "    - critique: " in final["chains_table"]  # the VLM's critique is on the page
 
 
 def test_ensemble_members_come_from_the_registry_and_the_server_adds_the_domain_clip():
@@ -271,52 +351,35 @@ def test_stream_run_reraises_input_errors():
         list(stream_run(Bad(), SearchRequest(PROMPT, verifier="oracle", budget=1)))
 
 
-# ------------------------------------------------------------------ rendering
-def test_to_display_scales_up_by_whole_factors_without_blur():
-    img = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
-    big = np.asarray(to_display(img))
-    assert big.shape == (512, 512, 3)
-    ref = img.permute(1, 2, 0).numpy()
-    assert np.array_equal(big[::8, ::8], ref) and np.array_equal(big[7::8, 7::8], ref)  # every pixel an 8x8 block
-    assert to_display(np.zeros((600, 300, 3), np.uint8)).size == (300, 600)  # large images stay as they are
+def test_stream_run_explains_a_silence():
+    class Stalls:
+        def run(self, request, *, progress_callback, **kw):
+            progress_callback(Progress(10, 40, None, None))
+            time.sleep(0.75)  # scoring, say: no report
+            progress_callback(Progress(20, 40, None, None))
+            return "done"
+
+    events = list(stream_run(Stalls(), SearchRequest(PROMPT, verifier="oracle", budget=40), min_interval=0.0,
+                             heartbeat=0.2))
+    quiet = [e.seconds for e in events if isinstance(e, Quiet)]
+    assert events[-1] == "done" and [e.nfe for e in events if isinstance(e, Progress)] == [10, 20]
+    assert 2 <= len(quiet) <= 4 and quiet == sorted(quiet) and quiet[-1] < 0.8  # seconds since the last report
 
 
-def _result(scores, chains=None):
-    cands = [Candidate(score=s, nfe=10 * (k + 1), seed=k, image=torch.full((3, 4, 4), 10 * k, dtype=torch.uint8))
-             for k, s in enumerate(scores)]
-    best = max(cands, key=lambda c: c.score)
-    trace, run = [], -1.0
-    for c in cands:
-        run = max(run, c.score)
-        trace.append(TracePoint(c.nfe, 1, run))
-    r = SearchResult(PROMPT, best, cands, trace, 10 * len(scores), len(scores), {"total": 0.5}, {"seed": 7})
-    if chains is not None:
-        r.chains = chains
-    return r
-
-
-def test_gallery_is_best_first_with_score_captions_and_plot_is_the_trace():
-    r = _result([0.2, 0.9, 0.5])
-    items = gallery_items(r)
-    assert [c.split(" · ")[0] for _, c in items] == ["score 0.900", "score 0.500", "score 0.200"]
-    assert items[0][1] == "score 0.900 · best · 20 NFE · seed 1" and "best" not in items[1][1]
-    df = trace_table(r)  # a staircase: the best so far holds until it improves
-    assert list(df["NFE"]) == [10, 20, 20, 30] and list(df["best score"]) == [0.2, 0.2, 0.9, 0.9]
-
-
-def test_reflection_chains_are_shown_when_present():
-    assert chain_items(_result([0.1])) == ([], "")
-    steps = [{"round": 0, "image": torch.zeros(3, 4, 4, dtype=torch.uint8), "score": 0.25,
-              "critique": "the circle is green | not red", "refined_prompt": "a photo of a red circle, red"},
-             SimpleNamespace(round=1, image=None, score=1.0, feedback="correct", prompt="a photo of a red circle")]
-    items, table = chain_items(_result([0.1], chains=[steps]))
-    assert len(items) == 1 and items[0][1] == "chain 0 · round 0 · score 0.250"
-    assert "the circle is green \\| not red" in table and "| 0 | 1 | 1.000 | correct |" in table
-
-
-def test_example_prompts_come_from_the_eval_split():
-    ex = example_prompts()
-    assert 3 <= len(ex) <= 8 and all(p.startswith("a photo of") for p in ex)
+# ------------------------------------------------------------------ the queue
+def test_fair_queue_runs_in_arrival_order_and_knows_each_place():
+    q = FairQueue(slots=1, max_waiting=2)
+    a, b, c = q.enter(), q.enter(), q.enter()
+    assert a.running and not b.running and q.place(b) == (0, 1) and q.place(c) == (1, 1)
+    with pytest.raises(TTSInputError, match="the server is busy: 2 requests are already waiting"):
+        q.enter()
+    assert not q.wait(c, 0.01)
+    q.leave(b)  # b's visitor went away: c moves up
+    assert q.place(c) == (0, 1)
+    q.leave(a)
+    assert q.wait(c, 0.01) and q.place(c) == (0, 1)
+    q.leave(c)
+    assert q.enter().running
 
 
 # ------------------------------------------------------------------ handlers on the real model
@@ -331,19 +394,101 @@ def test_generate_streams_progress_then_shows_the_same_result_as_the_api(handler
 
     updates, final = _final(handlers.generate(_raw(prompt="a photo of a red circle left of a blue square",
                                                     budget=30, seed=3)))
+    assert updates[0]["status"].startswith("**Starting** best_of_n") and updates[0]["best"] is None  # cleared
     progress = [u["status"] for u in updates[1:-1]]
-    assert progress and all("/ 30 NFE" in s for s in progress)
+    assert progress and all(s.startswith("**Running** best_of_n") and "/ 30 NFE" in s for s in progress)
     ref = default_tts()("a photo of a red circle left of a blue square", searcher="best_of_n", verifier="oracle",
                         budget=30, seed=3, num_inference_steps=10, progress=False)
     assert final["status"].startswith("Done: best score") and final["seed"] == 3
     assert [c for _, c in final["gallery"]] == [c for _, c in gallery_items(ref)]
-    assert np.array_equal(np.asarray(final["best"]), np.asarray(to_display(ref.best.image)))
-    assert final["best"].size == (512, 512)
-    assert final["plot"].drop_duplicates("NFE", keep="last")["best score"].tolist() == [p.best_score for p in ref.trace]
+    shown = Image.open(final["best"])
+    assert shown.size == (512, 512) and np.array_equal(np.asarray(shown), np.asarray(to_display(ref.best.image)))
+    assert final["matte"] is None and final["matte_visible"] is False and final["best_label"] == "Best image"
+    points = final["plot"].axes[0].collections[0].get_offsets()
+    assert sorted(map(tuple, points.tolist())) == sorted((c.nfe, c.score) for c in ref.candidates)
     png, sidecar = final["files"]
     data = json.loads(open(sidecar).read())
     assert png.endswith(".png") and data["prompt"] == ref.prompt and data["nfe"] == 30
     assert [c["score"] for c in data["candidates"]] == ref.scores and data["best"]["seed"] == ref.best.seed
+
+
+def test_every_image_goes_to_the_page_as_a_file_written_once(handlers):
+    """gradio rewrites a cached PIL image in place each time it is sent again, so a browser
+    fetching it gets a truncated file (the 'Content-Length' errors): the demo sends files,
+    each written once under its own name, and a progress report whose best image has not
+    changed sends no image."""
+    written = {}
+    updates = list(handlers.generate(_raw(prompt="a photo of two blue squares", budget=40, seed=5, steps=10,
+                                          searcher_options={"best_of_n": {"round_size": 1}})))
+    for u in updates:
+        paths = [u.get("best"), u.get("matte")] + [p for p, _ in u.get("gallery") or []]
+        for path in filter(None, paths):
+            assert isinstance(path, str)
+            data = open(path, "rb").read()
+            assert written.setdefault(path, data) == data  # the same name never holds other bytes
+            Image.open(path).load()  # a whole PNG
+    shown = [u["best"] for u in updates[1:-1] if u.get("best")]
+    distinct = {open(p, "rb").read() for p in shown}
+    assert len(shown) == len(distinct) >= 1  # an unchanged best is not sent again
+    scores = [u["status"].split("best so far **")[1][:5] for u in updates[1:-1] if "best so far" in u["status"]]
+    assert len(shown) == len(dict.fromkeys(scores))  # one image per improvement
+
+
+def test_progress_shows_a_preview_until_a_candidate_is_scored(tmp_path):
+    preview = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    preview[0] = 255  # a red estimate
+
+    class Previews:
+        is_default_model = True
+        defaults = {}
+
+        def run(self, request, *, progress_callback, **kw):
+            progress_callback(Progress(10, 20, None, None, preview))
+            best = SimpleNamespace(score=0.5, image=torch.zeros(3, 8, 8, dtype=torch.uint8))
+            progress_callback(Progress(20, 20, 0.5, best, preview))
+            raise TTSInputError("stop here")
+
+    h = DemoHandlers(Previews(), DemoLimits(), files=RunFiles(tmp_path), min_interval=0.0)
+    updates = list(h.generate(_raw(budget=20)))
+    first, second = [u for u in updates if u.get("best")]
+    assert "preview" in first["best_label"] and np.asarray(Image.open(first["best"]))[0, 0].tolist() == [255, 0, 0]
+    assert second["best_label"] == "Best so far" and np.asarray(Image.open(second["best"]))[0, 0].tolist() == [0, 0, 0]
+    assert "no candidate scored yet" in updates[1]["status"] and "best so far **0.500**" in updates[2]["status"]
+
+
+def test_a_waiting_request_says_so_with_its_place(tmp_path):
+    gate, entered = threading.Event(), threading.Event()
+
+    class Slow:
+        is_default_model = True
+        defaults = {}
+
+        def run(self, request, *, progress_callback, **kw):
+            entered.set()
+            gate.wait(10)
+            raise TTSInputError(f"done with {request.prompt}")
+
+    h = DemoHandlers(Slow(), DemoLimits(concurrency=1, max_queue=1), files=RunFiles(tmp_path), min_interval=0.0)
+    first = h.generate(_raw(prompt="a photo of a red circle"))
+    next(first)  # starting
+    runner = threading.Thread(target=lambda: list(first))
+    runner.start()
+    assert entered.wait(10)
+    second = h.generate(_raw(prompt="a photo of a blue square"))
+    waiting = next(second)["status"]
+    assert "Waiting in the queue" in waiting and "place 1" in waiting and "1 running" in waiting
+    third = list(h.generate(_raw(prompt="a photo of a green star")))  # the line is full: refused at once, in one line
+    assert len(third) == 1 and "the server is busy" in third[0]["status"]
+    gate.set()
+    rest = [u["status"] for u in second]
+    runner.join(10)
+    assert any(s.startswith("**Starting**") for s in rest) and "done with a photo of a blue square" in rest[-1]
+
+
+def test_errors_use_the_pages_words(handlers):
+    updates = list(handlers.generate(_raw(tgate=True, rgba=True)))
+    assert 'the "RGBA" toggle cannot be combined with T-GATE' in updates[-1]["status"]
+    assert "rgba=True" not in updates[-1]["status"]
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -403,7 +548,10 @@ def test_demo_command_help_and_bad_flags():
                  "--max-queue", "--max-steps", "--concurrency"):
         assert flag in r.output
     assert "127.0.0.1" in r.output
+    assert "--critic-model" in r.output and "--refiner-model" in r.output
     for args, msg in ((["--max-queue", "0"], "--max-queue"), (["--auth", "nopass"], "USER:PASS"),
-                      (["--port", "0"], "--port"), (["--max-budget", "-5"], "--max-budget")):
+                      (["--port", "0"], "--port"), (["--max-budget", "-5"], "--max-budget"),
+                      (["--critic-model", "/nonexistent/blip"], "--critic-model"),
+                      (["--refiner-model", "/"], "--refiner-model")):
         r = CliRunner().invoke(main, ["demo", *args])
         assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output

@@ -3,11 +3,16 @@
 loopback by this process. Skipped, with the reason, only where the browser or the demo
 extra is missing.
 
-Checks: a run shows live progress, the best image, the gallery with scores (best first),
-the score-against-NFE plot and the downloads, and the JSON download holds the run; the
-searcher's own widgets appear when it is picked and their values reach it; an example
-prompt is one click away; bad input shows its message; two browser sessions at once each
-get their own result. Saves the screenshot the README shows (docs/demo.png)."""
+Checks: a run shows live progress, the best image, the gallery with captions in full
+(score, NFE, seed; best first), the score plot and the downloads, and the JSON download
+holds the run; the prompt row stays at the top when the page scrolls; on a phone
+(400x850) the status, its progress and the best image are in view after Generate without
+scrolling, nothing scrolls sideways, and reflection rounds (critique, prompt, why it
+stayed) read as text; an RGBA run shows the cut-out, its matte and three image downloads;
+the searcher's own widgets appear when it is picked and their values reach it; an example
+prompt is one click away; bad input shows its message; a second session waits in the
+queue saying so and where, then each gets its own result. Saves the screenshots in docs/
+(demo.png, the README's, and demo-phone.png)."""
 from __future__ import annotations
 
 import json
@@ -38,7 +43,9 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from demo_helpers import PROBE, default_tts, probe_registered  # noqa: E402
 from tts_diffusion.demo import DemoLimits, build_demo, serve  # noqa: E402
 
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "demo.png"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+SCREENSHOT, PHONE_SCREENSHOT = DOCS / "demo.png", DOCS / "demo-phone.png"
+PHONE = (400, 850)
 RUN_TIMEOUT = 240  # seconds for one small search on a busy 2-core CPU
 
 
@@ -51,7 +58,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     with probe_registered():
-        demo = build_demo(default_tts(), DemoLimits(max_budget=400, max_queue=8, concurrency=2),
+        demo = build_demo(default_tts(), DemoLimits(max_budget=400, max_queue=8, concurrency=1),
                           files_root=str(tmp_path_factory.mktemp("runs")))
         port = _free_port()
         serve(demo, host="127.0.0.1", port=port, block=False, quiet=True)
@@ -61,21 +68,26 @@ def server(tmp_path_factory):
             demo.close()
 
 
-def _driver(width=1400, height=1800):
+def _driver(width=1400, height=1000):
     opts = webdriver.ChromeOptions()
     for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              f"--window-size={width},{height}", "--force-device-scale-factor=1"):
+              "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+              f"--window-size={max(width, 500)},{height}", "--force-device-scale-factor=1"):
         opts.add_argument(a)
     opts.binary_location = CHROMIUM
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    if width < 500:  # headless Chromium's windows are at least 500 px wide: emulate a phone's screen
+        d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                          {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": True})
+    return d
 
 
 @pytest.fixture
 def browser(server):
     drivers = []
 
-    def make():
-        d = _driver()
+    def make(size=(1400, 1000)):
+        d = _driver(*size)
         drivers.append(d)
         d.get(server)
         WebDriverWait(d, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#generate"))
@@ -154,7 +166,36 @@ def fetch_json(d):
 
 def captions(d):
     labels = d.find_elements(By.CSS_SELECTOR, "#candidates .caption-label")
-    return [e.get_attribute("textContent").strip() for e in labels]
+    return [e.get_attribute("innerText").strip() for e in labels]
+
+
+def in_view(d, sel):
+    """Whether the element is inside the window (left, top, right, bottom), without scrolling."""
+    return d.execute_script("""const r = document.querySelector(arguments[0]).getBoundingClientRect();
+        return r.height > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= window.innerHeight
+               && r.right <= window.innerWidth;""", sel)
+
+
+def scrolls_sideways(d):
+    return d.execute_script("return document.documentElement.scrollWidth > document.documentElement.clientWidth")
+
+
+def prompt_row_stays_on_top(d):
+    d.execute_script("window.scrollTo(0, 900)")
+    time.sleep(0.3)
+    top = d.execute_script("return [window.scrollY, document.querySelector('#prompt-row').getBoundingClientRect().top]")
+    d.execute_script("window.scrollTo(0, 0)")
+    return top[0] > 0 and abs(top[1]) < 1
+
+
+def screenshot(d, path, full=False):
+    if full:
+        height = d.execute_script("return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
+        d.set_window_size(1400, min(int(height) + 200, 4000))
+        time.sleep(1.0)
+    path.parent.mkdir(exist_ok=True)
+    d.save_screenshot(str(path))
+    assert path.stat().st_size > 20_000
 
 
 # ------------------------------------------------------------------ tests
@@ -168,15 +209,20 @@ def test_a_run_shows_progress_image_gallery_plot_and_downloads(browser):
     seen: list[str] = []
     final = wait_done(d, seen=seen)
     assert final.startswith("Done: best score"), final
-    assert any("NFE" in s and s.startswith("Running") for s in seen), seen  # live progress in NFE
+    assert any("/ 180 NFE" in s and s.startswith("Running") for s in seen), seen  # live progress in NFE
 
     img = css(d, "#best-image img")
     assert d.execute_script("return arguments[0].naturalWidth", img) == 512  # 64 px scaled up 8x
     caps = captions(d)
-    assert len(caps) == 9 and caps[0].split(" · ")[1] == "best"  # 1 pivot + 2 iterations of 4 neighbours
-    scores = [float(c.split("score ")[1].split(" ")[0]) for c in caps]
+    assert len(caps) == 9 and caps[0].splitlines()[0].endswith("· best")  # 1 pivot + 2 iterations of 4 neighbours
+    assert all(len(c.splitlines()) == 2 and c.splitlines()[1].split(" · ")[0].endswith(" NFE") for c in caps)
+    cut = d.execute_script("""return [...document.querySelectorAll('#candidates .caption-label')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1 || e.scrollHeight > e.clientHeight + 1).length""")
+    assert cut == 0  # every caption shows in full
+    scores = [float(c.split("score ")[1].split(" ")[0].split("\n")[0]) for c in caps]
     assert scores == sorted(scores, reverse=True)
-    assert d.find_elements(By.CSS_SELECTOR, "#trace-plot svg .mark-line path, #trace-plot canvas")
+    plot = css(d, "#trace-plot img")
+    assert d.execute_script("return arguments[0].naturalWidth", plot) > 300
 
     files = downloads(d)
     assert sorted(n.rsplit(".", 1)[1] for n in files) == ["json", "png"]
@@ -184,15 +230,52 @@ def test_a_run_shows_progress_image_gallery_plot_and_downloads(browser):
     assert run["prompt"] == prompt and run["settings"]["searcher"] == "zero_order"
     assert run["nfe"] == 180 and len(run["candidates"]) == 9
     assert max(scores) == pytest.approx(run["best"]["score"], abs=5e-4)
+    seeds = {str(c["seed"]) for c in run["candidates"] if c.get("seed") is not None}
+    assert seeds and all(c.split("seed ")[1] in seeds for c in caps if "seed " in c)  # seeds in full
     assert f"seed {run['settings']['seed']}" in final
+    assert prompt_row_stays_on_top(d) and not scrolls_sideways(d)
+    screenshot(d, SCREENSHOT, full=True)  # the README's: the whole page
 
-    # the screenshot the README shows: the whole page
-    height = d.execute_script("return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
-    d.set_window_size(1400, min(int(height) + 200, 4000))
-    time.sleep(1.0)
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    d.save_screenshot(str(SCREENSHOT))
-    assert SCREENSHOT.stat().st_size > 20_000
+
+def test_on_a_phone_the_run_is_in_view_and_reflection_rounds_read_as_text(browser):
+    d = browser(PHONE)
+    set_text(d, "#prompt", "four purple stars")
+    choose(d, "#searcher", "reflect")
+    set_number(d, "#budget", "80")
+    d.execute_script("window.scrollTo(0, 0)")
+    css(d, "#generate").click()
+    WebDriverWait(d, RUN_TIMEOUT, poll_frequency=0.2).until(lambda d: status(d).startswith(("Running", "Done")))
+    assert in_view(d, "#status") and in_view(d, "#best-image"), "status / best image out of view after Generate"
+    final = wait_done(d)
+    assert final.startswith("Done"), final
+    assert in_view(d, "#status") and in_view(d, "#best-image img") and not scrolls_sideways(d)
+    screenshot(d, PHONE_SCREENSHOT)
+    assert prompt_row_stays_on_top(d)
+    rounds = css(d, "#chains-table")
+    text = rounds.get_attribute("innerText")
+    assert "critique: expected 4 purple stars, found" in text
+    assert "(unchanged: the shapes grammar has one phrasing for a counting prompt)" in text
+    # readable: lines as wide as the screen allows, not a word per line
+    lines = d.execute_script("""const e = document.querySelector('#chains-table li li');
+        const h = parseFloat(getComputedStyle(e).lineHeight) || 20; return [e.getBoundingClientRect().width,
+        e.getBoundingClientRect().height / h];""")
+    assert lines[0] > 250 and lines[1] < 6, lines
+
+
+def test_rgba_shows_the_cutout_its_matte_and_three_image_downloads(browser):
+    d = browser()
+    set_text(d, "#prompt", "a photo of a red circle")
+    set_number(d, "#budget", "40")
+    css(d, "#advanced button").click()
+    WebDriverWait(d, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#toggle-rgba input"))
+    css(d, "#toggle-rgba input").click()
+    css(d, "#generate").click()
+    assert wait_done(d).startswith("Done")
+    assert "cut-out over a checkerboard" in css(d, "#best-image").text
+    matte = css(d, "#matte img")
+    assert matte.is_displayed() and d.execute_script("return arguments[0].naturalWidth", matte) == 512
+    names = sorted(downloads(d))
+    assert [n.split(".", 1)[1] for n in names] == ["alpha.png", "json", "png", "rgb.png"]
 
 
 def test_searcher_widgets_come_from_its_spec_and_reach_it(browser):
@@ -202,13 +285,14 @@ def test_searcher_widgets_come_from_its_spec_and_reach_it(browser):
     def shown(d):
         return any(e.is_displayed() for e in d.find_elements(By.CSS_SELECTOR, probe_box))
 
-    css(d, "#advanced button, #advanced").click()
+    css(d, "#advanced button").click()
     assert not shown(d)
     choose(d, "#searcher", PROBE)
     WebDriverWait(d, 10).until(shown)
     widget = {name: css(d, f"#searcher-{PROBE}-{name}")
-              for name in ("rounds", "scale", "flip", "mode", "offsets", "label", "keep_images")}
+              for name in ("rounds", "scale", "flip", "mode", "offsets", "extra_prompt", "keep_images")}
     assert all(w.is_displayed() for w in widget.values())
+    assert not d.find_elements(By.CSS_SELECTOR, f"#searcher-{PROBE}-label")  # free text, not a prompt: not shown
     assert widget["flip"].find_elements(By.CSS_SELECTOR, "input[type=checkbox]")
     assert widget["mode"].find_elements(By.CSS_SELECTOR, "input[role=combobox]")
     scale = widget["scale"].find_element(By.CSS_SELECTOR, "input[type=number]")
@@ -254,26 +338,29 @@ def test_example_prompt_is_one_click_away_and_bad_input_shows_its_message(browse
     assert "over this server's limit of 400 NFE" in status(d)
 
 
-def test_two_sessions_at_once_each_get_their_own_result(browser):
-    jobs = {"a photo of two blue squares": "11", "a photo of a yellow star": "22"}
+def test_a_second_session_waits_saying_where_then_each_gets_its_own_result(browser):
+    jobs = {"a photo of two blue squares": ("11", "120"), "a photo of a yellow star": ("22", "40")}
     drivers = {}
-    for prompt, seed in jobs.items():
+    for prompt, (seed, budget) in jobs.items():
         d = browser()
         set_text(d, "#prompt", prompt)
         set_number(d, "#seed", seed)
-        set_number(d, "#budget", "40")
+        set_number(d, "#budget", budget)
         drivers[prompt] = d
-    for d in drivers.values():
-        css(d, "#generate").click()
+    first, second = drivers.values()
+    css(first, "#generate").click()
+    WebDriverWait(first, 60, poll_frequency=0.1).until(lambda d: status(d).startswith("Running"))
+    css(second, "#generate").click()
+    seen: list[str] = []
     results = {}
-    threads = [threading.Thread(target=lambda p=p, d=d: results.__setitem__(p, wait_done(d)))
-               for p, d in drivers.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(RUN_TIMEOUT + 30)
-    for prompt, seed in jobs.items():
+    thread = threading.Thread(target=lambda: results.__setitem__("a photo of two blue squares", wait_done(first)))
+    thread.start()
+    results["a photo of a yellow star"] = wait_done(second, seen=seen)
+    thread.join(RUN_TIMEOUT + 30)
+    waiting = [s for s in seen if "Waiting in the queue" in s]
+    assert waiting and "place 1" in waiting[0] and "1 running" in waiting[0], seen[:5]
+    for prompt, (seed, budget) in jobs.items():
         assert results[prompt].startswith("Done"), results[prompt]
         run = fetch_json(drivers[prompt])
-        assert run["prompt"] == prompt and run["settings"]["seed"] == int(seed) and run["nfe"] == 40
+        assert run["prompt"] == prompt and run["settings"]["seed"] == int(seed) and run["nfe"] == int(budget)
         assert f"seed {seed}" in results[prompt]

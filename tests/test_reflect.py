@@ -170,6 +170,21 @@ def test_rule_refiner_stays_in_the_shapes_grammar_with_the_same_meaning():
             assert set(a.objects) == set(b.objects) and a.category == b.category
 
 
+def test_rule_refiner_says_why_it_keeps_a_prompt():
+    from tts_diffusion.reflection.refiners import kept_reason
+
+    ref = RuleRefiner()
+    four = "a photo of four purple stars"  # the demo's case: "expected 4 purple stars, found 2"
+    for kind in ("count", "color"):
+        assert ref(four, _failed(four, kind)) == four
+    assert "one phrasing for a counting prompt" in kept_reason(four)
+    assert "one phrasing for a colour prompt" in kept_reason("a photo of a red circle")
+    p = "a photo of a square and a red triangle"
+    assert ref(p, _failed(p, "object", "square")) == p and "already named first" in kept_reason(p)
+    plain = "a red car to the left of two dogs"
+    assert "already restated" in kept_reason(plain)
+
+
 def test_rule_refiner_restates_failed_claims_of_plain_prompts_once():
     ref = RuleRefiner()
     p = "a red car to the left of two dogs"

@@ -594,12 +594,19 @@ def _verifier_declaration(name: str) -> dict:
 @click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True,
               help="auto: float16 on cuda, float32 on cpu")
 @click.option("--max-batch", type=int, default=16, show_default=True, help="rows per denoiser call (memory)")
+@click.option("--critic-model", default=None, metavar="DIR",
+              help="local transformers vision-language model folder for reflect's critic=vlm (offered on the page "
+                   "by its folder name; without it the page has no vlm critic)")
+@click.option("--refiner-model", default=None, metavar="DIR",
+              help="local transformers causal LM folder for reflect's refiner=lm (offered on the page by its folder "
+                   "name; without it the page has no lm refiner)")
 def demo(model, host, port, share, auth, max_budget, max_steps, max_image_size, max_queue, concurrency, device, dtype,
-         max_batch) -> None:
+         max_batch, critic_model, refiner_model) -> None:
     """Serve the Gradio demo (needs the `demo` extra: pip install 'tts-diffusion[demo]').
 
-    The model and every weight path are chosen here, when the server starts; visitors pick
-    the prompt, searcher, verifier and their options within the limits below."""
+    The model and every weight path (verifier weights, the reflect critic and refiner) are
+    chosen here, when the server starts; visitors pick the prompt, searcher, verifier and
+    their options within the limits below, and no path."""
     from .errors import TTSInputError
 
     if not 1 <= port <= 65535:
@@ -609,9 +616,11 @@ def demo(model, host, port, share, auth, max_budget, max_steps, max_image_size, 
     try:
         from .demo.request import DemoLimits
         from .demo.server import parse_auth
+        from .demo.server_models import ServerModels
 
         limits = DemoLimits(max_budget=max_budget, max_steps=max_steps, max_image_size=max_image_size,
                             max_queue=max_queue, concurrency=concurrency)
+        models = ServerModels(critic_model=critic_model, refiner_model=refiner_model)
         parse_auth(auth)
         from .demo.app import import_gradio
 
@@ -623,7 +632,7 @@ def demo(model, host, port, share, auth, max_budget, max_steps, max_image_size, 
     _quiet_libraries()
     try:
         launch(model, host=host, port=port, share=share, auth=auth, limits=limits, device=device, dtype=dtype,
-               max_batch=max_batch)
+               max_batch=max_batch, models=models)
     except TTSInputError as e:
         _fail(str(e))
 

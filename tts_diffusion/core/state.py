@@ -81,12 +81,15 @@ PredictionHook = Callable[[Any, torch.Tensor, int, Any, Any], Any]
 class Progress:
     """One progress report: NFE spent of the budget and the best candidate so far
     (`best.image` is a uint8 HWC array, `best.score` its verifier score; None before the
-    first candidate is scored)."""
+    first candidate is scored). `preview`: the searcher's current best estimate where it
+    has one before any candidate is final (e.g. the Tweedie estimate x0 of its leading
+    particle, uint8 [3,H,W]), else None."""
 
     nfe: int
     max_nfe: int
     best_score: float | None
     best: Any
+    preview: Any = None
 
 
 @dataclass
@@ -104,15 +107,17 @@ class CallState:
     features: dict[str, ModelFeature] = field(default_factory=dict)
     #: rewrites every prediction before the searcher sees it (Alfie's centring), or None
     prediction_hook: PredictionHook | None = field(default=None, repr=False)
-    #: best candidate so far (kept by the searcher's SearchLog) and the progress listener
+    #: best candidate so far (kept by the searcher's SearchLog), the searcher's current best
+    #: estimate (`Progress.preview`; set by searchers that have one) and the progress listener
     best: Any = None
+    preview: Any = None
     on_progress: Callable[["Progress"], None] | None = field(default=None, repr=False)
 
     def report(self, nfe: int, max_nfe: int) -> None:
         """Tell the listener (UI, callback) where the search stands."""
         if self.on_progress is not None:
             best = self.best
-            self.on_progress(Progress(nfe, max_nfe, None if best is None else best.score, best))
+            self.on_progress(Progress(nfe, max_nfe, None if best is None else best.score, best, self.preview))
 
     def register(self, name: str, entry: ParticleEntry) -> ParticleEntry:
         if not isinstance(entry, ParticleEntry):

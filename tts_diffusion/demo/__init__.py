@@ -5,16 +5,25 @@
     demo = build_demo(TTSPipeline.from_pretrained())   # a gradio.Blocks
     serve(demo)                                         # http://127.0.0.1:7860
 
-Modules: `request` (page values -> a checked SearchRequest, limits), `runner` (search in a
-worker thread, progress stream), `render` (what a result looks like on the page),
-`handlers` (the event handlers, without gradio), `app` (layout), `server` (launch).
+Modules: `request` (page values -> a checked SearchRequest, limits), `server_models` (model
+folders fixed at start-up), `waiting` (the queue, with each request's place), `runner`
+(search in a worker thread, progress stream, heartbeat), `status` (the status lines),
+`render` (what a result looks like), `plot` (score against NFE), `files` (the images and
+downloads of a run, as files), `handlers` (the event handlers, without gradio), `app`
+(layout), `style` (CSS), `choices` (a dropdown that takes only its choices), `server`
+(launch).
 """
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before any module here imports gradio
+
 from .handlers import DemoHandlers
 from .request import DemoLimits, parse_request
+from .server_models import ServerModels
 
-__all__ = ["DemoHandlers", "DemoLimits", "build_demo", "launch", "parse_request", "serve"]
+__all__ = ["DemoHandlers", "DemoLimits", "ServerModels", "build_demo", "launch", "parse_request", "serve"]
 
 
 def build_demo(*args, **kwargs):

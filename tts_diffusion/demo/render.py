@@ -1,12 +1,10 @@
-"""What the page shows of a result: images at a size a person can see, the gallery with
-score captions, the score-against-NFE table for the plot, reflection chains, the files
-to download. Pure functions of a `SearchResult` (no gradio)."""
+"""What the page shows of a result: images at a size a person can see (an RGBA cut-out
+over a checkerboard, its matte beside it), the gallery with score captions, reflection
+rounds with their critique and prompt. Pure functions of a `SearchResult` (no gradio);
+`files.RunFolder` writes the images, `plot` draws the scores, `status` the status line."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +13,12 @@ import torch
 from PIL import Image
 
 from ..records.result import Candidate, SearchResult
+from ..reflection.refiners import kept_reason
 
 #: the long side the page shows images at (small images are scaled up by a whole factor)
 DISPLAY_SIZE = 512
+#: checkerboard behind a cut-out: square side in display pixels, light and dark grey
+CHECKER = (16, (236, 236, 236), (200, 200, 200))
 
 
 def to_display(image: Any, size: int = DISPLAY_SIZE) -> Image.Image | None:
@@ -41,13 +42,32 @@ def to_display(image: Any, size: int = DISPLAY_SIZE) -> Image.Image | None:
     return pil.resize((pil.width * factor, pil.height * factor), Image.NEAREST)
 
 
+def over_checkerboard(rgba: Image.Image, square: int = CHECKER[0]) -> Image.Image:
+    """An RGBA image composited over a grey checkerboard (where it is transparent, the
+    checkerboard shows), as RGB."""
+    w, h = rgba.size
+    yy, xx = np.mgrid[0:h, 0:w]
+    dark = ((yy // square + xx // square) % 2).astype(bool)
+    board = np.where(dark[..., None], np.array(CHECKER[2], np.uint8), np.array(CHECKER[1], np.uint8))
+    out = Image.fromarray(board.astype(np.uint8), "RGB")
+    out.paste(rgba, (0, 0), rgba)
+    return out
+
+
+def best_images(result: SearchResult, size: int = DISPLAY_SIZE) -> tuple[Image.Image, Image.Image | None]:
+    """(the best image as shown, its matte as shown or None). With an alpha matte (rgba) the
+    image is the cut-out over a checkerboard and the matte a grey image (white: opaque)."""
+    if result.alpha is None:
+        return to_display(result.best.image, size), None
+    cutout = over_checkerboard(to_display(result.rgba, size))
+    return cutout, to_display(Image.fromarray(result.alpha.cpu().numpy()).convert("RGB"), size)
+
+
 def caption(c: Candidate, best: bool = False) -> str:
-    """'score 0.833 · best · 40 NFE · seed 12': the score first, so it shows in a thumbnail
-    (the seed only when the method has one)."""
-    parts = [f"score {c.score:.3f}"] + (["best"] if best else []) + [f"{c.nfe} NFE"]
-    if c.seed is not None:
-        parts.append(f"seed {c.seed}")
-    return " · ".join(parts)
+    """Two lines, 'score 0.833 · best' and '40 NFE · seed 12': the score first, so it shows
+    in a thumbnail (the seed only when the method has one)."""
+    second = [f"{c.nfe} NFE"] + ([f"seed {c.seed}"] if c.seed is not None else [])
+    return f"score {c.score:.3f}" + (" · best" if best else "") + "\n" + " · ".join(second)
 
 
 def gallery_items(result: SearchResult, size: int = DISPLAY_SIZE) -> list[tuple[Image.Image, str]]:
@@ -59,97 +79,40 @@ def gallery_items(result: SearchResult, size: int = DISPLAY_SIZE) -> list[tuple[
     return [(to_display(c.image, size), caption(c, c is result.best)) for c in kept]
 
 
-def trace_table(result: SearchResult):
-    """Best score against NFE as a staircase (the best so far holds until the next
-    improvement): a pandas DataFrame with columns "NFE", "best score"."""
-    import pandas as pd
-
-    nfe: list[int] = []
-    best: list[float] = []
-    for p in result.trace:
-        if best and float(p.best_score) != best[-1]:
-            nfe.append(int(p.nfe))
-            best.append(best[-1])
-        nfe.append(int(p.nfe))
-        best.append(float(p.best_score))
-    return pd.DataFrame({"NFE": nfe, "best score": best})
-
-
-def summary(result: SearchResult) -> str:
-    """One line under the image: score, NFE, candidates, time, seed."""
-    seed = result.settings.get("seed")
-    took = result.timings.get("total")
-    n = len(result.candidates)
-    parts = [f"best score **{result.best_score:.3f}**", f"{result.nfe} NFE", f"{n} candidate" + ("" if n == 1 else "s")]
-    if took is not None:
-        parts.append(f"{took:.1f} s")
-    if seed is not None:
-        parts.append(f"seed {seed}")
-    return "Done: " + " · ".join(parts)
-
-
 # ------------------------------------------------------------------ reflection chains
-def _field(step: Any, *names: str) -> Any:
-    for n in names:
-        value = step.get(n) if isinstance(step, dict) else getattr(step, n, None)
-        if value is not None:
-            return value
-    return None
-
-
 def chain_items(result: SearchResult, size: int = DISPLAY_SIZE) -> tuple[list[tuple[Image.Image, str]], str]:
-    """Reflection chains (`result.chains`, when the searcher keeps them): one gallery item
-    per round (image, "chain c · round r · score") and a Markdown table of the critique and
-    the refined prompt per round. Empty when the result has no chains."""
-    chains = getattr(result, "chains", None) or []
+    """Reflection chains (`result.chains`): one gallery item per round (image, "chain 1 ·
+    round 2" / score) and Markdown that lists, per chain and round, the score, whether the
+    round's image became the chain's head, the critique it answered and the prompt it was
+    generated from, with the reason where the rules refiner kept the prompt. Empty when
+    the result has no chains. A list, not a table: it stays readable on a phone."""
     items: list[tuple[Image.Image, str]] = []
-    rows = ["| chain | round | score | critique | refined prompt |", "|---|---|---|---|---|"]
-    for ci, chain in enumerate(chains):
-        steps = _field(chain, "rounds", "steps") if not isinstance(chain, (list, tuple)) else chain
-        for ri, step in enumerate(steps or []):
-            rnd = _field(step, "round")
-            rnd = ri if rnd is None else rnd
-            score = _field(step, "score")
-            score_txt = "" if score is None else f"{float(score):.3f}"
-            img = to_display(_field(step, "image"), size)
-            if img is not None:
-                items.append((img, f"chain {ci} · round {rnd}" + (f" · score {score_txt}" if score_txt else "")))
-            critique = _field(step, "critique", "feedback") or ""
-            refined = _field(step, "refined_prompt", "prompt") or ""
-            rows.append(f"| {ci} | {rnd} | {score_txt} | {_cell(critique)} | {_cell(refined)} |")
-    return items, ("\n".join(rows) if len(rows) > 2 else "")
+    lines: list[str] = []
+    for ci, chain in enumerate(result.chains):
+        lines += ["", f"**Chain {ci + 1}**", ""]
+        head_prompt = chain[0].prompt if chain else ""
+        for step in chain:
+            if step.image is not None:
+                items.append((to_display(step.image, size), f"chain {ci + 1} · round {step.round}\n"
+                                                             f"score {step.score:.3f}"))
+            what = ("the initial sample" if step.round == 0 else
+                    "kept as the chain's head" if step.accepted else "not better than the head: dropped")
+            lines.append(f"- round {step.round} · score **{step.score:.3f}** · {what}")
+            if step.critique:
+                lines.append(f"    - critique: {_one_line(step.critique)}")
+            if step.round > 0:
+                note = ""
+                if step.prompt == head_prompt and step.critique:
+                    why = kept_reason(step.prompt) if result.settings.get("refiner") == "rules" else ""
+                    note = f" (unchanged{': ' + why if why else ''})"
+                lines.append(f"    - prompt: {_one_line(step.prompt)}{note}")
+                if step.accepted:
+                    head_prompt = step.prompt
+    return items, "\n".join(lines).strip()
 
 
-def _cell(text: Any) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
-# --------------------------------------------------------------------- downloads
-class RunFiles:
-    """Per-run folders for the image + JSON downloads, under one root the server owns;
-    folders older than `keep_seconds` are removed when a new run is saved."""
-
-    def __init__(self, root: str | Path | None = None, keep_seconds: float = 3600.0):
-        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="tts-demo-"))
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.keep_seconds = keep_seconds
-
-    def save(self, result: SearchResult) -> list[str]:
-        """Write the best image and its JSON sidecar (`SearchResult.save`); their paths."""
-        self._prune()
-        folder = Path(tempfile.mkdtemp(dir=self.root))
-        seed = result.settings.get("seed")
-        image, sidecar = result.save(folder / f"tts_best_seed{seed}.png")
-        return [str(image), str(sidecar)]
-
-    def _prune(self) -> None:
-        now = time.time()
-        for d in self.root.iterdir():
-            try:
-                if d.is_dir() and now - d.stat().st_mtime > self.keep_seconds:
-                    shutil.rmtree(d, ignore_errors=True)
-            except OSError:
-                pass
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def example_prompts(per_category: int = 1, limit: int = 8) -> list[str]:

@@ -3,9 +3,12 @@
 Everything a visitor sends goes through `parse_request` before any model work: the
 prompt, the searcher and verifier names (registered ones only), the per-request limits of
 the server (`DemoLimits`), the widget values turned into the searcher's declared options,
-and the verifier options that are safe to take from a page (`page_params`: numbers, flags
-and fixed choices; never a free string, which could name a file); then the request's own
-`check()`, as every front door runs it. Bad input raises `TTSInputError` with one line to show.
+and the verifier options that are safe to take from a page; then the request's own
+`check()`, as every front door runs it. Every string a request carries is a prompt, a value
+from a fixed list, or refused (`page_params`): a free string that is not a prompt could name
+a file, so it is never a widget, and a model folder is one the server fixed at start-up
+(`ServerModels`). Bad input raises `TTSInputError` with one line to show; a refused value is
+not repeated back (it may be a probe of the server's disk).
 
 This module does not import gradio: the app (`app.py`) and the tests call it directly.
 """
@@ -20,6 +23,7 @@ from ..params import Param, ParamSpec
 from ..request import SearchRequest
 from ..searchers import available_searchers, searcher_params
 from ..verifiers import available_verifiers, verifier_params
+from .server_models import ServerModels
 
 #: largest seed the page offers (numpy / torch seeds are 64 bit; 2**31 - 1 stays exact in JS)
 MAX_SEED = 2**31 - 1
@@ -73,11 +77,20 @@ def is_page_safe(param: Param) -> bool:
     return param.type in (bool, int, float) or (param.type is tuple and param.item_type in (int, float))
 
 
-def page_params(kind: str, name: str) -> list[Param]:
-    """The parameters the page shows widgets for: a searcher's whole spec; a verifier's
-    page-safe options (`is_page_safe`)."""
+def is_prompt(param: Param) -> bool:
+    """A free-text option that is a prompt (fkc's `prompt_2`): text for the text encoder."""
+    return param.type is str and param.choices is None and "prompt" in param.name
+
+
+def page_params(kind: str, name: str, models: ServerModels | None = None) -> list[Param]:
+    """The parameters the page shows widgets for (and the only ones a request can set):
+    a searcher's spec without free strings other than prompts, its model options as the
+    fixed choices of `models` (`ServerModels.page_param`); a verifier's page-safe options
+    (`is_page_safe`)."""
     if kind == "searcher":
-        return list(searcher_params(name))
+        models = models or ServerModels()
+        out = [models.page_param(p) for p in searcher_params(name)]
+        return [p for p in out if p is not None and (p.type is not str or p.choices is not None or is_prompt(p))]
     if kind == "verifier":
         return [p for p in verifier_params(name) if is_page_safe(p)]
     raise ValueError(f"kind must be 'searcher' or 'verifier', got {kind!r}")
@@ -87,17 +100,15 @@ def widget_value(param: Param, raw: Any, owner: str) -> Any:
     """A widget's raw value to a validated parameter value.
 
     Empty (None, "", AUTO) means the default: None for a derived parameter (default None),
-    else the declared default. Numbers from number boxes come as floats or ints; tuples
-    and free strings come as text and go through `Param.parse`."""
+    else the declared default. Numbers from number boxes come as floats or ints; text
+    (tuples, prompts, derived numbers, a nullable flag's dropdown) goes through
+    `Param.parse`. A refused value is not repeated in the message, only what is allowed."""
     if raw is None or (isinstance(raw, str) and raw.strip() in ("", AUTO)):
         return param.validate(param.default, owner)
-    if param.type is tuple or (param.type is str and isinstance(raw, str)):
-        return param.parse(str(raw), owner)
-    if param.type is bool and isinstance(raw, str):  # a nullable flag's dropdown
-        return param.parse(raw, owner)
-    if param.type in (int, float) and isinstance(raw, str):
-        return param.parse(raw, owner)
-    return param.validate(raw, owner)
+    try:
+        return param.parse(raw, owner) if isinstance(raw, str) else param.validate(raw, owner)
+    except TTSInputError:
+        raise TTSInputError(f"{owner} option {param.name} is not valid: expected {param.allowed()}") from None
 
 
 #: the dropdown entry that means "leave it to the default / derive it"
@@ -147,12 +158,13 @@ def _check_range(value: int | None, what: str, low: int, high: int, hint: str) -
 
 
 def parse_request(tts: Any, raw: Mapping[str, Any], limits: DemoLimits,
-                  rng: random.Random | None = None) -> SearchRequest:
+                  rng: random.Random | None = None, models: ServerModels | None = None) -> SearchRequest:
     """The checked request the page's values describe (keys: prompt, negative_prompt,
     searcher, verifier, members, budget, seed, randomize_seed, steps, guidance, height and
     width (0 or empty: the model's), the `TOGGLES`, and `searcher_options` /
-    `verifier_options`: {name: {param: raw}}), within the registries and `limits`. Raises
-    TTSInputError before any model work."""
+    `verifier_options`: {name: {param: raw}}), within the registries and `limits`; model
+    folders come from `models`, never from the page. Raises TTSInputError before any model
+    work."""
     prompt = (raw.get("prompt") or "").strip()
     if not prompt:
         raise TTSInputError("the prompt is empty: type what the image should show")
@@ -160,10 +172,10 @@ def parse_request(tts: Any, raw: Mapping[str, Any], limits: DemoLimits,
 
     searcher = raw.get("searcher") or ""
     if searcher not in available_searchers():
-        raise TTSInputError(f"unknown searcher {searcher!r}; choose one of {', '.join(available_searchers())}")
+        raise TTSInputError(f"unknown searcher; choose one of {', '.join(available_searchers())}")
     verifier = raw.get("verifier") or ""
     if verifier not in available_verifiers():
-        raise TTSInputError(f"unknown verifier {verifier!r}; choose one of {', '.join(available_verifiers())}")
+        raise TTSInputError(f"unknown verifier; choose one of {', '.join(available_verifiers())}")
 
     budget = _int(raw.get("budget"), "the budget (NFE)")
     if budget < 1:
@@ -197,7 +209,9 @@ def parse_request(tts: Any, raw: Mapping[str, Any], limits: DemoLimits,
             raise TTSInputError(f"the seed must be in [0, {MAX_SEED}], got {seed}")
 
     s_raw = (raw.get("searcher_options") or {}).get(searcher, {})
-    searcher_options = options_from_widgets(searcher_params(searcher), s_raw, f"searcher {searcher!r}")
+    models = models or ServerModels()
+    searcher_options = models.apply(options_from_widgets(page_params("searcher", searcher, models), s_raw,
+                                                         f"searcher {searcher!r}"))
     v_raw = (raw.get("verifier_options") or {}).get(verifier, {})
     verifier_options = options_from_widgets(page_params("verifier", verifier), v_raw, f"verifier {verifier!r}")
     if verifier == "ensemble":
@@ -218,12 +232,11 @@ def ensemble_members(tts: Any) -> list[str]:
 def ensemble_options(tts: Any, members: Any) -> dict[str, Any]:
     """`members=` for the ensemble verifier from the page's multiselect; the server adds
     the weights paths it chose at start-up (the embedded model's domain CLIP), never the page."""
-    chosen = [m for m in (members or []) if isinstance(m, str)]
+    chosen = list(members or [])
     if len(chosen) < 1:
         raise TTSInputError("the ensemble has no members: pick at least one verifier to combine")
-    unknown = [m for m in chosen if m not in ensemble_members(tts)]
-    if unknown:
-        raise TTSInputError(f"unknown ensemble member(s) {unknown}; choose from {', '.join(ensemble_members(tts))}")
+    if any(m not in ensemble_members(tts) for m in chosen):
+        raise TTSInputError(f"unknown ensemble member; choose from {', '.join(ensemble_members(tts))}")
     out: dict[str, Any] = {"members": ",".join(chosen)}
     if "clip" in chosen and getattr(tts, "is_default_model", False):
         from ..paths import domain_clip_path

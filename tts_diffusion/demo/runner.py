@@ -4,7 +4,10 @@
 through `progress_callback` after every denoiser call and every scored round, from the
 thread that runs the search. `stream_run` runs the call in a worker thread and yields
 those reports (coalesced: at most one every `min_interval` seconds, always the newest,
-and always when the best score changes), then the `SearchResult`. A request that fails
+and always when the best score changes), then the `SearchResult`. With `heartbeat`, a
+silence of that many seconds (a verifier scoring a large batch, a slow denoiser call)
+yields a `Quiet` with the seconds since the last report, so the page can say it is still
+working instead of seeming frozen. A request that fails
 re-raises its exception in the caller. When the consumer stops listening (the visitor
 left, the generator was closed) the next progress report stops the search, so an
 abandoned request does not keep the server busy.
@@ -36,10 +39,18 @@ class _Finished:
     error: BaseException | None = None
 
 
-def stream_run(tts: Any, request: SearchRequest, *, min_interval: float = 0.25,
-               max_batch: int = 16) -> Iterator[Progress | SearchResult]:
+@dataclass(frozen=True)
+class Quiet:
+    """No progress report for `seconds`: the search is working on something that does not
+    report (scoring, decoding, a long denoiser call)."""
+
+    seconds: float
+
+
+def stream_run(tts: Any, request: SearchRequest, *, min_interval: float = 0.25, max_batch: int = 16,
+               heartbeat: float | None = None) -> Iterator[Progress | Quiet | SearchResult]:
     """Yield `Progress` reports while `tts.run(request)` runs (with the server's `max_batch`),
-    then its result."""
+    and a `Quiet` after each `heartbeat` seconds without one, then its result."""
     events: queue.Queue = queue.Queue()
     cancelled = threading.Event()
 
@@ -58,12 +69,15 @@ def stream_run(tts: Any, request: SearchRequest, *, min_interval: float = 0.25,
 
     worker = threading.Thread(target=work, name="tts-demo-run", daemon=True)
     worker.start()
-    last_sent = 0.0
+    last_sent = last_report = time.monotonic()
     last_best: float | None = None
     pending: Progress | None = None
     try:
         while True:
-            timeout = None if pending is None else max(0.0, min_interval - (time.monotonic() - last_sent))
+            if pending is not None:
+                timeout = max(0.0, min_interval - (time.monotonic() - last_sent))
+            else:
+                timeout = None if heartbeat is None else max(0.0, heartbeat - (time.monotonic() - last_sent))
             try:
                 item = events.get(timeout=timeout)
             except queue.Empty:
@@ -74,12 +88,15 @@ def stream_run(tts: Any, request: SearchRequest, *, min_interval: float = 0.25,
                 yield item.result
                 return
             if item is not None:
-                pending = item
+                pending, last_report = item, time.monotonic()
                 if item.best_score == last_best and time.monotonic() - last_sent < min_interval:
                     continue
             if pending is not None:
                 last_sent, last_best = time.monotonic(), pending.best_score
                 yield pending
                 pending = None
+            elif item is None:  # the heartbeat ran out with nothing new
+                last_sent = time.monotonic()
+                yield Quiet(last_sent - last_report)
     finally:
         cancelled.set()

@@ -1,8 +1,9 @@
 """Serving the demo: load the model chosen at start-up, build the page, launch.
 
 Binds to 127.0.0.1 unless told otherwise and warns when it is not (or with `share`,
-which opens a public link). The model and every weight path are fixed here, at start-up;
-the page has no control that names a file.
+which opens a public link). The model and every weight path are fixed here, at start-up
+(the reflect critic and refiner folders through `ServerModels`); neither the page nor its
+API takes a path.
 """
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import sys
 from typing import Any
 
 from ..errors import TTSInputError
-from .app import CSS, build_demo, import_gradio, theme
+from .app import build_demo, import_gradio
 from .request import DemoLimits
+from .server_models import ServerModels
+from .style import CSS, theme
 
 
 def parse_auth(auth: str | None) -> tuple[str, str] | None:
@@ -54,8 +57,9 @@ def serve(demo: Any, *, host: str = "127.0.0.1", port: int | None = 7860, share:
 
 def launch(model: str | None = None, *, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
            auth: str | None = None, limits: DemoLimits | None = None, device: str | None = None,
-           dtype: str = "auto", max_batch: int = 16) -> None:
-    """Load `model` (None: the embedded default) and serve the demo until interrupted."""
+           dtype: str = "auto", max_batch: int = 16, models: ServerModels | None = None) -> None:
+    """Load `model` (None: the embedded default) and serve the demo until interrupted.
+    `models`: the critic / refiner folders the page offers (checked when made)."""
     import torch
 
     from ..pipelines import TTSPipeline
@@ -72,4 +76,4 @@ def launch(model: str | None = None, *, host: str = "127.0.0.1", port: int = 786
     tts = TTSPipeline.from_pretrained(model, torch_dtype=torch_dtype)
     tts.set_progress_bar_config(disable=True)
     tts.to(device)
-    serve(build_demo(tts, limits, max_batch=max_batch), host=host, port=port, share=share, auth=credentials)
+    serve(build_demo(tts, limits, max_batch=max_batch, models=models), host=host, port=port, share=share, auth=credentials)

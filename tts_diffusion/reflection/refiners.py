@@ -6,7 +6,9 @@
     red triangle" -> "a photo of a red triangle and a square"); a failed relation between
     objects that are both present is said from the other side ("a circle above a triangle"
     -> "a triangle below a circle"). Single-object, colour and counting prompts have one
-    phrasing in the grammar and stay as they are.
+    phrasing in the grammar and stay as they are ("a photo of four purple stars" with
+    "expected 4 purple stars, found 2": the grammar cannot say "all four purple" in other
+    words); `kept_reason` says so where a loop shows its rounds.
   - Other prompts: each failed claim is restated explicitly after the prompt ("...; make sure: there are exactly two
     dogs; the car is red"), counts as numbers in words. A restatement from an earlier round
     is replaced, not appended to.
@@ -62,6 +64,22 @@ def restate(claim: Claim) -> str:
     return claim.text
 
 
+#: categories of the shapes grammar with a single phrasing (one object: nothing to reorder)
+ONE_PHRASING = {"single_object": "single-object", "colors": "colour", "counting": "counting"}
+
+
+def kept_reason(prompt: str) -> str:
+    """Why the rules refiner gave `prompt` back unchanged although the critique named a
+    failure, in words for a person reading the rounds."""
+    try:
+        spec = grammar.parse_prompt(prompt)
+    except TTSInputError:
+        return "the failed claims are already restated after the prompt"
+    if spec.category in ONE_PHRASING:
+        return f"the shapes grammar has one phrasing for a {ONE_PHRASING[spec.category]} prompt"
+    return "the object that failed is already named first (the rules refiner can only reorder the objects)"
+
+
 def _same_meaning(a: grammar.Spec, b: grammar.Spec) -> bool:
     if a.category != b.category or set(a.objects) != set(b.objects):
         return False
@@ -79,7 +97,7 @@ def shapes_rewrite(spec: grammar.Spec, failed: list[Claim]) -> str:
     """The grammar rewrite of the module doc; the result parses to the same meaning."""
     first = failed[0]
     objs = list(spec.objects)
-    if len(objs) < 2:
+    if spec.category in ONE_PHRASING:
         return spec.prompt
     if first.kind == "relation":
         objs, relation = objs[::-1], CONVERSE[spec.relation] if spec.relation else None
@@ -106,4 +124,5 @@ def make_refiner(name: str, *, model: str | None = None, device=None, max_new_to
     raise TTSInputError(f"unknown refiner {name!r}; choose from {', '.join(REFINERS)}")
 
 
-__all__ = ["REFINERS", "Refiner", "RuleRefiner", "make_refiner", "parse_claims", "restate", "shapes_rewrite"]
+__all__ = ["REFINERS", "Refiner", "RuleRefiner", "kept_reason", "make_refiner", "parse_claims", "restate",
+           "shapes_rewrite"]
