@@ -40,7 +40,7 @@ _ANGLES = 6
 CENTRE_RANGE = 1.25
 _OFFSETS = torch.linspace(-CENTRE_RANGE, CENTRE_RANGE, 7)
 #: canvas sample points per side for the grid search and for the refinement
-COARSE, FINE = 32, 40
+COARSE, FINE = 40, 40
 #: templates scored at once (bounds the [templates, points] working set)
 CHUNK = 1 << 21
 
