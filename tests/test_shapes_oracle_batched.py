@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from tts_diffusion.shapes import GRAMMARS, render, sample_scenes
+from tts_diffusion.shapes import render, sample_scenes
 from tts_diffusion.shapes.components import euler_numbers, holes, label_components
 from tts_diffusion.shapes.detect import MAX_FITS, detect_batch
 from tts_diffusion.shapes.grammar import Obj, Scene

@@ -33,7 +33,6 @@ harmonic orders and refinement rounds, never over images or components.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
