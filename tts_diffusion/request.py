@@ -143,12 +143,15 @@ class SearchRequest:
     def model_prompts(self, embedded_model: bool) -> list[str]:
         """The prompts the model is given: for the embedded shapes model the canonical prompt
         each one maps to (a prompt outside its world is refused, with the closest one that
-        works), for any other model the prompts as given."""
+        works, in the grammar the shipped model speaks: v1 refuses v2-only prompts), for any
+        other model the prompts as given."""
         if not embedded_model:
             return self.prompts
+        from .shapes.grammar import model_grammar
         from .shapes.phrasing import canonical_prompt
 
-        return [canonical_prompt(p) for p in self.prompts]
+        grammar = model_grammar()
+        return [canonical_prompt(p, grammar) for p in self.prompts]
 
     def for_prompt(self, prompt: str) -> "SearchRequest":
         """The request of one of its prompts' searches."""
