@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tts_diffusion.paths import eval_prompts_path
-from tts_diffusion.shapes.grammar import CATEGORIES, enumerate_prompts
+from tts_diffusion.shapes.grammar import GRAMMARS, enumerate_prompts
 
 DEFAULT_OUT = eval_prompts_path()
 
@@ -25,7 +25,7 @@ DEFAULT_OUT = eval_prompts_path()
 def make_split(seed: int = 0, per_category: int = 100) -> dict:
     """The split as a JSON-ready dict: {"version": 1, "seed", "prompts": [{prompt, category}]}."""
     items = []
-    for k, category in enumerate(CATEGORIES):
+    for k, category in enumerate(GRAMMARS["v1"]):
         rng = np.random.default_rng([seed, k])
         prompts = enumerate_prompts(category)
         order = rng.permutation(len(prompts))

@@ -16,7 +16,10 @@ import torch
 
 from tts_diffusion.paths import default_model_path
 from tts_diffusion.shapes import model as M
-from tts_diffusion.shapes.grammar import VOCABULARY
+from tts_diffusion.shapes.grammar import VOCABULARIES, model_grammar
+
+#: the words of the grammar the shipped model speaks (its tokenizer's vocabulary)
+VOCABULARY = VOCABULARIES[model_grammar()]
 
 ASSET = default_model_path()
 BUILT = (ASSET / "model_index.json").is_file()

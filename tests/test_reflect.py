@@ -15,6 +15,7 @@ from tts_diffusion.searchers import load_searcher, searcher_params
 from tts_diffusion.searchers.reflect import plan, sdedit_start
 from tts_diffusion.shapes import grammar
 from tts_diffusion.shapes.grammar import Obj
+from tts_diffusion.shapes.phrasing import parse_prompt
 from tts_diffusion.shapes.renderer import render_objects
 from tts_diffusion.verifiers.base import Verdict, Verifier
 from tts_diffusion.verifiers.oracle import OracleVerifier
@@ -53,12 +54,12 @@ def test_shapes_prompts_give_claims_inside_the_grammar():
     prompts = [p["prompt"] for p in json.loads((assets_dir() / "prompts" / "shapes_eval.json").read_text())["prompts"]]
     kinds = set()
     for p in prompts:
-        spec = grammar.parse_prompt(p)
+        spec = parse_prompt(p)
         for c in parse_claims(p).claims:
             kinds.add(c.kind)
-            assert grammar.parse_prompt(c.probe) == spec
+            assert parse_prompt(c.probe) == spec
             for t in c.contrasts:
-                assert grammar.parse_prompt(t) != spec
+                assert parse_prompt(t) != spec
     assert kinds == {"object", "color", "count", "relation"}
 
 
@@ -166,7 +167,7 @@ def test_rule_refiner_stays_in_the_shapes_grammar_with_the_same_meaning():
         pr = item["prompt"]
         for claim in parse_claims(pr).claims:
             new = ref(pr, Critique("x", [ClaimResult(claim, False, 0.0)]))
-            a, b = grammar.parse_prompt(pr), grammar.parse_prompt(new)
+            a, b = parse_prompt(pr), parse_prompt(new)
             assert set(a.objects) == set(b.objects) and a.category == b.category
 
 
@@ -310,7 +311,7 @@ def test_reflect_on_the_embedded_model_with_oracle_feedback():
     steps = [s for ch in res.chains for s in ch[1:]]
     assert steps and all(s.critique.startswith(("expected", "correct", "cannot")) for s in steps)
     for s in steps:  # refined prompts stay in the grammar and mean the same
-        assert set(grammar.parse_prompt(s.prompt).objects) == set(grammar.parse_prompt(p).objects)
+        assert set(parse_prompt(s.prompt).objects) == set(parse_prompt(p).objects)
 
 
 # ------------------------------------------------------------------ local transformers models

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from tts_diffusion.errors import TTSInputError
-from tts_diffusion.shapes import BACKGROUND, CATEGORIES, Obj, Scene, render, sample_scenes
+from tts_diffusion.shapes import BACKGROUND, GRAMMARS, Obj, Scene, render, sample_scenes
+
+V1 = GRAMMARS["v1"]
 from tts_diffusion.shapes.detect import classify, detect
 from tts_diffusion.shapes.mismatch import KINDS, mismatched_prompt
 from tts_diffusion.shapes.oracle import check, check_batch
@@ -23,8 +25,8 @@ def _img(*objs: Obj, size: int = 64) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def perturbed():
-    """300 perturbed renders (50 per category) and their scenes."""
-    scenes = sample_scenes(300, seed=2024)
+    """300 perturbed 64-px renders (50 per v1 category) and their scenes."""
+    scenes = sample_scenes(300, seed=2024, categories=V1)
     images = perturb(render(scenes), torch.Generator().manual_seed(0))
     return scenes, images
 
@@ -32,7 +34,7 @@ def perturbed():
 def test_accepts_perturbed_renders(perturbed):
     scenes, images = perturbed
     results = check_batch(images, [s.prompt for s in scenes])
-    for c in CATEGORIES:
+    for c in V1:
         rows = [r for s, r in zip(scenes, results) if s.category == c]
         acc = np.mean([r.correct for r in rows])
         assert acc >= 0.99, (c, acc, [r.feedback for r in rows if not r.correct][:3])
@@ -137,7 +139,7 @@ def test_registered_verifier_scores_and_verdict():
     assert "oracle" in available_verifiers()
     v = load_verifier("oracle")
     assert isinstance(v, OracleVerifier) and v.name == "oracle"
-    scenes = sample_scenes(6, seed=11)
+    scenes = sample_scenes(6, seed=11, categories=V1)
     images = render(scenes, size=96)
     prompts = [s.prompt for s in scenes]
     wrong = [mismatched_prompt(s, np.random.default_rng(i))[0] for i, s in enumerate(scenes)]

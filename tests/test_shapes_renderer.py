@@ -11,8 +11,8 @@ import torch
 
 from tts_diffusion.errors import TTSInputError
 from tts_diffusion.paths import eval_prompts_path
-from tts_diffusion.shapes import BACKGROUND, CATEGORIES, COLORS, SHAPES, VOCABULARY, Obj, Scene, parse_prompt, render, sample_scenes
-from tts_diffusion.shapes.grammar import EXTENT, RELATIONS, enumerate_prompts
+from tts_diffusion.shapes import BACKGROUND, CATEGORIES, COLORS, SHAPES, VOCABULARY, Obj, ObjectSpec, Scene, parse_prompt, render, sample_scenes
+from tts_diffusion.shapes.grammar import EXTENT, GRAMMARS, RELATIONS, VOCABULARIES, enumerate_prompts
 from tts_diffusion.shapes.renderer import _POLYGONS, folded_polygon_sdf, shape_vertices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,22 +30,25 @@ def test_palette_and_shapes_are_well_separated():
 
 
 def test_every_category_sampled_balanced_and_valid():
-    scenes = sample_scenes(240, seed=3)
+    scenes = sample_scenes(40 * len(CATEGORIES), seed=3)
     counts = {c: sum(s.category == c for s in scenes) for c in CATEGORIES}
     assert counts == {c: 40 for c in CATEGORIES}
     for s in scenes:
         spec = parse_prompt(s.prompt)
-        assert spec.category == s.category
-        # only the named objects, non-overlapping, inside the frame, sizes classifiable
+        assert spec.category == s.category and spec.prompt == s.prompt
+        assert s.prompt in set(enumerate_prompts(s.category))
+        # only the named objects, inside the frame, non-overlapping (but for an object
+        # inside another); the checks of each v2 category are in test_shapes_grammar_v2.py
         assert len(s.objects) == sum(o.count for o in spec.objects)
         for o in s.objects:
             ext = o.size * EXTENT[o.shape]
             assert ext <= o.cx <= 1 - ext and ext <= o.cy <= 1 - ext
-            assert 0.08 <= o.size <= 0.16
+            assert 0.06 <= o.size <= 0.32
         for i, a in enumerate(s.objects):
             for b in s.objects[i + 1 :]:
-                assert math.hypot(a.cx - b.cx, a.cy - b.cy) > a.size * EXTENT[a.shape] + b.size * EXTENT[b.shape]
-        if spec.relation:
+                if s.category != "inside":
+                    assert math.hypot(a.cx - b.cx, a.cy - b.cy) > a.size * EXTENT[a.shape] + b.size * EXTENT[b.shape]
+        if spec.relation in RELATIONS:
             axis, sign = RELATIONS[spec.relation]
             a, b = s.objects
             d = ((b.cx - a.cx), (b.cy - a.cy))
@@ -53,6 +56,20 @@ def test_every_category_sampled_balanced_and_valid():
         for req in spec.objects:
             if req.color:
                 assert any(o.shape == req.shape and o.color == req.color for o in s.objects)
+        if s.category in GRAMMARS["v1"]:  # v1 scenes keep v1's sizes
+            assert all(0.08 <= o.size <= 0.16 for o in s.objects)
+
+
+def test_v1_categories_draw_the_scenes_they_drew_before_v2():
+    """The v1 sampler's draws are unchanged: pinned objects of the first scenes of a seed
+    (values from the sampler before grammar v2)."""
+    s = sample_scenes(6, seed=0, categories=GRAMMARS["v1"])
+    assert [x.prompt for x in s] == [
+        "a photo of a star", "a photo of a square and a star", "a photo of three circles", "a photo of a red star",
+        "a photo of a star right of a triangle", "a photo of a blue star and an orange circle"]
+    o = s[0].objects[0]
+    assert (o.shape, o.color) == ("star", "yellow")
+    assert (round(o.cx, 6), round(o.cy, 6), round(o.size, 6), round(o.angle, 6)) == (0.203334, 0.187534, 0.116187, 5.109928)
 
 
 def test_sampling_is_seeded():
@@ -67,12 +84,22 @@ def test_sampling_is_seeded():
 
 
 def test_vocabulary_covers_every_prompt():
+    """VOCABULARY (the model's word-level tokenizer) holds every word of every prompt, and
+    each grammar version's vocabulary exactly the words of its prompts."""
+    import re
+
     vocab = set(VOCABULARY)
     assert all(w == w.lower() for w in vocab)
     assert {"a", "an", "photo", "of", "and", "one", "four", "left", "right", "above", "below", "circles"} <= vocab
-    for c in CATEGORIES:
-        for p in enumerate_prompts(c):
-            assert set(p.split()) <= vocab, p
+    assert vocab == set(VOCABULARIES["v2"]) > set(VOCABULARIES["v1"])
+    for grammar, cats in GRAMMARS.items():
+        used = set()
+        for c in cats:
+            for p in enumerate_prompts(c):
+                words = set(re.sub(r"[^\w\s]", " ", p).split())  # the tokenizer drops punctuation
+                assert words <= set(VOCABULARIES[grammar]), p
+                used |= words
+        assert used == set(VOCABULARIES[grammar]), grammar
 
 
 def test_parse_prompt_round_trips_and_meaning():
@@ -87,6 +114,18 @@ def test_parse_prompt_round_trips_and_meaning():
     spec = parse_prompt("a photo of an orange star and a red circle")
     assert spec.category == "color_attr" and spec.objects[0].color == "orange"
     assert parse_prompt("a photo of one circle").objects[0].count == 1
+    # grammar v2
+    spec = parse_prompt("a photo of six red stars")
+    assert spec.category == "counting_many" and spec.objects == (ObjectSpec("star", "red", 6),)
+    spec = parse_prompt("a photo of a small blue square and a big red circle")
+    assert spec.category == "size_attr" and spec.objects == (ObjectSpec("square", "blue", 1, "small"), ObjectSpec("circle", "red", 1, "big"))
+    spec = parse_prompt("a photo of a red circle, a blue square and a green star")
+    assert spec.category == "three_object" and [o.color for o in spec.objects] == ["red", "blue", "green"]
+    spec = parse_prompt("a photo of a red circle between two blue squares")
+    assert spec.category == "between" and spec.relation == "between"
+    assert spec.objects == (ObjectSpec("circle", "red"), ObjectSpec("square", "blue"), ObjectSpec("square", "blue"))
+    spec = parse_prompt("a photo of a yellow star inside a blue circle")
+    assert spec.category == "inside" and spec.objects == (ObjectSpec("star", "yellow"), ObjectSpec("circle", "blue"))
 
 
 @pytest.mark.parametrize(
@@ -98,7 +137,15 @@ def test_parse_prompt_round_trips_and_meaning():
         "a photo of a circle near a square",
         "a photo of a circle and a circle",
         "a photo of a circle left of a circle",
-        "a photo of five stars",
+        "a photo of seven stars",
+        "a photo of a big circle",
+        "a photo of a big circle and a big square",
+        "a photo of a big circle left of a small square",
+        "a photo of a red circle inside a red square",
+        "a photo of a circle between a circle and a square",
+        "a photo of a circle, a circle and a square",
+        "a photo of a circle, a square",
+        "a photo of a circle between two squares and a star",
         "",
     ],
 )
@@ -118,7 +165,7 @@ def test_eval_split_is_balanced_and_reproducible():
     on_disk = json.loads(eval_prompts_path().read_text())
     assert json.loads(mod.to_json(mod.make_split(seed=0))) == on_disk  # regenerates exactly
     assert on_disk["version"] == 1 and len(on_disk["prompts"]) >= 600
-    for c in CATEGORIES:
+    for c in GRAMMARS["v1"]:
         items = [p for p in on_disk["prompts"] if p["category"] == c]
         assert len(items) == 100
         assert all(parse_prompt(p["prompt"]).category == c for p in items)
@@ -144,16 +191,19 @@ def test_render_shape_range_and_determinism():
     assert render([]).shape == (0, 3, 64, 64)
 
 
-def test_render_colours_where_objects_are():
-    scenes = sample_scenes(60, seed=4)
-    img = render(scenes)
+@pytest.mark.parametrize("grammar, size", [("v1", 64), ("v2", 128)])
+def test_render_colours_where_objects_are(grammar, size):
+    scenes = sample_scenes(66, seed=4, categories=GRAMMARS[grammar])
+    img = render(scenes, size=size)
     bg = torch.tensor(BACKGROUND)
     for s, im in zip(scenes, img):
         # the corner pixel is background unless an object's enclosing circle reaches it
         if all(math.hypot(o.cx, o.cy) > o.size * EXTENT[o.shape] + 0.03 for o in s.objects):
             assert torch.allclose(im[:, 0, 0], bg, atol=1e-6)
-        for o in s.objects:
-            px = im[:, int(o.cy * 64), int(o.cx * 64)]  # the centre pixel is fully inside
+        for k, o in enumerate(s.objects):
+            if any(math.hypot(o.cx - p.cx, o.cy - p.cy) < p.size * EXTENT[p.shape] + 0.02 for p in s.objects[k + 1:]):
+                continue  # a later object (drawn over it) may cover its centre
+            px = im[:, int(o.cy * size), int(o.cx * size)]  # the centre pixel is fully inside
             assert torch.allclose(px, torch.tensor(COLORS[o.color]), atol=1e-5), (s.prompt, o)
         # every colour in the image is background, a named object colour, or a blend of one
         named = {o.color for o in s.objects}

@@ -21,6 +21,7 @@ from typing import Protocol
 from ..catalog.searchers import REFINERS
 from ..errors import TTSInputError
 from ..shapes import grammar
+from ..shapes.phrasing import parse_prompt
 from .claims import Claim, parse_claims
 from .critique import Critique
 
@@ -43,7 +44,7 @@ class RuleRefiner:
         if not failed:
             return prompt
         try:
-            spec = grammar.parse_prompt(prompt)
+            spec = parse_prompt(prompt)
         except TTSInputError:
             return self._plain(prompt, failed)
         return shapes_rewrite(spec, failed)
@@ -90,7 +91,7 @@ def shapes_rewrite(spec: grammar.Spec, failed: list[Claim]) -> str:
             return spec.prompt
         objs, relation = objs[::-1], CONVERSE[spec.relation] if spec.relation else None
     new = grammar.format_prompt(objs, relation)
-    if not _same_meaning(spec, grammar.parse_prompt(new)):
+    if not _same_meaning(spec, parse_prompt(new)):
         raise RuntimeError(f"rule refiner changed the meaning of {spec.prompt!r} to {new!r}")
     return new
 

@@ -24,16 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .grammar import EXTENT, SHAPES, SQUARE_HALF_SIDE, STAR_INNER
 from .renderer import _POLYGONS, folded_polygon_sdf
+from .world import EXTENT, SHAPES, UNIT_AREA
 
-#: area of each shape at unit size (radius 1)
-UNIT_AREA: dict[str, float] = {
-    "circle": math.pi,
-    "square": (2 * SQUARE_HALF_SIDE) ** 2,
-    "triangle": 3 * math.sqrt(3) / 4 * 1.35**2,
-    "star": 5 * 1.35 * STAR_INNER * math.sin(math.pi / 5),
-}
 _PERIOD = {"circle": 2 * math.pi, "square": math.pi / 2, "triangle": 2 * math.pi / 3, "star": 2 * math.pi / 5}
 _RADII = (0.85, 0.95, 1.05, 1.2, 1.35, 1.55, 1.8)
 _ANGLES = 6

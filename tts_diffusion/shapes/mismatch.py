@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .grammar import COLORS, MAX_COUNT, RELATIONS, SHAPES, ObjectSpec, Scene, format_prompt, parse_prompt
+from .grammar import COLORS, MAX_COUNT, RELATIONS, SHAPES, ObjectSpec, Scene, format_prompt
+from .phrasing import parse_prompt
 
 #: the opposite of each relation, and the two perpendicular ones
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}

@@ -1,7 +1,7 @@
 """The exact oracle of the shapes world: does an image show what its prompt says?
 
 `detect.py` finds the objects (colour, shape, centroid); this module turns the parsed
-prompt (`grammar.parse_prompt`) into checks, GenEval style (Ghosh et al., 2023):
+prompt (`phrasing.parse_prompt`) into checks, GenEval style (Ghosh et al., 2023):
 
 ============== ==============================================================
 single_object  a <shape> is present
@@ -47,7 +47,8 @@ import torch
 
 from ..errors import TTSInputError
 from .detect import Detection, detect_batch
-from .grammar import NUMBER_WORDS, PLURALS, RELATIONS, ObjectSpec, Spec, article, noun_phrase, parse_prompt
+from .grammar import NUMBER_WORDS, PLURALS, RELATIONS, ObjectSpec, Spec, article, noun_phrase
+from .phrasing import parse_prompt
 
 #: minimum centroid offset (fraction of the image) along the named axis for a relation
 RELATION_MARGIN = 0.03

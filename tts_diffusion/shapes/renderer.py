@@ -90,8 +90,35 @@ def render(
     return images[..., :hw].reshape(b, 3, size, size).clamp_(0.0, 1.0)
 
 
+#: objects are rasterised in groups of similar patch size: a patch side is rounded up to a
+#: multiple of this many pixels (a few groups a batch, little wasted area)
+PATCH_STEP = 16
+
+
 def _draw(images: torch.Tensor, objs: list[tuple[int, int, Obj]], size: int, device: torch.device, dtype: torch.dtype) -> None:
-    """Rasterise and composite `objs` (image index, slot, object) into flat `images` in place."""
+    """Rasterise and composite `objs` (image index, slot, object) into flat `images` in place:
+    each object on its own square patch (grouped by patch size), then slot by slot, so a
+    later object of a scene covers an earlier one."""
+    sides = [int(math.ceil(2.0 * o.size * EXTENT[o.shape] * size)) + 3 for _, _, o in objs]
+    groups: dict[int, list[int]] = {}
+    for i, side in enumerate(sides):
+        groups.setdefault(-(-side // PATCH_STEP) * PATCH_STEP, []).append(i)
+    patches = [_rasterise([objs[i] for i in members], pp, size, device, dtype) for pp, members in sorted(groups.items())]
+    for k in range(max(slot for _, slot, _ in objs) + 1):
+        for img_idx, slot, flat, alpha, colors in patches:
+            sel = (slot == k).nonzero().squeeze(1)
+            if sel.numel() == 0:
+                continue
+            r = img_idx[sel].view(-1, 1)
+            f = flat[sel]
+            a = alpha[sel].unsqueeze(-1)  # [n, pp*pp, 1]
+            under = images[r, :, f]  # [n, pp*pp, 3]
+            images[r, :, f] = under * (1.0 - a) + colors[sel].unsqueeze(1) * a
+
+
+def _rasterise(objs: list[tuple[int, int, Obj]], pp: int, size: int, device: torch.device, dtype: torch.dtype):
+    """Coverage of `objs` on pp x pp pixel patches around their centres:
+    (image index [N], slot [N], flat pixel index [N, pp*pp] (hw = outside), alpha [N, pp*pp], colours [N, 3])."""
     hw = size * size
     img_idx = torch.tensor([i for i, _, _ in objs], device=device)
     slot = torch.tensor([k for _, k, _ in objs], device=device)
@@ -101,11 +128,9 @@ def _draw(images: torch.Tensor, objs: list[tuple[int, int, Obj]], size: int, dev
         [_POLYGONS.get(o.shape, (1, 1.0, 1.0, 0.0)) for _, _, o in objs], device=device, dtype=torch.float64
     )
     is_circle = torch.tensor([o.shape == "circle" for _, _, o in objs], device=device)
-    extent = max(o.size * EXTENT[o.shape] for _, _, o in objs)
 
     cx, cy, s, ang = params.unbind(-1)
     # patch of pp x pp pixels whose top-left pixel is (x0, y0)
-    pp = int(math.ceil(2.0 * extent * size)) + 3
     x0 = torch.floor(cx * size - pp / 2.0).long()
     y0 = torch.floor(cy * size - pp / 2.0).long()
     ar = torch.arange(pp, device=device)
@@ -127,14 +152,7 @@ def _draw(images: torch.Tensor, objs: list[tuple[int, int, Obj]], size: int, dev
     # analytic box-filter coverage of an edge at signed distance sdf (in pixels)
     alpha = (0.5 - sdf * (s * size).view(-1, 1)).clamp(0.0, 1.0).to(dtype)
     alpha = alpha * valid.view(len(objs), -1)
-
-    for k in range(int(slot.max()) + 1):
-        sel = (slot == k).nonzero().squeeze(1)
-        r = img_idx[sel].view(-1, 1)
-        f = flat[sel]
-        a = alpha[sel].unsqueeze(-1)  # [n, pp*pp, 1]
-        under = images[r, :, f]  # [n, pp*pp, 3]
-        images[r, :, f] = under * (1.0 - a) + colors[sel].unsqueeze(1) * a
+    return img_idx, slot, flat, alpha, colors
 
 
 def render_objects(objects: Sequence[Sequence[Obj]], size: int = 64, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from tts_diffusion.shapes import COLORS, SHAPES, sample_scenes
+from tts_diffusion.shapes import COLORS, GRAMMARS, SHAPES, sample_scenes
 from tts_diffusion.shapes.grammar import NUMBER_WORDS, PLURALS, Obj
 
 SUPERSAMPLE = 8
@@ -241,7 +241,7 @@ def in_distribution(n: int, seed: int) -> list[TestScene]:
     rotation for every object (proportions and anti-aliasing differ from the project's)."""
     rng = np.random.default_rng(seed)
     out = []
-    for sc in sample_scenes(n, seed=seed):
+    for sc in sample_scenes(n, seed=seed, categories=GRAMMARS["v1"]):
         objs = tuple(Shape(o.shape, o.color, o.cx, o.cy, o.size, _rand_angle(rng)) for o in sc.objects)
         out.append(TestScene("in_distribution", sc.prompt, True, objs))
     return out

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from ..catalog.verifiers import ORACLE
-from ..shapes.grammar import parse_prompt
+from ..shapes.phrasing import parse_prompt
 from ..shapes.oracle import OracleResult, check_batch
 from .base import Verdict, Verifier, check_inputs, register_verifier
 
