@@ -310,9 +310,10 @@ class FlowTrainer:
             self.samples += B
             if self.step % 100 == 0:
                 self.hist.append((self.step, round(self.seconds, 1), round(loss.item(), 5)))
-            if self.step % 1000 == 0:
-                rate = B * 1000 / max(1e-6, now - getattr(self, "_t1000", now - 1e9)) if self.step else 0.0
-                self._t1000 = now
+            if self.step % 1000 == 0 or self.step == self.warm_from + 200:
+                last = getattr(self, "_last_log", None)
+                rate = B * (self.step - last[0]) / max(1e-6, now - last[1]) if last else 0.0
+                self._last_log = (self.step, now)
                 log(f"flow step {self.step} loss {loss.item():.4f} gnorm {gn.item():.2f} "
                     f"lr {self.opt.param_groups[0]['lr']:.2e} trained {self.seconds:.0f}/{args.flow_seconds:.0f}s "
                     f"{rate:,.0f} samples/s")
@@ -386,51 +387,109 @@ def time_generation(pipe, device: torch.device, repeats: int = 3) -> dict:
     return res
 
 
-def evaluate(pipe, args, device: torch.device, report: dict) -> None:
-    """Shift picked on validation prompts from the grammar; then every eval set at each shift
-    (the chosen one is the reported number) and a guidance sweep at the chosen shift."""
-    cfg = M.ShapesModelConfig.from_dict(report["config"])
+def validation_prompts(args, cfg: M.ShapesModelConfig) -> tuple[list[str], list[str]]:
+    """Prompts sampled from the model's grammar, balanced over its categories (seed + 4242,
+    disjoint from the training pool's seed and from the eval splits)."""
     cats = GRAMMARS[cfg.grammar]
     val = sample_scenes(args.val_prompts - args.val_prompts % len(cats), seed=args.seed + 4242, categories=cats)
-    vp, vc = [s.prompt for s in val], [s.category for s in val]
-    sweep = {}
-    for shift in args.shifts:
-        set_shift(pipe, shift)
-        acc = oracle_accuracy(generate(pipe, vp, seed=args.seed + 99, batch=args.eval_batch), vp, vc)
-        sweep[str(shift)] = {"overall": acc["overall"], "per_category": acc["per_category"]}
-        log(f"val shift {shift}: {acc['overall']:.3f} {acc['per_category']}")
-    best = max(args.shifts, key=lambda s: (sweep[str(s)]["overall"], -abs(s - 1.0)))
-    set_shift(pipe, best)
-    report["defaults"]["shift"] = best
-    report["validation"] = {"n": len(vp), "seed": args.seed + 4242, "shift_sweep": sweep, "chosen_shift": best}
-    report["eval"] = {}
+    return [s.prompt for s in val], [s.category for s in val]
+
+
+@torch.no_grad()
+def generate_latents(pipe, prompts: list[str], seed: int, batch: int) -> torch.Tensor:
+    """Final latents (scaled, as the pipeline holds them before decoding) of `generate`'s samples."""
+    kw = M.pipe_call_kwargs(pipe)
+    out = []
+    for i in range(0, len(prompts), batch):
+        chunk = prompts[i : i + batch]
+        gens = [torch.Generator().manual_seed(seed + i + j) for j in range(len(chunk))]
+        out.append(pipe(chunk, generator=gens, output_type="latent", **kw).images.float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def decode_latents(pipe, latents: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Images in [0, 1] of `generate_latents`' latents, decoded by the pipeline's VAE."""
+    vae = pipe.vae
+    dev, dt = vae.device, vae.dtype
+    out = [vae.decode(c.to(dev, dt) / vae.config.scaling_factor).sample.float().cpu() for c in latents.split(batch)]
+    return torch.cat(out).div_(2).add_(0.5).clamp_(0, 1)
+
+
+def eval_sets(args, cfg: M.ShapesModelConfig) -> dict[str, dict]:
+    """name -> {prompts, categories, seed, source}: "val" (sampled from the grammar, seed + 99
+    for the noise) and each --eval-prompts set (seed --eval-seed)."""
+    vp, vc = validation_prompts(args, cfg)
+    sets = {"val": {"prompts": vp, "categories": vc, "seed": args.seed + 99, "source": "sampled"}}
     for path in args.eval_prompts:
         prompts, pcats, source = load_eval_prompts(Path(path), args.smoke, args.seed)
         name = Path(source).stem if Path(source).is_file() else "sampled"
-        at_shift = {}
-        for shift in args.shifts:
-            set_shift(pipe, shift)
-            t = time.time()
-            acc = oracle_accuracy(generate(pipe, prompts, seed=args.eval_seed, batch=args.eval_batch), prompts, pcats)
-            at_shift[str(shift)] = {"overall": acc["overall"], "per_category": acc["per_category"],
-                                    "mean_oracle_score": acc["mean_score"], "seconds": round(time.time() - t, 1)}
-            if shift == best:
+        sets[name] = {"prompts": prompts, "categories": pcats, "seed": args.eval_seed, "source": source}
+    return sets
+
+
+def dump_latents(pipe, args, cfg: M.ShapesModelConfig, folder: Path) -> None:
+    """Final latents (float16) of every `eval_sets` prompt at every --shifts (default guidance),
+    one file per shift, for scoring elsewhere (`--evaluate DIR --from-dump FOLDER`): a GPU machine
+    without the oracle generates, the oracle scores where it runs."""
+    sets = eval_sets(args, cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    for shift in args.shifts:
+        set_shift(pipe, shift)
+        out = {name: {**st, "latents": generate_latents(pipe, st["prompts"], st["seed"], args.eval_batch).half()}
+               for name, st in sets.items()}
+        torch.save(out, folder / f"latents_s{shift}.pt")
+    sizes = ", ".join(f"{k} ({len(v['prompts'])})" for k, v in sets.items())
+    log(f"latents of {sizes} at shifts {args.shifts} -> {folder}")
+
+
+def images_of(pipe, args, st: dict, shift: float, guidance: float | None = None) -> torch.Tensor:
+    """`st`'s images at `shift` (and the default guidance): decoded from --from-dump's latents
+    when it holds them, else generated."""
+    if args.from_dump and guidance is None:
+        f = Path(args.from_dump) / f"latents_s{shift}.pt"
+        dumped = torch.load(f, weights_only=False) if f.is_file() else {}
+        for d in dumped.values():
+            if d["prompts"] == st["prompts"] and d["seed"] == st["seed"]:
+                return decode_latents(pipe, d["latents"])
+    set_shift(pipe, shift)
+    kw = {} if guidance is None else {"guidance_scale": guidance}
+    return generate(pipe, st["prompts"], seed=st["seed"], batch=args.eval_batch, **kw)
+
+
+def evaluate(pipe, args, device: torch.device, report: dict) -> None:
+    """The shift is picked on validation prompts from the grammar; then each eval set at that
+    shift, and a guidance sweep there (images from --from-dump's latents where it has them)."""
+    cfg = M.ShapesModelConfig.from_dict(report["config"])
+    sets = eval_sets(args, cfg)
+    val = sets.pop("val")
+    sweep = {}
+    for shift in args.shifts:
+        acc = oracle_accuracy(images_of(pipe, args, val, shift), val["prompts"], val["categories"])
+        sweep[str(shift)] = {"overall": acc["overall"], "per_category": acc["per_category"]}
+        log(f"val shift {shift}: {acc['overall']:.3f} {acc['per_category']}")
+    best = max(args.shifts, key=lambda s: (sweep[str(s)]["overall"], -abs(s - 1.0)))
+    report["defaults"]["shift"] = best
+    report["validation"] = {"n": len(val["prompts"]), "seed": args.seed + 4242, "shift_sweep": sweep,
+                            "chosen_shift": best}
+    report["eval"] = {}
+    for name, st in sets.items():
+        gsweep, t = {}, time.time()
+        for g in sorted(set(args.guidance_sweep) | {cfg.guidance_scale}):
+            images = images_of(pipe, args, st, best, None if g == cfg.guidance_scale else g)
+            acc = oracle_accuracy(images, st["prompts"], st["categories"])
+            gsweep[str(g)] = {"overall": acc["overall"], "per_category": acc["per_category"]}
+            if g == cfg.guidance_scale:
                 chosen = acc
-        set_shift(pipe, best)
-        gsweep = {str(cfg.guidance_scale): {"overall": chosen["overall"], "per_category": chosen["per_category"]}}
-        for g in args.guidance_sweep:
-            if g != cfg.guidance_scale:
-                a = oracle_accuracy(generate(pipe, prompts, seed=args.eval_seed, batch=args.eval_batch,
-                                             guidance_scale=g), prompts, pcats)
-                gsweep[str(g)] = {"overall": a["overall"], "per_category": a["per_category"]}
         report["eval"][name] = {
-            "source": source, "n": chosen["n"], "seed": args.eval_seed, "samples_per_prompt": 1,
+            "source": st["source"], "n": chosen["n"], "seed": st["seed"], "samples_per_prompt": 1,
             "num_inference_steps": cfg.num_inference_steps, "guidance_scale": cfg.guidance_scale, "shift": best,
             "overall": chosen["overall"], "per_category": chosen["per_category"],
-            "mean_oracle_score": chosen["mean_score"], "correct": chosen["correct"], "shift_sweep": at_shift,
-            "guidance_sweep": dict(sorted(gsweep.items(), key=lambda kv: float(kv[0]))),
+            "mean_oracle_score": chosen["mean_score"], "correct": chosen["correct"], "guidance_sweep": gsweep,
+            "device": device_name(device), "seconds": round(time.time() - t, 1),
         }
-        log(f"{name} ({len(prompts)} prompts, shift {best}): {chosen['overall']:.3f} {chosen['per_category']}")
+        log(f"{name} ({len(st['prompts'])} prompts, shift {best}): {chosen['overall']:.3f} {chosen['per_category']}")
+    set_shift(pipe, best)
     report["timing"][device.type] = {"device": device_name(device), **time_generation(pipe, device)}
     log(f"timing on {device.type}: {report['timing'][device.type]}")
 
@@ -568,11 +627,10 @@ def write_model_card(path: Path, report: dict) -> None:
         lines += [f"### {name} ({e['n']} prompts)", "",
                   f"`{Path(e['source']).name}`, one sample per prompt (noise of prompt i from "
                   f"`torch.Generator().manual_seed({e['seed']} + i)`), {e['num_inference_steps']} steps, guidance "
-                  f"{e['guidance_scale']}, shift {e['shift']} (chosen above; the other shifts for reference):", "",
-                  *_table([(f"shift {s}" + (" (default)" if float(s) == e["shift"] else ""), a)
-                           for s, a in e["shift_sweep"].items()]
-                          + [(f"guidance {g}", a) for g, a in e["guidance_sweep"].items()
-                             if float(g) != e["guidance_scale"]], cats), ""]
+                  f"{e['guidance_scale']}, shift {e['shift']} (chosen above), generated on {e['device']}; "
+                  "other guidance scales for reference:", "",
+                  *_table([(f"guidance {g}" + (" (default)" if float(g) == e["guidance_scale"] else ""), a)
+                           for g, a in e["guidance_sweep"].items()], cats), ""]
     if report.get("timing"):
         lines += ["## Generation time", "",
                   "Defaults as above (CFG doubles the batch), best of 3 runs after a warm-up, float32:", "",
@@ -627,10 +685,16 @@ def parse_args(argv=None):
     p.add_argument("--eval-prompts", nargs="*", default=[str(eval_prompts_path())])
     p.add_argument("--eval-seed", type=int, default=1234)
     p.add_argument("--eval-batch", type=int, default=512)
-    p.add_argument("--val-prompts", type=int, default=660)
-    p.add_argument("--shifts", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0])
+    p.add_argument("--val-prompts", type=int, default=880, help="validation prompts (balanced over the categories)")
+    p.add_argument("--shifts", type=float, nargs="+", default=[1.5, 2.0, 3.0])
     p.add_argument("--guidance-sweep", type=float, nargs="+", default=[2.5, 4.5, 7.0])
     p.add_argument("--no-eval", action="store_true", help="save the finished pipeline without evaluating it")
+    p.add_argument("--dump", metavar="FOLDER", help="with --no-eval: save the validation and eval prompts' final "
+                   "latents at every --shifts here (scored later by --evaluate DIR --from-dump FOLDER)")
+    p.add_argument("--from-dump", metavar="FOLDER", help="evaluation: decode images from these latents where they "
+                   "hold them instead of generating")
+    p.add_argument("--export", action="store_true", help="with --resume: save the checkpoint's EMA weights as the "
+                   "pipeline in --out (no training), then evaluate unless --no-eval")
     p.add_argument("--compile", type=int, default=-1, help="torch.compile the flow models (1/0; -1: on CUDA)")
     p.add_argument("--smoke", action="store_true", help="tiny run to test the script")
     p.add_argument("--evaluate", metavar="DIR", help="only evaluate the saved pipeline in DIR (report and card updated)")
@@ -685,53 +749,21 @@ def finish_report(pipe, out: Path, report: dict) -> None:
     write_model_card(out, report)
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.benchmark:
-        return benchmark(args)
-    if args.evaluate:
-        return evaluate_saved(args)
-    deadline = T0 + args.budget
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    resume = Path(args.resume) if args.resume else None
-    meta = json.loads((resume / "meta.json").read_text()) if resume else None
-    cfg = M.ShapesModelConfig.from_dict(meta["config"]) if meta else M.architecture(args.arch)
-    if meta:  # the data and schedule a checkpoint was made with are part of the run
-        args.seed, args.pool = meta["seed"], meta["data"]["pool_size"]
-        args.categories = meta["categories_arg"]
-    args.categories = args.categories or list(GRAMMARS[cfg.grammar])
-    cache = Path(args.cache) if args.cache else None
-    ckpt = Path(args.ckpt)
-    command = "python scripts/train_shapes_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
-
-    # 1. data (scenes are sampled in forked workers before CUDA starts)
-    tok = M.build_tokenizer(cfg.vocabulary, cfg.max_length)
-    device = torch.device(args.device)
+def load_data(cfg, args, meta: dict | None, vae, device: torch.device, cache: Path | None) -> tuple[dict, dict, float]:
+    """The encoded training pool (from the cache when this machine encoded it with this VAE),
+    training the VAE first when there is no checkpoint. Returns (pool, vae info, scaling factor)."""
     cache_key = f"{cfg.grammar}-{cfg.image_size}-{args.seed}-{args.pool}-{'.'.join(args.categories)}"
     cached = cache / f"pool-{hashlib.sha256(cache_key.encode()).hexdigest()[:12]}.pt" if cache else None
-    pool = None
     if cached is not None and cached.is_file() and meta:  # encoded on this machine by an earlier session
         pool = torch.load(cached, map_location="cpu", weights_only=False)
         log(f"pool from the cache {cached}")
-    else:
+    else:  # scenes are sampled in forked workers, before the models touch CUDA
         pool = build_pool(cfg, args, device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-
-    # 2. VAE
-    torch.manual_seed(args.seed)
-    vae = M.build_vae(cfg).to(device)
+    vae.to(device)
     if meta:
-        vae.load_state_dict(load_sharded(resume, "vae"))
-        vae.register_to_config(scaling_factor=meta["vae_scaling_factor"])
-        vae.eval()
         vae_info, sf = meta["vae"], meta["vae_scaling_factor"]
     else:
+        torch.manual_seed(args.seed)
         vae_info = train_vae(vae, pool["images"], args, device)
         sf = center_vae(vae, pool["images"])
     vae_key = state_hash(vae.state_dict())
@@ -746,63 +778,115 @@ def main(argv=None) -> None:
             f"(mean {lat.mean().item():.3f}, std {lat.std().item():.3f})")
         if cached is not None:
             cache.mkdir(parents=True, exist_ok=True)
-            torch.save({k: pool[k] if k != "latents" else pool[k].cpu() for k in ("prompts", "info", "latents", "vae")},
+            torch.save({k: pool[k].cpu() if k == "latents" else pool[k] for k in ("prompts", "info", "latents", "vae")},
                        cached)
-    latents = pool["latents"].to(device)
     pool.pop("images", None)
-    prompt_idx, ids, mask, e_ids, e_mask = tokenize_pool(tok, pool["prompts"], cfg.max_length, device)
+    return pool, vae_info, sf
 
-    # 3. transformer + text encoder
+
+def restore(trainer: FlowTrainer, meta: dict, resume: Path, cache: Path | None, args) -> None:
+    """Weights, EMA and progress from the checkpoint; the optimizer and float32 weights from the
+    cache when it holds this checkpoint's step (else a fresh AdamW that warms up again)."""
+    load_flow_state(trainer.tr, trainer.te, load_sharded(resume, "flow"))
+    trainer.load_ema_state(load_sharded(resume, "ema"))
+    fl = meta["flow"]
+    trainer.step, trainer.seconds, trainer.samples = fl["steps"], fl["seconds"], fl["samples_seen"]
+    trainer.hist = [tuple(h) for h in meta.get("loss_history", [])]
+    trainer.ema.n = meta.get("ema_n", fl["steps"])
+    state = cache / "state.pt" if cache else None
+    if state is not None and state.is_file():
+        st = torch.load(state, map_location=trainer.device, weights_only=False)
+        if st["step"] == trainer.step:  # the same run's last checkpoint: exact resume
+            load_flow_state(trainer.tr, trainer.te, st["flow"])
+            trainer.load_ema_state(st["ema"])
+            trainer.opt.load_state_dict(st["opt"])
+            trainer.warmup = 0
+            log(f"optimizer state and float32 weights from the cache (step {st['step']})")
+    if trainer.warmup:
+        trainer.warm_from, trainer.warmup = trainer.step, args.resume_warmup
+        log(f"resumed at step {trainer.step} ({trainer.seconds:.0f}s trained) with a fresh AdamW "
+            f"({args.resume_warmup} warm-up steps)")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.benchmark:
+        return benchmark(args)
+    if args.evaluate:
+        return evaluate_saved(args)
+    if args.export and not args.resume:
+        raise SystemExit("--export needs --resume CKPT")
+    deadline = T0 + args.budget
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    resume = Path(args.resume) if args.resume else None
+    meta = json.loads((resume / "meta.json").read_text()) if resume else None
+    cfg = M.ShapesModelConfig.from_dict(meta["config"]) if meta else M.architecture(args.arch)
+    if meta:  # the data and schedule a checkpoint was made with are part of the run
+        args.seed, args.pool = meta["seed"], meta["data"]["pool_size"]
+        args.categories = meta["categories_arg"]
+    args.categories = args.categories or list(GRAMMARS[cfg.grammar])
+    cache = Path(args.cache) if args.cache else None
+    ckpt = Path(args.ckpt)
+    command = "python scripts/train_shapes_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    tok = M.build_tokenizer(cfg.vocabulary, cfg.max_length)
+    torch.manual_seed(args.seed)
+    vae = M.build_vae(cfg)
+    if meta:
+        vae.load_state_dict(load_sharded(resume, "vae"))
+        vae.register_to_config(scaling_factor=meta["vae_scaling_factor"])
     torch.manual_seed(args.seed + 3)
     transformer = M.build_transformer(cfg)
     M.init_transformer_weights(transformer)
     text_encoder = M.build_text_encoder(cfg, len(tok))
-    trainer = FlowTrainer(transformer, text_encoder, args, device)
-    if meta:
-        load_flow_state(transformer, text_encoder, load_sharded(resume, "flow"))
-        trainer.load_ema_state(load_sharded(resume, "ema"))
-        fl = meta["flow"]
-        trainer.step, trainer.seconds, trainer.samples = fl["steps"], fl["seconds"], fl["samples_seen"]
-        trainer.hist = [tuple(h) for h in meta.get("loss_history", [])]
-        trainer.ema.n = meta.get("ema_n", fl["steps"])
-        state = cache / "state.pt" if cache else None
-        if state is not None and state.is_file():
-            st = torch.load(state, map_location=device, weights_only=False)
-            if st["step"] == trainer.step:  # the same run's last checkpoint: exact resume
-                load_flow_state(transformer, text_encoder, st["flow"])
-                trainer.load_ema_state(st["ema"])
-                trainer.opt.load_state_dict(st["opt"])
-                trainer.warmup = 0
-                log(f"optimizer state and float32 weights from the cache (step {st['step']})")
-        if trainer.warmup:
-            trainer.warm_from, trainer.warmup = trainer.step, args.resume_warmup
-            log(f"resumed at step {trainer.step} ({trainer.seconds:.0f}s trained) with a fresh AdamW "
-                f"({args.resume_warmup} warm-up steps)")
-    history = (meta or {}).get("commands", []) + [command]
-    devices = sorted(set((meta or {}).get("train_devices", [])) | {device_name(device)})
-    run_meta = {"config": cfg.to_dict(), "seed": args.seed, "categories_arg": args.categories, "data": pool["info"],
-                "vae": vae_info, "vae_scaling_factor": sf, "commands": history, "train_devices": devices,
-                "hparams": {k: getattr(args, k) for k in ("lr", "wd", "warmup", "resume_warmup", "ema", "p_uncond",
-                                                           "batch", "pool", "flow_seconds", "steps", "vae_lr",
-                                                           "vae_kl", "vae_batch")}}
 
-    def checkpoint():
-        run_meta["loss_history"] = trainer.hist
-        save_checkpoint(ckpt, run_meta, vae, trainer, cache)
+    if args.export:
+        run_meta = meta
+        trainer = FlowTrainer(transformer, text_encoder, args, device)
+        restore(trainer, meta, resume, None, args)
+    else:
+        # 1-2. data, VAE (first session), the encoded pool
+        if args.pool < 0:
+            raise SystemExit("--pool must be >= 0")
+        pool, vae_info, sf = load_data(cfg, args, meta, vae, device, cache)
+        latents = pool["latents"].to(device)
+        prompt_idx, ids, mask, e_ids, e_mask = tokenize_pool(tok, pool["prompts"], cfg.max_length, device)
+        # 3. transformer + text encoder
+        trainer = FlowTrainer(transformer, text_encoder, args, device)
+        if meta:
+            restore(trainer, meta, resume, cache, args)
+        devices = sorted(set((meta or {}).get("train_devices", [])) | {device_name(device)})
+        run_meta = {"config": cfg.to_dict(), "seed": args.seed, "categories_arg": args.categories,
+                    "data": pool["info"], "vae": vae_info, "vae_scaling_factor": sf,
+                    "commands": (meta or {}).get("commands", []) + [command], "train_devices": devices,
+                    "hparams": {k: getattr(args, k) for k in ("lr", "wd", "warmup", "resume_warmup", "ema", "p_uncond",
+                                                               "batch", "pool", "flow_seconds", "steps", "vae_lr",
+                                                               "vae_kl", "vae_batch")}}
 
-    # finishing in this run needs the evaluation reserve; otherwise only the checkpoint's
-    left_flow = (args.flow_seconds - trainer.seconds) if not args.steps else float("inf")
-    finishing = args.finish or (time.time() + left_flow + args.eval_reserve + args.ckpt_reserve < deadline)
-    until = deadline - args.ckpt_reserve - (args.eval_reserve if finishing else 0.0)
-    trainer.train(latents, prompt_idx, ids, mask, e_ids, e_mask, until, on_checkpoint=checkpoint)
-    checkpoint()
-    done = trainer.seconds >= args.flow_seconds if not args.steps else trainer.step >= args.steps
-    del latents
-    if not (done or args.finish):
-        summary = {"finished": False, "flow": {k: v for k, v in trainer.info().items() if k != "loss_curve"},
-                   "ckpt": str(ckpt), "seconds": round(time.time() - T0, 1)}
-        print("SUMMARY " + json.dumps(summary), flush=True)
-        return
+        def checkpoint():
+            run_meta["loss_history"] = trainer.hist
+            save_checkpoint(ckpt, run_meta, vae, trainer, cache)
+
+        # finishing in this run needs the evaluation reserve; otherwise only the checkpoint's
+        left_flow = (args.flow_seconds - trainer.seconds) if not args.steps else float("inf")
+        finishing = args.finish or (time.time() + left_flow + args.eval_reserve + args.ckpt_reserve < deadline)
+        until = deadline - args.ckpt_reserve - (args.eval_reserve if finishing else 0.0)
+        trainer.train(latents, prompt_idx, ids, mask, e_ids, e_mask, until, on_checkpoint=checkpoint)
+        checkpoint()
+        done = trainer.seconds >= args.flow_seconds if not args.steps else trainer.step >= args.steps
+        del latents, pool
+        if not (done or args.finish):
+            summary = {"finished": False, "flow": {k: v for k, v in trainer.info().items() if k != "loss_curve"},
+                       "ckpt": str(ckpt), "seconds": round(time.time() - T0, 1)}
+            print("SUMMARY " + json.dumps(summary), flush=True)
+            return
 
     # 4. save the EMA weights as the pipeline
     trainer.ema.copy_to()
@@ -827,6 +911,8 @@ def main(argv=None) -> None:
     try:
         if not args.no_eval:
             evaluate(pipe, args, device, report)
+        elif args.dump:
+            dump_latents(pipe, args, cfg, Path(args.dump))
     finally:
         finish_report(pipe, out, report)
     summary = {"finished": True, "eval": {k: (e["overall"], e["per_category"]) for k, e in report.get("eval", {}).items()},

@@ -48,7 +48,7 @@ from typing import Any, Sequence
 import torch
 
 from ..paths import default_model_path
-from .grammar import VOCABULARY
+from .grammar import VOCABULARIES, VOCABULARY
 
 __all__ = [
     "ShapesModelConfig",
@@ -143,12 +143,13 @@ class ShapesModelConfig:
 
 
 #: The model versions: v1 (64 px, 8x8 tokens; what `ShapesModelConfig()` gives) and v2
-#: (128 px, a 16x16 token grid: VAE f = 4 to 32x32x4 latents, patch 2). v2's widths are set by
-#: the CPU budget (a search at equal NFE <= 3x v1's): see MODEL_CARD.md, "Architecture".
+#: (144 px, a 12x12 token grid: VAE f = 4 to 36x36x4 latents, patch 3; v1's transformer
+#: widths, a deeper text encoder). The token count is set by the CPU budget (a search at equal
+#: NFE <= 3x v1's): see MODEL_CARD.md, "Architecture".
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "v1": {},
-    "v2": dict(image_size=128, vae_channels=(16, 32, 64), heads=5, head_dim=32, layers=6, patch_size=2,
-               text_dim=192, text_heads=6, text_head_dim=32, text_ff=512, text_layers=6, max_length=24,
+    "v2": dict(image_size=144, vae_channels=(16, 32, 64), heads=6, head_dim=32, layers=5, patch_size=3,
+               text_dim=192, text_heads=6, text_head_dim=32, text_ff=512, text_layers=6, max_length=16,
                grammar="v2"),
 }
 
@@ -157,7 +158,9 @@ def architecture(name: str, **overrides) -> ShapesModelConfig:
     """The `ShapesModelConfig` of model version `name` ("v1", "v2"), with `overrides`."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; available: {', '.join(ARCHITECTURES)}")
-    return ShapesModelConfig(**{**ARCHITECTURES[name], **overrides})
+    kw = {**ARCHITECTURES[name], **overrides}
+    kw.setdefault("vocabulary", list(VOCABULARIES[kw.get("grammar", "v1")]))
+    return ShapesModelConfig(**kw)
 
 
 # ----------------------------------------------------------------------------- components
