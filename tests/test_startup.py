@@ -51,6 +51,19 @@ def test_prompt_outside_the_world_is_refused_before_torch_loads():
     assert "closest prompt that works is 'a photo of a purple circle'" in output
 
 
+def test_prompt_outside_the_models_grammar_is_refused_before_torch_loads():
+    """The shipped model's grammar (its tts_defaults.json) decides: a v1 model refuses a
+    grammar-v2 prompt in one line, naming the closest v1 prompt."""
+    from tts_diffusion.shapes.grammar import model_grammar
+
+    if model_grammar() != "v1":
+        pytest.skip("the shipped model speaks grammar v2")
+    info, output = _probe("generate", "a red circle between two blue squares", "--out", "/nonexistent/x.png")
+    assert info["code"] == 2 and info["heavy"] == [], output
+    lines = [ln for ln in output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "between prompts need grammar v2, and this model speaks v1" in lines[0], output
+
+
 @pytest.mark.parametrize("args,message", [
     (["-o", "nope=1"], "searcher 'best_of_n' has no option 'nope'"),
     (["--searcher", "smc", "-o", "potential=maximum"], "searcher 'smc' option potential='maximum' is not valid"),

@@ -184,9 +184,10 @@ def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
         if negative_prompt is not None:
             checks.check_text(negative_prompt, "negative prompt", allow_empty=True)
         if model is None:  # the embedded world: check the prompt before importing torch
+            from .shapes.grammar import model_grammar
             from .shapes.phrasing import canonical_prompt
 
-            canonical_prompt(prompt)
+            canonical_prompt(prompt, model_grammar())  # the grammar the shipped model speaks
         if rgba and tgate_step is not None:
             raise TTSInputError("--rgba cannot be combined with --tgate: after the gate step cross-attention is"
                                 " cached and Alfie's attention maps would miss those steps; drop one of them")

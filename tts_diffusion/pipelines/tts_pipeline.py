@@ -331,9 +331,11 @@ class TTSPipeline:
                 raise TTSInputError(f"{name} must be a dict of keyword options, got {type(opts).__name__}")
         prompts_given = prompts
         if self.is_default_model:  # the embedded model knows only the canonical prompts it was trained on
+            from ..shapes.grammar import model_grammar
             from ..shapes.phrasing import canonical_prompt
 
-            prompts = [canonical_prompt(p) for p in prompts]
+            grammar = model_grammar()  # the grammar the shipped model speaks (v1 refuses v2-only prompts)
+            prompts = [canonical_prompt(p, grammar) for p in prompts]
         tgate = TGate.parse(tgate)  # bad settings fail before anything is loaded
         if tgate is not None and rgba:
             raise TTSInputError("rgba=True cannot be combined with T-GATE: after the gate step cross-attention is"

@@ -1,27 +1,32 @@
 """Template fitting for components the harmonic classifier cannot read alone: shapes cut
 by the image border, partly hidden by another object, or split off a blob of touching
-shapes.
+shapes. Batched: every fit of a batch of images at once (torch, CPU or CUDA).
 
-A template is a shape of the world (the project's proportions: `grammar.EXTENT`,
-`SQUARE_HALF_SIDE`, `STAR_INNER`) at centre (cx, cy), radius s and angle a, with
-box-filter coverage m = clamp(0.5 - sdf, 0, 1) (sdf in pixels; the renderer's edge model).
-The fit maximises the soft IoU with the component's weights w over the pixels that count
-("care" pixels: inside the frame and not covered by another object),
+A template is a shape of the world (the project's proportions: `world.EXTENT`,
+`renderer._POLYGONS`) at centre (cx, cy), radius s and angle a, with box-filter coverage
+m = clamp(0.5 - sdf, 0, 1) (sdf in pixels; the renderer's edge model). The fit maximises
+the soft IoU with the component's weights w over the points that count ("care": inside
+the frame and not covered by another object),
 
     IoU = sum_care min(w, m) / sum_care max(w, m),
 
-by a grid search (7 radii around the radius that the visible area implies, centres within
-1.25 visible radii of the centroid, 6 angles over the symmetry period) and two rounds of local
-refinement, for each of the four shapes. Pixels outside the frame or under another object
-are free, so a cut or occluded shape is judged on what is visible, and the fitted template
-tells how much of it that is (`visible`).
+by a grid search (7 radii around the radius that the visible area implies, 6 x 6 centres
+within 1.25 visible radii of the centroid, 6 angles over the symmetry period; coverage from
+precomputed unit-size distance rasters, one channel per angle) and three rounds of local
+refinement (exact coverage), for each of the four shapes. The sums run over a square canvas
+of sample points around the component (its box plus 1.5 visible radii), COARSE x COARSE
+points for the grid and FINE x FINE for the refinement, with w and care sampled bilinearly
+from the pixels, so every fit of a batch has the same size. Points outside the frame or
+under another object are free, so a cut or occluded shape is judged on what is visible,
+and the fitted template tells how much of it that is (`visible`).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from typing import Callable
 
-import numpy as np
 import torch
 
 from .renderer import _POLYGONS, folded_polygon_sdf
@@ -32,100 +37,195 @@ _RADII = (0.85, 0.95, 1.05, 1.2, 1.35, 1.55, 1.8)
 _ANGLES = 6
 #: coarse centre grid: offsets up to this many visible radii sqrt(area / pi) from the centroid
 CENTRE_RANGE = 1.25
+_OFFSETS = torch.linspace(-CENTRE_RANGE, CENTRE_RANGE, 6)
+#: canvas sample points per side for the grid search and for the refinement
+COARSE, FINE = 24, 40
+#: templates scored at once (bounds the [templates, points] working set)
+CHUNK = 1 << 21
+
+#: (sample points x, y [J, P] in pixels) -> (weights w, care) [J, P] of every fit
+Sampler = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-@dataclass(frozen=True)
-class Fit:
-    """Best template: `shape`, its soft IoU with the component over the care pixels, centre
-    (cx, cy) in pixels, radius in pixels, and `visible` = fraction of the template's
-    coverage inside the frame; `ious` holds the best IoU of every shape."""
+@dataclass
+class Fits:
+    """Best template of each fit [J]: shape index into SHAPES, soft IoU, centre (cx, cy) and
+    radius in pixels, and `visible` = the fraction of its coverage inside the frame."""
 
-    shape: str
-    iou: float
-    cx: float
-    cy: float
-    radius: float
-    visible: float
-    ious: dict[str, float]
+    shape: torch.Tensor
+    iou: torch.Tensor
+    cx: torch.Tensor
+    cy: torch.Tensor
+    radius: torch.Tensor
+    visible: torch.Tensor
 
 
-def _coverage(shape: str, px: torch.Tensor, py: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Coverage [N, P] of N templates (params [N]) at pixel centres (px, py) [P]."""
-    dx = px.view(1, -1) - cx.view(-1, 1)
-    dy = py.view(1, -1) - cy.view(-1, 1)
-    cos, sin = a.cos().view(-1, 1), a.sin().view(-1, 1)
-    lx, ly = (cos * dx + sin * dy) / s.view(-1, 1), (-sin * dx + cos * dy) / s.view(-1, 1)
+def coverage(shape: str, px: torch.Tensor, py: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Coverage [J, T, P] of templates `params` [J, T, 4] (cx, cy, s, a) at points (px, py) [J, P]."""
+    dx = px.unsqueeze(1) - params[..., 0:1]
+    dy = py.unsqueeze(1) - params[..., 1:2]
+    a, s = params[..., 3:4], params[..., 2:3]
+    cos, sin = a.cos(), a.sin()
+    lx, ly = (cos * dx + sin * dy) / s, (-sin * dx + cos * dy) / s
     if shape == "circle":
         sdf = torch.hypot(lx, ly) - 1.0
     else:
-        n, r_out, r_in, phase = (torch.full((lx.shape[0],), float(v), dtype=lx.dtype) for v in _POLYGONS[shape])
-        sdf = folded_polygon_sdf(torch.stack([lx, ly], -1), n, r_out, r_in, phase)
-    return (0.5 - sdf * s.view(-1, 1)).clamp(0.0, 1.0)
+        j, t, p = lx.shape
+        rows = j * t
+        n, r_out, r_in, phase = (torch.full((rows,), float(v), dtype=lx.dtype, device=lx.device) for v in _POLYGONS[shape])
+        sdf = folded_polygon_sdf(torch.stack([lx, ly], -1).view(rows, p, 2), n, r_out, r_in, phase).view(j, t, p)
+    return (0.5 - sdf * s).clamp(0.0, 1.0)
 
 
-def _iou(m: torch.Tensor, w: torch.Tensor, care: torch.Tensor) -> torch.Tensor:
-    return (torch.minimum(m, w) * care).sum(-1) / (torch.maximum(m, w) * care).sum(-1).clamp_min(1e-9)
+def _raster_coverage(shape: str, px: torch.Tensor, py: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """`coverage` [J, T, P] read from the unit raster of angle 0 (bilinear) at the points
+    turned into each template's frame."""
+    dx = px.unsqueeze(1) - params[..., 0:1]
+    dy = py.unsqueeze(1) - params[..., 1:2]
+    a, s = params[..., 3:4], params[..., 2:3]
+    cos, sin = a.cos(), a.sin()
+    grid = torch.stack([(cos * dx + sin * dy) / s, (-sin * dx + cos * dy) / s], -1) / RASTER_HALF
+    sdf = torch.nn.functional.grid_sample(_unit_sdf(shape, 1, str(px.device)), grid.view(1, -1, 1, 2), mode="bilinear",
+                                          padding_mode="border", align_corners=True).view(dx.shape)
+    return (0.5 - sdf * s).clamp(0.0, 1.0)
 
 
-def fit_component(weights: np.ndarray, care: np.ndarray, frame: tuple[int, int]) -> Fit:
-    """Fit every shape to a component. `weights` [H, W] in [0, 1] (zero off the component),
-    `care` [H, W] bool (pixels that count; pixels outside the frame never do); `frame` = (H, W)."""
-    h, w = frame
-    ys, xs = np.nonzero(weights > 0)
-    wt = weights[ys, xs]
-    area = float(wt.sum())
-    mx, my = float((wt * (xs + 0.5)).sum() / area), float((wt * (ys + 0.5)).sum() / area)
-    s_vis = math.sqrt(area / math.pi)
-    # centres within CENTRE_RANGE visible radii of the centroid (a shape at least 30% visible
-    # has its centre there); the patch: the component plus a margin, clipped to the frame
-    ext = CENTRE_RANGE * s_vis
-    margin = 1.5 * s_vis + 2
-    x0, x1 = max(0, int(xs.min() - margin)), min(w, int(xs.max() + margin) + 1)
-    y0, y1 = max(0, int(ys.min() - margin)), min(h, int(ys.max() + margin) + 1)
-    gy, gx = torch.meshgrid(torch.arange(y0, y1, dtype=torch.float32) + 0.5, torch.arange(x0, x1, dtype=torch.float32) + 0.5, indexing="ij")
-    px, py = gx.reshape(-1), gy.reshape(-1)
-    tw = torch.from_numpy(weights[y0:y1, x0:x1].astype(np.float32)).reshape(1, -1)
-    tc = torch.from_numpy(care[y0:y1, x0:x1].astype(np.float32)).reshape(1, -1)
-    step = max(1.0, s_vis / 2)
-    offs = torch.arange(-ext, ext + 1e-6, step)
-    best: dict[str, tuple[float, tuple[float, float, float, float]]] = {}
-    for shape in SHAPES:
-        s0 = math.sqrt(area / UNIT_AREA[shape])
+def _iou(shape: str, params: torch.Tensor, px: torch.Tensor, py: torch.Tensor, w: torch.Tensor,
+         care: torch.Tensor) -> torch.Tensor:
+    """Soft IoU [J, T] of templates `params` [J, T, 4] with weights w over care points [J, P]."""
+    j, t, _ = params.shape
+    step = max(1, CHUNK // max(1, j * px.shape[1]))
+    out = []
+    for k in range(0, t, step):
+        m = _raster_coverage(shape, px, py, params[:, k : k + step])
+        ww, cc = w.unsqueeze(1), care.unsqueeze(1)
+        out.append((torch.minimum(m, ww) * cc).sum(-1) / (torch.maximum(m, ww) * cc).sum(-1).clamp_min(1e-9))
+    return torch.cat(out, 1)
+
+
+def _canvas(cx: torch.Tensor, cy: torch.Tensor, half: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n x n sample points [J, n*n] of squares centred at (cx, cy) with half-side `half`."""
+    u = (torch.arange(n, device=cx.device, dtype=cx.dtype) + 0.5) / n * 2.0 - 1.0
+    gy, gx = torch.meshgrid(u, u, indexing="ij")
+    return (cx.view(-1, 1) + half.view(-1, 1) * gx.reshape(1, -1), cy.view(-1, 1) + half.view(-1, 1) * gy.reshape(1, -1))
+
+
+#: unit-size signed distance rasters for the grid search: RASTER x RASTER points over
+#: [-RASTER_HALF, RASTER_HALF]^2 (beyond, the border value: at least 0.25 units outside)
+RASTER, RASTER_HALF = 257, 1.6
+
+
+@functools.lru_cache(maxsize=16)
+def _unit_sdf(shape: str, n_ang: int, device: str) -> torch.Tensor:
+    """Signed distance rasters [1, n_ang, RASTER, RASTER] of `shape` at unit size, one
+    channel per grid angle (angle k * period / n_ang), in float64 then float32."""
+    u = torch.linspace(-RASTER_HALF, RASTER_HALF, RASTER, dtype=torch.float64)
+    gy, gx = torch.meshgrid(u, u, indexing="ij")
+    chans = []
+    for k in range(n_ang):
+        a = k * _PERIOD[shape] / n_ang
+        c, s = math.cos(a), math.sin(a)
+        lx, ly = c * gx + s * gy, -s * gx + c * gy  # the offset turned by -a, as in `coverage`
+        if shape == "circle":
+            sdf = torch.hypot(lx, ly) - 1.0
+        else:
+            params = (torch.tensor([float(v)], dtype=torch.float64) for v in _POLYGONS[shape])
+            sdf = folded_polygon_sdf(torch.stack([lx, ly], -1).view(1, -1, 2), *params).view(RASTER, RASTER)
+        chans.append(sdf)
+    return torch.stack(chans).unsqueeze(0).to(device=device, dtype=torch.float32)
+
+
+def _grid_iou(shape: str, n_ang: int, centres: torch.Tensor, radii: torch.Tensor, px: torch.Tensor, py: torch.Tensor,
+              w: torch.Tensor, care: torch.Tensor) -> torch.Tensor:
+    """Soft IoU [J, C, R, A] of the grid templates (centres [J, C, 2] x radii [J, R] x the
+    n_ang grid angles) with weights w over care points [J, P]: the coverage comes from the
+    unit rasters (bilinear), all angles of a point in one lookup."""
+    sdf_maps = _unit_sdf(shape, n_ang, str(px.device))
+    j, c, _ = centres.shape
+    r = radii.shape[1]
+    out = []
+    step = max(1, CHUNK // max(1, c * r * px.shape[1] * n_ang))
+    for k in range(0, j, step):
+        sl = slice(k, k + step)
+        dx = px[sl].view(-1, 1, 1, px.shape[1]) - centres[sl, :, 0].view(-1, c, 1, 1)
+        dy = py[sl].view(-1, 1, 1, py.shape[1]) - centres[sl, :, 1].view(-1, c, 1, 1)
+        s = radii[sl].view(-1, 1, r, 1)
+        grid = torch.stack([dx / s, dy / s], -1) / RASTER_HALF  # [j, C, R, P, 2]
+        sdf = torch.nn.functional.grid_sample(sdf_maps, grid.view(1, -1, 1, 2), mode="bilinear",
+                                              padding_mode="border", align_corners=True)  # [1, A, N, 1]
+        sdf = sdf.view(n_ang, *grid.shape[:4]).permute(1, 2, 3, 0, 4)  # [j, C, R, A, P]
+        m = (0.5 - sdf * s.unsqueeze(-1)).clamp(0.0, 1.0)
+        ww, cc = w[sl].view(-1, 1, 1, 1, w.shape[1]), care[sl].view(-1, 1, 1, 1, care.shape[1])
+        out.append((torch.minimum(m, ww) * cc).sum(-1) / (torch.maximum(m, ww) * cc).sum(-1).clamp_min(1e-9))
+    return torch.cat(out)
+
+
+def fit_templates(sample: Sampler, mass: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, box: torch.Tensor,
+                  frame: tuple[int, int]) -> Fits:
+    """Fit every shape to J components at once and keep the best. `sample` gives the
+    components' weights and care at any points; `mass`, (mx, my) and `box` [J, 4] (x0, y0,
+    x1, y1, inclusive pixel indices) are their soft area, centroid and bounding box in pixels."""
+    mass, mx, my, box = mass.float(), mx.float(), my.float(), box.float()
+    dev = mass.device
+    n = mass.numel()
+    rows = torch.arange(n, device=dev)
+    s_vis = (mass / math.pi).sqrt().clamp_min(0.5)
+    bcx, bcy = (box[:, 0] + box[:, 2] + 1) / 2, (box[:, 1] + box[:, 3] + 1) / 2
+    half = torch.maximum(box[:, 2] - box[:, 0] + 1, box[:, 3] - box[:, 1] + 1) / 2 + 1.5 * s_vis + 2
+    coarse = _canvas(bcx, bcy, half, COARSE)
+    fine = _canvas(bcx, bcy, half, FINE)
+    wc, cc = sample(*coarse)
+    wf, cf = sample(*fine)
+    step = (s_vis / 2).clamp_min(1.0)
+    offs = _OFFSETS.to(dev)
+    oy, ox = torch.meshgrid(offs, offs, indexing="ij")
+    centres = torch.stack([mx.view(-1, 1) + ox.reshape(1, -1) * s_vis.view(-1, 1),
+                           my.view(-1, 1) + oy.reshape(1, -1) * s_vis.view(-1, 1)], -1)  # [J, C, 2]
+    dist_c = torch.hypot(centres[..., 0] - mx.view(-1, 1), centres[..., 1] - my.view(-1, 1))  # [J, C]
+    best_iou = torch.full((len(SHAPES), n), -1.0, device=dev)
+    best_par = torch.zeros(len(SHAPES), n, 4, device=dev)
+    for si, shape in enumerate(SHAPES):
+        s0 = (mass / UNIT_AREA[shape]).sqrt()
         n_ang = 1 if shape == "circle" else _ANGLES
-        radii = torch.tensor([s0 * f for f in _RADII])
-        angles = torch.arange(n_ang) * (_PERIOD[shape] / n_ang)
-        grid = torch.cartesian_prod(mx + offs, my + offs, radii, angles)  # [N, 4]
+        radii = torch.tensor(_RADII, device=dev).view(1, -1) * s0.view(-1, 1)  # [J, R]
+        scores = _grid_iou(shape, n_ang, centres, radii, *coarse, wc, cc)  # [J, C, R, A]
         # centres farther from the centroid than the template's extent cannot cover it
-        keep = torch.hypot(grid[:, 0] - mx, grid[:, 1] - my) <= grid[:, 2] * EXTENT[shape]
-        grid = grid[keep]
-        scores = torch.cat([_iou(_coverage(shape, px, py, *g.unbind(-1)), tw, tc) for g in grid.split(2048)])
-        i = int(scores.argmax())
-        params, score = grid[i], float(scores[i])
-        d = torch.tensor([step / 2, step / 2, 0.05 * s0, _PERIOD[shape] / n_ang / 2])
+        reach = dist_c.unsqueeze(2) <= radii.unsqueeze(1) * EXTENT[shape]
+        scores = torch.where(reach.unsqueeze(3), scores, -1.0).view(n, -1)
+        i = scores.argmax(1)
+        ci, ri, ai = i // (len(_RADII) * n_ang), (i // n_ang) % len(_RADII), i % n_ang
+        params = torch.stack([centres[rows, ci, 0], centres[rows, ci, 1], radii[rows, ri],
+                              ai.float() * (_PERIOD[shape] / n_ang)], 1)
+        score = _iou(shape, params.unsqueeze(1), *fine, wf, cf)[:, 0]
+        d = torch.stack([step / 2, step / 2, 0.05 * s0, torch.full_like(s0, _PERIOD[shape] / n_ang / 2)], 1)
+        moves = torch.cartesian_prod(*(torch.tensor([-1.0, 0.0, 1.0], device=dev),) * 4)
+        if shape == "circle":
+            moves = moves[moves[:, 3] == 0]
         for _ in range(3):  # local refinement
-            local = params + torch.cartesian_prod(*(torch.tensor([-1.0, 0.0, 1.0]) * d[k] for k in range(4)))
-            if shape == "circle":
-                local = local[local[:, 3] == params[3]]
-            sc = _iou(_coverage(shape, px, py, *local.unbind(-1)), tw, tc)
-            j = int(sc.argmax())
-            if float(sc[j]) > score:
-                params, score = local[j], float(sc[j])
+            local = params.unsqueeze(1) + moves.unsqueeze(0) * d.unsqueeze(1)
+            sc = _iou(shape, local, *fine, wf, cf)
+            v, j = sc.max(1)
+            better = v > score
+            params = torch.where(better.unsqueeze(1), local[rows, j], params)
+            score = torch.where(better, v, score)
             d = d / 2
-        best[shape] = (score, tuple(float(v) for v in params))
-    shape = max(best, key=lambda k: best[k][0])
-    score, (cx, cy, s, a) = best[shape]
-    visible = _visible(shape, cx, cy, s, a, frame)
-    return Fit(shape, score, cx, cy, s, visible, {k: v[0] for k, v in best.items()})
+        best_iou[si], best_par[si] = score, params
+    iou, shape_idx = best_iou.max(0)  # ties go to the earlier shape
+    par = best_par[shape_idx, rows]
+    visible = _visible(shape_idx, par, frame)
+    return Fits(shape_idx, iou, par[:, 0], par[:, 1], par[:, 2], visible)
 
 
-def _visible(shape: str, cx: float, cy: float, s: float, a: float, frame: tuple[int, int]) -> float:
-    """Fraction of the template's coverage inside the frame (template rasterised on a
-    canvas padded by its extent)."""
+def _visible(shape_idx: torch.Tensor, par: torch.Tensor, frame: tuple[int, int], n: int = 48) -> torch.Tensor:
+    """Fraction of each template's coverage inside the frame (sampled on n x n points over
+    its enclosing square)."""
     h, w = frame
-    pad = int(math.ceil(EXTENT[shape] * s)) + 2
-    gy, gx = torch.meshgrid(torch.arange(-pad, h + pad, dtype=torch.float32) + 0.5,
-                            torch.arange(-pad, w + pad, dtype=torch.float32) + 0.5, indexing="ij")
-    t = torch.tensor
-    m = _coverage(shape, gx.reshape(-1), gy.reshape(-1), t([cx]), t([cy]), t([s]), t([a])).view(h + 2 * pad, w + 2 * pad)
-    total = float(m.sum())
-    return float(m[pad : pad + h, pad : pad + w].sum()) / max(total, 1e-9)
+    ext = par[:, 2] * torch.tensor([EXTENT[s] for s in SHAPES], device=par.device, dtype=par.dtype)[shape_idx] + 1.0
+    px, py = _canvas(par[:, 0], par[:, 1], ext, n)
+    cov = torch.zeros_like(px)
+    for si, shape in enumerate(SHAPES):
+        rows = shape_idx == si
+        if bool(rows.any()):
+            cov[rows] = coverage(shape, px[rows], py[rows], par[rows].unsqueeze(1))[:, 0]
+    inside = (px >= 0) & (px <= w) & (py >= 0) & (py <= h)
+    return (cov * inside).sum(1) / cov.sum(1).clamp_min(1e-9)
