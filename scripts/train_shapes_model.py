@@ -349,10 +349,12 @@ def save_checkpoint(folder: Path, meta: dict, vae, trainer: FlowTrainer, cache: 
 
 
 # ----------------------------------------------------------------------------- evaluation
-def oracle_accuracy(images: torch.Tensor, prompts: list[str], categories: list[str]) -> dict:
+def oracle_accuracy(images: torch.Tensor, prompts: list[str], categories: list[str], chunk: int = 256) -> dict:
+    """The oracle's verdicts on `images` (scored on their device, in chunks), overall and per category."""
     from tts_diffusion.shapes.oracle import check_batch
 
-    res = check_batch(images.float().cpu(), prompts)
+    res = [r for i in range(0, len(prompts), chunk)
+           for r in check_batch(images[i : i + chunk].float(), prompts[i : i + chunk])]
     correct = np.array([r.correct for r in res], dtype=bool)
     score = np.array([r.score for r in res], dtype=float)
     cats = np.array(categories)
@@ -686,8 +688,8 @@ def parse_args(argv=None):
     p.add_argument("--eval-seed", type=int, default=1234)
     p.add_argument("--eval-batch", type=int, default=512)
     p.add_argument("--val-prompts", type=int, default=880, help="validation prompts (balanced over the categories)")
-    p.add_argument("--shifts", type=float, nargs="+", default=[1.5, 2.0, 3.0])
-    p.add_argument("--guidance-sweep", type=float, nargs="+", default=[2.5, 4.5, 7.0])
+    p.add_argument("--shifts", type=float, nargs="+", default=[1.5, 2.25, 3.0])
+    p.add_argument("--guidance-sweep", type=float, nargs="*", default=[3.0, 4.5, 6.0])
     p.add_argument("--no-eval", action="store_true", help="save the finished pipeline without evaluating it")
     p.add_argument("--dump", metavar="FOLDER", help="with --no-eval: save the validation and eval prompts' final "
                    "latents at every --shifts here (scored later by --evaluate DIR --from-dump FOLDER)")
