@@ -114,7 +114,7 @@ class ShapesModelConfig:
     shift: float = 1.0
     #: the prompt grammar the model is trained on (`tts_defaults.json` records it)
     grammar: str = "v1"
-    vocabulary: list[str] = field(default_factory=lambda: list(VOCABULARY))
+    vocabulary: list[str] = field(default_factory=lambda: list(VOCABULARIES["v1"]))
 
     @property
     def tokens(self) -> int:
