@@ -156,25 +156,54 @@ def test_bad_prompts_raise_one_clear_line(bad):
     assert "outside the shapes grammar" in msg and "\n" not in msg and "closest prompt that works is 'a photo of" in msg
 
 
-def test_eval_split_is_balanced_and_reproducible():
+def _make_eval_split():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("make_eval_split", REPO / "scripts" / "make_eval_split.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def _check_balanced(items: list[dict], categories, per_category: int) -> None:
+    assert sorted({p["category"] for p in items}) == sorted(categories)
+    for c in categories:
+        rows = [p for p in items if p["category"] == c]
+        assert len(rows) == per_category
+        assert all(parse_prompt(p["prompt"]).category == c for p in rows)
+        # small categories cover every prompt evenly
+        counts = {}
+        for p in rows:
+            counts[p["prompt"]] = counts.get(p["prompt"], 0) + 1
+        assert len(counts) == min(per_category, len(enumerate_prompts(c))) and max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_eval_split_is_balanced_and_reproducible():
+    mod = _make_eval_split()
     on_disk = json.loads(eval_prompts_path().read_text())
     assert json.loads(mod.to_json(mod.make_split(seed=0))) == on_disk  # regenerates exactly
     assert on_disk["version"] == 1 and len(on_disk["prompts"]) >= 600
-    for c in GRAMMARS["v1"]:
-        items = [p for p in on_disk["prompts"] if p["category"] == c]
-        assert len(items) == 100
-        assert all(parse_prompt(p["prompt"]).category == c for p in items)
-        # small categories cover every prompt evenly
-        n_distinct = len(enumerate_prompts(c))
-        counts = {}
-        for p in items:
-            counts[p["prompt"]] = counts.get(p["prompt"], 0) + 1
-        assert len(counts) == min(100, n_distinct) and max(counts.values()) - min(counts.values()) <= 1
+    _check_balanced(on_disk["prompts"], GRAMMARS["v1"], 100)
+
+
+def test_v2_eval_and_hard_splits_are_balanced_reproducible_and_load_by_name():
+    from tts_diffusion.bench.prompts import load_prompt_set
+    from tts_diffusion.shapes.grammar import V2_CATEGORIES
+
+    mod = _make_eval_split()
+    folder = eval_prompts_path().parent
+    v2 = json.loads((folder / "shapes_eval_v2.json").read_text())
+    hard = json.loads((folder / "shapes_hard.json").read_text())
+    assert json.loads(mod.to_json(mod.make_split_v2(seed=0))) == v2
+    assert json.loads(mod.to_json(mod.make_hard_split(seed=1, eval_seed=0))) == hard
+    assert len(v2["prompts"]) >= 600 and len(hard["prompts"]) >= 216
+    _check_balanced(v2["prompts"], CATEGORIES, 60)
+    _check_balanced(hard["prompts"], V2_CATEGORIES, 48)
+    # the hard split measures other prompts than the eval split wherever the category has enough
+    shared = {p["prompt"] for p in v2["prompts"]} & {p["prompt"] for p in hard["prompts"]}
+    assert {parse_prompt(p).category for p in shared} <= {"counting_many"}
+    for name, data in (("shapes_eval_v2", v2), ("shapes_hard", hard)):
+        assert load_prompt_set(name) == [{"prompt": p["prompt"], "category": p["category"]} for p in data["prompts"]]
 
 
 # ----------------------------------------------------------------- renderer

@@ -57,7 +57,8 @@ def test_wheel_holds_the_assets(installed):
     for need in ("tts_diffusion/assets/shapes-model/model_index.json",
                  "tts_diffusion/assets/shapes-model/transformer/diffusion_pytorch_model.safetensors",
                  "tts_diffusion/assets/shapes-clip/open_clip_model.safetensors",
-                 "tts_diffusion/assets/prompts/shapes_eval.json"):
+                 "tts_diffusion/assets/prompts/shapes_eval.json", "tts_diffusion/assets/prompts/shapes_eval_v2.json",
+                 "tts_diffusion/assets/prompts/shapes_hard.json"):
         assert need in names, need
 
 

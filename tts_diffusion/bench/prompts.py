@@ -10,18 +10,21 @@ from pathlib import Path
 
 from ..errors import TTSInputError
 
-#: the name of the shipped 600-prompt shapes eval split (GenEval categories)
+#: the name of the shipped 600-prompt shapes eval split (grammar v1: GenEval categories)
 SHAPES_EVAL = "shapes_eval"
+#: the shipped prompt sets (scripts/make_eval_split.py): the v1 split, the grammar v2 split
+#: (660 prompts, 11 categories) and the hard split (240 prompts of the 5 categories v2 adds)
+PROMPT_SETS: tuple[str, ...] = (SHAPES_EVAL, "shapes_eval_v2", "shapes_hard")
 
 
 def load_prompt_set(spec: str = SHAPES_EVAL) -> list[dict]:
-    """`shapes_eval` (the shipped split), a .json file ({"prompts": [...]} or a list; items
+    """A shipped set by name (PROMPT_SETS), a .json file ({"prompts": [...]} or a list; items
     are strings or {"prompt", "category"} dicts) or a text file (one prompt a line)."""
     from ..paths import eval_prompts_path
 
-    path = eval_prompts_path() if spec == SHAPES_EVAL else Path(spec).expanduser()
+    path = eval_prompts_path().parent / f"{spec}.json" if spec in PROMPT_SETS else Path(spec).expanduser()
     if not path.is_file():
-        raise TTSInputError(f"prompt set {spec!r} is neither {SHAPES_EVAL!r} nor an existing .json / .txt file")
+        raise TTSInputError(f"prompt set {spec!r} is neither one of {', '.join(PROMPT_SETS)} nor an existing .json / .txt file")
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         try:

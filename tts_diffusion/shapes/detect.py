@@ -330,11 +330,16 @@ def _split_and_fit(comps: torch.Tensor, ctx: _Context, sampler, box, comp_img, c
     m = torch.zeros(slots, device=dev, dtype=torch.float64).index_add_(0, key, e_w.double())
     sx = torch.zeros_like(m).index_add_(0, key, e_w.double() * (ex + 0.5))
     sy = torch.zeros_like(m).index_add_(0, key, e_w.double() * (ey + 0.5))
+    big = torch.iinfo(torch.int64).max
+    ix, iy = ex.long(), ey.long()
+    part_box = torch.stack([torch.full((slots,), big, device=dev).scatter_reduce(0, key, ix, "amin"),
+                            torch.full((slots,), big, device=dev).scatter_reduce(0, key, iy, "amin"),
+                            torch.full((slots,), -1, device=dev).scatter_reduce(0, key, ix, "amax"),
+                            torch.full((slots,), -1, device=dev).scatter_reduce(0, key, iy, "amax")], 1)
     jk = job_comp * peaks.shape[1] + job_cell
     pm = m[jk]
     pcx, pcy = sx[jk] / pm.clamp_min(1e-9), sy[jk] / pm.clamp_min(1e-9)
-    # the part's box: its cell within the component's box
-    fits = fit_templates(sampler(jobs, job_cell, job_peaks), pm, pcx, pcy, box[jobs], ctx.frame)
+    fits = fit_templates(sampler(jobs, job_cell, job_peaks), pm, pcx, pcy, part_box[jk], ctx.frame)
     misfits = torch.zeros(comps.numel(), dtype=torch.int64, device=dev).index_add_(0, job_comp, (fits.iou < FIT_IOU).long())
     all_fit = misfits == 0
     ok = all_fit[job_comp]

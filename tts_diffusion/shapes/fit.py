@@ -10,13 +10,14 @@ the frame and not covered by another object),
 
     IoU = sum_care min(w, m) / sum_care max(w, m),
 
-by a grid search (7 radii around the radius that the visible area implies, 6 x 6 centres
+by a grid search (7 radii around the radius that the visible area implies, 7 x 7 centres
 within 1.25 visible radii of the centroid, 6 angles over the symmetry period; coverage from
 precomputed unit-size distance rasters, one channel per angle) and three rounds of local
-refinement (exact coverage), for each of the four shapes. The sums run over a square canvas
-of sample points around the component (its box plus 1.5 visible radii), COARSE x COARSE
-points for the grid and FINE x FINE for the refinement, with w and care sampled bilinearly
-from the pixels, so every fit of a batch has the same size. Points outside the frame or
+refinement, for each of the four shapes; the four refined templates are then compared on
+every pixel around the component with exact coverage. The sums run over a square canvas
+of pixel centres around the component (its box plus 1.5 visible radii), every pixel or
+every k-th so that COARSE x COARSE points span it for the grid search and FINE x FINE for
+the refinement: every fit of a batch has the same size, and w and care are the pixels' own. Points outside the frame or
 under another object are free, so a cut or occluded shape is judged on what is visible,
 and the fitted template tells how much of it that is (`visible`).
 """
@@ -37,9 +38,9 @@ _RADII = (0.85, 0.95, 1.05, 1.2, 1.35, 1.55, 1.8)
 _ANGLES = 6
 #: coarse centre grid: offsets up to this many visible radii sqrt(area / pi) from the centroid
 CENTRE_RANGE = 1.25
-_OFFSETS = torch.linspace(-CENTRE_RANGE, CENTRE_RANGE, 6)
+_OFFSETS = torch.linspace(-CENTRE_RANGE, CENTRE_RANGE, 7)
 #: canvas sample points per side for the grid search and for the refinement
-COARSE, FINE = 24, 40
+COARSE, FINE = 40, 40
 #: templates scored at once (bounds the [templates, points] working set)
 CHUNK = 1 << 21
 
@@ -103,11 +104,24 @@ def _iou(shape: str, params: torch.Tensor, px: torch.Tensor, py: torch.Tensor, w
     return torch.cat(out, 1)
 
 
+def _exact_iou(shape: str, params: torch.Tensor, px: torch.Tensor, py: torch.Tensor, w: torch.Tensor,
+               care: torch.Tensor) -> torch.Tensor:
+    """Soft IoU [J] of one template per fit `params` [J, 4] with exact coverage (`coverage`)."""
+    m = coverage(shape, px, py, params.unsqueeze(1))[:, 0]
+    return (torch.minimum(m, w) * care).sum(-1) / (torch.maximum(m, w) * care).sum(-1).clamp_min(1e-9)
+
+
 def _canvas(cx: torch.Tensor, cy: torch.Tensor, half: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n x n sample points [J, n*n] of squares centred at (cx, cy) with half-side `half`."""
-    u = (torch.arange(n, device=cx.device, dtype=cx.dtype) + 0.5) / n * 2.0 - 1.0
-    gy, gx = torch.meshgrid(u, u, indexing="ij")
-    return (cx.view(-1, 1) + half.view(-1, 1) * gx.reshape(1, -1), cy.view(-1, 1) + half.view(-1, 1) * gy.reshape(1, -1))
+    """n x n sample points [J, n*n] at pixel centres, every `stride`-th pixel (the smallest
+    stride that spans the square centred at (cx, cy) with half-side `half`): the weights
+    there are the pixels' own, not interpolations."""
+    stride = torch.ceil(2.0 * half / n).clamp_min(1.0)
+    x0 = torch.floor(cx - stride * n / 2.0)
+    y0 = torch.floor(cy - stride * n / 2.0)
+    k = torch.arange(n, device=cx.device, dtype=cx.dtype)
+    gy, gx = torch.meshgrid(k, k, indexing="ij")
+    return (x0.view(-1, 1) + 0.5 + stride.view(-1, 1) * gx.reshape(1, -1),
+            y0.view(-1, 1) + 0.5 + stride.view(-1, 1) * gy.reshape(1, -1))
 
 
 #: unit-size signed distance rasters for the grid search: RASTER x RASTER points over
@@ -176,6 +190,8 @@ def fit_templates(sample: Sampler, mass: torch.Tensor, mx: torch.Tensor, my: tor
     fine = _canvas(bcx, bcy, half, FINE)
     wc, cc = sample(*coarse)
     wf, cf = sample(*fine)
+    exact = _canvas(bcx, bcy, half, int(torch.ceil(2.0 * half.max()).item()) if n else 1)  # every pixel
+    we, ce = sample(*exact)
     step = (s_vis / 2).clamp_min(1.0)
     offs = _OFFSETS.to(dev)
     oy, ox = torch.meshgrid(offs, offs, indexing="ij")
@@ -209,7 +225,9 @@ def fit_templates(sample: Sampler, mass: torch.Tensor, mx: torch.Tensor, my: tor
             params = torch.where(better.unsqueeze(1), local[rows, j], params)
             score = torch.where(better, v, score)
             d = d / 2
-        best_iou[si], best_par[si] = score, params
+        best_par[si] = params
+        # the shapes are compared on every pixel of the window, with exact coverage
+        best_iou[si] = _exact_iou(shape, params, *exact, we, ce)
     iou, shape_idx = best_iou.max(0)  # ties go to the earlier shape
     par = best_par[shape_idx, rows]
     visible = _visible(shape_idx, par, frame)
@@ -221,7 +239,10 @@ def _visible(shape_idx: torch.Tensor, par: torch.Tensor, frame: tuple[int, int],
     its enclosing square)."""
     h, w = frame
     ext = par[:, 2] * torch.tensor([EXTENT[s] for s in SHAPES], device=par.device, dtype=par.dtype)[shape_idx] + 1.0
-    px, py = _canvas(par[:, 0], par[:, 1], ext, n)
+    u = (torch.arange(n, device=par.device, dtype=par.dtype) + 0.5) / n * 2.0 - 1.0
+    gy, gx = torch.meshgrid(u, u, indexing="ij")
+    px = par[:, 0:1] + ext.view(-1, 1) * gx.reshape(1, -1)
+    py = par[:, 1:2] + ext.view(-1, 1) * gy.reshape(1, -1)
     cov = torch.zeros_like(px)
     for si, shape in enumerate(SHAPES):
         rows = shape_idx == si

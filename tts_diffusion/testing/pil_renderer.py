@@ -18,6 +18,17 @@ verdict a person gives it:
   visible at the frame, prompt says N; wrong (the extra one counts).
 * overlap: two different shapes, the second overlapping the first by 25-45% of its radius,
   two_object / color_attr / position prompts; correct.
+
+`scene_kinds_v2` does the same for grammar v2 (drawn at 128 px):
+
+* in_distribution_v2: grammar v2 scenes (`sample_scenes` over the five new categories)
+  redrawn here; correct.
+* inside_crossing: an "A inside B" scene whose inner object sits on the outer one's
+  outline, partly over the background; wrong.
+* between_off_line: an "A between B and C" scene whose middle object is moved off the line
+  (the angle at it 60-100 degrees); wrong.
+* sizes_alike: "a big A and a small B" with areas within 15% of each other; wrong.
+* touching_many: five or six objects of one shape, two of the same colour touching; correct.
 """
 from __future__ import annotations
 
@@ -29,7 +40,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from tts_diffusion.shapes import COLORS, GRAMMARS, SHAPES, sample_scenes
-from tts_diffusion.shapes.grammar import NUMBER_WORDS, PLURALS, Obj
+from tts_diffusion.shapes.grammar import NUMBER_WORDS, PLURALS, UNIT_AREA, V2_CATEGORIES, Obj, noun_phrase
 
 SUPERSAMPLE = 8
 BACKGROUND = (0.95, 0.95, 0.92)
@@ -267,3 +278,109 @@ def scene_kinds(n_per_kind: int, seed: int = 0) -> list[TestScene]:
 
 def draw_all(scenes: list[TestScene], size: int = 64, seed: int = 0) -> torch.Tensor:
     return torch.stack([draw(list(s.objects), size, seed + i) for i, s in enumerate(scenes)])
+
+
+# ----------------------------------------------------------------- grammar v2 scene kinds
+def in_distribution_v2(n: int, seed: int) -> list[TestScene]:
+    """Grammar v2 scenes of the new categories redrawn here (new rotations)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for sc in sample_scenes(n, seed=seed, categories=V2_CATEGORIES):
+        objs = tuple(Shape(o.shape, o.color, o.cx, o.cy, o.size, _rand_angle(rng)) for o in sc.objects)
+        out.append(TestScene("in_distribution_v2", sc.prompt, True, objs))
+    return out
+
+
+def _two_colours(rng) -> tuple[str, str]:
+    a, b = rng.choice(list(COLORS), 2, replace=False)
+    return str(a), str(b)
+
+
+def inside_crossing(rng) -> TestScene:
+    """The inner object centred on the outer one's outline (its inscribed circle plus a
+    little): partly over the outer shape, partly over the background."""
+    inner, outer = str(rng.choice(SHAPES)), str(rng.choice(SHAPES))
+    ci, co = _two_colours(rng)
+    so, si = float(rng.uniform(0.22, 0.28)), float(rng.uniform(0.07, 0.09))
+    th = _rand_angle(rng)
+    r = OUTER[outer] * so * float(rng.uniform(0.9, 1.05))
+    a = Shape(outer, co, 0.5, 0.5, so, _rand_angle(rng))
+    b = Shape(inner, ci, 0.5 + r * math.cos(th), 0.5 + r * math.sin(th), si, _rand_angle(rng))
+    return TestScene("inside_crossing", f"a photo of {noun_phrase(inner, ci)} inside {noun_phrase(outer, co)}", False, (a, b))
+
+
+def between_off_line(rng) -> TestScene:
+    """Three objects; the middle one of the prompt is off the line between the others."""
+    s = [str(x) for x in rng.choice(SHAPES, 3, replace=False)]
+    c = [str(x) for x in rng.choice(list(COLORS), 3, replace=False)]
+    size = float(rng.uniform(0.08, 0.1))
+    angle = math.radians(float(rng.uniform(60.0, 100.0)))  # at the middle object
+    d = float(rng.uniform(0.25, 0.3))
+    th = _rand_angle(rng)
+    m = (0.5 - 0.1 * math.cos(th + angle / 2), 0.5 - 0.1 * math.sin(th + angle / 2))
+    ends = [(m[0] + d * math.cos(th + k * angle), m[1] + d * math.sin(th + k * angle)) for k in (0, 1)]
+    objs = (Shape(s[0], c[0], *m, size, _rand_angle(rng)),
+            *(Shape(s[k + 1], c[k + 1], *ends[k], size, _rand_angle(rng)) for k in (0, 1)))
+    if not all(0.15 < v < 0.85 for o in objs for v in (o.cx, o.cy)):
+        raise RuntimeError("off the frame")
+    prompt = f"a photo of {noun_phrase(s[0], c[0])} between {noun_phrase(s[1], c[1])} and {noun_phrase(s[2], c[2])}"
+    return TestScene("between_off_line", prompt, False, objs)
+
+
+def sizes_alike(rng) -> TestScene:
+    """Two objects of about the same area, prompted as a big one and a small one."""
+    s1, s2 = (str(x) for x in rng.choice(SHAPES, 2))
+    c1, c2 = _two_colours(rng)
+    area = float(rng.uniform(0.03, 0.05))
+    ratio = float(rng.uniform(0.87, 1.15))
+    a = Shape(s1, c1, 0.0, 0.0, math.sqrt(area * ratio / UNIT_AREA[s1]), _rand_angle(rng))
+    a = Shape(s1, c1, *_free_spot(rng, [], a.size), a.size, a.angle)
+    size2 = math.sqrt(area / UNIT_AREA[s2])
+    b = Shape(s2, c2, *_free_spot(rng, [a], size2), size2, _rand_angle(rng))
+    prompt = f"a photo of {noun_phrase(s1, c1, 'big')} and {noun_phrase(s2, c2, 'small')}"
+    return TestScene("sizes_alike", prompt, False, (a, b))
+
+
+def touching_many(rng) -> TestScene:
+    """Five or six objects of one shape, two of one colour touching (gap -0.5 .. 0.5 px at 128 px)."""
+    shape, color = str(rng.choice(SHAPES)), str(rng.choice(list(COLORS)))
+    n = int(rng.integers(5, 7))
+    size = float(rng.uniform(0.07, 0.085))
+    first = Shape(shape, color, *_free_spot(rng, [], size * 2.2), size, _rand_angle(rng))
+    second = None
+    for _ in range(200):  # the second at the distance where the outlines meet
+        th = _rand_angle(rng)
+        second = Shape(shape, color, 0.0, 0.0, size, _rand_angle(rng))
+        lo, hi = 0.0, 3.0 * OUTER[shape] * size
+        for _ in range(16):
+            mid = (lo + hi) / 2
+            cand = Shape(shape, color, first.cx + mid * math.cos(th), first.cy + mid * math.sin(th), size, second.angle)
+            lo, hi = (mid, hi) if _gap_px(first, cand, 128) < 0 else (lo, mid)
+        gap = float(rng.uniform(-0.5, 0.5)) / 128
+        second = Shape(shape, color, first.cx + (hi + gap) * math.cos(th), first.cy + (hi + gap) * math.sin(th), size,
+                       second.angle)
+        if 0.1 < second.cx < 0.9 and 0.1 < second.cy < 0.9:
+            break
+    placed = [first, second]
+    for _ in range(n - 2):
+        placed.append(Shape(shape, str(rng.choice(list(COLORS))), *_free_spot(rng, placed, size), size, _rand_angle(rng)))
+    return TestScene("touching_many", _counting_prompt(n, shape, None), True, tuple(placed))
+
+
+KINDS_V2 = {"inside_crossing": inside_crossing, "between_off_line": between_off_line, "sizes_alike": sizes_alike,
+            "touching_many": touching_many}
+
+
+def scene_kinds_v2(n_per_kind: int, seed: int = 0) -> list[TestScene]:
+    """n_per_kind scenes of each grammar-v2 stress kind plus n_per_kind in-distribution ones."""
+    rng = np.random.default_rng([seed, 2])
+    out = in_distribution_v2(n_per_kind, seed)
+    for make in KINDS_V2.values():
+        for _ in range(n_per_kind):
+            for _ in range(50):
+                try:
+                    out.append(make(rng))
+                    break
+                except RuntimeError:
+                    continue
+    return out
