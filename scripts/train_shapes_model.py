@@ -310,7 +310,7 @@ class FlowTrainer:
             self.samples += B
             if self.step % 100 == 0:
                 self.hist.append((self.step, round(self.seconds, 1), round(loss.item(), 5)))
-            if self.step % 1000 == 0 or self.step == self.warm_from + 200:
+            if self.step % 1000 == 0 or self.step in (self.warm_from + 50, self.warm_from + 200):
                 last = getattr(self, "_last_log", None)
                 rate = B * (self.step - last[0]) / max(1e-6, now - last[1]) if last else 0.0
                 self._last_log = (self.step, now)
