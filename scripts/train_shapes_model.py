@@ -418,12 +418,19 @@ def decode_latents(pipe, latents: torch.Tensor, batch: int = 64) -> torch.Tensor
     return torch.cat(out).div_(2).add_(0.5).clamp_(0, 1)
 
 
+#: the shipped prompt sets each grammar's model is evaluated on
+EVAL_SETS = {"v1": ("shapes_eval",), "v2": ("shapes_eval_v2", "shapes_hard", "shapes_eval")}
+
+
 def eval_sets(args, cfg: M.ShapesModelConfig) -> dict[str, dict]:
     """name -> {prompts, categories, seed, source}: "val" (sampled from the grammar, seed + 99
     for the noise) and each --eval-prompts set (seed --eval-seed)."""
     vp, vc = validation_prompts(args, cfg)
     sets = {"val": {"prompts": vp, "categories": vc, "seed": args.seed + 99, "source": "sampled"}}
-    for path in args.eval_prompts:
+    paths = args.eval_prompts
+    if paths is None:
+        paths = [str(eval_prompts_path().parent / f"{name}.json") for name in EVAL_SETS[cfg.grammar]]
+    for path in paths:
         prompts, pcats, source = load_eval_prompts(Path(path), args.smoke, args.seed)
         name = Path(source).stem if Path(source).is_file() else "sampled"
         sets[name] = {"prompts": prompts, "categories": pcats, "seed": args.eval_seed, "source": source}
@@ -684,7 +691,8 @@ def parse_args(argv=None):
     p.add_argument("--ema", type=float, default=0.9995)
     p.add_argument("--p-uncond", type=float, default=0.1)
     p.add_argument("--weights-dtype", choices=["float16", "float32"], default="float16")
-    p.add_argument("--eval-prompts", nargs="*", default=[str(eval_prompts_path())])
+    p.add_argument("--eval-prompts", nargs="*", default=None, help="prompt set files (default: the shipped sets of "
+                   "the model's grammar: v2 shapes_eval_v2, shapes_hard and the v1 shapes_eval; v1 shapes_eval)")
     p.add_argument("--eval-seed", type=int, default=1234)
     p.add_argument("--eval-batch", type=int, default=512)
     p.add_argument("--val-prompts", type=int, default=880, help="validation prompts (balanced over the categories)")
