@@ -495,7 +495,7 @@ def evaluate(pipe, args, device: torch.device, report: dict) -> None:
             "num_inference_steps": cfg.num_inference_steps, "guidance_scale": cfg.guidance_scale, "shift": best,
             "overall": chosen["overall"], "per_category": chosen["per_category"],
             "mean_oracle_score": chosen["mean_score"], "correct": chosen["correct"], "guidance_sweep": gsweep,
-            "device": device_name(device), "seconds": round(time.time() - t, 1),
+            "scored_on": device_name(device), "seconds": round(time.time() - t, 1),
         }
         log(f"{name} ({len(st['prompts'])} prompts, shift {best}): {chosen['overall']:.3f} {chosen['per_category']}")
     set_shift(pipe, best)
@@ -636,7 +636,7 @@ def write_model_card(path: Path, report: dict) -> None:
         lines += [f"### {name} ({e['n']} prompts)", "",
                   f"`{Path(e['source']).name}`, one sample per prompt (noise of prompt i from "
                   f"`torch.Generator().manual_seed({e['seed']} + i)`), {e['num_inference_steps']} steps, guidance "
-                  f"{e['guidance_scale']}, shift {e['shift']} (chosen above), generated on {e['device']}; "
+                  f"{e['guidance_scale']}, shift {e['shift']} (chosen above), scored on {e['scored_on']}; "
                   "other guidance scales for reference:", "",
                   *_table([(f"guidance {g}" + (" (default)" if float(g) == e["guidance_scale"] else ""), a)
                            for g, a in e["guidance_sweep"].items()], cats), ""]
