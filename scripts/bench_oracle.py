@@ -46,6 +46,8 @@ SETS = ("v1-64", "v1-128", "v2-128", "blurry-128")
 _OLD_RUNNER = """
 import json, sys, time, torch
 torch.set_num_threads(int(sys.argv[3]))
+from tts_diffusion.shapes import oracle
+assert not hasattr(oracle, "between_angle"), "the old oracle folder holds the new oracle"
 from tts_diffusion.shapes.oracle import check_batch
 d = torch.load(sys.argv[1], weights_only=False)
 imgs, prompts, batch = d["images"], d["prompts"], int(sys.argv[4])
@@ -93,8 +95,9 @@ def time_old(old: Path, images: torch.Tensor, prompts: list[str], threads: int, 
         data, out = Path(tmp) / "set.pt", Path(tmp) / "old.json"
         torch.save({"images": images, "prompts": prompts}, data)
         env = dict(os.environ, PYTHONPATH=str(old), OMP_NUM_THREADS=str(threads))
+        # run from the old folder: `python -c` puts the working directory first on sys.path
         subprocess.run([sys.executable, "-c", _OLD_RUNNER, str(data), str(out), str(threads), str(batch)], env=env,
-                       check=True)
+                       cwd=str(old), check=True)
         return json.loads(out.read_text())
 
 

@@ -63,6 +63,47 @@ def test_shapes_prompts_give_claims_inside_the_grammar():
     assert kinds == {"object", "color", "count", "relation"}
 
 
+def test_shapes_v2_prompts_give_claims_inside_the_grammar():
+    """Prompts of the categories grammar v2 adds: every probe and contrast is a prompt of the
+    grammar, no contrast means what the prompt means, and each new relation (size, between,
+    inside) is a claim of its own."""
+    from tts_diffusion.paths import assets_dir
+    from tts_diffusion.reflection.refiners import _meaning
+
+    items = json.loads((assets_dir() / "prompts" / "shapes_hard.json").read_text())["prompts"][::3]
+    relations = set()
+    for item in items:
+        p = item["prompt"]
+        spec = parse_prompt(p)
+        claims = parse_claims(p).claims
+        assert {c.kind for c in claims} >= {"object"}
+        for c in claims:
+            assert parse_prompt(c.probe) == spec and c.contrasts
+            assert all(_meaning(parse_prompt(t)) != _meaning(spec) for t in c.contrasts)
+            if c.kind == "relation":
+                relations.add(spec.category)
+    assert relations == {"size_attr", "between", "inside"}
+    [size] = [c for c in parse_claims("a big red circle and a small blue square").claims if c.kind == "relation"]
+    assert size.text == "the red circle is bigger than the blue square"
+    assert size.contrasts == ("a photo of a small red circle and a big blue square",)
+    [count] = [c for c in parse_claims("six stars").claims if c.kind == "count"]
+    assert "a photo of five stars" in count.contrasts and "a photo of six stars" not in count.contrasts
+
+
+def test_feedback_critic_reads_v2_oracle_checks_as_claims():
+    from tts_diffusion.shapes.grammar import Scene
+    from tts_diffusion.shapes.renderer import render
+
+    crit = FeedbackCritic(OracleVerifier())
+    inner, outer = Obj("star", "yellow", 0.5, 0.5, 0.08, 0.3), Obj("circle", "blue", 0.5, 0.5, 0.28)
+    apart = (Obj("star", "yellow", 0.2, 0.2, 0.08, 0.3), Obj("circle", "blue", 0.6, 0.6, 0.28))
+    img = render([Scene("", "", (outer, inner)), Scene("", "", apart)], size=128)
+    good, bad = crit(img, "a photo of a yellow star inside a blue circle")
+    assert not good.failed and good.text.startswith("correct")
+    assert [(c.kind, c.text) for c in bad.failed] == [("relation", "the yellow star is inside the blue circle")]
+    assert "expected the yellow star inside the blue circle, found it outside it" in bad.text
+
+
 # ------------------------------------------------------------------ critics
 class CaptionTable(Verifier):
     """A caption scorer with known answers: score(image, text) = table[text] (default 0)."""
@@ -160,15 +201,22 @@ def test_rule_refiner_stays_in_the_shapes_grammar_with_the_same_meaning():
     assert ref(q, _failed(q, "object", "triangle")) == "a photo of a triangle below a circle"
     c = "a photo of three stars"
     assert ref(c, _failed(c, "count")) == c
+    t = "a photo of a red circle, a blue square and a green star"
+    assert ref(t, _failed(t, "color", "star")) == "a photo of a green star, a red circle and a blue square"
+    b = "a photo of a red circle between a blue square and a green star"
+    assert ref(b, _failed(b, "object", "star")) == "a photo of a red circle between a green star and a blue square"
+    i = "a photo of a yellow star inside a blue circle"
+    assert ref(i, _failed(i, "relation")) == i
     assert ref(p, Critique("fine", [])) == p
     from tts_diffusion.paths import assets_dir
 
-    for item in json.loads((assets_dir() / "prompts" / "shapes_eval.json").read_text())["prompts"][::7]:
-        pr = item["prompt"]
-        for claim in parse_claims(pr).claims:
-            new = ref(pr, Critique("x", [ClaimResult(claim, False, 0.0)]))
-            a, b = parse_prompt(pr), parse_prompt(new)
-            assert set(a.objects) == set(b.objects) and a.category == b.category
+    for name in ("shapes_eval.json", "shapes_hard.json"):
+        for item in json.loads((assets_dir() / "prompts" / name).read_text())["prompts"][::7]:
+            pr = item["prompt"]
+            for claim in parse_claims(pr).claims:
+                new = ref(pr, Critique("x", [ClaimResult(claim, False, 0.0)]))
+                a, b = parse_prompt(pr), parse_prompt(new)
+                assert set(a.objects) == set(b.objects) and a.category == b.category
 
 
 def test_rule_refiner_restates_failed_claims_of_plain_prompts_once():

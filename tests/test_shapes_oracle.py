@@ -160,6 +160,9 @@ def test_registered_verifier_scores_and_verdict():
     assert v(images[:2], "a photo of a circle").shape == (2,)  # one prompt broadcast
     small = load_verifier("oracle", chunk_size=2)
     assert torch.equal(small(images, prompts), scores)  # chunking does not change scores
+    # the oracle runs where `.to()` puts it (searchers move images to `verifier.device`)
+    assert v.device == torch.device("cpu") and v.to("meta").device.type == "meta"
+    assert load_verifier("oracle", device="meta").device.type == "meta"
     with pytest.raises(TTSInputError):
         v(images, ["a photo of a unicorn"] * 6)
     with pytest.raises(TTSInputError):

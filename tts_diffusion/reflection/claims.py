@@ -21,9 +21,13 @@ like the hard negatives CLIP-style models are trained and evaluated with. The pa
     relation := left of | to the left of | right of | to the right of | above | below |
                 on top of | under | beneath | over | next to | beside | behind | in front of
 
-which includes every prompt of the shapes grammar (shapes/grammar.py): for those, object
+which includes every prompt of shapes grammar v1 (shapes/grammar.py): for those, object
 contrasts are the other shapes of the world, colours the other palette colours, counts one
-to four, so every probe and contrast is again a prompt of the grammar (tested).
+to four, so every probe and contrast is again a prompt of the grammar (tested). Prompts of
+the categories grammar v2 adds (sizes, three objects, between, inside, five or six) are
+read by the grammar itself (`_shapes_v2`): their probe is the canonical prompt and every
+contrast another prompt of the grammar (a shape, colour or count changed, the sizes
+swapped, the middle object swapped with one around it, the container put inside).
 """
 from __future__ import annotations
 
@@ -182,6 +186,9 @@ def parse_claims(prompt: str) -> ParsedPrompt:
     Raises TTSInputError (one line) when the prompt names no object."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise TTSInputError("the prompt is empty: pass a non-empty text prompt")
+    v2 = _shapes_v2(prompt)
+    if v2 is not None:
+        return v2
     text = _normalize(prompt)
     lead = ""
     for cand in _LEADS:
@@ -303,3 +310,76 @@ def _claims(parsed: ParsedPrompt) -> list[Claim]:
         out.append(Claim("relation", f"the {objs[a].noun} is {rel} the {objs[b].noun}", probe,
                          tuple(dict.fromkeys(contrasts)), (objs[a].noun, objs[b].noun)))
     return out
+
+
+def _shapes_v2(prompt: str) -> ParsedPrompt | None:
+    """The claims of a prompt of a category shapes grammar v2 adds, from its parsed meaning
+    (module doc); None for any other prompt."""
+    from ..shapes.grammar import BETWEEN, COLORS as SHAPE_COLORS, INSIDE, MAX_COUNT_MANY, SHAPES, V2_CATEGORIES
+    from ..shapes.grammar import ObjectSpec, Spec, format_spec, parse_canonical
+    from ..shapes.phrasing import parse_prompt
+
+    try:
+        spec = parse_prompt(prompt)
+    except TTSInputError:
+        return None
+    if spec.category not in V2_CATEGORIES:
+        return None
+    objs = list(spec.objects)
+    named = {o.shape for o in objs}
+
+    def variant(new_objs, relation=spec.relation) -> str | None:
+        text = format_spec(Spec("", spec.category, tuple(new_objs), relation))
+        try:
+            other = parse_canonical(text)
+        except TTSInputError:
+            return None
+        return text if other != spec else None
+
+    def contrasts(options) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t for t in options if t is not None))
+
+    def name(o: ObjectSpec) -> str:
+        return f"{o.color} {o.shape}" if o.color else o.shape
+
+    def with_obj(i: int, o: ObjectSpec) -> list[ObjectSpec]:
+        new = objs[:i] + [o] + objs[i + 1:]
+        if spec.relation == BETWEEN and i > 0 and objs[1] == objs[2]:
+            new[1] = new[2] = o  # "two Bs" change together
+        return new
+
+    claims: list[Claim] = []
+    seen: set[ObjectSpec] = set()
+    for i, o in enumerate(objs):
+        if o in seen:
+            continue
+        seen.add(o)
+        alts = [variant(with_obj(i, ObjectSpec(s, o.color, o.count, o.size))) for s in SHAPES if s not in named]
+        claims.append(Claim("object", f"a {o.shape}", spec.prompt, contrasts(alts), (o.shape,)))
+        if o.color:
+            alts = [variant(with_obj(i, ObjectSpec(o.shape, c, o.count, o.size))) for c in SHAPE_COLORS if c != o.color]
+            claims.append(Claim("color", f"the {o.shape} is {o.color}", spec.prompt, contrasts(alts), (o.shape,)))
+        if spec.category == "counting_many":
+            alts = [variant([ObjectSpec(o.shape, o.color, n)]) for n in range(1, MAX_COUNT_MANY + 1) if n != o.count]
+            claims.append(Claim("count", f"exactly {spec.prompt.split(' of ', 1)[1]}", spec.prompt, contrasts(alts), (o.shape,)))
+    if spec.category == "size_attr":
+        big = objs[0] if objs[0].size == "big" else objs[1]
+        small = objs[1] if big is objs[0] else objs[0]
+        alike = ObjectSpec(big.shape, big.color) == ObjectSpec(small.shape, small.color)  # swapped sizes read the same
+        swapped = [ObjectSpec(o.shape, o.color, 1, "small" if o.size == "big" else "big") for o in objs]
+        claims.append(Claim("relation", f"the {name(big)} is bigger than the {name(small)}", spec.prompt,
+                            () if alike else contrasts([variant(swapped)]), (big.shape, small.shape)))
+    elif spec.relation == BETWEEN:
+        mid, b, c = objs
+        alts = [variant([b, mid, mid] if b == c else [b, mid, c]), variant([c, b, mid])]
+        ends = f"the two {name(b)}s" if b == c else f"the {name(b)} and the {name(c)}"
+        claims.append(Claim("relation", f"the {name(mid)} is between {ends}", spec.prompt, contrasts(alts),
+                            (mid.shape, b.shape, c.shape)))
+    elif spec.relation == INSIDE:
+        inner, outer = objs
+        claims.append(Claim("relation", f"the {name(inner)} is inside the {name(outer)}", spec.prompt,
+                            contrasts([variant([outer, inner])]), (inner.shape, outer.shape)))
+    phrases = tuple(ObjectPhrase(o.shape, o.count, (o.color,) if o.color else (), (o.size,) if o.size else (),
+                                 spec.category == "counting_many") for o in objs)
+    lead = "a photo of"
+    return ParsedPrompt(prompt, lead, phrases, (), tuple(c for c in claims if c.contrasts))

@@ -108,7 +108,8 @@ def _check_claim(description: str, nouns: Sequence[str]) -> Claim:
     about = tuple(n for _, n in found)
     if description.startswith("exactly"):
         kind = "count"
-    elif len(about) >= 2 and any(r in description for r in (" left of ", " right of ", " above ", " below ")):
+    elif len(about) >= 2 and any(r in description for r in (" left of ", " right of ", " above ", " below ", " bigger than ",
+                                                            " between ", " inside ")):
         kind = "relation"
     elif description.endswith("present"):
         kind = "object"

@@ -3,10 +3,11 @@
 * `rules`: rewrite toward the failed claims without a model.
   - Prompts of the shapes grammar stay inside it (checked with its parser, same meaning):
     the object of the first failed claim moves to the front ("a photo of a square and a
-    red triangle" -> "a photo of a red triangle and a square"); a failed relation between
-    objects that are both present is said from the other side ("a circle above a triangle"
-    -> "a triangle below a circle"). Single-object, colour and counting prompts have one
-    phrasing in the grammar and stay as they are.
+    red triangle" -> "a photo of a red triangle and a square"; lists of three and size
+    pairs alike); a failed relation between objects that are both present is said from
+    the other side ("a circle above a triangle" -> "a triangle below a circle"); "A between
+    B and C" names a failed C first. Single-object, colour, counting and "inside" prompts
+    have one phrasing in the grammar and stay as they are.
   - Other prompts: each failed claim is restated explicitly after the prompt ("...; make sure: there are exactly two
     dogs; the car is red"), counts as numbers in words. A restatement from an earlier round
     is replaced, not appended to.
@@ -63,33 +64,52 @@ def restate(claim: Claim) -> str:
     return claim.text
 
 
+def _meaning(spec: grammar.Spec) -> tuple:
+    """What a shapes prompt says, up to the order its grammar lets objects come in: a list of
+    objects ("and", "A, B and C") in any order, the two around "between" in any order, a
+    position relation said from either side."""
+    objs = spec.objects
+    if spec.relation in ("right of", "below"):  # said from the other side
+        return spec.category, objs[::-1], CONVERSE[spec.relation]
+    if spec.relation == grammar.BETWEEN:
+        return spec.category, objs[0], tuple(sorted(objs[1:], key=repr)), spec.relation
+    if spec.relation is None and len(objs) > 1:
+        return spec.category, tuple(sorted(objs, key=repr)), None
+    return spec.category, objs, spec.relation
+
+
 def _same_meaning(a: grammar.Spec, b: grammar.Spec) -> bool:
-    if a.category != b.category or set(a.objects) != set(b.objects):
-        return False
-    if a.relation is None:
-        return b.relation is None
-    if a.objects == b.objects:
-        return a.relation == b.relation
-    return b.objects == a.objects[::-1] and b.relation == CONVERSE[a.relation]
+    return _meaning(a) == _meaning(b)
 
 
 CONVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 
 def shapes_rewrite(spec: grammar.Spec, failed: list[Claim]) -> str:
-    """The grammar rewrite of the module doc; the result parses to the same meaning."""
+    """The grammar rewrite of the module doc; the result parses to the same meaning. A
+    list of objects or a size pair puts the object of the first failed claim first; "A
+    between B and C" names the failed end first ("A between C and B"); counts and "inside"
+    have one phrasing and stay as they are."""
     first = failed[0]
     objs = list(spec.objects)
-    if len(objs) < 2:
+    if len(objs) < 2 or spec.relation == grammar.INSIDE:
         return spec.prompt
-    if first.kind == "relation":
-        objs, relation = objs[::-1], CONVERSE[spec.relation] if spec.relation else None
+    target = first.nouns[0] if first.nouns else None
+    relation = spec.relation
+    if spec.relation == grammar.BETWEEN:
+        if objs[1] == objs[2] or first.kind == "relation" or target != objs[2].shape:
+            return spec.prompt
+        objs = [objs[0], objs[2], objs[1]]
+    elif first.kind == "relation" and spec.relation in CONVERSE:
+        objs, relation = objs[::-1], CONVERSE[spec.relation]
     else:
-        target = first.nouns[0] if first.nouns else None
         idx = next((k for k, o in enumerate(objs) if o.shape == target), 0)
         if idx == 0:
             return spec.prompt
-        objs, relation = objs[::-1], CONVERSE[spec.relation] if spec.relation else None
+        if spec.relation in CONVERSE:
+            objs, relation = objs[::-1], CONVERSE[spec.relation]
+        else:
+            objs = [objs[idx]] + objs[:idx] + objs[idx + 1:]
     new = grammar.format_prompt(objs, relation)
     if not _same_meaning(spec, parse_prompt(new)):
         raise RuntimeError(f"rule refiner changed the meaning of {spec.prompt!r} to {new!r}")

@@ -33,7 +33,6 @@ harmonic orders and refinement rounds, never over images or components.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +41,7 @@ from .components import dilate_max, euler_numbers, holes, label_components
 from .features import ASYMMETRY_SCALE, CLASSES, classify, moments, solidity
 from .fit import fit_templates
 from .split import power_cells, split_peaks
-from .unmix import PALETTE, unmix
+from .unmix import PALETTE, coverage, unmix
 from .world import SHAPES
 
 #: components smaller than this fraction of the image are specks and ignored (the smallest
@@ -140,7 +139,8 @@ def _find(images: torch.Tensor) -> dict[str, torch.Tensor]:
     rimpix = ((um.label.view(-1) < 0) & (grown > 0)).nonzero().squeeze(1)
     lab_rim = grown[rimpix]
     cls_rim = comp_class[lab_rim]
-    rim_alpha = um.alpha.view(b, k, hw)[rimpix // hw, cls_rim.clamp(max=k - 1), rimpix % hw] * um.palette_ok.view(-1)[rimpix]
+    rim_offset = um.offset.permute(0, 2, 3, 1).reshape(-1, 3)[rimpix]
+    rim_alpha = coverage(rim_offset, cls_rim.clamp(max=k - 1)) * um.palette_ok.view(-1)[rimpix]
     w_rim = torch.where(cls_rim < k, rim_alpha, 0.0)
 
     # holes: components with an Euler number below one enclose pixels; fill the first few

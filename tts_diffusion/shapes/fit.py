@@ -41,8 +41,13 @@ CENTRE_RANGE = 1.25
 _OFFSETS = torch.linspace(-CENTRE_RANGE, CENTRE_RANGE, 7)
 #: canvas sample points per side for the grid search and for the refinement
 COARSE, FINE = 40, 40
-#: templates scored at once (bounds the [templates, points] working set)
-CHUNK = 1 << 21
+#: template-point pairs scored at once (bounds the working set): small on the CPU (cache),
+#: large on a GPU (few kernel launches: all fits of a batch in one go)
+CHUNK = {"cpu": 1 << 21, "cuda": 1 << 26}
+
+
+def _chunk(device: torch.device) -> int:
+    return CHUNK.get(device.type, CHUNK["cpu"])
 
 #: (sample points x, y [J, P] in pixels) -> (weights w, care) [J, P] of every fit
 Sampler = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -95,7 +100,7 @@ def _iou(shape: str, params: torch.Tensor, px: torch.Tensor, py: torch.Tensor, w
          care: torch.Tensor) -> torch.Tensor:
     """Soft IoU [J, T] of templates `params` [J, T, 4] with weights w over care points [J, P]."""
     j, t, _ = params.shape
-    step = max(1, CHUNK // max(1, j * px.shape[1]))
+    step = max(1, _chunk(px.device) // max(1, j * px.shape[1]))
     out = []
     for k in range(0, t, step):
         m = _raster_coverage(shape, px, py, params[:, k : k + step])
@@ -158,7 +163,7 @@ def _grid_iou(shape: str, n_ang: int, centres: torch.Tensor, radii: torch.Tensor
     j, c, _ = centres.shape
     r = radii.shape[1]
     out = []
-    step = max(1, CHUNK // max(1, c * r * px.shape[1] * n_ang))
+    step = max(1, _chunk(px.device) // max(1, c * r * px.shape[1] * n_ang))
     for k in range(0, j, step):
         sl = slice(k, k + step)
         dx = px[sl].view(-1, 1, 1, px.shape[1]) - centres[sl, :, 0].view(-1, c, 1, 1)

@@ -243,10 +243,7 @@ def _parse_body(prompt: str, rest: list[str]) -> Spec:
             raise _outside(prompt, f"the two objects are the same; use a count, e.g. 'a photo of two {PLURALS[first.shape]}'")
         return Spec("", "color_attr" if (first.color or second.color) else "two_object", (first, second))
     if link == ",":
-        second, pos = _noun_phrase(prompt, rest, pos + 1)
-        if pos >= len(rest) or rest[pos] != "and":
-            raise _outside(prompt, "a list of three objects reads 'A, B and C'")
-        third = _last_noun_phrase(prompt, rest, pos + 1)
+        second, third = _two_joined(prompt, rest, pos + 1, "a list of three objects reads 'A, B and C'")
         objs = (first, second, third)
         _no_sizes(prompt, objs)
         _distinct(prompt, objs)
@@ -260,10 +257,8 @@ def _parse_body(prompt: str, rest: list[str]) -> Spec:
                 raise _outside(prompt, "'between two' takes an (optionally coloured) plural shape noun, e.g. 'between two blue squares'")
             second = third = ObjectSpec(_PLURAL_TO_SHAPE[noun[0]], color)
         else:
-            second, pos = _noun_phrase(prompt, rest, pos + 1)
-            if pos >= len(rest) or rest[pos] != "and":
-                raise _outside(prompt, "'between' takes two objects: 'A between B and C' or 'A between two Bs'")
-            third = _last_noun_phrase(prompt, rest, pos + 1)
+            second, third = _two_joined(prompt, rest, pos + 1,
+                                        "'between' takes two objects: 'A between B and C' or 'A between two Bs'")
         objs = (first, second, third)
         _no_sizes(prompt, objs)
         if first in (second, third):
@@ -314,6 +309,14 @@ def _last_noun_phrase(prompt: str, words: list[str], pos: int) -> ObjectSpec:
     if end != len(words):
         raise _outside(prompt, f"unexpected words after the last object: {' '.join(words[end:])!r}")
     return obj
+
+
+def _two_joined(prompt: str, words: list[str], pos: int, why: str) -> tuple[ObjectSpec, ObjectSpec]:
+    """np "and" np ending the prompt, from `pos`; `why` explains a missing "and"."""
+    first, pos = _noun_phrase(prompt, words, pos)
+    if pos >= len(words) or words[pos] != "and":
+        raise _outside(prompt, why)
+    return first, _last_noun_phrase(prompt, words, pos + 1)
 
 
 def _no_sizes(prompt: str, objs: Sequence[ObjectSpec]) -> None:

@@ -55,12 +55,8 @@ graded signal. Semantics:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
-
 import math
 from dataclasses import dataclass, field
-from itertools import permutations
 from typing import Sequence
 
 import torch

@@ -27,9 +27,12 @@ MAX_PEAKS = 16
 _LINE = 32
 
 
-def distance_transform(mask: torch.Tensor) -> torch.Tensor:
+def distance_transform(mask: torch.Tensor, chunk: int = 32) -> torch.Tensor:
     """Exact Euclidean distance [J, H, W] from each pixel of `mask` [J, H, W] (bool) to the
-    nearest pixel outside it (pixels beyond the array count as outside; 0 off the mask)."""
+    nearest pixel outside it (pixels beyond the array count as outside; 0 off the mask),
+    `chunk` blobs at a time (the brute-force envelope holds H^2 W values per blob)."""
+    if mask.shape[0] > chunk:
+        return torch.cat([distance_transform(m, chunk) for m in mask.split(chunk)])
     j, h, w = mask.shape
     m = torch.nn.functional.pad(mask, (1, 1, 1, 1))
     hp, wp = h + 2, w + 2

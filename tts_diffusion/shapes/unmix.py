@@ -47,14 +47,14 @@ PALETTE: tuple[str, ...] = tuple(COLORS)
 class Unmixed:
     """Per-pixel colour labels of a batch [B, H, W]: `label` = palette index, len(PALETTE)
     for off-palette foreground, -1 for background; `weight` = the pixel's soft coverage by
-    its colour (sharpened, for shape moments); `alpha` [B, K, H, W] = the sharpened coverage
-    of every palette colour over the background (the weights of a component's rim);
+    its colour (sharpened, for shape moments); `offset` [B, 3, H, W] = the unsmoothed image
+    less the background (`coverage` reads any colour's weight from it: a component's rim);
     `strength` [B, H, W] = the off-palette weight; `palette_ok` [B, H, W] = the pixel is near
     some colour line (background pixels are)."""
 
     label: torch.Tensor
     weight: torch.Tensor
-    alpha: torch.Tensor
+    offset: torch.Tensor
     strength: torch.Tensor
     palette_ok: torch.Tensor
 
@@ -85,8 +85,8 @@ def unmix(images: torch.Tensor) -> Unmixed:
     on_palette = best_resid2 <= OFF_PALETTE_RESIDUAL**2
     k = len(PALETTE)
     label = torch.where(fg & on_palette, best, torch.where(fg, k, -1)).squeeze(1)
-    walpha = _sharpen(torch.einsum("kc,bchw->bkhw", d, x - bg.view(b, 3, 1, 1)) / dd)  # unsmoothed
-    weight = walpha.gather(1, best.clamp(max=k - 1)).squeeze(1)
+    offset = x - bg.view(b, 3, 1, 1)  # unsmoothed: the weights see the edges as drawn
+    weight = coverage(offset, best.squeeze(1).clamp(max=k - 1))
     strength = (vv.sqrt() / d.norm(dim=1).median()).clamp(0.0, 1.0).squeeze(1)
     weight = torch.where(label == k, strength, weight)
 
@@ -110,12 +110,24 @@ def unmix(images: torch.Tensor) -> Unmixed:
         r_pair = (vs - d[j] - t.unsqueeze(1) * seg).square().sum(1)
         mixed = r_pair < best_resid2.squeeze(1)[idx]
         pick = torch.where(t >= 0.5, kk, j)
-        xs = (x - bg.view(b, 3, 1, 1)).permute(0, 2, 3, 1)[idx]
+        xs = offset.permute(0, 2, 3, 1)[idx]
         tx = (((xs - d[j]) * seg).sum(1) / seg.square().sum(1)).clamp(0.0, 1.0)
         share = _sharpen(torch.where(t >= 0.5, tx, 1.0 - tx))
         label[idx] = torch.where(mixed, pick, label[idx])
         weight[idx] = torch.where(mixed, share, weight[idx])
-    return Unmixed(label=label, weight=weight, alpha=walpha, strength=strength, palette_ok=on_palette.squeeze(1))
+    return Unmixed(label=label, weight=weight, offset=offset, strength=strength, palette_ok=on_palette.squeeze(1))
+
+
+def coverage(offset: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """Sharpened coverage by palette colour `colour` (indices, the shape of `offset` without
+    its channel dimension) of pixels whose offsets from the background are `offset`
+    [..., 3, ...]: [B, 3, H, W] with colour [B, H, W], or [P, 3] with colour [P]."""
+    d = torch.tensor([COLORS[c] for c in PALETTE], device=offset.device) - torch.tensor(BACKGROUND, device=offset.device)
+    dk = d[colour]  # [..., 3] at the end
+    if offset.ndim == 4:
+        dk = dk.permute(0, 3, 1, 2)
+        return _sharpen((offset * dk).sum(1) / dk.square().sum(1))
+    return _sharpen((offset * dk).sum(-1) / dk.square().sum(-1))
 
 
 def _block_max_filter(x: torch.Tensor, r: int, block: int = 4) -> torch.Tensor:

@@ -263,11 +263,15 @@ KINDS = {"touching": touching, "border_cut": border_cut, "extra_half_visible": e
 
 def scene_kinds(n_per_kind: int, seed: int = 0) -> list[TestScene]:
     """n_per_kind scenes of each stress kind plus n_per_kind in-distribution scenes."""
-    rng = np.random.default_rng(seed)
-    out = in_distribution(n_per_kind, seed)
-    for make in KINDS.values():
+    return in_distribution(n_per_kind, seed) + _stress(KINDS, n_per_kind, np.random.default_rng(seed))
+
+
+def _stress(kinds: dict, n_per_kind: int, rng) -> list[TestScene]:
+    """n_per_kind scenes of each kind (a layout that does not fit is redrawn)."""
+    out = []
+    for make in kinds.values():
         for _ in range(n_per_kind):
-            for _ in range(50):  # a layout that does not fit is redrawn
+            for _ in range(50):
                 try:
                     out.append(make(rng))
                     break
@@ -373,14 +377,4 @@ KINDS_V2 = {"inside_crossing": inside_crossing, "between_off_line": between_off_
 
 def scene_kinds_v2(n_per_kind: int, seed: int = 0) -> list[TestScene]:
     """n_per_kind scenes of each grammar-v2 stress kind plus n_per_kind in-distribution ones."""
-    rng = np.random.default_rng([seed, 2])
-    out = in_distribution_v2(n_per_kind, seed)
-    for make in KINDS_V2.values():
-        for _ in range(n_per_kind):
-            for _ in range(50):
-                try:
-                    out.append(make(rng))
-                    break
-                except RuntimeError:
-                    continue
-    return out
+    return in_distribution_v2(n_per_kind, seed) + _stress(KINDS_V2, n_per_kind, np.random.default_rng([seed, 2]))

@@ -1,10 +1,12 @@
-"""The shapes-world oracle as a verifier: exact checks of counts, colours, shapes and
-positions (`tts_diffusion.shapes.oracle`), for prompts of the shapes grammar.
+"""The shapes-world oracle as a verifier: exact checks of counts, colours, shapes, sizes,
+positions, betweenness and containment (`tts_diffusion.shapes.oracle`), for prompts of the
+shapes grammar (v2, which holds every v1 prompt).
 
 The score of an image is the fraction of its prompt's checks that pass (1.0 iff the image
 is correct), so search methods get a graded signal; `verdict` adds one line of feedback
 per image and the exact `correct` flags. Images may have any resolution; detection runs
-on the CPU (connected components), the scores come back on the images' device.
+batched on the images' device (CPU or CUDA, one torch implementation), `chunk_size`
+images at a time, and the scores come back there.
 """
 from __future__ import annotations
 
@@ -24,6 +26,12 @@ class OracleVerifier(Verifier):
     name = "oracle"
     chunk_size = 256
 
+    def __init__(self) -> None:
+        super().__init__()
+        # no weights: an empty buffer carries the device that `.to()` picks, which searchers
+        # move images to (`verifier.device`), so the oracle runs where the model does
+        self.register_buffer("_placed", torch.zeros(0), persistent=False)
+
     def results(self, images: torch.Tensor, prompts: Sequence[str] | str) -> list[OracleResult]:
         """Full oracle results (checks, feedback, detections) for every image."""
         images, prompts = check_inputs(images, prompts)
@@ -38,7 +46,7 @@ class OracleVerifier(Verifier):
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """Fraction of checks passed per image, float32 [B] on the images' device."""
-        res = check_batch(images, list(prompts))
+        res = self.results(images, list(prompts))
         return torch.tensor([r.score for r in res], dtype=torch.float32, device=images.device)
 
     @torch.no_grad()
@@ -55,16 +63,19 @@ class OracleVerifier(Verifier):
 
 @register_verifier(ORACLE)
 def make_oracle(**options) -> OracleVerifier:
-    """Factory for the registry. Accepts `chunk_size`; the oracle has no other options
-    (device and dtype options of other verifiers are accepted and ignored)."""
+    """Factory for the registry. Accepts `chunk_size` and `device` (where it checks images;
+    the pipeline moves it to its own); a `dtype` option of other verifiers is accepted and
+    ignored (the oracle works in float32)."""
     verifier = OracleVerifier()
     chunk = options.pop("chunk_size", None)
     if chunk is not None:
         verifier.chunk_size = int(chunk)
-    options.pop("device", None)
+    device = options.pop("device", None)
+    if device is not None:
+        verifier.to(device)
     options.pop("dtype", None)
     if options:
         from ..errors import TTSInputError
 
-        raise TTSInputError(f"the oracle verifier takes no options {sorted(options)}; it only accepts chunk_size")
+        raise TTSInputError(f"the oracle verifier takes no options {sorted(options)}; it only accepts chunk_size and device")
     return verifier
