@@ -25,7 +25,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from tts_diffusion import TTSPipeline  # noqa: E402
-from tts_diffusion.bench import eval_prompts  # noqa: E402
+from tts_diffusion.bench.prompts import balanced_subset, load_prompt_set  # noqa: E402
+from tts_diffusion.shapes.grammar import model_grammar  # noqa: E402
 from tts_diffusion.testing.latents import tweedie_estimates  # noqa: E402
 
 
@@ -53,15 +54,19 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--out", default="runs/shapes-preview")
+    ap.add_argument("--model", default=None, help="shapes model folder (default: the shipped one)")
     args = ap.parse_args()
     torch.manual_seed(0)
     t0 = time.perf_counter()
     device = torch.device(args.device)
-    tts = TTSPipeline.from_pretrained(None, torch_dtype=torch.float32)
+    tts = TTSPipeline.from_pretrained(args.model, torch_dtype=torch.float32)
     tts.set_progress_bar_config(disable=True)
     tts.to(device)
     proc = tts.process()
-    prompts = [p["prompt"] for p in eval_prompts(600)]  # grouped by category: take every k-th for a mix
+    # the eval split of the model's grammar, grouped by category: take every k-th for a mix
+    prompt_set = {"v1": "shapes_eval", "v2": "shapes_eval_v2"}[model_grammar(args.model)]
+    prompts = [p["prompt"] for _, p in sorted(balanced_subset(load_prompt_set(prompt_set), None),
+                                             key=lambda ip: (ip[1]["category"], ip[0]))]
     stride = max(1, len(prompts) // (args.prompts + 6))
     mixed = prompts[::stride]
     train_p, held_p = mixed[: args.prompts], mixed[args.prompts: args.prompts + 6]

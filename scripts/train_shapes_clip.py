@@ -57,12 +57,16 @@ from tts_diffusion.shapes.training import (  # noqa: E402
 )
 
 T0 = time.time()
+#: The v2 CLIP: images at the v2 model's size (144 px) in an 8x8 grid of 18-px patches, the
+#: v1 widths (the v1 CLIP: 64 px, patch 8).
 MODEL_CFG = {
     "embed_dim": 128,
     "quick_gelu": False,
-    "vision_cfg": {"image_size": 64, "patch_size": 8, "width": 192, "layers": 6, "head_width": 32, "mlp_ratio": 4.0},
+    "vision_cfg": {"image_size": 144, "patch_size": 18, "width": 192, "layers": 6, "head_width": 32, "mlp_ratio": 4.0},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 4, "mlp_ratio": 4.0},
 }
+#: categories whose scenes get --extra-weight more shares of the pool (spatial relations are the hard part)
+SPATIAL = ("position", "between", "inside")
 
 
 def log(msg: str) -> None:
@@ -116,7 +120,7 @@ def load_clip(out: Path, device: torch.device):
 
 @torch.no_grad()
 def clip_scores(model, tok, mean, std, images01: torch.Tensor, prompts: list[str], batch: int = 1024) -> torch.Tensor:
-    """Cosine of image and prompt embeddings, [N] float32 (images [N, 3, 64, 64] in [0, 1])."""
+    """Cosine of image and prompt embeddings, [N] float32 (images [N, 3, S, S] in [0, 1])."""
     dev = next(model.parameters()).device
     out = []
     for i in range(0, len(prompts), batch):
@@ -144,7 +148,7 @@ def write_clip_card(out: Path, report: dict) -> None:
         "tokenizer = open_clip.get_tokenizer(\"local-dir:tts_diffusion/assets/shapes-clip\")   # standard BPE, context 32",
         "# or: tts_diffusion.verifiers.clip.CLIPVerifier(model=str(tts_diffusion.paths.domain_clip_path())) (the default \"clip\" verifier)",
         "```", "",
-        "Images are 64x64, normalised with the render statistics in `open_clip_config.json`",
+        f"Images are {v['image_size']}x{v['image_size']}, normalised with the render statistics in `open_clip_config.json`",
         f"(mean {cfg['preprocess_cfg']['mean']}, std {cfg['preprocess_cfg']['std']}). The weights are stored in float16",
         f"({weights.stat().st_size / 2**20:.1f} MiB; open_clip casts them to the model's dtype on load).", "",
         "## Architecture", "",
@@ -159,8 +163,8 @@ def write_clip_card(out: Path, report: dict) -> None:
             "## Training", "",
             f"`{report['command']}` (seed {report['seed']}) on {report['device']}: {report['steps']} steps x "
             f"{report['batch']} in {report['train_seconds']:.0f} s ({report['total_seconds']:.0f} s with data), "
-            f"{report['pool']:,} rendered scenes ({report['distinct_prompts']} distinct prompts; position scenes "
-            f"weighted x{1 + report['hparams'].get('extra_position', 0)}), images perturbed (blur, colour jitter, noise), "
+            f"{report['pool']:,} rendered scenes ({report['distinct_prompts']} distinct prompts; {', '.join(SPATIAL)} "
+            f"scenes weighted x{1 + report['hparams']['extra_weight']}), images perturbed (blur, colour jitter, noise), "
             "one hard negative per scene from `shapes.mismatch.mismatched_prompt`.", "",
             "Held-out renders, how often the true prompt outscores its hard negative:", "",
             "| images | overall | " + " | ".join(report["heldout_true_vs_hard_negative"]["clean"]["per_category"]) + " |",
@@ -243,7 +247,7 @@ def within_prompt_auc(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray
 # ----------------------------------------------------------------------------- training
 def train(args, device: torch.device) -> dict:
     t = time.time()
-    cats = tuple(CATEGORIES) + ("position",) * args.extra_position
+    cats = tuple(CATEGORIES) + SPATIAL * args.extra_weight
     scenes = scene_pool(args.pool, args.seed, args.workers, stream=7, categories=cats)
     log(f"sampled {len(scenes):,} scenes in {time.time() - t:.1f}s")
     images = render_pool(scenes, MODEL_CFG["vision_cfg"]["image_size"], device)
@@ -335,7 +339,7 @@ def train(args, device: torch.device) -> dict:
         "total_seconds": round(time.time() - T0, 1), "pool": len(images), "distinct_prompts": len(uniq),
         "parameters": sum(p.numel() for p in model.parameters()),
         "hparams": {k: getattr(args, k) for k in ("lr", "wd", "warmup", "aug_noise", "aug_blur", "aug_jitter",
-                                                 "extra_position")},
+                                                 "extra_weight")},
         "heldout_true_vs_hard_negative": res,
     }
     save_clip(model, Path(args.out), mean_l, std_l, report)
@@ -416,8 +420,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--wd", type=float, default=0.1)
     p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--extra-position", type=int, default=2,
-                   help="position scenes get 1 + this many shares of the pool (relations are the hard part)")
+    p.add_argument("--extra-weight", type=int, default=1,
+                   help=f"scenes of {', '.join(SPATIAL)} get 1 + this many shares of the pool (relations are the hard part)")
     p.add_argument("--aug-noise", type=float, default=0.05)
     p.add_argument("--aug-blur", type=float, default=1.2)
     p.add_argument("--aug-jitter", type=float, default=0.06)

@@ -48,10 +48,12 @@ from typing import Any, Sequence
 import torch
 
 from ..paths import default_model_path
-from .grammar import VOCABULARY
+from .grammar import VOCABULARIES, VOCABULARY
 
 __all__ = [
     "ShapesModelConfig",
+    "ARCHITECTURES",
+    "architecture",
     "SPECIAL_TOKENS",
     "PIXART_SIGMA_BLOCKS",
     "t5_v11_encoder_config",
@@ -63,6 +65,7 @@ __all__ = [
     "build_scheduler",
     "assemble_pipeline",
     "save_pipeline",
+    "store_weights_as",
     "load_pipeline",
     "pipe_call_kwargs",
     "fold_latent_mean",
@@ -84,13 +87,15 @@ TTS_DEFAULTS_FILE = "tts_defaults.json"
 
 @dataclass
 class ShapesModelConfig:
-    """Sizes of the default model (defaults: the shipped model)."""
+    """Sizes of the model (defaults: the v1 model; `ARCHITECTURES` names each version)."""
 
     image_size: int = 64
     # VAE: len(vae_channels) - 1 downsamplings -> f = 4
     vae_channels: tuple[int, ...] = (32, 64, 128)
     vae_layers_per_block: int = 1
     latent_channels: int = 4
+    #: self-attention in the VAE's mid block (diffusers' default)
+    vae_mid_attention: bool = True
     # transformer
     heads: int = 6
     head_dim: int = 32
@@ -107,7 +112,14 @@ class ShapesModelConfig:
     num_inference_steps: int = 20
     guidance_scale: float = 4.5
     shift: float = 1.0
-    vocabulary: list[str] = field(default_factory=lambda: list(VOCABULARY))
+    #: the prompt grammar the model is trained on (`tts_defaults.json` records it)
+    grammar: str = "v1"
+    vocabulary: list[str] = field(default_factory=lambda: list(VOCABULARIES["v1"]))
+
+    @property
+    def tokens(self) -> int:
+        """Side of the transformer's token grid (latent side / patch)."""
+        return self.latent_size // self.patch_size
 
     @property
     def vae_scale_factor(self) -> int:
@@ -128,6 +140,27 @@ class ShapesModelConfig:
         if "vae_channels" in d:
             d["vae_channels"] = tuple(d["vae_channels"])
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+#: The model versions: v1 (64 px, 8x8 tokens; what `ShapesModelConfig()` gives) and v2
+#: (144 px, a 12x12 token grid: VAE f = 4 to 36x36x4 latents, patch 3; v1's transformer
+#: widths, a deeper text encoder). The token count is set by the CPU budget (a search at equal
+#: NFE <= 3x v1's): see MODEL_CARD.md, "Architecture".
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "v1": {},
+    "v2": dict(image_size=144, vae_channels=(16, 32, 64), heads=6, head_dim=32, layers=5, patch_size=3,
+               text_dim=192, text_heads=6, text_head_dim=32, text_ff=512, text_layers=6, max_length=16,
+               grammar="v2"),
+}
+
+
+def architecture(name: str, **overrides) -> ShapesModelConfig:
+    """The `ShapesModelConfig` of model version `name` ("v1", "v2"), with `overrides`."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; available: {', '.join(ARCHITECTURES)}")
+    kw = {**ARCHITECTURES[name], **overrides}
+    kw.setdefault("vocabulary", list(VOCABULARIES[kw.get("grammar", "v1")]))
+    return ShapesModelConfig(**kw)
 
 
 # ----------------------------------------------------------------------------- components
@@ -266,7 +299,7 @@ def init_transformer_weights(transformer) -> None:
 
 
 def build_vae(cfg: ShapesModelConfig):
-    """AutoencoderKL for 64x64 renders (f = 2 ** (len(vae_channels) - 1))."""
+    """AutoencoderKL for the renders (f = 2 ** (len(vae_channels) - 1))."""
     from diffusers import AutoencoderKL
 
     n = len(cfg.vae_channels)
@@ -281,6 +314,7 @@ def build_vae(cfg: ShapesModelConfig):
         norm_num_groups=min(32, cfg.vae_channels[0]),
         sample_size=cfg.image_size,
         scaling_factor=1.0,
+        mid_block_add_attention=cfg.vae_mid_attention,
     )
 
 
@@ -327,14 +361,19 @@ def assemble_pipeline(tokenizer, text_encoder, transformer, vae, scheduler):
     return pipe
 
 
-def save_pipeline(pipe, path: str | os.PathLike, report: dict | None = None) -> Path:
-    """``save_pretrained`` in float32 safetensors, with the tokenizer recorded as
+def save_pipeline(pipe, path: str | os.PathLike, report: dict | None = None,
+                  weights_dtype: torch.dtype = torch.float32) -> Path:
+    """``save_pretrained`` in safetensors, with the tokenizer recorded as
     ``PreTrainedTokenizerFast`` (the class name that both transformers 4.x and 5.x load;
     transformers 5 would otherwise write its internal ``TokenizersBackend``). `report`
-    (defaults, training and evaluation numbers) goes to `MODEL_DEFAULTS_FILE`."""
+    (defaults, training and evaluation numbers) goes to `MODEL_DEFAULTS_FILE`, and its
+    config's ``grammar`` to `TTS_DEFAULTS_FILE`. `weights_dtype` float16 halves the files
+    (`store_weights_as`); loading still gives float32 unless a dtype is asked for."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(path, safe_serialization=True)
+    if weights_dtype != torch.float32:
+        store_weights_as(path, weights_dtype)
     index_file = path / "model_index.json"
     index = json.loads(index_file.read_text())
     index["tokenizer"] = ["transformers", "PreTrainedTokenizerFast"]
@@ -354,11 +393,50 @@ def save_pipeline(pipe, path: str | os.PathLike, report: dict | None = None) -> 
             size = pipe.transformer.config.sample_size * pipe.vae_scale_factor
             tts = {"num_inference_steps": int(d["num_inference_steps"]), "guidance_scale": float(d["guidance_scale"]),
                    "height": size, "width": size, "max_sequence_length": int(d["max_sequence_length"])}
+            grammar = (report.get("config") or {}).get("grammar")
+            if grammar:
+                tts["grammar"] = grammar
             (path / TTS_DEFAULTS_FILE).write_text(json.dumps(tts) + "\n")
     for f in path.rglob("*"):  # safetensors writes 0600 files; assets are meant to be shared
         if f.is_file():
             f.chmod(0o644)
     return path
+
+
+def store_weights_as(path: str | os.PathLike, dtype: torch.dtype) -> dict[str, float]:
+    """Rewrite every ``*.safetensors`` under the pipeline folder `path` with its floating-point
+    tensors in `dtype` (float16 / bfloat16), and record float32 as the text encoder's ``dtype``
+    so that transformers' ``dtype="auto"`` loads it in float32 like the diffusers components
+    (which load in float32 unless ``torch_dtype`` says otherwise). Returns, per file, the largest
+    relative rounding error of a tensor (max |w - w16| / max |w|); refuses a tensor that would
+    overflow `dtype`."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(path)
+    limit = torch.finfo(dtype).max
+    errors = {}
+    for f in sorted(path.rglob("*.safetensors")):
+        tensors = load_file(str(f))
+        out, worst = {}, 0.0
+        for k, t in tensors.items():
+            if not t.is_floating_point():
+                out[k] = t
+                continue
+            peak = t.abs().max().item() if t.numel() else 0.0
+            if not peak < limit:
+                raise ValueError(f"{f.relative_to(path)}: {k} has |w| up to {peak:.3g}, beyond {dtype}")
+            out[k] = t.to(dtype).contiguous()
+            if peak > 0:
+                worst = max(worst, ((out[k].float() - t.float()).abs().max() / peak).item())
+        save_file(out, str(f), metadata={"format": "pt"})
+        errors[str(f.relative_to(path))] = worst
+    te_cfg = path / "text_encoder" / "config.json"
+    if te_cfg.is_file():
+        cfg = json.loads(te_cfg.read_text())
+        cfg["dtype"] = "float32"
+        cfg.pop("torch_dtype", None)
+        te_cfg.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    return errors
 
 
 def load_pipeline(

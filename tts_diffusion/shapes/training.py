@@ -93,3 +93,67 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+# ----------------------------------------------------------------------------- weights and checkpoints
+class EMA:
+    """Exponential moving average of parameters (decay warmed up as (1 + n) / (10 + n))."""
+
+    def __init__(self, params, decay: float):
+        self.params = [p for p in params]
+        self.shadow = [p.detach().clone().float() for p in self.params]
+        self.decay, self.n = decay, 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.n += 1
+        d = min(self.decay, (1 + self.n) / (10 + self.n))
+        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in self.params], 1.0 - d)
+
+    @torch.no_grad()
+    def copy_to(self) -> None:
+        for p, s in zip(self.params, self.shadow):
+            p.copy_(s.to(p.dtype))
+
+
+def save_sharded(tensors: dict[str, torch.Tensor], folder: Path, prefix: str, dtype: torch.dtype | None = None,
+                 max_bytes: int = 15 * 2**20) -> list[str]:
+    """Write `tensors` (cast to `dtype` if given) as ``<prefix>-NN.safetensors`` files of at most
+    `max_bytes` each (a tensor larger than that gets a file of its own); removes older shards of
+    `prefix`. Returns the file names."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob(f"{prefix}-*.safetensors"):
+        old.unlink()
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k in sorted(tensors):
+        t = tensors[k].detach()
+        t = (t.to(dtype) if dtype is not None and t.is_floating_point() else t).contiguous().cpu()
+        n = t.numel() * t.element_size()
+        if shards[-1] and size + n > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][k] = t
+        size += n
+    names = []
+    for i, sd in enumerate(shards):
+        name = f"{prefix}-{i:02d}.safetensors"
+        save_file(sd, str(folder / name), metadata={"format": "pt"})
+        names.append(name)
+    return names
+
+
+def load_sharded(folder: Path, prefix: str, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The tensors of every ``<prefix>-NN.safetensors`` in `folder` (floats cast to `dtype`)."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(folder).glob(f"{prefix}-*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no {prefix}-NN.safetensors in {folder}")
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        out.update({k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(str(f)).items()})
+    return out
