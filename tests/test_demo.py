@@ -20,6 +20,7 @@ from tts_diffusion.testing.helpers import BrightnessVerifier
 from tts_diffusion.core.state import Progress
 from tts_diffusion.errors import TTSInputError
 from tts_diffusion.params import Param
+from tts_diffusion.searchers import searcher_params
 from tts_diffusion.demo.files import RunFiles
 from tts_diffusion.demo.handlers import DemoHandlers
 from tts_diffusion.demo.render import gallery_items, to_display
@@ -182,8 +183,9 @@ def test_searcher_options_are_validated_against_the_spec():
     with probe_registered():
         req = parse_request(tts, _raw(searcher=PROBE, searcher_options={PROBE: {"scale": 1.5, "mode": "b"}}),
                             DemoLimits())
-        defaults = {p.name: p.default for p in page_params("searcher", PROBE)}
+        defaults = {p.name: p.default for p in searcher_params(PROBE)}
         assert req.searcher_options == {**defaults, "scale": 1.5, "mode": "b"}  # the rest: declared defaults
+        assert "label" not in {p.name for p in page_params("searcher", PROBE)}  # a free string: not on the page
         with pytest.raises(TTSInputError, match="option scale is not valid: expected a number in \\[0, 2\\]"):
             parse_request(tts, _raw(searcher=PROBE, searcher_options={PROBE: {"scale": 3.0}}), DemoLimits())
 
@@ -229,7 +231,7 @@ def test_searcher_strings_on_the_page_are_prompts_or_fixed_choices():
             parse_request(tts, _raw(searcher="reflect", searcher_options={"reflect": opts}), DemoLimits())
     req = parse_request(tts, _raw(searcher="reflect", searcher_options={"reflect": {"critic_model": "/etc"}}),
                         DemoLimits())
-    assert "critic_model" not in req.searcher_options
+    assert req.searcher_options["critic_model"] is None  # the declared default, never the page's folder
 
 
 def test_server_models_are_fixed_at_start_and_offered_by_name(tmp_path):
@@ -248,7 +250,7 @@ def test_server_models_are_fixed_at_start_and_offered_by_name(tmp_path):
     # the folder goes with its choice only
     req = parse_request(tts, _raw(searcher="reflect", searcher_options={"reflect": {"critic": "feedback"}}),
                         DemoLimits(), models=models)
-    assert "critic_model" not in req.searcher_options and "refiner_model" not in req.searcher_options
+    assert req.searcher_options["critic_model"] is None and req.searcher_options["refiner_model"] is None
     with pytest.raises(TTSInputError, match="option critic_model is not valid: expected one of blip-tiny"):
         parse_request(tts, _raw(searcher="reflect", searcher_options={"reflect": {"critic": "vlm",
                                                                                   "critic_model": str(lm)}}),
@@ -487,7 +489,7 @@ def test_a_waiting_request_says_so_with_its_place(tmp_path):
 
 def test_errors_use_the_pages_words(handlers):
     updates = list(handlers.generate(_raw(tgate=True, rgba=True)))
-    assert 'the "RGBA" toggle cannot be combined with T-GATE' in updates[-1]["status"]
+    assert 'the "RGBA" toggle cannot be combined with the "T-GATE" toggle' in updates[-1]["status"]
     assert "rgba=True" not in updates[-1]["status"]
 
 

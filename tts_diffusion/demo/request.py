@@ -111,6 +111,11 @@ def widget_value(param: Param, raw: Any, owner: str) -> Any:
         raise TTSInputError(f"{owner} option {param.name} is not valid: expected {param.allowed()}") from None
 
 
+#: how messages name the request's fields on the page (its boxes and toggles)
+PAGE_NAMES = {"num_inference_steps": '"Steps"', "budget": '"Budget (NFE)"', "height": '"Height"', "width": '"Width"',
+              "max_batch": "the batch size", "rgba": 'the "RGBA" toggle', "tgate": 'the "T-GATE" toggle',
+              "background_prompt": "a background prompt", "subject": "a subject"}
+
 #: the dropdown entry that means "leave it to the default / derive it"
 AUTO = "(auto)"
 
@@ -221,7 +226,7 @@ def parse_request(tts: Any, raw: Mapping[str, Any], limits: DemoLimits,
                             verifier_options=verifier_options, budget=budget, seed=seed, num_inference_steps=steps,
                             guidance_scale=guidance, height=height, width=width, negative_prompt=negative,
                             tgate=bool(raw.get("tgate")), rgba=bool(raw.get("rgba")))
-    return request.check(embedded_model=bool(getattr(tts, "is_default_model", False)))
+    return request.check(embedded_model=bool(getattr(tts, "is_default_model", False)), names=PAGE_NAMES)
 
 
 def ensemble_members(tts: Any) -> list[str]:
