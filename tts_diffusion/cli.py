@@ -170,6 +170,10 @@ def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
     except TTSInputError as e:
         _fail(str(e))
     _set_threads(threads, str(dev))
+    if not compile_:
+        from ._startup import defer_package_inits
+
+        defer_package_inits()
     _run_search(dict(request=request, model=model, device=dev, torch_dtype=torch_dtype, out=image_path,
                      compile=compile_), quiet)
 

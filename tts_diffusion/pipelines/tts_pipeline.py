@@ -51,8 +51,6 @@ DEFAULTS_FILE = "tts_defaults.json"
 def load_diffusers_pipeline(id_or_path: str | os.PathLike | None, **kwargs) -> Any:
     """`DiffusionPipeline.from_pretrained` with one clear error for a missing path or an
     unreachable hub id (raised as TTSInputError)."""
-    from diffusers import DiffusionPipeline
-
     if id_or_path is None:
         id_or_path = default_model_path()
         if not (Path(id_or_path) / "model_index.json").exists():
@@ -63,17 +61,35 @@ def load_diffusers_pipeline(id_or_path: str | os.PathLike | None, **kwargs) -> A
         if not (path / "model_index.json").exists():
             raise TTSInputError(f"{src} is not a diffusers pipeline folder (no model_index.json in it)")
         try:
-            return DiffusionPipeline.from_pretrained(str(path), **kwargs)
+            direct = _load_direct(path, kwargs)
+            return direct if direct is not None else _from_pretrained(str(path), **kwargs)
         except Exception as e:  # noqa: BLE001 - report any loading failure on one line
             raise TTSInputError(f"could not load the pipeline in {src}: {_one_line(e)}") from e
     if not _HUB_ID.match(src) or src.startswith((".", "~")):
         raise TTSInputError(f"model path {src!r} does not exist")
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:
-        return DiffusionPipeline.from_pretrained(src, **({"local_files_only": True} if offline else {}), **kwargs)
+        return _from_pretrained(src, **({"local_files_only": True} if offline else {}), **kwargs)
     except Exception as e:  # noqa: BLE001
         where = "offline (HF_HUB_OFFLINE is set) and it is not in the local cache" if offline else "from the hub"
         raise TTSInputError(f"could not load model {src!r} {where}: {_one_line(e)}") from e
+
+
+def _from_pretrained(src: str, **kwargs) -> Any:
+    from diffusers import DiffusionPipeline
+
+    return DiffusionPipeline.from_pretrained(src, **kwargs)
+
+
+def _load_direct(path: Path, kwargs: dict) -> Any | None:
+    """`direct_load.load_direct` when only a dtype is asked for and the folder's classes are
+    known (the embedded model's); else None."""
+    from .direct_load import load_direct
+
+    name = _dtype_kwarg()
+    if set(kwargs) - {name}:
+        return None
+    return load_direct(path, name, kwargs.get(name))
 
 
 def _dtype_kwarg() -> str:
