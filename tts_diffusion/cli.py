@@ -1,6 +1,7 @@
 """The `tts-diffusion` command line.
 
     tts-diffusion generate "two red circles" --budget 160 --out best.png
+    tts-diffusion generate "two red circles" "a blue star" --prompts more.txt --out-dir runs/   (model loaded once)
     tts-diffusion replay best.json --out again.png
     tts-diffusion list [--searcher NAME [--steps N] [-o KEY=VALUE]] [--verifier NAME]
     tts-diffusion bench --methods best_of_n,smc --budgets 1,4,16 --num-prompts 36 --out runs/sweep.jsonl
@@ -99,7 +100,16 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("prompt")
+@click.argument("prompts", nargs=-1, metavar="[PROMPT]...")
+@click.option("--prompts", "prompts_file", default=None, metavar="FILE",
+              help="more prompts: a text file (one a line; blank and # lines skipped) or JSON Lines (one object a"
+                   " line: \"prompt\" and any of seed, budget, steps, guidance, negative_prompt, height, width,"
+                   " searcher, options [\"KEY=VALUE\", ...]); several prompts go to --out-dir")
+@click.option("--out-dir", default=None, metavar="DIR",
+              help="with several prompts or --prompts (default tts_out): prompt k goes to DIR/<k>-<slug>.png with its"
+                   " .json sidecar (001-two-red-circles.png); DIR is created; prompts whose sidecar is there are"
+                   " skipped")
+@click.option("--redo", is_flag=True, help="with --out-dir: run again the prompts whose sidecar exists")
 @click.option("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
 @click.option("--searcher", default="best_of_n", show_default=True, help="search method (see `tts-diffusion list`)")
 @click.option("--verifier", default=None, help="verifier name (default: oracle for the shapes model, else clip)")
@@ -118,10 +128,11 @@ def main() -> None:
 @click.option("--max-batch", type=int, default=16, show_default=True, help="rows per denoiser call (memory), >= 1")
 @click.option("--option", "-o", "options", multiple=True, help="searcher hyper-parameter KEY=VALUE (repeatable)")
 @click.option("--verifier-option", "verifier_options", multiple=True, help="verifier option KEY=VALUE (repeatable)")
-@click.option("--out", default="tts_out.png", show_default=True,
-              help="image path (.png, .jpg, .webp, ...; its folder must exist). A JSON sidecar with scores, trace,"
-                   " settings and timings is written next to it (best.png -> best.json); an existing image is"
-                   " replaced, an existing .json only if it is a tts-diffusion sidecar")
+@click.option("--out", default=None,
+              help="one prompt: image path (default tts_out.png; .png, .jpg, .webp, ...; its folder must exist). A"
+                   " JSON sidecar with scores, trace, settings and timings is written next to it (best.png ->"
+                   " best.json); an existing image is replaced, an existing .json only if it is a tts-diffusion"
+                   " sidecar")
 @click.option("--tgate", "tgate_step", type=int, default=None, metavar="GATE_STEP",
               help="T-GATE: from step GATE_STEP on, drop CFG and reuse cached cross-attention (MM-DiT"
                    " such as SD3 / FLUX: cached text-stream keys / values) (faster; >= --steps: never gate)")
@@ -141,18 +152,39 @@ def main() -> None:
 @click.option("--compile", "compile_", is_flag=True, help=COMPILE_HELP)
 @click.option("--threads", type=int, default=None,
               help="CPU threads for torch, >= 1 (default on CPU: half the available cores, 1 to 4)")
-def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width, negative_prompt, device,
-             dtype, max_batch, options, verifier_options, out, tgate_step, tgate_options, quiet, rgba, background_prompt,
-             subject, threads, compile_) -> None:
-    """Search for the best image for PROMPT and write it to --out.
+def generate(prompts, prompts_file, out_dir, redo, model, searcher, verifier, budget, seed, steps, guidance, height,
+             width, negative_prompt, device, dtype, max_batch, options, verifier_options, out, tgate_step,
+             tgate_options, quiet, rgba, background_prompt, subject, threads, compile_) -> None:
+    """Search for the best image for PROMPT and write it to --out; with several prompts (or
+    --prompts FILE), load the model once and write each to --out-dir.
 
     With the embedded model PROMPT may be plain ("two red circles", "2 red circles",
     "a star to the left of a square"); it is mapped to the canonical prompt the model was
-    trained on, which the JSON sidecar records. Every input is checked before the model
-    loads (bad input: one `error:` line, exit 2). Ctrl-C during the search writes the best
-    image found so far, with its sidecar marked "interrupted", and exits with code 130."""
+    trained on, which the JSON sidecar records. Every input, every prompt of a list too, is
+    checked before the model loads (bad input: one `error:` line naming the prompt or the
+    file's line, exit 2). Each prompt's image and sidecar are what a one-prompt run with the
+    same flags writes. Ctrl-C during a search writes the best image found so far, with its
+    sidecar marked "interrupted", and exits with code 130; images already written stay, and
+    rerunning the command skips the prompts that are done."""
     from .errors import TTSInputError
 
+    flags = dict(model=model, searcher=searcher, verifier=verifier, budget=budget, seed=seed, steps=steps,
+                 guidance=guidance, height=height, width=width, negative_prompt=negative_prompt, max_batch=max_batch,
+                 options=options, verifier_options=verifier_options, tgate_step=tgate_step,
+                 tgate_options=tgate_options, rgba=rgba, background_prompt=background_prompt, subject=subject)
+    if len(prompts) > 1 or prompts_file is not None or out_dir is not None:
+        if out is not None:
+            _fail("--out names one image: with several prompts or --prompts, pass --out-dir DIR instead")
+        if threads is not None and threads < 1:
+            _fail(f"--threads must be at least 1, got {threads}")
+        _generate_many(prompts, prompts_file, out_dir or "tts_out", redo, flags, device, dtype, threads, compile_,
+                       quiet)
+        return
+    if not prompts:
+        _fail("pass a PROMPT, several, or --prompts FILE")
+    if redo:
+        _fail("--redo goes with --out-dir (several prompts or --prompts)")
+    prompt, out = prompts[0], out if out is not None else "tts_out.png"
     try:
         if threads is not None and threads < 1:
             raise TTSInputError(f"--threads must be at least 1, got {threads}")
@@ -176,6 +208,90 @@ def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
         defer_package_inits()
     _run_search(dict(request=request, model=model, device=dev, torch_dtype=torch_dtype, out=image_path,
                      compile=compile_), quiet)
+
+
+def _generate_many(prompts, prompts_file, out_dir, redo, flags, device, dtype, threads, compile_, quiet) -> None:
+    """Several prompts, one model load: every prompt checked first, then each searched and
+    written to out_dir (prompt_list.py names the files); done prompts are skipped."""
+    from pathlib import Path
+
+    from .errors import TTSInputError
+    from .prompt_list import PromptItem, output_stem, read_prompts_file
+
+    try:
+        items = [PromptItem(p, f"prompt {k}") for k, p in enumerate(prompts, 1)]
+        if prompts_file is not None:
+            items += read_prompts_file(prompts_file)
+        if not items:
+            raise TTSInputError("no prompt: pass PROMPT arguments or --prompts FILE")
+        requests = [_item_request(item, flags) for item in items]
+        folder = Path(out_dir).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise TTSInputError(f"--out-dir {out_dir} is a file, not a folder")
+        if not folder.exists() and not folder.parent.is_dir():
+            raise TTSInputError(f"--out-dir {out_dir}: the folder {folder.parent} does not exist; create it first")
+        dev, torch_dtype = _device_and_dtype(device, dtype)
+        folder.mkdir(exist_ok=True)
+        outs = [_check_out(str(folder / f"{output_stem(k, r.prompt)}.png"))[0] for k, r in enumerate(requests, 1)]
+    except TTSInputError as e:
+        _fail(str(e))
+    todo = [k for k, o in enumerate(outs) if redo or not _done(o)]
+    n = len(items)
+    if len(todo) < n:
+        click.echo(f"{n - len(todo)} of {n} prompts already done in {folder} (skipped; --redo runs them again)",
+                   err=True)
+    if not todo:
+        return
+    _set_threads(threads, str(dev))
+    if not compile_:
+        from ._startup import defer_package_inits
+
+        defer_package_inits()
+    tts = _load_pipeline(flags["model"], torch_dtype, dev, compile_)
+    failed = 0
+    for k in todo:
+        click.echo(f"[{k + 1}/{n}] {items[k].prompt}", err=True)
+        run = dict(request=requests[k], model=flags["model"], device=dev, torch_dtype=torch_dtype, out=outs[k])
+        if not _search_and_save(tts, run, quiet, exit_on_error=False):
+            failed += 1
+    if failed:
+        _fail(f"{failed} of {len(todo)} prompts failed (see above); the others are written in {folder}")
+
+
+def _item_request(item, flags: dict):
+    """The checked request of one prompt of a list: the flags, with a JSON Lines line's overrides."""
+    from .errors import TTSInputError
+
+    f = dict(flags)
+    over = dict(item.overrides)
+    line_options = tuple(over.pop("options", ()))
+    if "searcher" in over and over["searcher"] != flags["searcher"]:
+        f["options"] = line_options
+    else:
+        f["options"] = tuple(flags["options"]) + line_options
+    f.update(over)
+    try:
+        request = _request(item.prompt, f["model"], f["searcher"], f["verifier"], f["budget"], f["seed"], f["steps"],
+                           f["guidance"], f["height"], f["width"], f["negative_prompt"], f["max_batch"], f["options"],
+                           f["verifier_options"], f["tgate_step"], f["tgate_options"], f["rgba"],
+                           f["background_prompt"], f["subject"])
+        if request.budget is not None and request.num_inference_steps is not None:
+            from .pipelines import checks
+
+            checks.check_budget_fits(request.budget, request.num_inference_steps)
+    except TTSInputError as e:
+        raise TTSInputError(f"{item.where}: {e}") from None
+    return request
+
+
+def _done(image_path) -> bool:
+    """True if image_path and its sidecar are there and the sidecar is a finished run's."""
+    from .records.files import is_sidecar, sidecar_path
+
+    side = sidecar_path(image_path)
+    if not (image_path.exists() and is_sidecar(side)):
+        return False
+    return not json.loads(side.read_text(encoding="utf-8")).get("interrupted", False)
 
 
 def _request(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width, negative_prompt,
@@ -225,27 +341,47 @@ def _check_out(out: str):
     return check_output_path(out)
 
 
-def _run_search(run: dict, quiet: bool) -> None:
-    """Load the model, search, write the image and its sidecar; Ctrl-C writes the best so far."""
+def _load_pipeline(model, torch_dtype, device, compile_: bool):
+    """The TTSPipeline on `device` (a loading error: one `error:` line, exit 2)."""
     from .errors import TTSInputError
     from .pipelines import TTSPipeline
 
     _quiet_libraries()
-    latest: dict = {}
     try:
-        tts = TTSPipeline.from_pretrained(run["model"], torch_dtype=run["torch_dtype"],
-                                          compile=run.get("compile", False))
-        tts.to(run["device"])
-        result = tts.run(run["request"], progress=not quiet, progress_callback=lambda p: latest.update(progress=p))
+        tts = TTSPipeline.from_pretrained(model, torch_dtype=torch_dtype, compile=compile_)
+        return tts.to(device)
     except TTSInputError as e:
         _fail(str(e))
+
+
+def _run_search(run: dict, quiet: bool) -> None:
+    """Load the model, search, write the image and its sidecar; Ctrl-C writes the best so far."""
+    tts = _load_pipeline(run["model"], run["torch_dtype"], run["device"], run.get("compile", False))
+    _search_and_save(tts, run, quiet)
+
+
+def _search_and_save(tts, run: dict, quiet: bool, exit_on_error: bool = True) -> bool:
+    """Search run["request"], write image and sidecar to run["out"]; Ctrl-C writes the best so
+    far and exits 130. A bad input exits 2, or (exit_on_error False) prints its `error:` line
+    and returns False."""
+    from .errors import TTSInputError
+
+    latest: dict = {}
+    try:
+        result = tts.run(run["request"], progress=not quiet, progress_callback=lambda p: latest.update(progress=p))
+    except TTSInputError as e:
+        if exit_on_error:
+            _fail(str(e))
+        click.echo(f"error: {run['request'].prompt}: {e}", err=True)
+        return False
     except KeyboardInterrupt:
         _write_interrupted(run, latest.get("progress"))
-        return
+        return False
     image_path, sidecar = _save(result, run["out"])
     click.echo(f"best score {result.best_score:.4f} after {result.nfe} NFE "
                f"({len(result.candidates)} candidates, {result.timings.get('total', 0):.1f} s)")
     click.echo(f"wrote {image_path} and {sidecar}")
+    return True
 
 
 def _save(result, out):
