@@ -278,3 +278,116 @@ def test_register_takes_an_entry_or_its_parts_not_both():
         register_searcher(SMC, "another description")
     with pytest.raises(ValueError, match="not both"):
         register_verifier(CLIP, params=CLIP.params.params)
+
+
+# ------------------------------------------------------------------ generate's start-up
+_GENERATE_PROBE = textwrap.dedent("""
+    import json, sys
+    sys.argv = ["tts-diffusion", *json.loads(sys.argv[1])]
+    import tts_diffusion.cli as cli
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    from tts_diffusion._startup import is_deferred
+    print(json.dumps({"code": code, "modules": sorted(sys.modules),
+                      "deferred": [m for m in sys.modules if is_deferred(m)]}), file=sys.stderr)
+""")
+
+#: the diffusers model modules building the embedded PixArt model needs (autoencoder_kl's
+#: Encoder/Decoder blocks import unet_2d_blocks, which imports two transformer modules)
+NEEDED_MODEL_MODULES = {
+    "diffusers.models.transformers.pixart_transformer_2d", "diffusers.models.transformers.transformer_2d",
+    "diffusers.models.transformers.dual_transformer_2d", "diffusers.models.unets.unet_2d_blocks",
+    "diffusers.models.autoencoders.autoencoder_kl", "diffusers.models.autoencoders.vae",
+}
+
+
+def test_generate_imports_only_the_models_it_runs(tmp_path):
+    """`generate` with the embedded model: of diffusers' model modules only the PixArt
+    transformer's and the VAE's load (not the 70-odd others the packages' __init__s import),
+    and not open_clip (the oracle verifies), scipy.stats or ftfy; the image is written."""
+    out = tmp_path / "x.png"
+    args = ["generate", "two red circles", "--steps", "4", "--budget", "4", "--device", "cpu", "--threads", "1",
+            "--quiet", "--out", str(out)]
+    r = subprocess.run([sys.executable, "-c", _GENERATE_PROBE, json.dumps(args)], capture_output=True, text=True,
+                       timeout=300)
+    info = json.loads(r.stderr.strip().splitlines()[-1])
+    assert info["code"] == 0 and out.exists(), r.stderr
+    modules = set(info["modules"])
+    models = {m for m in modules if m.startswith(("diffusers.models.transformers.", "diffusers.models.unets.",
+                                                  "diffusers.models.autoencoders."))}
+    assert models == NEEDED_MODEL_MODULES, sorted(models - NEEDED_MODEL_MODULES)
+    assert not {m for m in modules if m.split(".")[0] in ("open_clip", "open_clip_torch")}
+    assert "scipy.stats._stats_py" not in modules and "ftfy.fixes" not in modules
+    assert {"diffusers.models.transformers", "diffusers.hooks", "scipy.stats", "ftfy"} <= set(info["deferred"])
+
+
+def test_a_deferred_package_loads_on_first_use():
+    """A deferred package's __init__ runs when a name it lacks is asked for; its submodules
+    import alone before that."""
+    code = textwrap.dedent("""
+        import sys
+        from tts_diffusion._startup import defer_package_inits, is_deferred
+        done = defer_package_inits()
+        assert {"diffusers.models.transformers", "diffusers.models.unets", "scipy.stats"} <= set(done), done
+        from diffusers.models.transformers.pixart_transformer_2d import PixArtTransformer2DModel
+        assert is_deferred("diffusers.models.transformers")
+        assert "diffusers.models.transformers.transformer_sd3" not in sys.modules
+        import diffusers.models.transformers as t
+        assert t.SD3Transformer2DModel.__name__ == "SD3Transformer2DModel" and not is_deferred(t.__name__)
+        assert t.PixArtTransformer2DModel is PixArtTransformer2DModel
+        import scipy.stats
+        assert scipy.stats.norm.cdf(0.0) == 0.5 and not is_deferred("scipy.stats")
+        from diffusers import UNet2DConditionModel, SD3Transformer2DModel
+        assert defer_package_inits() == []  # all imported now: nothing is touched
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+@pytest.mark.parametrize("dtype", [None, "float32"])
+def test_direct_load_equals_diffusers_from_pretrained(dtype):
+    """The embedded model loaded from its own classes (pipelines/direct_load.py) is the
+    pipeline DiffusionPipeline.from_pretrained builds: same classes, configs, weights, and
+    the same image from the same latents."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from tts_diffusion.paths import default_model_path
+    from tts_diffusion.pipelines.direct_load import load_direct
+    from tts_diffusion.pipelines.tts_pipeline import _dtype_kwarg, load_diffusers_pipeline
+
+    folder = default_model_path()
+    kw = {} if dtype is None else {_dtype_kwarg(): getattr(torch, dtype)}
+    ours = load_direct(folder, _dtype_kwarg(), kw.get(_dtype_kwarg()))
+    theirs = DiffusionPipeline.from_pretrained(str(folder), **kw)
+    assert type(load_diffusers_pipeline(None, **kw)) is type(ours) is type(theirs)
+    assert dict(ours.config) == dict(theirs.config)
+    for name in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"):
+        a, b = getattr(ours, name), getattr(theirs, name)
+        assert type(a) is type(b), name
+        if isinstance(a, torch.nn.Module):
+            assert a.dtype == b.dtype and a.training == b.training, name
+            sa, sb = a.state_dict(), b.state_dict()
+            assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), name
+            assert a.config == b.config, name
+    from tts_diffusion.shapes.model import pipe_call_kwargs
+
+    images = [p("two red circles", **pipe_call_kwargs(p, num_inference_steps=3, output_type="pt",
+                                                      generator=torch.Generator().manual_seed(0))).images
+              for p in (ours, theirs)]
+    assert torch.equal(images[0], images[1])
+
+
+def test_unknown_classes_fall_back_to_from_pretrained(tmp_path):
+    from tts_diffusion.pipelines.direct_load import components
+
+    (tmp_path / "model_index.json").write_text(json.dumps(
+        {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}))
+    assert components(tmp_path) is None
+    from tts_diffusion.paths import default_model_path
+
+    assert set(components(default_model_path())) == {"transformer", "vae", "text_encoder", "tokenizer", "scheduler"}
