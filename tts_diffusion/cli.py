@@ -487,6 +487,9 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
                        "(pixels may differ)", err=True)
             device = "cpu"
     _set_threads(threads, device)
+    from ._startup import defer_package_inits
+
+    defer_package_inits()  # replay never compiles
     torch_dtype = getattr(torch, str(ran_on.get("dtype") or "float32"))
     if out is None:
         out = os.path.splitext(sidecar)[0] + "-replay.png"
