@@ -320,7 +320,7 @@ def test_generate_imports_only_the_models_it_runs(tmp_path):
                                                   "diffusers.models.autoencoders."))}
     assert models == NEEDED_MODEL_MODULES, sorted(models - NEEDED_MODEL_MODULES)
     assert not {m for m in modules if m.split(".")[0] in ("open_clip", "open_clip_torch")}
-    assert "scipy.stats._stats_py" not in modules and "ftfy.fixes" not in modules
+    assert "scipy.stats._stats_py" not in modules and "ftfy.fixes" not in modules and "botocore" not in modules
     assert {"diffusers.models.transformers", "diffusers.hooks", "scipy.stats", "ftfy"} <= set(info["deferred"])
 
 

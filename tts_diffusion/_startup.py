@@ -2,7 +2,7 @@
 
 diffusers 0.42 imports, to build one PixArt transformer, every module under
 `diffusers.models.transformers`, `.unets` and `.autoencoders` (their `__init__`s import all their
-models eagerly), and `diffusers.hooks`, `scipy.stats` and `ftfy` likewise: seconds on a CPU
+models eagerly), and `diffusers.hooks`, `scipy.stats`, `ftfy` and `boto3` likewise: seconds on a CPU
 (docs/startup.md has the profile).
 
 `defer_package_inits()` puts those packages in `sys.modules` without running their `__init__`;
@@ -28,9 +28,10 @@ from typing import Any
 #: packages whose `__init__` imports many modules a run of one model does not use
 DEFERRED_PACKAGES = ("diffusers.models.transformers", "diffusers.models.unets", "diffusers.models.autoencoders",
                      "diffusers.hooks")
-#: imported by diffusers at module level, used only on paths a default run does not take
-#: (schedulers' beta sigmas: scipy.stats; PixArt's clean_caption: ftfy)
-DEFERRED_OPTIONAL = ("scipy.stats", "ftfy")
+#: imported at module level, used only on paths a default run does not take (diffusers'
+#: schedulers' beta sigmas: scipy.stats; PixArt's clean_caption: ftfy; accelerate's SageMaker
+#: configuration, imported by transformers' model loading: boto3)
+DEFERRED_OPTIONAL = ("scipy.stats", "ftfy", "boto3")
 
 
 _MARK = "__tts_deferred__"
