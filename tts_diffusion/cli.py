@@ -181,7 +181,7 @@ def generate(prompts, prompts_file, out_dir, redo, model, searcher, verifier, bu
                        quiet)
         return
     if not prompts:
-        _fail("pass a PROMPT, several, or --prompts FILE")
+        _fail("Missing argument 'PROMPT...': pass a PROMPT, several, or --prompts FILE")
     if redo:
         _fail("--redo goes with --out-dir (several prompts or --prompts)")
     prompt, out = prompts[0], out if out is not None else "tts_out.png"
