@@ -251,7 +251,8 @@ def _generate_many(prompts, prompts_file, out_dir, redo, flags, device, dtype, t
     failed = 0
     for k in todo:
         click.echo(f"[{k + 1}/{n}] {items[k].prompt}", err=True)
-        run = dict(request=requests[k], model=flags["model"], device=dev, torch_dtype=torch_dtype, out=outs[k])
+        run = dict(request=requests[k], model=flags["model"], device=dev, torch_dtype=torch_dtype, out=outs[k],
+                   label=items[k].where)
         if not _search_and_save(tts, run, quiet, exit_on_error=False):
             failed += 1
     if failed:
@@ -372,7 +373,7 @@ def _search_and_save(tts, run: dict, quiet: bool, exit_on_error: bool = True) ->
     except TTSInputError as e:
         if exit_on_error:
             _fail(str(e))
-        click.echo(f"error: {run['request'].prompt}: {e}", err=True)
+        click.echo(f"error: {run.get('label', run['request'].prompt)}: {e}", err=True)
         return False
     except KeyboardInterrupt:
         _write_interrupted(run, latest.get("progress"))
