@@ -161,3 +161,29 @@ def test_ctrl_c_keeps_what_is_written(tmp_path, monkeypatch):
     r = _run(*args)
     assert r.exit_code == 0 and "1 of 3 prompts already done" in r.stderr
     assert len(list(out.glob("*.png"))) == 3
+
+
+def test_a_prompt_failing_at_run_time_keeps_the_others(tmp_path, monkeypatch):
+    """The second of three prompts fails inside its search: its error line names it, the
+    first and third are written, the command exits 2, and a rerun runs only the second."""
+    from tts_diffusion.pipelines.tts_pipeline import TTSPipeline
+
+    real_run, calls = TTSPipeline.run, []
+
+    def fail_second(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise TTSInputError("the verifier could not score this prompt")
+        return real_run(self, *a, **k)
+
+    monkeypatch.setattr(TTSPipeline, "run", fail_second)
+    out = tmp_path / "runs"
+    args = ["two red circles", "a blue star", "a green square", "--out-dir", str(out), *FAST]
+    r = CliRunner().invoke(main, ["generate", *args])
+    assert r.exit_code == 2, r.output
+    assert "error: prompt 2: the verifier could not score this prompt" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: 1 of 3 prompts failed")
+    assert sorted(p.name for p in out.glob("*.png")) == ["001-two-red-circles.png", "003-a-green-square.png"]
+    monkeypatch.setattr(TTSPipeline, "run", real_run)
+    r = _run(*args)
+    assert r.exit_code == 0 and "2 of 3 prompts already done" in r.stderr and "[2/3] a blue star" in r.stderr
