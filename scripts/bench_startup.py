@@ -124,6 +124,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        os.chdir(work)  # `python -m` puts the working directory first on sys.path: keep every tree's own package
         report: dict = {"machine": f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at start"}
         if args.repeats:
             trees = {"this": ROOT, **({"compare": Path(args.compare).resolve()} if args.compare else {})}
