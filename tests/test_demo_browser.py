@@ -276,8 +276,11 @@ def test_rgba_shows_the_cutout_its_matte_and_three_image_downloads(browser):
     css(d, "#generate").click()
     assert wait_done(d).startswith("Done")
     assert "cut-out over a checkerboard" in css(d, "#best-image").text
-    matte = css(d, "#matte img")
-    assert matte.is_displayed() and d.execute_script("return arguments[0].naturalWidth", matte) == 512
+    # the page fills its images after the status line: wait for the matte to load (a busy machine is slow)
+    shown = WebDriverWait(d, 60, poll_frequency=0.2).until(lambda d: [
+        e for e in d.find_elements(By.CSS_SELECTOR, "#matte img")
+        if e.is_displayed() and d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", e)])
+    assert d.execute_script("return arguments[0].naturalWidth", shown[0]) == 512
     names = sorted(downloads(d))
     assert [n.split(".", 1)[1] for n in names] == ["alpha.png", "json", "png", "rgb.png"]
 
