@@ -246,9 +246,10 @@ class FunctionVerifier(Verifier):
     name = "analytic"
     chunk_size = 1 << 20
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], dim: int):
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], dim: int, differentiable: bool = False):
         super().__init__()
         self.fn, self.dim = fn, dim
+        self.differentiable = bool(differentiable)  # fn is torch ops on x (reward guidance, DriftLite)
         self.calls = 0
 
     def score(self, images, prompts):
