@@ -29,6 +29,7 @@ SETTINGS = {
     "rbf": {"num_particles": 2, "init_pool": 3},
     "svdd": {"num_particles": 2, "num_children": 3},
     "code": {"num_particles": 2, "num_children": 3},
+    "driftlite": {"num_particles": 4, "target": "anneal", "resample_threshold": 1.0},
     "reflect": {"num_samples": 3, "num_particles": 2, "num_rounds": 1, "refine": "image", "strength": 0.5,
                 "critic": "none"},
 }
@@ -249,7 +250,7 @@ def test_particle_state_follows_every_selection(name, max_batch):
     trace = traced(proc)
     res = run(name, proc)
     assert trace.resets >= 1
-    if name in ("paths", "smc", "fkc", "rbf", "svdd", "code"):
+    if name in ("paths", "smc", "fkc", "rbf", "svdd", "code", "driftlite"):
         assert trace.selects >= 1
     assert res.nfe > 0
 

@@ -36,8 +36,9 @@ decoder; of log p (VCG; ECG's log p basis), a vector-Jacobian product of the sco
 denoiser. Costs (core/budget.py): 1 NFE per particle-step (the forward, with a graph when
 div(score) is needed) + 2 NFE per denoiser probe; reward: 1 reward-gradient row for (r, grad r)
 + 1 per probe. Seconds are reported per phase. Starts at q_0 ~ N(0, I / beta) (the process's
-first point is close to pure noise; a flow grid whose first point is pure noise has no x0 for
-the rescaled score: use a VP grid or the noise schedule's second point).
+first point is close to pure noise). Where the first grid point is exactly pure noise (a = 0:
+flow grids) a rescaled score has no x0: that step is the process's ODE step, unweighted, and
+weighting starts at the next point (an approximation for beta != 1, as in fkc).
 """
 from __future__ import annotations
 
@@ -196,6 +197,9 @@ def driftlite_sample(proc: DenoisingProcess, cond: Conditioning, verifier: Verif
         kappa, kappa_next = i / n, (i + 1) / n
         kl = kappa * lam
         a, a_next = fam.a(i), float(fam.a_to[i])
+        if a == 0.0:  # exactly pure noise (flow grids): no x0 for a rescaled score; the ODE step, unweighted
+            x = proc.step(x, i, proc.denoise(x, i, cond), eta=0.0)
+            continue
         c_i, d_i = math.log(a_next / a), -2.0 * fam.pf_eta(i)
         eps, s, lap_logp = score_terms(proc, x, i, cond, probes, generator, need_lap_logp)
         xf = x.reshape(k, -1).to(F64)
