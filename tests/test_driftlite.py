@@ -207,3 +207,16 @@ def test_searcher_costs_refusals_and_settings():
         search(proc, FunctionVerifier(lambda x: -x[:, 0], 1), "a", Budget(100), torch.Generator())
     with pytest.raises(TTSInputError, match="needs 250 NFE"):
         search(proc, ver, "a", Budget(100), torch.Generator(), num_particles=5, probes=2)
+
+
+def test_request_refuses_before_model_work():
+    from tts_diffusion.request import SearchRequest
+
+    with pytest.raises(TTSInputError, match="'oracle' is not differentiable"):
+        SearchRequest("a red circle", searcher="driftlite").check(embedded_model=True)
+    with pytest.raises(TTSInputError, match="products of experts"):
+        SearchRequest("a red circle", searcher="driftlite", verifier="clip",
+                      searcher_options={"target": "product"}).check(embedded_model=True)
+    ok = SearchRequest("a red circle", searcher="driftlite", searcher_options={"target": "anneal"}).check(
+        embedded_model=True)
+    assert ok.searcher_options["control"] == "vcg"

@@ -116,6 +116,14 @@ class SearchRequest:
         if verifier is None:
             verifier = default_verifier if default_verifier is not None else default_verifier_name(embedded_model)
         reward_guidance = self._checked_guidance(name, verifier)
+        if entry.name == "driftlite":  # its reward's gradient and its targets, before model work
+            if searcher_options.get("target") == "product":
+                raise TTSInputError("driftlite does not sample products of experts (future work in the DriftLite paper,"
+                                    " Sec. 5); use target tilt, anneal or both, or the fkc searcher with mode=product")
+            if searcher_options.get("target") != "anneal" and isinstance(verifier, str):
+                from .verifiers.registry import check_differentiable
+
+                check_differentiable(verifier)
         verifier_options = dict(self.verifier_options or {})
         if isinstance(verifier, str):
             verifier_options = verifier_entry(verifier).options(verifier_options)
