@@ -195,8 +195,8 @@ def test_searcher_costs_refusals_and_settings():
     ver = _reward()
     budget = Budget(10 * 4 * 3)  # 4 particles x 10 steps x (1 + 2 x 1 probe)
     res = search(proc, ver, "a", budget, torch.Generator().manual_seed(0), control="vcg", num_particles=4)
-    assert res.nfe == 120 and budget.denoiser_backwards == 40 and budget.reward_grads == 4 * 10 * 2
-    assert res.verifier_calls == 80 + 4 and len(res.candidates) == 4
+    assert res.nfe == 120 and budget.denoiser_backwards == 40 and budget.reward_grads == 4 * 10 * (1 + 2)
+    assert res.verifier_calls == 120 + 4 and len(res.candidates) == 4
     assert res.settings["control"] == "vcg" and res.settings["seconds"] > 0
     assert math.isclose(sum(math.exp(c.info["log_weight"]) for c in res.candidates), 1.0, rel_tol=1e-6)
     res = search(proc, ver, "a", Budget(40), torch.Generator().manual_seed(0), control="none")

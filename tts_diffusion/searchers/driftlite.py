@@ -31,11 +31,11 @@ Algorithm 1, per step, with weights w = softmax(l):
 
 The reward is the verifier's score of the decoded state x itself (the paper's r(x); at the
 clean end x is the sample), differentiable (core/reward_grad.py). Laplacians by Hutchinson
-with Rademacher probes (exact in 1-D): of r, a Hessian-vector product through verifier and
-decoder; of log p (VCG; ECG's log p basis), a vector-Jacobian product of the score through the
-denoiser. Costs (core/budget.py): 1 NFE per particle-step (the forward, with a graph when
-div(score) is needed) + 2 NFE per denoiser probe; reward: 1 reward-gradient row for (r, grad r)
-+ 1 per probe. Seconds are reported per phase. Starts at q_0 ~ N(0, I / beta) (the process's
+with Rademacher probes (exact in 1-D): of r, through verifier and
+decoder as central differences of the reward gradient (no double backward needed); of log p
+(VCG; ECG's log p basis), a vector-Jacobian product of the score through the denoiser. Costs
+(core/budget.py): 1 NFE per particle-step (the forward, with a graph when div(score) is
+needed) + 2 NFE per denoiser probe; reward: 1 reward-gradient row for (r, grad r) + 2 per probe. Seconds are reported per phase. Starts at q_0 ~ N(0, I / beta) (the process's
 first point is close to pure noise). Where the first grid point is exactly pure noise (a = 0:
 flow grids) a rescaled score has no x0: that step is the process's ODE step, unweighted, and
 weighting starts at the next point (an approximation for beta != 1, as in fkc).
@@ -99,21 +99,31 @@ def _rademacher(shape, generator, device) -> torch.Tensor:
     return (torch.randint(0, 2, shape, generator=generator) * 2 - 1).to(device, F64)
 
 
-def reward_terms(proc, verifier, x: torch.Tensor, prompt: str, probes: int, generator):
-    """(r [K], grad r [K, D], Hutchinson Lap r [K]) at the states x (decoded), float64."""
+def reward_terms(proc, verifier, x: torch.Tensor, prompt: str, probes: int, generator, fd_step: float = 1e-3):
+    """(r [K], grad r [K, D], Lap r [K]) at the states x (decoded), float64. Lap r by Hutchinson
+    with Rademacher probes z, each z . (grad r(x + e z) - grad r(x - e z)) / 2e (central
+    differences of the reward gradient: exact for quadratic rewards, and it needs no double
+    backward, which attention kernels such as CPU flash SDPA do not have). Charged as
+    1 + 2 * probes reward-gradient rows a particle."""
     n = x.shape[0]
     if proc.budget is not None:
-        proc.budget.charge_reward_grad(n * (1 + probes))
-    xg = x.detach().requires_grad_(True)
-    with torch.enable_grad(), proc.timings.phase("reward_grad"):
-        r = differentiable_reward(proc, verifier, xg, prompt).to(F64)
-        (g,) = torch.autograd.grad(r.sum(), xg, create_graph=True)
-        lap = torch.zeros(n, dtype=F64, device=x.device)
-        for p in range(probes if g.requires_grad else 0):  # a constant gradient: Lap r = 0
-            z = _rademacher(x.shape, generator, x.device).to(g.dtype)
-            (hz,) = torch.autograd.grad((g * z).sum(), xg, retain_graph=p < probes - 1)
-            lap = lap + (hz * z).reshape(n, -1).sum(1).to(F64)
-    return r.detach(), g.detach().reshape(n, -1).to(F64), lap / probes
+        proc.budget.charge_reward_grad(n * (1 + 2 * probes))
+
+    def value_and_grad(xs: torch.Tensor):
+        xg = xs.detach().requires_grad_(True)
+        with torch.enable_grad(), proc.timings.phase("reward_grad"):
+            r = differentiable_reward(proc, verifier, xg, prompt).to(F64)
+            (g,) = torch.autograd.grad(r.sum(), xg)
+        return r.detach(), g.detach()
+
+    r, g = value_and_grad(x)
+    lap = torch.zeros(n, dtype=F64, device=x.device)
+    for _ in range(probes):
+        z = _rademacher(x.shape, generator, x.device).to(x.dtype)
+        _, gpm = value_and_grad(torch.cat([x + fd_step * z, x - fd_step * z]))
+        diff = (gpm[:n] - gpm[n:]).to(F64) * z.to(F64)
+        lap = lap + diff.reshape(n, -1).sum(1) / (2 * fd_step)
+    return r, g.reshape(n, -1).to(F64), lap / probes
 
 
 def score_terms(proc, x: torch.Tensor, i: int, cond: Conditioning, probes: int, generator, with_lap: bool):
