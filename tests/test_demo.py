@@ -300,6 +300,11 @@ def test_toggles_switch_the_request_s_features():
     assert parse_request(tts, _raw(), DemoLimits()).tgate is None
     with pytest.raises(TTSInputError, match="cannot be combined"):
         parse_request(tts, _raw(tgate=True, rgba=True), DemoLimits())
+    req = parse_request(tts, _raw(verifier="clip", reward_guidance=True), DemoLimits())
+    assert req.reward_guidance.preset == "tfg" and req.reward_guidance.verifier is None  # the search's verifier
+    assert parse_request(tts, _raw(verifier="clip"), DemoLimits()).reward_guidance is None
+    with pytest.raises(TTSInputError, match="'oracle' is not differentiable"):
+        parse_request(tts, _raw(verifier="oracle", reward_guidance=True), DemoLimits())
 
 
 def test_limits_reject_nonsense():

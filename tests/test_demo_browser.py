@@ -12,12 +12,15 @@ stayed) read as text; an RGBA run shows the cut-out, its matte and three image d
 the searcher's own widgets appear when it is picked and their values reach it; an example
 prompt is one click away; bad input shows its message; a second session waits in the
 queue saying so and where, then each gets its own result. Saves the screenshots in docs/
-(demo.png, the README's, and demo-phone.png)."""
+(demo.png, the README's, and demo-phone.png) when TTS_SAVE_SCREENSHOTS=1, else in a temporary
+folder, so that a test run leaves the checkout as it was."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
+import tempfile
 import threading
 import time
 import urllib.request
@@ -43,7 +46,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from demo_helpers import PROBE, default_tts, probe_registered  # noqa: E402
 from tts_diffusion.demo import DemoLimits, build_demo, serve  # noqa: E402
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = (Path(__file__).resolve().parent.parent / "docs" if os.environ.get("TTS_SAVE_SCREENSHOTS") == "1"
+        else Path(tempfile.mkdtemp(prefix="tts-demo-shots-")))
 SCREENSHOT, PHONE_SCREENSHOT = DOCS / "demo.png", DOCS / "demo-phone.png"
 PHONE = (400, 850)
 RUN_TIMEOUT = 240  # seconds for one small search on a busy 2-core CPU
@@ -272,8 +276,11 @@ def test_rgba_shows_the_cutout_its_matte_and_three_image_downloads(browser):
     css(d, "#generate").click()
     assert wait_done(d).startswith("Done")
     assert "cut-out over a checkerboard" in css(d, "#best-image").text
-    matte = css(d, "#matte img")
-    assert matte.is_displayed() and d.execute_script("return arguments[0].naturalWidth", matte) == 512
+    # the page fills its images after the status line: wait for the matte to load (a busy machine is slow)
+    shown = WebDriverWait(d, 60, poll_frequency=0.2).until(lambda d: [
+        e for e in d.find_elements(By.CSS_SELECTOR, "#matte img")
+        if e.is_displayed() and d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", e)])
+    assert d.execute_script("return arguments[0].naturalWidth", shown[0]) == 512
     names = sorted(downloads(d))
     assert [n.split(".", 1)[1] for n in names] == ["alpha.png", "json", "png", "rgb.png"]
 

@@ -29,6 +29,7 @@ SETTINGS = {
     "rbf": {"num_particles": 2, "init_pool": 3},
     "svdd": {"num_particles": 2, "num_children": 3},
     "code": {"num_particles": 2, "num_children": 3},
+    "driftlite": {"num_particles": 4, "target": "anneal", "resample_threshold": 1.0},
     "reflect": {"num_samples": 3, "num_particles": 2, "num_rounds": 1, "refine": "image", "strength": 0.5,
                 "critic": "none"},
 }
@@ -136,6 +137,8 @@ def test_minimum_budget_is_exact(name):
     # defaults: the same contract (reflect's default critic needs a prompt with objects in it;
     # the analytic world's prompt "a" has none, so it runs without a critique)
     extra = {"critic": "none"} if name == "reflect" else {}
+    if name == "driftlite":  # its default target tilts by the reward's gradient; this verifier has none
+        extra = {"target": "anneal"}
     need = min_budget(name, STEPS)
     proc = make_proc()
     load_searcher(name)(proc, FunctionVerifier(reward, 2), "a", Budget(need), torch.Generator().manual_seed(0),
@@ -249,7 +252,7 @@ def test_particle_state_follows_every_selection(name, max_batch):
     trace = traced(proc)
     res = run(name, proc)
     assert trace.resets >= 1
-    if name in ("paths", "smc", "fkc", "rbf", "svdd", "code"):
+    if name in ("paths", "smc", "fkc", "rbf", "svdd", "code", "driftlite"):
         assert trace.selects >= 1
     assert res.nfe > 0
 

@@ -139,6 +139,11 @@ def main() -> None:
 @click.option("--tgate-option", "tgate_options", multiple=True, metavar="KEY=VALUE",
               help="T-GATE setting (repeatable): sp_interval (5), fi_interval (1), warm_up (2);"
                    " self-attention reuse, no effect on MM-DiT models")
+@click.option("--reward-guidance", "reward_guidance", default=None, metavar="VERIFIER",
+              help="TFG reward guidance of every step by a differentiable verifier (clip, image_reward, aesthetic)")
+@click.option("--reward-guidance-option", "reward_guidance_options", multiple=True, metavar="KEY=VALUE",
+              help="reward guidance setting (repeatable): preset (tfg|dps|freedom|ugd|mpgd|lgd), rho, mu,"
+                   " iterations, gamma, samples, n_recur, rho_schedule, mu_schedule, gamma_schedule")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--rgba", is_flag=True,
               help="Alfie RGBA generation (PixArt-layout models): centred subject, --out is an RGBA PNG, plus"
@@ -154,7 +159,8 @@ def main() -> None:
               help="CPU threads for torch, >= 1 (default on CPU: half the available cores, 1 to 4)")
 def generate(prompts, prompts_file, out_dir, redo, model, searcher, verifier, budget, seed, steps, guidance, height,
              width, negative_prompt, device, dtype, max_batch, options, verifier_options, out, tgate_step,
-             tgate_options, quiet, rgba, background_prompt, subject, threads, compile_) -> None:
+             tgate_options, reward_guidance, reward_guidance_options, quiet, rgba, background_prompt, subject, threads,
+             compile_) -> None:
     """Search for the best image for PROMPT and write it to --out; with several prompts (or
     --prompts FILE), load the model once and write each to --out-dir.
 
@@ -171,7 +177,8 @@ def generate(prompts, prompts_file, out_dir, redo, model, searcher, verifier, bu
     flags = dict(model=model, searcher=searcher, verifier=verifier, budget=budget, seed=seed, steps=steps,
                  guidance=guidance, height=height, width=width, negative_prompt=negative_prompt, max_batch=max_batch,
                  options=options, verifier_options=verifier_options, tgate_step=tgate_step,
-                 tgate_options=tgate_options, rgba=rgba, background_prompt=background_prompt, subject=subject)
+                 tgate_options=tgate_options, rgba=rgba, background_prompt=background_prompt, subject=subject,
+                 reward_guidance=reward_guidance, reward_guidance_options=reward_guidance_options)
     if len(prompts) > 1 or prompts_file is not None or out_dir is not None:
         if out is not None:
             _fail("--out names one image: with several prompts or --prompts, pass --out-dir DIR instead")
@@ -192,7 +199,7 @@ def generate(prompts, prompts_file, out_dir, redo, model, searcher, verifier, bu
             raise TTSInputError(f"--rgba writes an RGBA PNG: pass an --out ending in .png, not {out}")
         request = _request(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width,
                            negative_prompt, max_batch, options, verifier_options, tgate_step, tgate_options, rgba,
-                           background_prompt, subject)
+                           background_prompt, subject, reward_guidance, reward_guidance_options)
         image_path, _ = _check_out(out)
         dev, torch_dtype = _device_and_dtype(device, dtype)
         if request.budget is not None and request.num_inference_steps is not None:
@@ -275,7 +282,7 @@ def _item_request(item, flags: dict):
         request = _request(item.prompt, f["model"], f["searcher"], f["verifier"], f["budget"], f["seed"], f["steps"],
                            f["guidance"], f["height"], f["width"], f["negative_prompt"], f["max_batch"], f["options"],
                            f["verifier_options"], f["tgate_step"], f["tgate_options"], f["rgba"],
-                           f["background_prompt"], f["subject"])
+                           f["background_prompt"], f["subject"], f["reward_guidance"], f["reward_guidance_options"])
         if request.budget is not None and request.num_inference_steps is not None:
             from .pipelines import checks
 
@@ -296,7 +303,8 @@ def _done(image_path) -> bool:
 
 
 def _request(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width, negative_prompt,
-             max_batch, options, verifier_options, tgate_step, tgate_options, rgba, background_prompt, subject):
+             max_batch, options, verifier_options, tgate_step, tgate_options, rgba, background_prompt, subject,
+             reward_guidance=None, reward_guidance_options=()):
     """The search the flags describe, checked (`SearchRequest.check`, its messages naming the
     flags) before torch loads: the options are parsed by the searcher's and the verifier's
     declarations, the verifier left out is the default rule's."""
@@ -313,11 +321,17 @@ def _request(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
         from .features.tgate_spec import TGate
 
         tgate = TGate.from_cli(tgate_step, tgate_options)
+    guide = None
+    if reward_guidance is not None or reward_guidance_options:
+        from .features.guidance_spec import RewardGuidance
+
+        guide = RewardGuidance.from_cli(reward_guidance, reward_guidance_options)
     request = SearchRequest(prompt, searcher=searcher, searcher_options=searcher_params(searcher).parse(options),
                             verifier=verifier, verifier_options=verifier_params(verifier).parse(verifier_options),
                             budget=budget, seed=seed, num_inference_steps=steps, guidance_scale=guidance,
                             height=height, width=width, negative_prompt=negative_prompt, max_batch=max_batch,
-                            tgate=tgate, rgba=rgba, background_prompt=background_prompt, subject=subject)
+                            tgate=tgate, rgba=rgba, background_prompt=background_prompt, subject=subject,
+                            reward_guidance=guide)
     return request.check(embedded_model=embedded, names=CLI_NAMES)
 
 

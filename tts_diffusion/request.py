@@ -28,11 +28,11 @@ from .verifiers import verifier_entry
 #: how the Python API names the fields in messages
 PYTHON_NAMES = {"num_inference_steps": "num_inference_steps", "budget": "budget", "height": "height",
                 "width": "width", "max_batch": "max_batch", "rgba": "rgba=True", "tgate": "tgate",
-                "background_prompt": "background_prompt", "subject": "subject"}
+                "reward_guidance": "reward_guidance", "background_prompt": "background_prompt", "subject": "subject"}
 #: how the CLI names them (its flags)
 CLI_NAMES = {"num_inference_steps": "--steps", "budget": "--budget", "height": "--height", "width": "--width",
              "max_batch": "--max-batch", "rgba": "--rgba", "tgate": "--tgate",
-             "background_prompt": "--background-prompt", "subject": "--subject"}
+             "reward_guidance": "--reward-guidance", "background_prompt": "--background-prompt", "subject": "--subject"}
 #: steps allowed before a model says how many timesteps it was trained on
 TRAINED_TIMESTEPS = 1000
 
@@ -66,6 +66,9 @@ class SearchRequest:
     rgba: bool = False
     background_prompt: str | None = None
     subject: str | None = None
+    #: TFG reward guidance (features/guidance_spec.py): a verifier name, a dict of its options,
+    #: a RewardGuidance, or None (off)
+    reward_guidance: Any = None
 
     # ------------------------------------------------------------------ the check
     def check(self, *, embedded_model: bool = False, default_verifier: Any = None, max_steps: int | None = None,
@@ -112,6 +115,15 @@ class SearchRequest:
         verifier = self.verifier
         if verifier is None:
             verifier = default_verifier if default_verifier is not None else default_verifier_name(embedded_model)
+        reward_guidance = self._checked_guidance(name, verifier)
+        if entry.name == "driftlite":  # its reward's gradient and its targets, before model work
+            if searcher_options.get("target") == "product":
+                raise TTSInputError("driftlite does not sample products of experts (future work in the DriftLite paper,"
+                                    " Sec. 5); use target tilt, anneal or both, or the fkc searcher with mode=product")
+            if searcher_options.get("target") != "anneal" and isinstance(verifier, str):
+                from .verifiers.registry import check_differentiable
+
+                check_differentiable(verifier)
         verifier_options = dict(self.verifier_options or {})
         if isinstance(verifier, str):
             verifier_options = verifier_entry(verifier).options(verifier_options)
@@ -120,7 +132,23 @@ class SearchRequest:
         return dataclasses.replace(
             self, prompt=prompts[0] if isinstance(self.prompt, str) else prompts, searcher_options=searcher_options,
             verifier=verifier, verifier_options=verifier_options, seed=seed, guidance_scale=guidance,
-            process_options=dict(self.process_options or {}), tgate=tgate, rgba=bool(self.rgba))
+            process_options=dict(self.process_options or {}), tgate=tgate, rgba=bool(self.rgba),
+            reward_guidance=reward_guidance)
+
+    def _checked_guidance(self, name: Mapping[str, str], verifier: Any) -> Any:
+        """The RewardGuidance, its verifier (default: the search's) declared differentiable."""
+        if self.reward_guidance is None or self.reward_guidance is False:
+            return None
+        from .features.guidance_spec import RewardGuidance
+        from .verifiers.registry import check_differentiable
+
+        guide = RewardGuidance.parse(self.reward_guidance)
+        if self.rgba:
+            raise TTSInputError(f"{name['rgba']} cannot be combined with {name['reward_guidance']} yet; turn one off")
+        who = guide.verifier if guide.verifier is not None else verifier
+        if isinstance(who, str):
+            check_differentiable(who)
+        return guide
 
     def _checked_tgate(self, name: Mapping[str, str]) -> Any:
         if self.tgate is None or self.tgate is False:
@@ -166,6 +194,8 @@ class SearchRequest:
         out["searcher"] = searcher if isinstance(searcher, str) else getattr(searcher, "searcher_name", None)
         out["verifier"] = verifier if isinstance(verifier, str) else None
         out["tgate"] = None if self.tgate is None else dataclasses.asdict(self.tgate)
+        guide = self.reward_guidance
+        out["reward_guidance"] = dataclasses.asdict(guide) if dataclasses.is_dataclass(guide) else guide
         for key in ("searcher_options", "verifier_options", "process_options"):
             out[key] = {k: list(v) if isinstance(v, tuple) else v for k, v in (out[key] or {}).items()}
         return out

@@ -6,6 +6,15 @@ denoiser actually forwards with CFG rows counted twice, is kept beside it in `mo
 so T-GATE's savings after its gate show) and by the verifier
 wrapper (one call per scored image), so a searcher cannot under-report what it spends.
 Charging past the limit raises `BudgetExceeded` *before* the work is done.
+
+Gradients (reward guidance, DriftLite, noise optimisation) are charged by one rule:
+
+- a **reward gradient row** (decode the x0 estimate, score it, backward through the verifier
+  and the decoder into the latent; `core/reward_grad.py`) is one verifier call and is counted
+  in `reward_grads`; it passes no denoiser, so it costs no NFE;
+- a **denoiser backward row** (a vector-Jacobian product through the denoiser: TFG's
+  variance guidance, one Hutchinson probe of a score divergence) costs `BACKWARD_NFE` = 2 NFE
+  (a backward pass costs about two forward passes) and is counted in `denoiser_backwards`.
 """
 from __future__ import annotations
 
@@ -13,6 +22,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import BudgetExceeded
+
+#: NFE charged for one row of a backward pass through the denoiser (a VJP ~ 2 forwards)
+BACKWARD_NFE = 2
 
 
 @dataclass
@@ -25,6 +37,10 @@ class Budget:
     verifier_calls: int = 0
     #: model cost: rows forwarded through the denoiser (CFG batch = 2 rows per NFE; 1 after a T-GATE gate)
     model_rows: int = 0
+    #: reward-gradient rows (decode + verifier forward and backward; 1 verifier call each)
+    reward_grads: int = 0
+    #: rows of backward passes through the denoiser (BACKWARD_NFE NFE each)
+    denoiser_backwards: int = 0
     #: called as `on_charge(nfe_added)` after each NFE charge (progress bars)
     on_charge: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
 
@@ -63,3 +79,17 @@ class Budget:
                 f" > {self.max_verifier_calls} allowed"
             )
         self.verifier_calls += n
+
+    def charge_reward_grad(self, n: int) -> None:
+        """n reward-gradient rows: n verifier calls (limited like any), counted in `reward_grads`."""
+        if n < 0:
+            raise ValueError("cannot charge a negative number of reward gradients")
+        self.charge_verifier(n)
+        self.reward_grads += n
+
+    def charge_denoiser_backward(self, n: int) -> None:
+        """n rows of a backward pass through the denoiser: BACKWARD_NFE * n NFE (limited)."""
+        if n < 0:
+            raise ValueError("cannot charge a negative number of denoiser backward rows")
+        self.charge_nfe(BACKWARD_NFE * n)
+        self.denoiser_backwards += n

@@ -294,7 +294,16 @@ class DenoisingProcess:
         that is the scheduler (DDIM, flow-matching Euler). An ancestral scheduler (Euler
         ancestral) draws its noise from each particle's seed stream, as `pipe` does.
         eta > 0: the family's stochastic step (families.py); the scheduler's history then
-        restarts at the next ODE step."""
+        restarts at the next ODE step. With reward guidance on for the call
+        (features/guidance.py) the step is the guided one."""
+        hook = self.call.step_hook
+        if hook is not None:
+            return hook(self, x, i, pred, eta, noise, generator)
+        return self._step(x, i, pred, eta, noise, generator)
+
+    def _step(self, x: torch.Tensor, i: int, pred: Prediction, eta: float = 0.0,
+              noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The sampler's own step (what `step` does without a step hook)."""
         if eta == 0.0 and self.stepping is not None:
             return schedulers.history(self.call, self.stepping).step(x, i, pred.out, generator)
         self._invalidate_history()
@@ -304,6 +313,12 @@ class DenoisingProcess:
         if noise is None:
             noise = self.randn_like(x, generator)
         return mean + std * noise
+
+    def nfe_per_step(self) -> int:
+        """NFE one particle-step costs in this call: 1, or the reward guidance's (recurrence,
+        variance guidance; features/guidance_spec.py)."""
+        hook = self.call.step_hook
+        return int(hook.nfe_per_step()) if hook is not None and hasattr(hook, "nfe_per_step") else 1
 
     def renoise(self, x: torch.Tensor, i: int, j: int, generator: torch.Generator | None = None,
                 noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -392,4 +407,5 @@ class DenoisingProcess:
             "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device),
             **{k: v for feature in self.call.features.values() for k, v in feature.settings().items()},
+            **(self.call.step_hook.settings() if hasattr(self.call.step_hook, "settings") else {}),
         }

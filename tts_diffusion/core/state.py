@@ -107,6 +107,9 @@ class CallState:
     features: dict[str, ModelFeature] = field(default_factory=dict)
     #: rewrites every prediction before the searcher sees it (Alfie's centring), or None
     prediction_hook: PredictionHook | None = field(default=None, repr=False)
+    #: replaces every `proc.step` (reward guidance, features/guidance.py), or None; called as
+    #: step_hook(proc, x, i, pred, eta, noise, generator), it steps through `proc._step`
+    step_hook: Callable[..., Any] | None = field(default=None, repr=False)
     #: best candidate so far (kept by the searcher's SearchLog), the searcher's current best
     #: estimate (`Progress.preview`; set by searchers that have one) and the progress listener
     best: Any = None

@@ -35,7 +35,8 @@ _PATH_WORDS = ("path", "file", "dir", "checkpoint", "weights", "model", "pretrai
 
 #: the request's feature switches the page shows as toggles (T-GATE with its defaults, Alfie RGBA)
 TOGGLES = {"tgate": "T-GATE (cache cross-attention after the gate step: faster)",
-           "rgba": "RGBA (transparent background, Alfie)"}
+           "rgba": "RGBA (transparent background, Alfie)",
+           "reward_guidance": "Reward guidance (TFG, by the verifier's gradient: clip, image_reward, aesthetic)"}
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def widget_value(param: Param, raw: Any, owner: str) -> Any:
 #: how messages name the request's fields on the page (its boxes and toggles)
 PAGE_NAMES = {"num_inference_steps": '"Steps"', "budget": '"Budget (NFE)"', "height": '"Height"', "width": '"Width"',
               "max_batch": "the batch size", "rgba": 'the "RGBA" toggle', "tgate": 'the "T-GATE" toggle',
-              "background_prompt": "a background prompt", "subject": "a subject"}
+              "reward_guidance": 'the "Reward guidance" toggle', "background_prompt": "a background prompt", "subject": "a subject"}
 
 #: the dropdown entry that means "leave it to the default / derive it"
 AUTO = "(auto)"
@@ -225,7 +226,8 @@ def parse_request(tts: Any, raw: Mapping[str, Any], limits: DemoLimits,
     request = SearchRequest(prompt, searcher=searcher, searcher_options=searcher_options, verifier=verifier,
                             verifier_options=verifier_options, budget=budget, seed=seed, num_inference_steps=steps,
                             guidance_scale=guidance, height=height, width=width, negative_prompt=negative,
-                            tgate=bool(raw.get("tgate")), rgba=bool(raw.get("rgba")))
+                            tgate=bool(raw.get("tgate")), rgba=bool(raw.get("rgba")),
+                            reward_guidance={} if raw.get("reward_guidance") else None)  # TFG's defaults
     return request.check(embedded_model=bool(getattr(tts, "is_default_model", False)), names=PAGE_NAMES)
 
 

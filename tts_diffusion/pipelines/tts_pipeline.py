@@ -271,7 +271,7 @@ class TTSPipeline:
                  max_batch: int = 16, progress: bool = True, verifier_options: dict | None = None,
                  process_options: dict | None = None, progress_callback: Callable[[Progress], None] | None = None,
                  rgba: bool = False, background_prompt: str | None = None, subject: str | None = None,
-                 tgate: "TGate | int | dict | bool | None" = None,
+                 tgate: "TGate | int | dict | bool | None" = None, reward_guidance: Any = None,
                  **searcher_options) -> SearchResult | SearchResults | tuple:
         """Search for the image that scores best on `verifier`: builds the `SearchRequest`
         these keywords describe and runs it (`run`).
@@ -309,6 +309,11 @@ class TTSPipeline:
             CFG is dropped and cross-attention is cached (MM-DiT models, SD3 / FLUX: each joint
             block's text-stream keys / values, and the text stream stops). A gate at or past
             the last step never gates. Not with rgba, nor with fkc's cfg / product modes.
+        reward_guidance: TFG reward guidance of every sampling step (features/guidance_spec.py):
+            a differentiable verifier's name ("clip", "image_reward", "aesthetic"), or a dict
+            of its options (verifier, preset: tfg | dps | freedom | ugd | mpgd | lgd, rho, mu,
+            iterations, gamma, samples, n_recur, schedules). With smc the guided steps are
+            proposals whose weights are corrected (the target stays p exp(lambda r)).
         searcher_options: the searcher's own options (see `tts-diffusion list --searcher NAME`).
 
         Every argument is checked before any model work; bad input raises TTSInputError."""
@@ -317,6 +322,7 @@ class TTSPipeline:
             verifier_options=verifier_options, budget=budget, seed=seed, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, height=height, width=width, negative_prompt=negative_prompt,
             max_batch=max_batch, process_options=process_options, tgate=tgate, rgba=rgba,
+            reward_guidance=reward_guidance,
             background_prompt=background_prompt, subject=subject)
         return self.run(request, generator=generator, num_images_per_prompt=num_images_per_prompt,
                         output_type=output_type, return_dict=return_dict, callback_on_step_end=callback_on_step_end,
@@ -415,6 +421,15 @@ class TTSPipeline:
         with rgba, Alfie's set-up (centring hook, attention capture, compositing verifier),
         validated here."""
         enable_tgate(proc, request.tgate)
+        if request.reward_guidance is not None:  # TFG: every proc.step becomes the guided step
+            from ..features.guidance import enable_reward_guidance
+
+            guide = request.reward_guidance
+            if guide.verifier is None or guide.verifier == request.verifier:
+                gver = ver
+            else:
+                gver = self.get_verifier(guide.verifier)
+            enable_reward_guidance(proc, gver, guide, proc.encode(prompt, request.negative_prompt))
         if not request.rgba:
             return proc, ver, None
         from ..shapes.grammar import BACKGROUND

@@ -25,10 +25,10 @@ def best_of_n(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: B
               generator: torch.Generator | None, *, negative_prompt: str | None,
               num_samples: int | None, round_size: int | None, keep_images: int) -> SearchResult:
     """Options: BEST_OF_N in best_of_n_spec.py (`tts-diffusion list --searcher best_of_n`)."""
-    affordable = full_samples(budget, proc.num_steps)
+    affordable = full_samples(budget, proc.num_steps, proc.nfe_per_step())  # reward guidance costs more a step
     n = affordable if num_samples is None else int(num_samples)
     if n > affordable:
-        raise TTSInputError(f"num_samples={n} candidates need {n * proc.num_steps} NFE but the budget has"
+        raise TTSInputError(f"num_samples={n} candidates need {n * proc.num_steps * proc.nfe_per_step()} NFE but the budget has"
                             f" {budget.remaining_nfe}")
     round_size = n if round_size is None else int(round_size)
     cond = proc.encode(prompt, negative_prompt)

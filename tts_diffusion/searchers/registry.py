@@ -27,6 +27,7 @@ from ..params import Param, ParamSpec
 from ..registry import Registry
 from .best_of_n_spec import BEST_OF_N
 from .declaration import MinBudget, SearcherEntry
+from .driftlite_spec import DRIFTLITE
 from .fkc_spec import FKC
 from .paths_spec import PATHS
 from .rbf_spec import CODE, RBF, SVDD
@@ -61,6 +62,7 @@ BUILTIN: tuple[tuple[SearcherEntry, str], ...] = (
     (SVDD, "rbf"),
     (CODE, "rbf"),
     (REFLECT, "reflect"),
+    (DRIFTLITE, "driftlite"),
 )
 
 _REGISTRY = Registry("searcher", BUILTIN, __package__)

@@ -45,6 +45,7 @@ from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
 from .common import SearchLog, full_samples
+from ..features.guidance import take_proposal_log_weights
 from .registry import register_searcher
 from .smc_spec import POTENTIALS, SMC
 from .vocabulary import RESAMPLING_SCHEMES
@@ -124,6 +125,9 @@ def fk_steering(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn,
     n, k = proc.num_steps, int(num_particles)
     steps = set(potential_steps(n, resample_interval, tuple(window) if window is not None else (0, n)))
     final_reward_fn = final_reward_fn or reward_fn
+    guided = proc.call.step_hook is not None and hasattr(proc.call.step_hook, "require_weights")
+    if guided:  # guided proposals (features/guidance.py): their weight correction log p/q joins log w
+        proc.call.step_hook.require_weights(float(eta))
 
     x = proc.sample_noise(k, generator)
     dev = x.device
@@ -150,6 +154,8 @@ def fk_steering(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn,
                 log_w = torch.zeros_like(log_w)
                 run.resample_steps.append(i)
         x = proc.step(x, i, pred, eta=eta, generator=generator)
+        if guided:
+            log_w = dead_to_neginf(log_w + take_proposal_log_weights(proc, k, dev))
 
     r_final = final_reward_fn(x).to(dev, torch.float64)
     if final_correction:
@@ -170,10 +176,10 @@ def smc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
     best-of-N's N at equal NFE; the default window starts at the first potential step after
     the pure-noise point."""
     n = proc.num_steps
-    affordable = full_samples(budget, n)
+    affordable = full_samples(budget, n, proc.nfe_per_step())  # reward guidance costs more a step
     k = affordable if num_particles is None else int(num_particles)
     if k > affordable:
-        raise TTSInputError(f"num_particles={k} needs {k * n} NFE but the budget has {budget.remaining_nfe}")
+        raise TTSInputError(f"num_particles={k} needs {k * n * proc.nfe_per_step()} NFE but the budget has {budget.remaining_nfe}")
     interval = max(1, n // 5) if resample_interval is None else int(resample_interval)
     window = (min(interval, n - 1), n) if window is None else check_window(window, n)
     cond = proc.encode(prompt, negative_prompt)

@@ -233,6 +233,18 @@ class AnalyticAdapter:
             out = eps
         return out.reshape(x.shape).to(x.dtype)
 
+    def log_prob(self, x: torch.Tensor, t: torch.Tensor, embeds: dict) -> torch.Tensor:
+        """log p_t(x) [B] of the (conditional) mixture at model timestep t (exact; DriftLite's
+        ECG uses it as a basis)."""
+        a, s = self.schedule(float(t))
+        flat = x.reshape(x.shape[0], -1).to(F64)
+        keys = embeds["k"][:, 0].expand(x.shape[0]) if embeds["k"].shape[0] == 1 else embeds["k"][:, 0]
+        out = torch.empty(x.shape[0], dtype=F64)
+        for k in keys.unique().tolist():
+            rows = keys == k
+            out[rows] = self.mixtures[self.keys[k]].log_prob(flat[rows], a, s)
+        return out
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         flat = latents.reshape(latents.shape[0], -1)
         out = torch.zeros(latents.shape[0], 3, 1, 1, dtype=latents.dtype, device=latents.device)
@@ -246,9 +258,10 @@ class FunctionVerifier(Verifier):
     name = "analytic"
     chunk_size = 1 << 20
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], dim: int):
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], dim: int, differentiable: bool = False):
         super().__init__()
         self.fn, self.dim = fn, dim
+        self.differentiable = bool(differentiable)  # fn is torch ops on x (reward guidance, DriftLite)
         self.calls = 0
 
     def score(self, images, prompts):

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_attributes
-from .registry import (VerifierEntry, available_verifiers, load_verifier, register_verifier, verifier_entry,
-                       verifier_params)
+from .registry import (VerifierEntry, available_verifiers, check_differentiable, differentiable_verifiers, load_verifier,
+                       register_verifier, verifier_entry, verifier_params)
 
 _LAZY = {
     "CLIPVerifier": ".clip",
@@ -22,7 +22,7 @@ _LAZY = {
     "clip_preprocess": ".preprocess",
 }
 
-__all__ = sorted([*_LAZY, "VerifierEntry", "available_verifiers", "load_verifier", "register_verifier",
+__all__ = sorted([*_LAZY, "VerifierEntry", "available_verifiers", "check_differentiable", "differentiable_verifiers", "load_verifier", "register_verifier",
                   "verifier_entry", "verifier_params"])
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -115,6 +115,7 @@ class AestheticVerifier(Verifier):
     """LAION aesthetic score of each image (prompts are ignored); see the module docstring."""
 
     name = "aesthetic"
+    differentiable = True
 
     def __init__(
         self,
@@ -170,7 +171,7 @@ class AestheticVerifier(Verifier):
         return self.clip.encode_images(images)
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        emb = self.embed(images)
+        emb = self.clip.image_embeddings(images)  # graph kept under score_with_grad
         return self.head(emb.to(self.head.layers[0].weight.device))
 
     def extra_repr(self) -> str:

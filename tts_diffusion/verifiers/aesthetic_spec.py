@@ -18,4 +18,4 @@ AESTHETIC = VerifierEntry.declare(
         Param("checkpoint", str, None, "path to CLIP weights for `model` (default: none, use `pretrained`)"),
         *placement_params(64),
     ],
-    extra=lambda key, value: key == "clip")  # a built CLIPVerifier to share (Python only)
+    extra=lambda key, value: key == "clip", differentiable=True)  # extra: a built CLIPVerifier to share (Python only)

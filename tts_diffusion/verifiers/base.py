@@ -48,6 +48,9 @@ class Verifier(torch.nn.Module):
     name: str = "verifier"
     #: rows per forward pass; `__call__` splits larger batches
     chunk_size: int = 64
+    #: True when `score` is differentiable w.r.t. the images (torch ops all the way, no
+    #: PIL round trip, no thresholds): reward guidance and noise optimisation need it
+    differentiable: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -112,16 +115,42 @@ class Verifier(torch.nn.Module):
     def verdict(self, images: torch.Tensor, prompts: Sequence[str] | str) -> Verdict:
         return Verdict(scores=self(images, prompts))
 
+    def gradient_problem(self) -> str | None:
+        """None when this verifier's score has a gradient, else the one line that says why not
+        and which verifiers do."""
+        if self.differentiable:
+            return None
+        from .registry import not_differentiable_message
+
+        return not_differentiable_message(self.name)
+
+    def score_with_grad(self, images: torch.Tensor, prompts: Sequence[str] | str) -> torch.Tensor:
+        """Scores [B] (float32) with the autograd graph kept back to `images`, chunked like
+        `__call__`. Only for differentiable verifiers: any other raises one TTSInputError
+        naming the differentiable ones. The weights stay frozen (no parameter gradients)."""
+        problem = self.gradient_problem()
+        if problem is not None:
+            raise TTSInputError(problem)
+        images, prompts = check_inputs(images, prompts)
+        with torch.enable_grad():
+            out = [
+                self.score(images[s : s + self.chunk_size], prompts[s : s + self.chunk_size]).float()
+                for s in range(0, images.shape[0], self.chunk_size)
+            ]
+        return torch.cat(out) if out else images.new_zeros(0)
+
 
 class FunctionVerifier(Verifier):
     """A plain callable `fn(images, prompts) -> scores` used as a verifier.
 
     `images` is the float tensor [B, 3, H, W] in [0, 1] on `device`, `prompts` a list of B
     strings; the scores may be a tensor, a NumPy array or a list of B numbers (the search
-    checks them: shape [B], NaN / inf count as the worst score)."""
+    checks them: shape [B], NaN / inf count as the worst score). `differentiable=True`
+    promises that `fn` returns a tensor computed by torch ops from `images` (its graph is
+    kept for `score_with_grad`)."""
 
     def __init__(self, fn: Callable[[torch.Tensor, list[str]], object], name: str | None = None,
-                 chunk_size: int = 64, device: str | torch.device = "cpu"):
+                 chunk_size: int = 64, device: str | torch.device = "cpu", differentiable: bool = False):
         super().__init__()
         if not callable(fn):
             raise TTSInputError(f"a verifier must be a Verifier, a registered name or a callable, got {fn!r}")
@@ -129,6 +158,7 @@ class FunctionVerifier(Verifier):
             raise TTSInputError(f"chunk_size must be >= 1, got {chunk_size}")
         self.fn, self.chunk_size, self._device = fn, int(chunk_size), torch.device(device)
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.differentiable = bool(differentiable)
 
     @property
     def device(self) -> torch.device:
@@ -144,7 +174,10 @@ class FunctionVerifier(Verifier):
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         out = self.fn(images, list(prompts))
         try:
-            scores = out.detach() if isinstance(out, torch.Tensor) else torch.as_tensor(out, dtype=torch.float32)
+            if isinstance(out, torch.Tensor):
+                scores = out if self.differentiable and torch.is_grad_enabled() else out.detach()
+            else:
+                scores = torch.as_tensor(out, dtype=torch.float32)
         except (TypeError, ValueError, RuntimeError):
             raise TTSInputError(f"verifier {self.name!r} returned {type(out).__name__}, not a list of scores") from None
         if scores.shape != (images.shape[0],) or scores.is_complex() or scores.dtype == torch.bool:

@@ -295,6 +295,7 @@ class CLIPVerifier(Verifier):
     """CLIP score verifier (see module docstring for sources, score and precision)."""
 
     name = "clip"
+    differentiable = True
 
     def __init__(
         self,
@@ -390,6 +391,11 @@ class CLIPVerifier(Verifier):
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised float32 image embeddings [B, D] from images in [0, 1]."""
+        return self.image_embeddings(images)
+
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """`encode_images` keeping the autograd graph when grad is enabled (reward gradients:
+        preprocessing is torch, so the embedding is differentiable in the pixels)."""
         feats = self.model.encode_image(self.preprocess(images))
         return F.normalize(feats.float(), dim=-1)
 
@@ -416,7 +422,7 @@ class CLIPVerifier(Verifier):
         self._text_cache.clear()
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        img = self.encode_images(images)
+        img = self.image_embeddings(images)
         txt = self.encode_texts(prompts)
         return self.scale * (img * txt).sum(dim=-1)
 

@@ -18,4 +18,4 @@ CLIP = VerifierEntry.declare(
         *placement_params(64),
         Param("scale", float, 1.0, "multiplier of the cosine similarity", low=0.0, low_open=True),
         Param("text_cache_size", int, 4096, "prompt embeddings kept in memory", low=0),
-    ])
+    ], differentiable=True)

@@ -22,11 +22,14 @@ class VerifierEntry:
     description: str
     params: ParamSpec
     extra: ExtraOption | None = field(default=None, compare=False)
+    #: True: its score is differentiable w.r.t. the images (reward guidance, noise
+    #: optimisation); None: it depends on the instance (an ensemble: on its members and mode)
+    differentiable: bool | None = False
 
     @classmethod
     def declare(cls, name: str, description: str = "", *, params: Sequence[Param] = (),
-                extra: ExtraOption | None = None) -> "VerifierEntry":
-        return cls(name, description, ParamSpec(f"verifier {name!r}", list(params)), extra)
+                extra: ExtraOption | None = None, differentiable: bool | None = False) -> "VerifierEntry":
+        return cls(name, description, ParamSpec(f"verifier {name!r}", list(params)), extra, differentiable)
 
     def options(self, given: dict[str, Any]) -> dict[str, Any]:
         """What the factory is called with: `given`, validated, and the declared defaults of

@@ -226,6 +226,29 @@ class EnsembleVerifier(Verifier):
             total = t if total is None else total + t.to(total.device)
         return total.float()  # type: ignore[union-attr]
 
+    @property
+    def differentiable(self) -> bool:  # type: ignore[override]
+        """zscore ensembles of differentiable members (ranks have no gradient)."""
+        return self.mode == "zscore" and all(m.differentiable for m in self.members)
+
+    def gradient_problem(self) -> str | None:
+        if self.differentiable:
+            return None
+        bad = [n for n, m in zip(self.member_names, self.members) if not m.differentiable]
+        why = f"members {bad} are not differentiable" if bad else "mode=rank has no gradient; use mode=zscore"
+        from .registry import not_differentiable_message
+
+        return f"{not_differentiable_message('ensemble')} ({why})"
+
+    def score_with_grad(self, images: torch.Tensor, prompts: Sequence[str] | str) -> torch.Tensor:
+        """The zscore combination of the members' `score_with_grad` (graph kept)."""
+        problem = self.gradient_problem()
+        if problem is not None:
+            raise TTSInputError(problem)
+        images, prompts = check_inputs(images, prompts)
+        return self.combine({n: m.score_with_grad(images, prompts).to(images.device)
+                             for n, m in zip(self.member_names, self.members)})
+
     @torch.no_grad()
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | str) -> torch.Tensor:
         # not chunked here: ranks / batch statistics need the whole batch at once

@@ -31,4 +31,4 @@ ENSEMBLE = VerifierEntry.declare(
         Param("chunk_size", int, None, "chunk size of every member built by name (default: each member's own)",
               low=1),
     ],
-    extra=_factory_checks)
+    extra=_factory_checks, differentiable=None)

@@ -259,6 +259,7 @@ class ImageRewardVerifier(Verifier):
     """ImageReward verifier (see the module docstring for files, score and precision)."""
 
     name = "image_reward"
+    differentiable = True
 
     def __init__(
         self,
@@ -375,11 +376,15 @@ class ImageRewardVerifier(Verifier):
     @torch.no_grad()
     def score_preprocessed(self, pixel_values: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """Rewards [B] (float32) for already-normalised 224x224 inputs (e.g. upstream's PIL path)."""
+        return self._rewards(pixel_values, prompts)
+
+    def _rewards(self, pixel_values: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         ids, mask = self.tokenize(list(prompts))
         return self.model(pixel_values.to(self.device, self.dtype), ids, mask)
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        return self.score_preprocessed(self.preprocess(images), prompts)
+        # graph kept under score_with_grad (torch preprocessing, no PIL round trip)
+        return self._rewards(self.preprocess(images), prompts)
 
     def extra_repr(self) -> str:
         return f"source={self.source!r}, dtype={self.dtype}, chunk_size={self.chunk_size}"

@@ -17,4 +17,4 @@ IMAGE_REWARD = VerifierEntry.declare(
         Param("random_weights", bool, False, "random weights of the real architecture (benchmarks, tests)"),
         Param("seed", int, 0, "seed of random_weights", low=0),
         Param("token_cache_size", int, 4096, "tokenised prompts kept in memory", low=0),
-    ])
+    ], differentiable=True)

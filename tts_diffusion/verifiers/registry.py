@@ -84,6 +84,26 @@ def available_verifiers() -> dict[str, str]:
     return _REGISTRY.descriptions()
 
 
+def differentiable_verifiers() -> list[str]:
+    """Names of the registered verifiers declared differentiable (their score has a gradient
+    w.r.t. the images), sorted."""
+    return sorted(n for n in available_verifiers() if verifier_entry(n).differentiable)
+
+
+def not_differentiable_message(name: str) -> str:
+    """The one line said when a gradient is asked of a verifier without one."""
+    return (f"verifier {name!r} is not differentiable, so its gradient cannot steer sampling; use one of "
+            f"{', '.join(differentiable_verifiers())} (or an ensemble of them with mode=zscore, or a "
+            f"FunctionVerifier(..., differentiable=True))")
+
+
+def check_differentiable(name: str) -> None:
+    """TTSInputError (one line) when registered verifier `name` is declared not differentiable
+    (torch-free; an ensemble, declared None, is checked when built)."""
+    if verifier_entry(name).differentiable is False:
+        raise TTSInputError(not_differentiable_message(name))
+
+
 def verifier_factory(name: str) -> VerifierFactory:
     """The registered factory of verifier `name`, its module imported on first use."""
     return _REGISTRY.load(name)
