@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tts_diffusion.core.process import DenoisingProcess
+from tts_diffusion.testing.helpers import BrightnessVerifier
 from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline, pipeline_call_kwargs
 
 PROMPT = "a red circle"
@@ -66,3 +67,134 @@ def test_sdxl_without_force_upcast_decodes_in_fp16():
     ref = _pipe_call(pipe, "sdxl", output_type="pt")
     assert ref.dtype == torch.float16
     assert torch.equal(_proc(pipe, "sdxl").decode(latents), ref.float())
+
+
+# ------------------------------------------------------------ 2. features under search
+STEPS = 3
+
+
+def _tts_kw(family: str) -> dict:
+    call = pipeline_call_kwargs(family)
+    out = {"height": call["height"], "width": call["width"]}
+    if "max_sequence_length" in call:
+        out["process_options"] = {"max_sequence_length": call["max_sequence_length"]}
+    return out
+
+
+class ImageRecorder(BrightnessVerifier):
+    """Scores brightness and keeps every image it scored at full precision, in scoring order
+    (the candidates' order), so a test compares pixels, not only scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.images = []
+
+    def score(self, images, prompts):
+        self.images.append(images.detach().float().cpu())
+        return super().score(images, prompts)
+
+
+def _search(pipe, family, n=2, steps=STEPS, **kw):
+    """A best_of_n search; returns (result, the candidates' images at full precision)."""
+    from tts_diffusion import TTSPipeline
+
+    verifier = ImageRecorder()
+    result = TTSPipeline(pipe, verifier=verifier)(PROMPT, budget=n * steps, num_inference_steps=steps,
+                                                    guidance_scale=5.0, output_type="pt", progress=False,
+                                                    **_tts_kw(family), **kw)
+    return result, torch.cat(verifier.images)
+
+
+def _plain_images(pipe, family, seeds, steps=STEPS):
+    """The unwrapped pipeline's image for each seed."""
+    return torch.cat([_pipe_call(pipe, family, seed=s, steps=steps, output_type="pt").float() for s in seeds])
+
+
+def _assert_equals_plain(result, images, pipe, family, steps=STEPS, tol=1e-5):
+    """Each candidate is the unwrapped pipeline's image for its seed (float32 noise only)."""
+    plain = _plain_images(pipe, family, [c.seed for c in result.candidates], steps)
+    assert (images - plain).abs().max().item() <= tol
+    return plain
+
+
+def _assert_differs(images, other, by=1e-4):
+    """Guard: the feature changes the pixels by more than float noise."""
+    assert (images - other).abs().max().item() > by
+
+
+def _denoiser(pipe):
+    return pipe.transformer if getattr(pipe, "transformer", None) is not None else pipe.unet
+
+
+LAYERWISE = [("sd15", torch.bfloat16), ("sdxl", torch.bfloat16), ("pixart_sigma", torch.float8_e4m3fn),
+             ("sd3", torch.bfloat16), ("flux", torch.float8_e4m3fn)]
+
+
+@pytest.mark.parametrize("family,storage", LAYERWISE)
+def test_layerwise_casting_search_equals_the_pipeline_with_it(family, storage):
+    """`enable_layerwise_casting` (weights stored in fp8 / bf16, computed in float32): each
+    candidate is the unwrapped pipeline's image for its seed with the same casting; the
+    casting changes the images (guard)."""
+    pipe = make_tiny_pipeline(family)
+    _denoiser(pipe).enable_layerwise_casting(storage_dtype=storage, compute_dtype=torch.float32)
+    result, images = _search(pipe, family)
+    _assert_equals_plain(result, images, pipe, family)
+    _assert_differs(images, _plain_images(make_tiny_pipeline(family), family, [c.seed for c in result.candidates]))
+
+
+@pytest.mark.parametrize("family", ["sd15", "flux"])
+@pytest.mark.parametrize("offload", ["model", "group"])
+def test_offloading_is_exact(family, offload):
+    """Model CPU offload and group offload move weights, not numbers: the search's candidates
+    equal those without offloading (on the CPU both sides are the CPU: what this checks is the
+    plumbing, hooks and execution device; the GPU memory and time are scripts/bench_features.py's)."""
+    ref, ref_images = _search(make_tiny_pipeline(family), family)
+    pipe = make_tiny_pipeline(family)
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device="cpu")  # without device: diffusers needs an accelerator
+    else:
+        _denoiser(pipe).enable_group_offload(onload_device=torch.device("cpu"), offload_device=torch.device("cpu"),
+                                             offload_type="block_level", num_blocks_per_group=1)
+    result, images = _search(pipe, family)
+    assert [c.seed for c in result.candidates] == [c.seed for c in ref.candidates]
+    assert torch.equal(images, ref_images) and torch.equal(result.images, ref.images)
+
+
+def _tiny_lora(family, folder, alpha=16.0):
+    """A random rank-4 LoRA on the denoiser's attention projections, saved as diffusers saves one."""
+    peft = pytest.importorskip("peft")
+    from peft.utils import get_peft_model_state_dict
+
+    src = make_tiny_pipeline(family)
+    den = _denoiser(src)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        den.add_adapter(peft.LoraConfig(r=4, lora_alpha=alpha, init_lora_weights=False,
+                                        target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    key = "transformer_lora_layers" if getattr(src, "transformer", None) is not None else "unet_lora_layers"
+    type(src).save_lora_weights(str(folder), **{key: get_peft_model_state_dict(den)})
+    return str(folder)
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux"])
+def test_lora_search_equals_the_pipeline_with_the_lora(family, tmp_path):
+    """`load_lora_weights` (a tiny LoRA saved in the test) and then `fuse_lora`: the search's
+    candidates are the unwrapped pipeline's with the same LoRA, fused or not, and differ from
+    the pipeline without it (guard). PixArt pipelines have no LoRA loader in diffusers."""
+    import diffusers
+
+    folder = _tiny_lora(family, tmp_path)
+    pipe = make_tiny_pipeline(family)
+    level = diffusers.logging.get_verbosity()
+    diffusers.logging.set_verbosity_error()  # "No LoRA keys associated to CLIPTextModel"
+    try:
+        pipe.load_lora_weights(folder)
+    finally:
+        diffusers.logging.set_verbosity(level)
+    result, images = _search(pipe, family)
+    _assert_equals_plain(result, images, pipe, family)
+    _assert_differs(images, _plain_images(make_tiny_pipeline(family), family, [c.seed for c in result.candidates]))
+    pipe.fuse_lora()
+    fused, fused_images = _search(pipe, family)
+    _assert_equals_plain(fused, fused_images, pipe, family)
+    assert (fused_images - images).abs().max().item() <= 1e-5  # fusing is exact up to float rounding
