@@ -198,3 +198,140 @@ def test_lora_search_equals_the_pipeline_with_the_lora(family, tmp_path):
     fused, fused_images = _search(pipe, family)
     _assert_equals_plain(fused, fused_images, pipe, family)
     assert (fused_images - images).abs().max().item() <= 1e-5  # fusing is exact up to float rounding
+
+
+# ---------------------------------------------------------- diffusers' cache hooks
+def _cache_config(kind, pipe, steps=STEPS):
+    from diffusers.hooks import (FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig,
+                                 PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig)
+
+    # settings that skip a lot at 3 steps, so a cache state leaking between candidates shows
+    return {
+        "first_block": lambda: FirstBlockCacheConfig(threshold=10.0),
+        "taylorseer": lambda: TaylorSeerCacheConfig(cache_interval=2, disable_cache_before_step=1),
+        "mag": lambda: MagCacheConfig(num_inference_steps=steps, mag_ratios=[1.0] * steps, threshold=10.0,
+                                      max_skip_steps=steps, retention_ratio=0.0),
+        "pab": lambda: PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(-1, 1001),
+            current_timestep_callback=lambda: pipe.current_timestep),
+        "faster": lambda: FasterCacheConfig(
+            spatial_attention_block_skip_range=2, current_timestep_callback=lambda: pipe.current_timestep,
+            is_guidance_distilled=True, tensor_format="BCHW"),
+    }[kind]()
+
+
+def _cached_flux(kind, steps=STEPS):
+    pipe = make_tiny_pipeline("flux")  # the one family here whose denoiser has enable_cache
+    pipe.transformer.enable_cache(_cache_config(kind, pipe, steps))
+    return pipe
+
+
+def _noise(pipe, family, seeds):
+    return _proc(pipe, family, steps=STEPS).noise_from_seeds(seeds)
+
+
+@pytest.mark.parametrize("kind", ["first_block", "taylorseer", "mag"])
+def test_cache_search_equals_the_pipeline_per_candidate(kind):
+    """max_batch=1, two rounds of two (each round a fresh population): every candidate is the
+    unwrapped FluxPipeline's image for its seed with the same cache (each candidate its own
+    cache context, the state dropped with every population); the cache changes the images
+    (guard); a second search on the same model gives the same candidates (nothing left from
+    the first call)."""
+    pipe = _cached_flux(kind)
+    result, images = _search(pipe, "flux", n=4, max_batch=1, round_size=2)
+    assert result.settings["diffusers_cache"] == type(pipe.transformer._cache_config).__name__
+    _assert_equals_plain(result, images, pipe, "flux")
+    _assert_differs(images, _plain_images(make_tiny_pipeline("flux"), "flux", [c.seed for c in result.candidates]))
+    again, again_images = _search(pipe, "flux", n=4, max_batch=1, round_size=2)
+    assert torch.equal(again_images, images)
+
+
+@pytest.mark.parametrize("kind", ["first_block", "taylorseer", "mag", "pab"])
+def test_cache_chunk_equals_the_pipelines_batch(kind):
+    """A cache decides for the whole batch it sees: a chunk of candidates (max_batch=3) is the
+    unwrapped pipeline called on the same noise with num_images_per_prompt=3."""
+    pipe = _cached_flux(kind)
+    result, images = _search(pipe, "flux", n=3, max_batch=3)
+    seeds = [c.seed for c in result.candidates]
+    batch = _pipe_call(pipe, "flux", steps=STEPS, output_type="pt", latents=_noise(pipe, "flux", seeds),
+                       num_images_per_prompt=3).float()
+    assert (images - batch).abs().max().item() <= 1e-5
+
+
+def test_cache_state_is_dropped_with_every_population(monkeypatch):
+    """Guard for the reset: with the drop disabled, the second round's candidates start from
+    the first round's cache state and no longer equal the pipeline's."""
+    from tts_diffusion.features import diffusers_cache
+
+    pipe = _cached_flux("first_block")
+    monkeypatch.setattr(diffusers_cache, "_drop_states", lambda model, prefix: None)
+    result, images = _search(pipe, "flux", n=2, max_batch=1, round_size=1)
+    plain = _plain_images(pipe, "flux", [c.seed for c in result.candidates])
+    assert (images[:1] - plain[:1]).abs().max().item() <= 1e-5  # the first population starts clean
+    _assert_differs(images[1:], plain[1:])
+
+
+def _count_forwards(module):
+    calls = []
+    module.register_forward_pre_hook(lambda m, args: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("searcher,match", [("smc", "resamples or revisits"), ("paths", "resamples or revisits"),
+                                            ("rbf", "resamples or revisits"), ("fkc", "resamples or revisits")])
+def test_cache_with_a_resampling_searcher_is_refused_before_model_work(searcher, match):
+    from tts_diffusion import TTSInputError
+
+    pipe = _cached_flux("first_block")
+    calls = _count_forwards(pipe.transformer)
+    with pytest.raises(TTSInputError, match=match) as err:
+        _search(pipe, "flux", n=8, searcher=searcher)
+    assert "\n" not in str(err.value) and not calls
+
+
+def test_cache_refusals_name_the_fix():
+    from tts_diffusion import TTSInputError
+
+    pipe = _cached_flux("first_block")
+    calls = _count_forwards(pipe.transformer)
+    with pytest.raises(TTSInputError, match="T-GATE and diffusers' cache"):
+        _search(pipe, "flux", tgate=1)
+    with pytest.raises(TTSInputError, match="one batch: raise max_batch to 4"):
+        _search(_cached_flux("pab"), "flux", n=4, max_batch=2)
+    with pytest.raises(TTSInputError, match="FasterCache is not supported"):
+        _search(_cached_flux("faster"), "flux")
+    with pytest.raises(TTSInputError, match="num_inference_steps=3"):
+        _search(_cached_flux("mag", steps=5), "flux")
+    assert not calls
+
+
+def test_cache_refuses_moves_it_cannot_follow():
+    """Through the process (a custom searcher): a selection that reorders rows, and a step
+    that is not the next one of its rows, each raise one line; the identity selection passes."""
+    from tts_diffusion import TTSInputError
+    from tts_diffusion.features.diffusers_cache import enable_diffusers_cache
+
+    pipe = _cached_flux("first_block")
+    proc = _proc(pipe, "flux", steps=STEPS, max_batch=2).for_call()
+    assert enable_diffusers_cache(proc) is not None
+    cond = proc.encode(PROMPT)
+    x = proc.noise_from_seeds([1, 2])
+    pred = proc.denoise(x, 0, cond)
+    x = proc.step(x, 0, pred)
+    x = proc.select(torch.arange(2), x)  # nothing moves
+    with pytest.raises(TTSInputError, match="cannot follow resampled particles"):
+        proc.select(torch.tensor([1, 1]), x)
+    with pytest.raises(TTSInputError, match="runs step 0 on rows 0-1 after step 0"):
+        proc.denoise(proc.renoise(x, 1, 0), 0, cond)
+
+
+def test_no_cache_no_feature():
+    """Layerwise casting and group offloading install diffusers hooks too, but keep no state
+    between calls: no cache feature, and the resampling searchers run."""
+    from tts_diffusion.features.diffusers_cache import cache_name
+
+    pipe = make_tiny_pipeline("flux")
+    pipe.transformer.enable_layerwise_casting(storage_dtype=torch.bfloat16, compute_dtype=torch.float32)
+    assert cache_name(pipe.transformer) is None
+    result, _ = _search(pipe, "flux", n=4, searcher="smc")
+    assert "diffusers_cache" not in result.settings

@@ -15,6 +15,8 @@ through in order. Under search:
 - a fresh population (`proc.reset_particles`, i.e. new noise: every best_of_n round,
   every zero_order round) drops the call's cache state, so nothing leaks from one candidate
   to the next, nor from one call to the next;
+- a chunk's state is dropped after its last step, leaving the model as a diffusers pipeline
+  call leaves it (`maybe_free_model_hooks` resets the hooks at the end of every call);
 - PAB (and FasterCache) keep one state for the whole model, not one per cache context: their
   state is reset with every population, and a population must go through the model in one
   batch (`max_batch` >= the candidates of a round; refused with one line otherwise); one such
@@ -127,13 +129,20 @@ class DiffusersCache:
         t = self.model_timesteps[step]
         previous = getattr(self.pipe, "_current_timestep", None)
         self.pipe._current_timestep = t  # PAB's / FasterCache's current_timestep_callback
+        context = f"{self.prefix}{rows.start}-{rows.stop}"
         try:
-            with self.model.cache_context(f"{self.prefix}{rows.start}-{rows.stop}", step_index=step,
-                                          num_inference_steps=self.num_steps, timestep=t):
+            with self.model.cache_context(context, step_index=step, num_inference_steps=self.num_steps, timestep=t):
                 yield
         finally:
             self.pipe._current_timestep = previous
         self.last_step[key] = step
+        if step == self.num_steps - 1:  # these rows are clean: leave the model as diffusers leaves it
+            _drop_states(self.model, context)
+            self._reset_unkeyed()
+
+    def _reset_unkeyed(self) -> None:
+        for module, hook in self.unkeyed:
+            hook.reset_state(module)
 
     def settings(self) -> dict[str, Any]:
         return {"diffusers_cache": self.cache}
@@ -159,8 +168,7 @@ class DiffusersCache:
                 f" {self.num_particles} or lower round_size / num_children to {self.max_batch}")
         self.last_step.clear()
         _drop_states(self.model, self.prefix)
-        for module, hook in self.unkeyed:
-            hook.reset_state(module)
+        self._reset_unkeyed()
 
 
 def check_search(model: torch.nn.Module, *, searcher: str, fresh_trajectories: bool, num_steps: int,
