@@ -335,3 +335,16 @@ def test_no_cache_no_feature():
     assert cache_name(pipe.transformer) is None
     result, _ = _search(pipe, "flux", n=4, searcher="smc")
     assert "diffusers_cache" not in result.settings
+
+
+@pytest.mark.skipif(__import__("os").environ.get("TTS_TEST_COMPILE") != "1",
+                    reason="about 20 s (FLUX) to 35 s (SD-1.5) of tracing on a busy 2-core CPU: TTS_TEST_COMPILE=1")
+@pytest.mark.parametrize("family", ["sd15", "flux"])
+def test_compile_repeated_blocks_search_equals_the_pipeline(family):
+    """diffusers' regional compilation (`compile_repeated_blocks`, traced with aot_eager here;
+    PixArt and SD3 have no `_repeated_blocks` in diffusers 0.42 and diffusers refuses them):
+    the search's candidates are the compiled pipeline's own."""
+    pipe = make_tiny_pipeline(family)
+    _denoiser(pipe).compile_repeated_blocks(backend="aot_eager", dynamic=False)
+    result, images = _search(pipe, family, n=2, steps=2)
+    _assert_equals_plain(result, images, pipe, family, steps=2)
