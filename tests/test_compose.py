@@ -258,6 +258,16 @@ def test_cache_chunk_equals_the_pipelines_batch(kind):
     assert (images - batch).abs().max().item() <= 1e-5
 
 
+def test_cache_with_zero_order():
+    """zero_order keeps trajectories whole (a pivot, then rounds of fresh neighbours): it runs
+    with a cache, and its pivot is the cached pipeline's image for the pivot's seed."""
+    pipe = _cached_flux("taylorseer")
+    result, images = _search(pipe, "flux", n=3, searcher="zero_order", num_children=2, num_rounds=1, max_batch=1)
+    assert len(result.candidates) == 3 and result.candidates[0].seed is not None
+    plain = _plain_images(pipe, "flux", [result.candidates[0].seed])
+    assert (images[:1] - plain).abs().max().item() <= 1e-5
+
+
 def test_cache_state_is_dropped_with_every_population(monkeypatch):
     """Guard for the reset: with the drop disabled, the second round's candidates start from
     the first round's cache state and no longer equal the pipeline's."""
@@ -296,6 +306,8 @@ def test_cache_refusals_name_the_fix():
     calls = _count_forwards(pipe.transformer)
     with pytest.raises(TTSInputError, match="T-GATE and diffusers' cache"):
         _search(pipe, "flux", tgate=1)
+    with pytest.raises(TTSInputError, match="rgba .* and diffusers' cache"):
+        _search(pipe, "flux", rgba=True)
     with pytest.raises(TTSInputError, match="one batch: raise max_batch to 4"):
         _search(_cached_flux("pab"), "flux", n=4, max_batch=2)
     with pytest.raises(TTSInputError, match="FasterCache is not supported"):
