@@ -360,3 +360,23 @@ def test_compile_repeated_blocks_search_equals_the_pipeline(family):
     _denoiser(pipe).compile_repeated_blocks(backend="aot_eager", dynamic=False)
     result, images = _search(pipe, family, n=2, steps=2)
     _assert_equals_plain(result, images, pipe, family, steps=2)
+
+
+def test_offloaded_pipeline_is_not_moved():
+    """An offloading pipeline moves its models itself: `TTSPipeline.to("cuda")` is refused with
+    one line that says so (before any device check), `.to("cpu")` and plain pipelines are not."""
+    from tts_diffusion import TTSInputError, TTSPipeline
+    from tts_diffusion.pipelines.checks import offloading
+
+    plain = make_tiny_pipeline("sd15")
+    assert offloading(plain) is None
+    TTSPipeline(plain).to("cpu")
+    model = make_tiny_pipeline("sd15")
+    model.enable_model_cpu_offload(device="cpu")
+    group = make_tiny_pipeline("sd15")
+    group.unet.enable_group_offload(onload_device=torch.device("cpu"), offload_type="leaf_level")
+    for pipe, name in ((model, "model CPU offloading"), (group, "group offloading")):
+        assert offloading(pipe) == name
+        with pytest.raises(TTSInputError, match=f"the pipeline has {name} on: it moves each model to cuda itself"):
+            TTSPipeline(pipe).to("cuda")
+        TTSPipeline(pipe).to("cpu")

@@ -167,6 +167,10 @@ class TTSPipeline:
         return out
 
     def to(self, device: str | torch.device) -> "TTSPipeline":
+        offload = checks.offloading(self.pipe)
+        if offload is not None and not str(device).startswith("cpu"):
+            raise TTSInputError(f"the pipeline has {offload} on: it moves each model to {device} itself; wrap it"
+                                " without calling .to() (TTSPipeline(pipe) searches on its execution device)")
         device = checks.check_device(device)
         with self._lock:
             self._device = device
