@@ -129,7 +129,7 @@ class DiffusersCache:
         t = self.model_timesteps[step]
         previous = getattr(self.pipe, "_current_timestep", None)
         self.pipe._current_timestep = t  # PAB's / FasterCache's current_timestep_callback
-        context = f"{self.prefix}{rows.start}-{rows.stop}"
+        context = f"{self.prefix}{rows.start}-{rows.stop};"  # ";": no context name is a prefix of another
         try:
             with self.model.cache_context(context, step_index=step, num_inference_steps=self.num_steps, timestep=t):
                 yield
