@@ -79,8 +79,9 @@ def _random_(module: torch.nn.Module, seed: int = 0) -> None:
             p.data.copy_(torch.randn(p.shape, generator=g) * 0.02)
 
 
-def build_flux_dev(home: str, dtype: torch.dtype):
-    """FLUX.1-dev-sized pipeline with random weights on `home` (the CPU when offloading)."""
+def build_flux_dev(home: str, dtype: torch.dtype, blocks: tuple[int, int] = (19, 38)):
+    """FLUX.1-dev-sized pipeline with random weights on `home` (the CPU when offloading);
+    `blocks`: two-stream and one-stream blocks (FLUX.1-dev: 19 and 38)."""
     from bench_tgate import _clip_te, _mmdit_vae, _t5_te
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
@@ -88,7 +89,7 @@ def build_flux_dev(home: str, dtype: torch.dtype):
 
     with torch.device("meta"):
         tr = FluxTransformer2DModel(  # black-forest-labs/FLUX.1-dev transformer/config.json
-            patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+            patch_size=1, in_channels=64, num_layers=blocks[0], num_single_layers=blocks[1], attention_head_dim=128,
             num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
             axes_dims_rope=(16, 56, 56))
     tr = tr.to_empty(device=home).to(dtype)
@@ -114,7 +115,7 @@ def build(model: str, feature: str, args):
 
         pipe = make_tiny_pipeline(TINY[model]).to(home)
     elif model == "flux":
-        pipe = build_flux_dev(home, DTYPE[model])
+        pipe = build_flux_dev(home, DTYPE[model], tuple(int(b) for b in args.flux_blocks.split(",")))
     else:
         from bench_tgate import build as build_other
 
@@ -205,7 +206,7 @@ def run_feature(model: str, feature: str, args, lora_dir: str) -> dict:
     if skipped:
         return {"feature": feature, "skipped": skipped}
     tts = TTSPipeline(pipe, verifier=BrightnessVerifier())
-    size = 32 if args.tiny else SIZE[model]
+    size = args.size or (32 if args.tiny else SIZE[model])
     steps = args.steps or (4 if args.tiny else STEPS[model])
     kw = dict(budget=args.n * steps, num_inference_steps=steps, guidance_scale=GUIDANCE[model], height=size,
               width=size, output_type="pt", progress=False, max_batch=args.max_batch, seed=0)
@@ -260,6 +261,8 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=None, help="default: the model's (tiny: 4)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--size", type=int, default=None, help="pixels (default: the model's; tiny: 32)")
+    ap.add_argument("--flux-blocks", default="19,38", help="FLUX two-stream,one-stream blocks (FLUX.1-dev: 19,38)")
     ap.add_argument("--budget-gb", type=float, default=24.0, help="the card the peak memory must fit")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tiny", action="store_true", help="the tiny test pipelines (CPU smoke)")

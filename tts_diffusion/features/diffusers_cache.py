@@ -33,6 +33,10 @@ together with T-GATE or rgba (both change what the model computes per step).
 
 PAB's and FasterCache's `current_timestep_callback` read `pipe.current_timestep`; the
 feature sets it around each model call as the pipelines do.
+
+`TTSPipeline` checks (`check_search`) and plugs the feature in (`enable_diffusers_cache`) for
+every call; a `DenoisingProcess` used directly needs `enable_diffusers_cache(proc.for_call())`
+(without a cache context diffusers' hooks raise "No cache context is set").
 """
 from __future__ import annotations
 
