@@ -62,6 +62,10 @@ TINY = {"flux": "flux", "sd3": "sd3", "sdxl": "sdxl"}
 GIB = 1024 ** 3
 
 
+def dtype_of(model: str, args) -> torch.dtype:
+    return getattr(torch, args.dtype) if args.dtype else DTYPE[model]
+
+
 def denoiser(pipe):
     return pipe.transformer if getattr(pipe, "transformer", None) is not None else pipe.unet
 
@@ -115,11 +119,11 @@ def build(model: str, feature: str, args):
 
         pipe = make_tiny_pipeline(TINY[model]).to(home)
     elif model == "flux":
-        pipe = build_flux_dev(home, DTYPE[model], tuple(int(b) for b in args.flux_blocks.split(",")))
+        pipe = build_flux_dev(home, dtype_of(model, args), tuple(int(b) for b in args.flux_blocks.split(",")))
     else:
         from bench_tgate import build as build_other
 
-        pipe = build_other(model, "cpu" if offload else args.device, DTYPE[model], False)
+        pipe = build_other(model, "cpu" if offload else args.device, dtype_of(model, args), False)
         pipe = pipe.to(home)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -139,7 +143,7 @@ def apply_feature(pipe, model: str, feature: str, args, lora_dir: str) -> str | 
             if isinstance(comp, torch.nn.Module) and comp is not den:
                 comp.to(onload)
     elif feature == "layerwise_fp8":
-        compute = torch.float32 if args.tiny else DTYPE[model]
+        compute = torch.float32 if args.tiny else dtype_of(model, args)
         den.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
     elif feature in ("first_block_cache", "taylorseer"):
         if not hasattr(den, "enable_cache"):
@@ -261,6 +265,7 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=None, help="default: the model's (tiny: 4)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--dtype", default=None, help="e.g. float32 for a CPU check (default: the model's)")
     ap.add_argument("--size", type=int, default=None, help="pixels (default: the model's; tiny: 32)")
     ap.add_argument("--flux-blocks", default="19,38", help="FLUX two-stream,one-stream blocks (FLUX.1-dev: 19,38)")
     ap.add_argument("--budget-gb", type=float, default=24.0, help="the card the peak memory must fit")
