@@ -56,6 +56,9 @@ class ModelAdapter:
 
     #: the model's own guidance is an input embedding (FLUX-dev), not classifier-free guidance
     distilled_guidance: bool = False
+    #: the pipeline decodes an fp16 VAE in float32 when its config says `force_upcast`
+    #: (SDXL's `needs_upcasting`); the others decode in the VAE's own dtype
+    upcasts_vae: bool = False
 
     def __init__(self, pipe: Any, height: int | None, width: int | None, max_sequence_length: int | None = None):
         self.pipe = pipe
@@ -123,11 +126,13 @@ class ModelAdapter:
     def decode(self, latents: torch.Tensor, vae: torch.nn.Module | None = None) -> torch.Tensor:
         """Latents (native layout) -> float images [B, 3, H, W] in [0, 1], as the pipeline's
         `output_type="pt"` path computes them (with `vae` in place of the pipeline's, e.g. a
-        preview decoder, as a drop-in `pipe.vae` would be)."""
+        preview decoder, as a drop-in `pipe.vae` would be): in the VAE's dtype, upcast to
+        float32 only where the pipeline upcasts (`upcasts_vae`), and mapped to [0, 1] in the
+        decoder's output dtype as the pipeline's image processor does, then made float32."""
         latents = self.unpack(latents)
         vae = self.vae if vae is None else vae
         cfg = vae.config
-        upcast = vae.dtype == torch.float16 and getattr(cfg, "force_upcast", False)
+        upcast = self.upcasts_vae and vae.dtype == torch.float16 and getattr(cfg, "force_upcast", False)
         if upcast:
             vae.to(torch.float32)
         try:
@@ -148,7 +153,7 @@ class ModelAdapter:
         finally:
             if upcast:
                 vae.to(torch.float16)
-        return (image.float() / 2 + 0.5).clamp(0, 1)
+        return (image * 0.5 + 0.5).clamp(0, 1).float()  # VaeImageProcessor.denormalize
 
 
 class StableDiffusionAdapter(ModelAdapter):
@@ -170,6 +175,8 @@ class StableDiffusionAdapter(ModelAdapter):
 
 class StableDiffusionXLAdapter(StableDiffusionAdapter):
     """SDXL: two text encoders, pooled text embedding and size/crop time ids as added conditioning."""
+
+    upcasts_vae = True
 
     def encode(self, prompt, negative_prompt, cfg):
         pipe = self.pipe

@@ -225,3 +225,23 @@ def check_num_images(k: Any, budget: int, num_steps: int) -> int | None:
         raise TTSInputError(f"num_images_per_prompt={k} needs at least {k} full samples ({k * num_steps} NFE at"
                             f" {num_steps} steps) but the budget is {budget} NFE: raise the budget or lower k")
     return k
+
+
+def offloading(pipe: Any) -> str | None:
+    """The offloading a diffusers pipeline runs with (its own hooks move the models to the
+    execution device while they run), or None."""
+    import torch
+
+    for component in getattr(pipe, "components", {}).values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        hook = getattr(component, "_hf_hook", None)
+        if hook is not None:
+            return "model CPU offloading" if type(hook).__name__ == "CpuOffload" else "sequential CPU offloading"
+        try:
+            from diffusers.hooks.group_offloading import _is_group_offload_enabled
+        except ImportError:  # older diffusers
+            continue
+        if _is_group_offload_enabled(component):
+            return "group offloading"
+    return None

@@ -33,12 +33,14 @@ from ..core.budget import Budget
 from ..core.process import DenoisingProcess
 from ..core.state import Progress
 from ..errors import TTSInputError
-from ..features.tgate import enable_tgate
+from ..features.diffusers_cache import check_search, enable_diffusers_cache
+from ..features.tgate import active_tgate, enable_tgate
 from ..features.tgate_spec import TGate
 from ..paths import default_model_path, domain_clip_path, is_default_model
 from ..records.result import SearchResult, SearchResults
 from ..request import SearchRequest, default_verifier_name
 from ..searchers import load_searcher, run_defaults
+from ..searchers.registry import searcher_entry
 from ..verifiers import Verifier, load_verifier
 from . import checks
 from .compile import check_compile, compile_pipeline, use_channels_last
@@ -181,6 +183,10 @@ class TTSPipeline:
         return out
 
     def to(self, device: str | torch.device) -> "TTSPipeline":
+        offload = checks.offloading(self.pipe)
+        if offload is not None and not str(device).startswith("cpu"):
+            raise TTSInputError(f"the pipeline has {offload} on: it moves each model to {device} itself; wrap it"
+                                " without calling .to() (TTSPipeline(pipe) searches on its execution device)")
         device = checks.check_device(device)
         with self._lock:
             self._device = device
@@ -421,6 +427,11 @@ class TTSPipeline:
         with rgba, Alfie's set-up (centring hook, attention capture, compositing verifier),
         validated here."""
         enable_tgate(proc, request.tgate)
+        entry = searcher_entry(request.searcher)  # diffusers' cache hooks: refused here or followed per chunk
+        check_search(proc.adapter.denoiser, searcher=entry.name, fresh_trajectories=entry.fresh_trajectories,
+                     num_steps=proc.num_steps, tgate=active_tgate(proc) is not None, rgba=request.rgba,
+                     reward_guidance=request.reward_guidance is not None)
+        enable_diffusers_cache(proc)
         if request.reward_guidance is not None:  # TFG: every proc.step becomes the guided step
             from ..features.guidance import enable_reward_guidance
 

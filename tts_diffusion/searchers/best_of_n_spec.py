@@ -11,4 +11,4 @@ BEST_OF_N = SearcherEntry.declare(
         Param("round_size", int, None, "candidates per round, one trace point each (default: all in one round)",
               low=1),
     ],
-    min_budget=lambda num_steps, o: (o["num_samples"] or 1) * num_steps)
+    min_budget=lambda num_steps, o: (o["num_samples"] or 1) * num_steps, fresh_trajectories=True)

@@ -27,11 +27,15 @@ class SearcherEntry:
     run_defaults: Mapping[str, int] = field(default_factory=dict)
     #: None: one full sample (num_steps NFE)
     min_budget_rule: MinBudget | None = None
+    #: every candidate is denoised from fresh noise through every step in order (no
+    #: resampling, no jump back to a noisier step): diffusers' cache hooks, whose state is
+    #: one trajectory per batch, can follow it (features/diffusers_cache.py)
+    fresh_trajectories: bool = False
 
     @classmethod
     def declare(cls, name: str, description: str, *, params: Sequence[Param] = (),
                 run_defaults: Mapping[str, int] | None = None,
-                min_budget: MinBudget | None = None) -> "SearcherEntry":
+                min_budget: MinBudget | None = None, fresh_trajectories: bool = False) -> "SearcherEntry":
         """An entry: `keep_images` is added when not declared; run_defaults may set
         num_inference_steps and budget only (a paper's setting, used when the caller leaves
         them out); min_budget(num_steps, options): the least NFE a run needs."""
@@ -41,7 +45,8 @@ class SearcherEntry:
         params = list(params)
         if KEEP_IMAGES.name not in {p.name for p in params}:
             params.append(KEEP_IMAGES)
-        return cls(name, description, ParamSpec(f"searcher {name!r}", params), dict(run_defaults or {}), min_budget)
+        return cls(name, description, ParamSpec(f"searcher {name!r}", params), dict(run_defaults or {}), min_budget,
+                   bool(fresh_trajectories))
 
     def options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Every option: `given` validated, the declared defaults for the rest."""

@@ -16,4 +16,5 @@ ZERO_ORDER = SearcherEntry.declare(
         Param("on_stall", str, "keep", "no neighbour beats the pivot: keep it (fresh neighbours), move to the best "
               "neighbour anyway, or restart from a new noise", choices=ON_STALL),
     ],
-    min_budget=lambda num_steps, o: (1 + (o["num_rounds"] or 1) * o["num_children"]) * num_steps)
+    min_budget=lambda num_steps, o: (1 + (o["num_rounds"] or 1) * o["num_children"]) * num_steps,
+    fresh_trajectories=True)
