@@ -308,6 +308,9 @@ def test_cache_refusals_name_the_fix():
         _search(pipe, "flux", tgate=1)
     with pytest.raises(TTSInputError, match="rgba .* and diffusers' cache"):
         _search(pipe, "flux", rgba=True)
+    with pytest.raises(TTSInputError, match="reward guidance runs the model more than once per step"):
+        _search(pipe, "flux", reward_guidance={"preset": "dps"})
+    assert not calls
     with pytest.raises(TTSInputError, match="one batch: raise max_batch to 4"):
         _search(_cached_flux("pab"), "flux", n=4, max_batch=2)
     with pytest.raises(TTSInputError, match="FasterCache is not supported"):
