@@ -161,7 +161,8 @@ def generate(prompt, model, searcher, verifier, budget, seed, steps, guidance, h
         request = _request(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width,
                            negative_prompt, max_batch, options, verifier_options, tgate_step, tgate_options, rgba,
                            background_prompt, subject)
-        image_path, _ = _check_out(out)
+        image_path, _ = _check_out(out, rgba=request.rgba, chains=request.searcher == "reflect")
+        _hold_output(image_path)
         dev, torch_dtype = _device_and_dtype(device, dtype)
         if request.budget is not None and request.num_inference_steps is not None:
             from .pipelines import checks
@@ -215,10 +216,21 @@ def _device_and_dtype(device: str | None, dtype: str):
     return dev, torch_dtype
 
 
-def _check_out(out: str):
+def _check_out(out: str, rgba: bool = False, chains: bool = False):
     from .records.files import check_output_path
 
-    return check_output_path(out)
+    return check_output_path(out, rgba=rgba, chains=chains)
+
+
+def _hold_output(image_path) -> None:
+    """Lock the output for this run (records/files.py `OutputLock`): a second run on the same
+    --out is refused with one line; released when the process ends."""
+    import atexit
+
+    from .records.files import OutputLock
+
+    lock = OutputLock(image_path).acquire()
+    atexit.register(lock.release)
 
 
 def _run_search(run: dict, quiet: bool) -> None:
@@ -348,10 +360,13 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
             device = "cpu"
     _set_threads(threads, device)
     torch_dtype = getattr(torch, str(ran_on.get("dtype") or "float32"))
-    if out is None:
+    default_out = out is None
+    if default_out:
         out = os.path.splitext(sidecar)[0] + "-replay.png"
-    try:
-        out, _ = _check_out(out)  # before the search: a bad path loses no work
+    try:  # before the search: a bad path loses no work
+        out, new_sidecar = _check_out(out, rgba=request.rgba, chains=request.searcher == "reflect")
+        _check_replay_out(Path(sidecar), record, out, new_sidecar, default_out)
+        _hold_output(out)
     except TTSInputError as e:
         _fail(str(e))
     from .pipelines import TTSPipeline
@@ -368,6 +383,30 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
     click.echo(f"best score {result.best_score:.4f} after {result.nfe} NFE (recorded: "
                f"{(record.get('best') or {}).get('score')})")
     click.echo(f"wrote {image_path} and {new_sidecar}")
+
+
+def _check_replay_out(source: "Path", record: dict, out, new_sidecar, default_out: bool) -> None:
+    """`replay` never writes over its input (the sidecar it reads, or the image beside it),
+    and its default `<stem>-replay.png` never replaces an image that no tts-diffusion sidecar
+    pairs with."""
+    from .errors import TTSInputError
+    from .records.files import is_sidecar
+
+    def same(a, b) -> bool:
+        try:
+            return os.path.samefile(a, b)
+        except OSError:
+            return os.path.abspath(a) == os.path.abspath(b)
+
+    image = record.get("image")
+    inputs = [source] + ([source.with_name(image)] if isinstance(image, str) and image else [])
+    for path in (out, new_sidecar):
+        for given in inputs:
+            if os.path.lexists(path) and same(path, given):
+                raise TTSInputError(f"replay would overwrite its input {given} with --out {out}: choose another --out")
+    if default_out and os.path.lexists(out) and not is_sidecar(new_sidecar):
+        raise TTSInputError(f"{out} exists and no tts-diffusion sidecar pairs with it: pass --out to choose where the"
+                            " replay goes, or move that file")
 
 
 @main.command()
