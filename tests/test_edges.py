@@ -231,3 +231,62 @@ def test_replay_default_out_never_replaces_an_unrelated_image(generated, monkeyp
         assert unrelated.read_bytes() == b"user data"
     finally:
         unrelated.unlink()
+
+
+# ------------------------------------------------ replay validates the sidecar (point 10)
+def _edit(run=None, drop=(), **top):
+    def apply(side):
+        side = json.loads(json.dumps(side))
+        side["run"].update(run or {})
+        for key in drop:
+            side["run"].pop(key)
+        side.update(top)
+        return side
+    return apply
+
+
+MALFORMED = [
+    ("no-prompt", _edit(drop=["prompt"]), "run.prompt is missing"),
+    ("no-budget", _edit(drop=["budget"]), "run.budget is missing"),
+    ("budget-string", _edit({"budget": "20"}), "run.budget must be an integer NFE budget >= 1, got '20'"),
+    ("budget-bool", _edit({"budget": True}), "run.budget must be an integer"),
+    ("budget-zero", _edit({"budget": 0}), "budget must be at least 1"),
+    ("prompt-number", _edit({"prompt": 7}), "run.prompt must be a non-empty string"),
+    ("seed-float", _edit({"seed": 1.5}), "run.seed must be an integer seed"),
+    ("options-list", _edit({"searcher_options": [1]}), "run.searcher_options must be an object"),
+    ("unknown-option", _edit({"searcher_options": {"colour": 1}}), "colour"),
+    ("unknown-run-field", _edit({"colour": "red"}), "run has unknown field(s) colour"),
+    ("rgba-string", _edit({"rgba": "yes"}), "run.rgba must be true or false"),
+    ("run-string", lambda s: {**s, "run": "x"}, "run must be an object"),
+    ("settings-list", _edit(settings=[1]), "settings must be an object"),
+    ("dtype-bogus", lambda s: {**s, "settings": {**s["settings"], "dtype": "float64"}}, "settings.dtype must be one of"),
+    ("device-number", lambda s: {**s, "settings": {**s["settings"], "device": 5}}, "settings.device must be"),
+    ("model-sha-number", lambda s: {**s, "model": {**s["model"], "sha256": 5}}, "model.sha256 must be"),
+    ("version-bogus", _edit(sidecar_version="two"), "sidecar_version 'two'"),
+]
+
+
+@pytest.mark.parametrize("name,edit,message", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_replay_names_the_bad_field_in_one_line(generated, tmp_path, monkeypatch, name, edit, message):
+    side = edit(json.loads(generated.with_suffix(".json").read_text()))
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(side))
+    _no_load(monkeypatch)
+    r = CliRunner().invoke(main, ["replay", str(path), "--out", str(tmp_path / "again.png"), "--quiet"])
+    _one_error(r, message)
+    assert _names(tmp_path) == ["bad.json"]
+
+
+@pytest.mark.parametrize("encoding,message", [("utf-16", "is not UTF-8 text"), ("latin-1", "is not UTF-8 text"),
+                                              ("utf-8-sig", None)])
+def test_replay_reads_utf8_only_and_says_so(generated, tmp_path, monkeypatch, encoding, message):
+    side = json.loads(generated.with_suffix(".json").read_text())
+    side["run"]["negative_prompt"] = "café"
+    path = tmp_path / "enc.json"
+    path.write_bytes(json.dumps(side, ensure_ascii=False).encode(encoding))
+    _no_load(monkeypatch)
+    r = CliRunner().invoke(main, ["replay", str(path), "--out", str(tmp_path / "again.png"), "--quiet"])
+    if message is None:  # a byte-order mark is fine: the checks pass and the model load is reached
+        assert isinstance(r.exception, AssertionError) and "model was loaded" in str(r.exception)
+    else:
+        _one_error(r, message)

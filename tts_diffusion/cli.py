@@ -25,6 +25,12 @@ from .threads import default_threads
 EXIT_BAD_INPUT = 2
 #: Ctrl-C: the best image found so far is written (sidecar marked "interrupted")
 EXIT_INTERRUPTED = 130
+#: the search ran but its best image is not a picture (non-finite or one flat colour): nothing written
+EXIT_BAD_OUTPUT = 1
+#: the signals a search stops on, writing its best so far; exit code 128 + the number
+#: (SIGINT 130, SIGHUP 129, SIGTERM 143); a second one ends the process at once
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+_STOPPED: dict = {"signal": None}
 COMPILE_HELP = ("run the denoiser and VAE decoder under torch.compile (compiled once per batch shape: the first"
                 " search pays tens of seconds at SD size, later ones run faster)")
 
@@ -76,13 +82,50 @@ class _OneLineErrors(click.Group):
                 sys.exit(0)
             _fail(" ".join(e.format_message().split()))
         except click.exceptions.Abort:
-            click.echo("interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            name = _STOPPED["signal"] or "SIGINT"
+            click.echo(f"interrupted ({name})", err=True)
+            sys.exit(_exit_code(name))
         except click.ClickException as e:
             click.echo(f"error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
+
+
+def _exit_code(name: str | None) -> int:
+    import signal
+
+    return 128 + int(getattr(signal, name or "SIGINT", signal.SIGINT))
+
+
+def _on_stop_signal(signum, frame) -> None:
+    """SIGINT / SIGTERM / SIGHUP: the first one stops the search (KeyboardInterrupt: the best
+    so far is written); a second one ends the process at once, removing its temporaries."""
+    import signal
+
+    name = signal.Signals(signum).name
+    if _STOPPED["signal"] is not None:
+        from .records.files import remove_temporaries
+
+        remove_temporaries()
+        os.write(2, f"\nsecond signal ({name}): exiting now, nothing more written\n".encode())
+        os._exit(_exit_code(_STOPPED["signal"]))
+    _STOPPED["signal"] = name
+    raise KeyboardInterrupt
+
+
+def _catch_stop_signals() -> None:
+    """Route the stop signals through `_on_stop_signal` (main thread only; elsewhere, as
+    under a test runner's thread, Python's defaults stay)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _STOPPED["signal"] = None
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _on_stop_signal)
 
 
 def _command_line() -> list[str]:
@@ -95,7 +138,8 @@ def _command_line() -> list[str]:
 def main() -> None:
     """Test-time scaling for diffusion and flow text-to-image models.
 
-    Exit codes: 0 done, 2 bad input (one `error:` line on stderr), 130 interrupted."""
+    Exit codes: 0 done, 2 bad input (one `error:` line on stderr), 130 / 143 / 129
+    interrupted by SIGINT (Ctrl-C) / SIGTERM / SIGHUP (the best image so far is written)."""
 
 
 @main.command()
@@ -108,7 +152,7 @@ def main() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed, 0 <= seed < 2**63")
 @click.option("--steps", type=int, default=None,
               help="denoising steps per sample, >= 1 (default: the searcher's (see `list`), else the model's)")
-@click.option("--guidance", type=float, default=None, help="guidance scale, finite and >= 0 (default: the model's)")
+@click.option("--guidance", type=float, default=None, help="guidance scale, finite, in [0, 100] (default: the model's)")
 @click.option("--height", type=int, default=None, help="image height in pixels (default: the model's)")
 @click.option("--width", type=int, default=None, help="image width in pixels (default: the model's)")
 @click.option("--negative-prompt", default=None)
@@ -224,36 +268,55 @@ def _check_out(out: str, rgba: bool = False, chains: bool = False):
 
 def _hold_output(image_path) -> None:
     """Lock the output for this run (records/files.py `OutputLock`): a second run on the same
-    --out is refused with one line; released when the process ends."""
-    import atexit
-
+    --out is refused with one line; released when the command ends."""
     from .records.files import OutputLock
 
     lock = OutputLock(image_path).acquire()
-    atexit.register(lock.release)
+    click.get_current_context().call_on_close(lock.release)
 
 
 def _run_search(run: dict, quiet: bool) -> None:
-    """Load the model, search, write the image and its sidecar; Ctrl-C writes the best so far."""
-    from .errors import TTSInputError
-    from .pipelines import TTSPipeline
-
-    _quiet_libraries()
-    latest: dict = {}
-    try:
-        tts = TTSPipeline.from_pretrained(run["model"], torch_dtype=run["torch_dtype"],
-                                          compile=run.get("compile", False))
-        tts.to(run["device"])
-        result = tts.run(run["request"], progress=not quiet, progress_callback=lambda p: latest.update(progress=p))
-    except TTSInputError as e:
-        _fail(str(e))
-    except KeyboardInterrupt:
-        _write_interrupted(run, latest.get("progress"))
-        return
+    """Load the model, search, write the image and its sidecar; SIGINT, SIGTERM or SIGHUP
+    write the best so far (`_write_interrupted`)."""
+    result = _search_or_stop(run, quiet)
     image_path, sidecar = _save(result, run["out"])
     click.echo(f"best score {result.best_score:.4f} after {result.nfe} NFE "
                f"({len(result.candidates)} candidates, {result.timings.get('total', 0):.1f} s)")
     click.echo(f"wrote {image_path} and {sidecar}")
+
+
+def _search_or_stop(run: dict, quiet: bool, source=None):
+    """The finished search's result; on a stop signal the best so far is written and the
+    process exits (130 / 143 / 129)."""
+    from .errors import SearchInterrupted, TTSInputError
+    from .pipelines import TTSPipeline
+
+    _catch_stop_signals()
+    _quiet_libraries()
+    try:
+        tts = TTSPipeline.from_pretrained(run["model"], torch_dtype=run["torch_dtype"],
+                                          compile=run.get("compile", False))
+        tts.to(run["device"])
+        if run.get("bar_off"):
+            tts.set_progress_bar_config(disable=True)
+        result = tts.run(run["request"], progress=not quiet)
+    except TTSInputError as e:
+        _fail(str(e))
+    except KeyboardInterrupt as stop:
+        _write_interrupted(run, stop.result if isinstance(stop, SearchInterrupted) else None)
+    _check_images(result)
+    return result
+
+
+def _check_images(result) -> None:
+    """A run whose best image is not a picture (non-finite model output, decoded as one flat
+    colour) is told to the user, not presented as a result: one line, exit 1, nothing written."""
+    from .records.result import image_problem
+
+    problem = image_problem(result)
+    if problem is not None:
+        click.echo(f"error: {problem}; nothing written", err=True)
+        sys.exit(EXIT_BAD_OUTPUT)
 
 
 def _save(result, out):
@@ -266,23 +329,25 @@ def _save(result, out):
         _fail(f"could not write {out}: {e}")
 
 
-def _write_interrupted(run: dict, progress) -> None:
-    """Ctrl-C: write the best candidate found so far (sidecar marked interrupted), exit 130."""
-    from .records.result import SearchResult
+def _write_interrupted(run: dict, result) -> None:
+    """A stop signal: write the best candidate found so far (sidecar marked "interrupted",
+    with the signal's name, and the full search's `run`), exit 128 + the signal number."""
+    name = _STOPPED["signal"] or "SIGINT"
+    code = _exit_code(name)
+    if result is None:
+        click.echo(f"interrupted ({name}) before any candidate was scored; nothing written", err=True)
+        sys.exit(code)
+    result.interrupted, result.signal = True, name
+    from .records.result import image_problem
 
-    best = None if progress is None else progress.best
-    if best is None or best.image is None:
-        click.echo("interrupted before any candidate was scored; nothing written", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    request = run["request"]
-    settings = {**request.to_dict(), "device": str(run["device"]),
-                "dtype": str(run["torch_dtype"]).replace("torch.", "")}
-    result = SearchResult(prompt=request.prompt, best=best, candidates=[best], trace=[], nfe=progress.nfe,
-                          verifier_calls=0, timings={}, settings=settings, interrupted=True)
+    problem = image_problem(result)
+    if problem is not None:
+        click.echo(f"interrupted ({name}); the best so far is not a picture ({problem}); nothing written", err=True)
+        sys.exit(code)
     image_path, sidecar = _save(result, run["out"])
-    click.echo(f"interrupted after {progress.nfe} of {progress.max_nfe} NFE: wrote the best so far"
-               f" (score {best.score:.4f}) to {image_path} and {sidecar}", err=True)
-    sys.exit(EXIT_INTERRUPTED)
+    click.echo(f"interrupted ({name}) after {result.nfe} of {result.settings.get('budget')} NFE: wrote the best so"
+               f" far (score {result.best_score:.4f}) to {image_path} and {sidecar}", err=True)
+    sys.exit(code)
 
 
 @main.command()
@@ -303,29 +368,22 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
     from .errors import TTSInputError
     from .request import SearchRequest
 
+    from pathlib import Path
+
+    from .records.sidecar_check import check_sidecar, read_sidecar
+
     if threads is not None and threads < 1:
         _fail(f"--threads must be at least 1, got {threads}")
-    try:
-        from pathlib import Path
-
-        record = json.loads(Path(sidecar).read_text(encoding="utf-8"))
-    except OSError as e:
-        _fail(f"cannot read {sidecar}: {e.strerror or e}")
-    except json.JSONDecodeError as e:
-        _fail(f"{sidecar} is not JSON ({e.msg} at line {e.lineno}); pass the .json written next to an image")
-    run = record.get("run") if isinstance(record, dict) else None
-    if not isinstance(run, dict):
-        _fail(f"{sidecar} has no 'run' section: it was not written by `tts-diffusion generate` "
-              f"(sidecar_version {SIDECAR_VERSION} or later)")
+    try:  # every field replay reads, by type, before any of it is used (one line naming the bad field)
+        record = read_sidecar(sidecar)
+        check_sidecar(record, sidecar, READS_SIDECAR_VERSIONS, SIDECAR_VERSION)
+    except TTSInputError as e:
+        _fail(str(e))
+    run = record["run"]
     version = record.get("sidecar_version")
-    if version not in READS_SIDECAR_VERSIONS:
-        _fail(f"{sidecar} has sidecar_version {version!r}; this tts-diffusion reads"
-              f" {', '.join(map(str, READS_SIDECAR_VERSIONS))}")
     # where it ran: version 1 recorded it in the run, later versions in the settings only
     ran_on = run if version == 1 else (record.get("settings") or {})
     run = {k: v for k, v in run.items() if not (version == 1 and k in ("dtype", "device"))}
-    if not isinstance(run.get("searcher"), str) or not isinstance(run.get("verifier"), str):
-        _fail(f"{sidecar} records a searcher or verifier passed as a Python object, which cannot be rebuilt from JSON")
     if run.get("seed") is None:
         _fail(f"{sidecar} records no seed (the search was run with a torch.Generator), so its noise cannot be replayed")
 
@@ -346,8 +404,11 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
         if v != have:
             click.echo(f"warning: the sidecar used {name} {v}, this is {have}; pixels may differ", err=True)
 
-    try:
+    try:  # the recorded search checked like any request, before the model loads
+        from .paths import is_default_model
+
         request = SearchRequest.from_dict(run)
+        request.check(embedded_model=is_default_model(source))
     except TTSInputError as e:
         _fail(f"{sidecar}: {e}")
     import torch
@@ -369,16 +430,8 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
         _hold_output(out)
     except TTSInputError as e:
         _fail(str(e))
-    from .pipelines import TTSPipeline
-
-    _quiet_libraries()
-    try:
-        tts = TTSPipeline.from_pretrained(source, torch_dtype=torch_dtype)
-        tts.set_progress_bar_config(disable=True)
-        tts.to(device)
-        result = tts.run(request, progress=not quiet)
-    except TTSInputError as e:
-        _fail(str(e))
+    result = _search_or_stop(dict(request=request, model=source, device=device, torch_dtype=torch_dtype, out=out,
+                                  bar_off=True), quiet)
     image_path, new_sidecar = _save(result, out)
     click.echo(f"best score {result.best_score:.4f} after {result.nfe} NFE (recorded: "
                f"{(record.get('best') or {}).get('score')})")

@@ -208,9 +208,9 @@ _PENDING_LOCK = threading.Lock()
 
 
 def remove_temporaries() -> None:
-    """Remove every temporary file or folder this process is writing (best effort)."""
-    with _PENDING_LOCK:
-        pending = list(_PENDING)
+    """Remove every temporary file or folder this process is writing, and the lock files it
+    holds (best effort; safe in a signal handler: takes no lock)."""
+    pending = list(_PENDING) + [str(lock.path) for lock in list(_HELD.values())]
     for tmp in pending:
         try:
             shutil.rmtree(tmp) if os.path.isdir(tmp) else os.unlink(tmp)

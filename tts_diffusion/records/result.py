@@ -100,6 +100,8 @@ class SearchResult:
     output_type: str = "pil"
     #: the search was stopped (Ctrl-C) before it finished: `best` is the best found so far
     interrupted: bool = False
+    #: the signal that stopped it (SIGINT, SIGTERM, SIGHUP), when one did
+    signal: str | None = None
     #: what reruns it (set by TTSPipeline): model source, verifier and its options, the call's
     #: arguments with defaults filled in ("run"); `save` adds versions and weight hashes
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -161,6 +163,7 @@ class SearchResult:
             "timings": self.timings,
             "settings": self.settings,
             **({"interrupted": True} if self.interrupted else {}),
+            **({"signal": self.signal} if self.interrupted and self.signal else {}),
             **({"chains": [[st.to_dict((chain_images or {}).get((k, r))) for r, st in enumerate(chain)]
                            for k, chain in enumerate(self.chains)]} if self.chains else {}),
         }
@@ -235,6 +238,23 @@ class SearchResult:
             unit.stage(sidecar, lambda f: f.write(text), mode="w")
             unit.commit()
         return image_path, sidecar
+
+
+def image_problem(result: "SearchResult") -> str | None:
+    """Why `result`'s best image is not a picture to present, or None: the model's output was
+    not finite (NaN or infinite pixels: every candidate failed), or the image is one flat
+    colour (what NaN output decodes to, or a model that draws nothing)."""
+    best = result.best
+    if best.info.get("nonfinite_pixels") or (isinstance(best.score, float) and best.score == -math.inf
+                                               and result.settings.get("nonfinite_images")):
+        return ("the model's output was not finite (NaN or infinite pixels) for every candidate: try a smaller"
+                " guidance scale, float32, or check the model's weights")
+    image = best.image
+    if image is not None and image.numel() and bool((image == image.reshape(image.shape[0], -1)[:, :1, None]).all()):
+        colour = tuple(int(v) for v in image.reshape(image.shape[0], -1)[:, 0])
+        return (f"the best image is one flat colour {colour}, not a picture (non-finite model output or a model that"
+                " draws nothing): try a smaller guidance scale, float32, or check the model's weights")
+    return None
 
 
 def format_images(images: list[torch.Tensor], output_type: str = "pil") -> Any:
