@@ -290,3 +290,32 @@ def test_replay_reads_utf8_only_and_says_so(generated, tmp_path, monkeypatch, en
         assert isinstance(r.exception, AssertionError) and "model was loaded" in str(r.exception)
     else:
         _one_error(r, message)
+
+
+# ----------------------------------------------- never silent (point 9's neighbours)
+def test_fkc_second_prompt_is_checked_against_the_model_grammar():
+    from tts_diffusion.request import SearchRequest
+
+    req = SearchRequest("a photo of a red circle", searcher="fkc",
+                        searcher_options={"mode": "product", "prompt_2": "a purple dragon"})
+    with pytest.raises(TTSInputError, match="fkc option prompt_2: .*dragon"):
+        req.check(embedded_model=True)
+    with pytest.raises(TTSInputError, match="fkc option prompt_2 contains the control character"):
+        SearchRequest("a red circle", searcher="fkc", searcher_options={"prompt_2": "a\x00b"}).check()
+    ok = SearchRequest("a photo of a red circle", searcher="fkc",
+                       searcher_options={"mode": "product", "prompt_2": "a photo of a blue square"})
+    assert ok.check(embedded_model=True).searcher_options["prompt_2"] == "a photo of a blue square"
+
+
+@pytest.mark.parametrize("kwargs,message", [({"rgba": 1}, "rgba must be True or False"),
+                                            ({"rgba": "no"}, "rgba must be True or False"),
+                                            ({"progress": "yes"}, "progress must be True or False"),
+                                            ({"return_dict": 0}, "return_dict must be True or False")])
+def test_api_flags_are_booleans(kwargs, message):
+    from tts_diffusion import TTSPipeline
+    from tts_diffusion.testing.helpers import BrightnessVerifier
+    from tts_diffusion.testing.tiny_pipelines import make_tiny_pipeline
+
+    tts = TTSPipeline(make_tiny_pipeline("sd15"), verifier=BrightnessVerifier())
+    with pytest.raises(TTSInputError, match=message):
+        tts("a red circle", budget=4, num_inference_steps=2, height=32, width=32, **{"progress": False, **kwargs})

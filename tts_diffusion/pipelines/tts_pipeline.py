@@ -320,6 +320,9 @@ class TTSPipeline:
         prompts = request.model_prompts(self.is_default_model)
         generators = checks.check_generators(generator, len(prompts))
         checks.check_output_type(output_type)
+        for flag, value in (("progress", progress), ("return_dict", return_dict)):
+            if not isinstance(value, bool):  # flags are booleans, not truthy values
+                raise TTSInputError(f"{flag} must be True or False, got {value!r}")
         for name, fn in (("callback_on_step_end", callback_on_step_end), ("progress_callback", progress_callback)):
             if fn is not None and not callable(fn):
                 raise TTSInputError(f"{name} must be callable, got {type(fn).__name__}")
