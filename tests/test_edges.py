@@ -319,3 +319,13 @@ def test_api_flags_are_booleans(kwargs, message):
     tts = TTSPipeline(make_tiny_pipeline("sd15"), verifier=BrightnessVerifier())
     with pytest.raises(TTSInputError, match=message):
         tts("a red circle", budget=4, num_inference_steps=2, height=32, width=32, **{"progress": False, **kwargs})
+
+
+@pytest.mark.parametrize("option,message", [("reward_scale=1e300", "reward_scale=1e+300 is too large"),
+                                            ("eta=1e7", "eta=10000000.0 is too large"),
+                                            ("num_particles=" + str(2**70), "is too large")])
+def test_every_numeric_option_has_an_upper_bound(tmp_path, monkeypatch, option, message):
+    _no_load(monkeypatch)
+    r = CliRunner().invoke(main, ["generate", "a photo of a red circle", "--searcher", "smc", "-o", option,
+                                  "--out", str(tmp_path / "b.png")])
+    _one_error(r, message)
