@@ -111,8 +111,8 @@ class SearchRequest:
         searcher_options = entry.options(given) if list(entry.params) else given
         for key, text in searcher_options.items():  # a searcher's own prompts (fkc's prompt_2) too
             if text is not None and (key.startswith("prompt") or key.endswith("_prompt")):
-                checks.check_text(text, f"{entry.name} option {key}")
-                if embedded_model:
+                checks.check_text(text, f"{entry.name} option {key}", allow_empty=True)
+                if embedded_model and text.strip():
                     from .shapes.grammar import model_grammar
                     from .shapes.phrasing import canonical_prompt
 
