@@ -285,7 +285,7 @@ def _run_search(run: dict, quiet: bool) -> None:
     click.echo(f"wrote {image_path} and {sidecar}")
 
 
-def _search_or_stop(run: dict, quiet: bool, source=None):
+def _search_or_stop(run: dict, quiet: bool):
     """The finished search's result; on a stop signal the best so far is written and the
     process exits (130 / 143 / 129)."""
     from .errors import SearchInterrupted, TTSInputError
