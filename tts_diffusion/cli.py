@@ -26,6 +26,12 @@ from .threads import default_threads
 EXIT_BAD_INPUT = 2
 #: Ctrl-C: the best image found so far is written (sidecar marked "interrupted")
 EXIT_INTERRUPTED = 130
+#: the search ran but its best image is not a picture (non-finite or one flat colour): nothing written
+EXIT_BAD_OUTPUT = 1
+#: the signals a search stops on, writing its best so far; exit code 128 + the number
+#: (SIGINT 130, SIGHUP 129, SIGTERM 143); a second one ends the process at once
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+_STOPPED: dict = {"signal": None}
 COMPILE_HELP = ("run the denoiser and VAE decoder under torch.compile (compiled once per batch shape: the first"
                 " search pays tens of seconds at SD size, later ones run faster)")
 
@@ -77,13 +83,50 @@ class _OneLineErrors(click.Group):
                 sys.exit(0)
             _fail(" ".join(e.format_message().split()))
         except click.exceptions.Abort:
-            click.echo("interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            name = _STOPPED["signal"] or "SIGINT"
+            click.echo(f"interrupted ({name})", err=True)
+            sys.exit(_exit_code(name))
         except click.ClickException as e:
             click.echo(f"error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
+
+
+def _exit_code(name: str | None) -> int:
+    import signal
+
+    return 128 + int(getattr(signal, name or "SIGINT", signal.SIGINT))
+
+
+def _on_stop_signal(signum, frame) -> None:
+    """SIGINT / SIGTERM / SIGHUP: the first one stops the search (KeyboardInterrupt: the best
+    so far is written); a second one ends the process at once, removing its temporaries."""
+    import signal
+
+    name = signal.Signals(signum).name
+    if _STOPPED["signal"] is not None:
+        from .records.files import remove_temporaries
+
+        remove_temporaries()
+        os.write(2, f"\nsecond signal ({name}): exiting now, nothing more written\n".encode())
+        os._exit(_exit_code(_STOPPED["signal"]))
+    _STOPPED["signal"] = name
+    raise KeyboardInterrupt
+
+
+def _catch_stop_signals() -> None:
+    """Route the stop signals through `_on_stop_signal` (main thread only; elsewhere, as
+    under a test runner's thread, Python's defaults stay)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _STOPPED["signal"] = None
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _on_stop_signal)
 
 
 def _command_line() -> list[str]:
@@ -96,7 +139,8 @@ def _command_line() -> list[str]:
 def main() -> None:
     """Test-time scaling for diffusion and flow text-to-image models.
 
-    Exit codes: 0 done, 2 bad input (one `error:` line on stderr), 130 interrupted."""
+    Exit codes: 0 done, 2 bad input (one `error:` line on stderr), 130 / 143 / 129
+    interrupted by SIGINT (Ctrl-C) / SIGTERM / SIGHUP (the best image so far is written)."""
 
 
 @main.command()
@@ -118,7 +162,7 @@ def main() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed, 0 <= seed < 2**63")
 @click.option("--steps", type=int, default=None,
               help="denoising steps per sample, >= 1 (default: the searcher's (see `list`), else the model's)")
-@click.option("--guidance", type=float, default=None, help="guidance scale, finite and >= 0 (default: the model's)")
+@click.option("--guidance", type=float, default=None, help="guidance scale, finite, in [0, 100] (default: the model's)")
 @click.option("--height", type=int, default=None, help="image height in pixels (default: the model's)")
 @click.option("--width", type=int, default=None, help="image width in pixels (default: the model's)")
 @click.option("--negative-prompt", default=None)
@@ -200,7 +244,8 @@ def generate(prompts, prompts_file, out_dir, redo, model, searcher, verifier, bu
         request = _request(prompt, model, searcher, verifier, budget, seed, steps, guidance, height, width,
                            negative_prompt, max_batch, options, verifier_options, tgate_step, tgate_options, rgba,
                            background_prompt, subject, reward_guidance, reward_guidance_options)
-        image_path, _ = _check_out(out)
+        image_path, _ = _check_out(out, rgba=request.rgba, chains=request.searcher == "reflect")
+        _hold_output(image_path)
         dev, torch_dtype = _device_and_dtype(device, dtype)
         if request.budget is not None and request.num_inference_steps is not None:
             from .pipelines import checks
@@ -239,7 +284,8 @@ def _generate_many(prompts, prompts_file, out_dir, redo, flags, device, dtype, t
             raise TTSInputError(f"--out-dir {out_dir}: the folder {folder.parent} does not exist; create it first")
         dev, torch_dtype = _device_and_dtype(device, dtype)
         folder.mkdir(exist_ok=True)
-        outs = [_check_out(str(folder / f"{output_stem(k, r.prompt)}.png"))[0] for k, r in enumerate(requests, 1)]
+        outs = [_check_out(str(folder / f"{output_stem(k, r.prompt)}.png"), rgba=r.rgba,
+                           chains=r.searcher == "reflect")[0] for k, r in enumerate(requests, 1)]
     except TTSInputError as e:
         _fail(str(e))
     todo = [k for k, o in enumerate(outs) if redo or not _done(o)]
@@ -249,11 +295,17 @@ def _generate_many(prompts, prompts_file, out_dir, redo, flags, device, dtype, t
                    err=True)
     if not todo:
         return
+    try:
+        for k in todo:  # one writer per output, as for --out
+            _hold_output(outs[k])
+    except TTSInputError as e:
+        _fail(str(e))
     _set_threads(threads, str(dev))
     if not compile_:
         from ._startup import defer_package_inits
 
         defer_package_inits()
+    _catch_stop_signals()
     tts = _load_pipeline(flags["model"], torch_dtype, dev, compile_)
     failed = 0
     for k in todo:
@@ -350,13 +402,22 @@ def _device_and_dtype(device: str | None, dtype: str):
     return dev, torch_dtype
 
 
-def _check_out(out: str):
+def _check_out(out: str, rgba: bool = False, chains: bool = False):
     from .records.files import check_output_path
 
-    return check_output_path(out)
+    return check_output_path(out, rgba=rgba, chains=chains)
 
 
-def _load_pipeline(model, torch_dtype, device, compile_: bool):
+def _hold_output(image_path) -> None:
+    """Lock the output for this run (records/files.py `OutputLock`): a second run on the same
+    --out is refused with one line; released when the command ends."""
+    from .records.files import OutputLock
+
+    lock = OutputLock(image_path).acquire()
+    click.get_current_context().call_on_close(lock.release)
+
+
+def _load_pipeline(model, torch_dtype, device, compile_: bool, bar_off: bool = False):
     """The TTSPipeline on `device` (a loading error: one `error:` line, exit 2)."""
     from .errors import TTSInputError
     from .pipelines import TTSPipeline
@@ -364,39 +425,64 @@ def _load_pipeline(model, torch_dtype, device, compile_: bool):
     _quiet_libraries()
     try:
         tts = TTSPipeline.from_pretrained(model, torch_dtype=torch_dtype, compile=compile_)
+        if bar_off:
+            tts.set_progress_bar_config(disable=True)
         return tts.to(device)
     except TTSInputError as e:
         _fail(str(e))
 
 
 def _run_search(run: dict, quiet: bool) -> None:
-    """Load the model, search, write the image and its sidecar; Ctrl-C writes the best so far."""
+    """Load the model, search, write the image and its sidecar; SIGINT, SIGTERM or SIGHUP
+    write the best so far (`_write_interrupted`)."""
+    _catch_stop_signals()
     tts = _load_pipeline(run["model"], run["torch_dtype"], run["device"], run.get("compile", False))
     _search_and_save(tts, run, quiet)
 
 
 def _search_and_save(tts, run: dict, quiet: bool, exit_on_error: bool = True) -> bool:
-    """Search run["request"], write image and sidecar to run["out"]; Ctrl-C writes the best so
-    far and exits 130. A bad input exits 2, or (exit_on_error False) prints its `error:` line
-    and returns False."""
-    from .errors import TTSInputError
-
-    latest: dict = {}
-    try:
-        result = tts.run(run["request"], progress=not quiet, progress_callback=lambda p: latest.update(progress=p))
-    except TTSInputError as e:
-        if exit_on_error:
-            _fail(str(e))
-        click.echo(f"error: {run.get('label', run['request'].prompt)}: {e}", err=True)
-        return False
-    except KeyboardInterrupt:
-        _write_interrupted(run, latest.get("progress"))
+    """Search run["request"], write image and sidecar to run["out"]. A bad input or a result
+    that is not a picture exits (2 / 1), or (exit_on_error False) prints its `error:` line and
+    returns False; a stop signal writes the best so far and exits (`_search_or_stop`)."""
+    result = _search_or_stop(tts, run, quiet, exit_on_error)
+    if result is None:
         return False
     image_path, sidecar = _save(result, run["out"])
     click.echo(f"best score {result.best_score:.4f} after {result.nfe} NFE "
                f"({len(result.candidates)} candidates, {result.timings.get('total', 0):.1f} s)")
     click.echo(f"wrote {image_path} and {sidecar}")
     return True
+
+
+def _search_or_stop(tts, run: dict, quiet: bool, exit_on_error: bool = True):
+    """The finished search's result (None: refused, with exit_on_error False); on a stop signal
+    the best so far is written and the process exits (130 / 143 / 129)."""
+    from .errors import SearchInterrupted, TTSInputError
+
+    try:
+        result = tts.run(run["request"], progress=not quiet)
+    except TTSInputError as e:
+        if exit_on_error:
+            _fail(str(e))
+        click.echo(f"error: {run.get('label', run['request'].prompt)}: {e}", err=True)
+        return None
+    except KeyboardInterrupt as stop:
+        _write_interrupted(run, stop.result if isinstance(stop, SearchInterrupted) else None)
+    problem = _image_problem(result)
+    if problem is not None:
+        click.echo(f"error: {run.get('label') + ': ' if run.get('label') else ''}{problem}; nothing written", err=True)
+        if exit_on_error:
+            sys.exit(EXIT_BAD_OUTPUT)
+        return None
+    return result
+
+
+def _image_problem(result) -> str | None:
+    """Why the best image is not a picture (non-finite model output, decoded as one flat colour),
+    or None: such a run is told to the user, not presented as a result (nothing written, exit 1)."""
+    from .records.result import image_problem
+
+    return image_problem(result)
 
 
 def _save(result, out):
@@ -409,23 +495,25 @@ def _save(result, out):
         _fail(f"could not write {out}: {e}")
 
 
-def _write_interrupted(run: dict, progress) -> None:
-    """Ctrl-C: write the best candidate found so far (sidecar marked interrupted), exit 130."""
-    from .records.result import SearchResult
+def _write_interrupted(run: dict, result) -> None:
+    """A stop signal: write the best candidate found so far (sidecar marked "interrupted",
+    with the signal's name, and the full search's `run`), exit 128 + the signal number."""
+    name = _STOPPED["signal"] or "SIGINT"
+    code = _exit_code(name)
+    if result is None:
+        click.echo(f"interrupted ({name}) before any candidate was scored; nothing written", err=True)
+        sys.exit(code)
+    result.interrupted, result.signal = True, name
+    from .records.result import image_problem
 
-    best = None if progress is None else progress.best
-    if best is None or best.image is None:
-        click.echo("interrupted before any candidate was scored; nothing written", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    request = run["request"]
-    settings = {**request.to_dict(), "device": str(run["device"]),
-                "dtype": str(run["torch_dtype"]).replace("torch.", "")}
-    result = SearchResult(prompt=request.prompt, best=best, candidates=[best], trace=[], nfe=progress.nfe,
-                          verifier_calls=0, timings={}, settings=settings, interrupted=True)
+    problem = image_problem(result)
+    if problem is not None:
+        click.echo(f"interrupted ({name}); the best so far is not a picture ({problem}); nothing written", err=True)
+        sys.exit(code)
     image_path, sidecar = _save(result, run["out"])
-    click.echo(f"interrupted after {progress.nfe} of {progress.max_nfe} NFE: wrote the best so far"
-               f" (score {best.score:.4f}) to {image_path} and {sidecar}", err=True)
-    sys.exit(EXIT_INTERRUPTED)
+    click.echo(f"interrupted ({name}) after {result.nfe} of {result.settings.get('budget')} NFE: wrote the best so"
+               f" far (score {result.best_score:.4f}) to {image_path} and {sidecar}", err=True)
+    sys.exit(code)
 
 
 @main.command()
@@ -446,29 +534,22 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
     from .errors import TTSInputError
     from .request import SearchRequest
 
+    from pathlib import Path
+
+    from .records.sidecar_check import check_sidecar, read_sidecar
+
     if threads is not None and threads < 1:
         _fail(f"--threads must be at least 1, got {threads}")
-    try:
-        from pathlib import Path
-
-        record = json.loads(Path(sidecar).read_text(encoding="utf-8"))
-    except OSError as e:
-        _fail(f"cannot read {sidecar}: {e.strerror or e}")
-    except json.JSONDecodeError as e:
-        _fail(f"{sidecar} is not JSON ({e.msg} at line {e.lineno}); pass the .json written next to an image")
-    run = record.get("run") if isinstance(record, dict) else None
-    if not isinstance(run, dict):
-        _fail(f"{sidecar} has no 'run' section: it was not written by `tts-diffusion generate` "
-              f"(sidecar_version {SIDECAR_VERSION} or later)")
+    try:  # every field replay reads, by type, before any of it is used (one line naming the bad field)
+        record = read_sidecar(sidecar)
+        check_sidecar(record, sidecar, READS_SIDECAR_VERSIONS, SIDECAR_VERSION)
+    except TTSInputError as e:
+        _fail(str(e))
+    run = record["run"]
     version = record.get("sidecar_version")
-    if version not in READS_SIDECAR_VERSIONS:
-        _fail(f"{sidecar} has sidecar_version {version!r}; this tts-diffusion reads"
-              f" {', '.join(map(str, READS_SIDECAR_VERSIONS))}")
     # where it ran: version 1 recorded it in the run, later versions in the settings only
     ran_on = run if version == 1 else (record.get("settings") or {})
     run = {k: v for k, v in run.items() if not (version == 1 and k in ("dtype", "device"))}
-    if not isinstance(run.get("searcher"), str) or not isinstance(run.get("verifier"), str):
-        _fail(f"{sidecar} records a searcher or verifier passed as a Python object, which cannot be rebuilt from JSON")
     if run.get("seed") is None:
         _fail(f"{sidecar} records no seed (the search was run with a torch.Generator), so its noise cannot be replayed")
 
@@ -489,8 +570,11 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
         if v != have:
             click.echo(f"warning: the sidecar used {name} {v}, this is {have}; pixels may differ", err=True)
 
-    try:
+    try:  # the recorded search checked like any request, before the model loads
+        from .paths import is_default_model
+
         request = SearchRequest.from_dict(run)
+        request.check(embedded_model=is_default_model(source))
     except TTSInputError as e:
         _fail(f"{sidecar}: {e}")
     import torch
@@ -506,26 +590,47 @@ def replay(sidecar, out, device, threads, allow_other_weights, quiet) -> None:
 
     defer_package_inits()  # replay never compiles
     torch_dtype = getattr(torch, str(ran_on.get("dtype") or "float32"))
-    if out is None:
+    default_out = out is None
+    if default_out:
         out = os.path.splitext(sidecar)[0] + "-replay.png"
-    try:
-        out, _ = _check_out(out)  # before the search: a bad path loses no work
+    try:  # before the search: a bad path loses no work
+        out, new_sidecar = _check_out(out, rgba=request.rgba, chains=request.searcher == "reflect")
+        _check_replay_out(Path(sidecar), record, out, new_sidecar, default_out)
+        _hold_output(out)
     except TTSInputError as e:
         _fail(str(e))
-    from .pipelines import TTSPipeline
-
-    _quiet_libraries()
-    try:
-        tts = TTSPipeline.from_pretrained(source, torch_dtype=torch_dtype)
-        tts.set_progress_bar_config(disable=True)
-        tts.to(device)
-        result = tts.run(request, progress=not quiet)
-    except TTSInputError as e:
-        _fail(str(e))
+    _catch_stop_signals()
+    tts = _load_pipeline(source, torch_dtype, device, False, bar_off=True)
+    result = _search_or_stop(tts, dict(request=request, model=source, device=device, torch_dtype=torch_dtype, out=out),
+                             quiet)
     image_path, new_sidecar = _save(result, out)
     click.echo(f"best score {result.best_score:.4f} after {result.nfe} NFE (recorded: "
                f"{(record.get('best') or {}).get('score')})")
     click.echo(f"wrote {image_path} and {new_sidecar}")
+
+
+def _check_replay_out(source: "Path", record: dict, out, new_sidecar, default_out: bool) -> None:
+    """`replay` never writes over its input (the sidecar it reads, or the image beside it),
+    and its default `<stem>-replay.png` never replaces an image that no tts-diffusion sidecar
+    pairs with."""
+    from .errors import TTSInputError
+    from .records.files import is_sidecar
+
+    def same(a, b) -> bool:
+        try:
+            return os.path.samefile(a, b)
+        except OSError:
+            return os.path.abspath(a) == os.path.abspath(b)
+
+    image = record.get("image")
+    inputs = [source] + ([source.with_name(image)] if isinstance(image, str) and image else [])
+    for path in (out, new_sidecar):
+        for given in inputs:
+            if os.path.lexists(path) and same(path, given):
+                raise TTSInputError(f"replay would overwrite its input {given} with --out {out}: choose another --out")
+    if default_out and os.path.lexists(out) and not is_sidecar(new_sidecar):
+        raise TTSInputError(f"{out} exists and no tts-diffusion sidecar pairs with it: pass --out to choose where the"
+                            " replay goes, or move that file")
 
 
 @main.command()

@@ -23,6 +23,12 @@ from typing import Any, Iterable, Sequence
 
 from .errors import TTSInputError
 
+#: upper bounds of every numeric option whose declaration gives none (README: "Options"):
+#: integers fit a 64-bit integer, numbers stay within +-1e6 (larger ones overflow exp() and
+#: float16, turning weights and images into NaN)
+INT_CEILING = 2**63 - 1
+FLOAT_CEILING = 1e6
+
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
                tuple: "a list like A,B"}
 
@@ -144,6 +150,12 @@ class Param:
                 raise self._error(value, owner)
             if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
                 raise self._error(value, owner)
+            ceiling = INT_CEILING if t is int else FLOAT_CEILING
+            if self.high is None and abs(value) > ceiling:
+                who = f"{owner} option" if owner else "option"
+                limit = "2**63 - 1" if t is int else f"{FLOAT_CEILING:g}"
+                raise TTSInputError(f"{who} {self.name}={value!r} is too large: expected {self.allowed()}, at most"
+                                    f" {limit} in size")
         return value
 
     def _error(self, value: Any, owner: str) -> TTSInputError:

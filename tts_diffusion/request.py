@@ -112,6 +112,19 @@ class SearchRequest:
                                 " start mid-trajectory, so their attention maps are incomplete); use another searcher")
         given = dict(self.searcher_options or {})
         searcher_options = entry.options(given) if list(entry.params) else given
+        for key, text in searcher_options.items():  # a searcher's own prompts (fkc's prompt_2) too
+            if text is not None and (key.startswith("prompt") or key.endswith("_prompt")):
+                checks.check_text(text, f"{entry.name} option {key}", allow_empty=True)
+                if embedded_model and text.strip():
+                    from .shapes.grammar import model_grammar
+                    from .shapes.phrasing import canonical_prompt
+
+                    try:
+                        canonical_prompt(text, model_grammar())
+                    except TTSInputError as e:
+                        raise TTSInputError(f"{entry.name} option {key}: {e}") from None
+        if not isinstance(self.rgba, bool):
+            raise TTSInputError(f"{name['rgba'].split('=')[0]} must be True or False, got {self.rgba!r}")
         verifier = self.verifier
         if verifier is None:
             verifier = default_verifier if default_verifier is not None else default_verifier_name(embedded_model)

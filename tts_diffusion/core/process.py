@@ -252,7 +252,9 @@ class DenoisingProcess:
         pred = Prediction(i, out, x0, eps, cond_out, uncond_out)
         # a per-call prediction hook (e.g. Alfie's centring, pipelines/alfie.py) may rewrite it
         hook = self.call.prediction_hook
-        return pred if hook is None else hook(self, x, i, cond, pred)
+        pred = pred if hook is None else hook(self, x, i, cond, pred)
+        self.call.latest_x0 = (i, pred.x0)  # an interrupted search scores these on the way out
+        return pred
 
     def _guided(self, x: torch.Tensor, i: int, cond: Conditioning, cfg: bool):
         """The model output for the rows `self.call.rows` (x), guided when cfg. The hooks of

@@ -114,6 +114,9 @@ class CallState:
     #: estimate (`Progress.preview`; set by searchers that have one) and the progress listener
     best: Any = None
     preview: Any = None
+    #: the Tweedie estimates x0 of the rows of the latest finished denoiser call (what an
+    #: interrupted search scores on the way out when they beat its best finished candidate)
+    latest_x0: Any = field(default=None, repr=False)
     on_progress: Callable[["Progress"], None] | None = field(default=None, repr=False)
 
     def report(self, nfe: int, max_nfe: int) -> None:

@@ -71,14 +71,19 @@ def check_positive_int(value: Any, name: str, *, optional: bool = True, high: in
     return int(value)
 
 
+#: the largest guidance scale accepted (published settings stay below 30; far larger ones
+#: overflow to NaN images)
+MAX_GUIDANCE = 100.0
+
+
 def check_guidance(value: Any) -> float | None:
-    """Guidance scale: None (the model's default) or a finite number >= 0."""
+    """Guidance scale: None (the model's default) or a finite number in [0, MAX_GUIDANCE]."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TTSInputError(f"guidance scale must be a number, got {value!r}")
-    if not math.isfinite(float(value)) or value < 0:
-        raise TTSInputError(f"guidance scale must be a finite number >= 0, got {value}")
+    if not math.isfinite(float(value)) or value < 0 or value > MAX_GUIDANCE:
+        raise TTSInputError(f"guidance scale must be a finite number >= 0 and <= {MAX_GUIDANCE:g}, got {value}")
     return float(value)
 
 

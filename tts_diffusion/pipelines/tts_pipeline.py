@@ -23,6 +23,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
@@ -32,12 +33,12 @@ import torch
 from ..core.budget import Budget
 from ..core.process import DenoisingProcess
 from ..core.state import Progress
-from ..errors import TTSInputError
+from ..errors import SearchInterrupted, TTSInputError
 from ..features.diffusers_cache import check_search, enable_diffusers_cache
 from ..features.tgate import active_tgate, enable_tgate
 from ..features.tgate_spec import TGate
 from ..paths import default_model_path, domain_clip_path, is_default_model
-from ..records.result import SearchResult, SearchResults
+from ..records.result import SearchResult, SearchResults, image_problem
 from ..request import SearchRequest, default_verifier_name
 from ..searchers import load_searcher, run_defaults
 from ..searchers.registry import searcher_entry
@@ -347,6 +348,9 @@ class TTSPipeline:
         prompts = request.model_prompts(self.is_default_model)
         generators = checks.check_generators(generator, len(prompts))
         checks.check_output_type(output_type)
+        for flag, value in (("progress", progress), ("return_dict", return_dict)):
+            if not isinstance(value, bool):  # flags are booleans, not truthy values
+                raise TTSInputError(f"{flag} must be True or False, got {value!r}")
         for name, fn in (("callback_on_step_end", callback_on_step_end), ("progress_callback", progress_callback)):
             if fn is not None and not callable(fn):
                 raise TTSInputError(f"{name} must be callable, got {type(fn).__name__}")
@@ -399,27 +403,49 @@ class TTSPipeline:
         for (proc, call_ver, rgba_run), p, given, gen in zip(calls, prompts, request.prompts, generators):
             if gen is None:
                 gen = torch.Generator().manual_seed(seed)
-            result = self._search(proc, search, call_ver, p, nfe, gen, request.negative_prompt, options, show_bar,
-                                  progress_callback, callback_on_step_end,
-                                  rows=rgba_run.rows_per_step if rgba_run else 1)
-            if rgba_run is not None:
-                rgba_run.finish(result)
-            result.settings.update({"budget": nfe, "seed": ran.seed, "negative_prompt": request.negative_prompt,
-                                    "prompt_given": given})
-            result.num_images, result.output_type = k, output_type
-            result.provenance = {
-                "model_source": self.model_source,
-                "verifier": {"name": vname if isinstance(vname, str) else getattr(vname, "name", type(vname).__name__),
-                             "options": vopts},
-                "run": ran.for_prompt(given).to_dict(),  # `tts-diffusion replay` reruns it
-            }
-            if generator is not None:
-                result.provenance["note"] = "a generator was passed instead of a seed: the sidecar cannot replay the noise"
+            try:
+                result = self._search(proc, search, call_ver, p, nfe, gen, request.negative_prompt, options,
+                                      show_bar, progress_callback, callback_on_step_end,
+                                      rows=rgba_run.rows_per_step if rgba_run else 1)
+            except SearchInterrupted as stop:  # the best so far, recorded like a finished search's
+                if stop.result is not None:
+                    self._finish(stop.result, rgba_run, ran, request, given, nfe, k, output_type, vname, vopts,
+                                 generator)
+                raise
+            self._finish(result, rgba_run, ran, request, given, nfe, k, output_type, vname, vopts, generator)
             results.append(result)
 
         # 4. outputs, as diffusers returns them
         out: SearchResult | SearchResults = results[0] if isinstance(request.prompt, str) else SearchResults(results)
         return out if return_dict else (out.images,)
+
+    def _finish(self, result: SearchResult, rgba_run: Any, ran: SearchRequest, request: SearchRequest, given: str,
+                nfe: int, k: int | None, output_type: str, vname: Any, vopts: dict, generator: Any) -> None:
+        """A search's result completed: rgba's matte, the settings, and the provenance a sidecar
+        replays (an interrupted result gets the same, so its sidecar reruns the full search)."""
+        if rgba_run is not None:
+            try:
+                rgba_run.finish(result)
+            except RuntimeError:
+                if not result.interrupted:
+                    raise
+                result.settings["rgba_note"] = "interrupted before the best image's matte was kept: RGB only"
+        result.settings.update({"budget": nfe, "seed": ran.seed, "negative_prompt": request.negative_prompt,
+                                "prompt_given": given})
+        result.num_images, result.output_type = k, output_type
+        result.provenance = {
+            "model_source": self.model_source,
+            "verifier": {"name": vname if isinstance(vname, str) else getattr(vname, "name", type(vname).__name__),
+                         "options": vopts},
+            "run": ran.for_prompt(given).to_dict(),  # `tts-diffusion replay` reruns it
+        }
+        if generator is not None:
+            result.provenance["note"] = "a generator was passed instead of a seed: the sidecar cannot replay the noise"
+        problem = image_problem(result)
+        if problem is not None:  # never silent (the CLI refuses to present it)
+            import warnings
+
+            warnings.warn(problem, RuntimeWarning, stacklevel=4)
 
     def _prepare(self, proc: DenoisingProcess, prompt: str, ver: Verifier, request: SearchRequest,
                  nfe: int) -> tuple[DenoisingProcess, Verifier, Any]:
@@ -489,12 +515,54 @@ class TTSPipeline:
             proc.call.report(b.nfe * rows, b.max_nfe * rows)
 
         b.on_charge = on_charge
+        t0 = time.perf_counter()
         try:
             result = search(proc, ver, prompt, b, generator, negative_prompt=negative_prompt, **hyper)
             if charged[0]:
                 step_ended(b.nfe)
+        except KeyboardInterrupt as stop:
+            if bar is not None:
+                bar.close()
+                bar = None
+            if isinstance(stop, SearchInterrupted):
+                raise
+            raise SearchInterrupted(best_so_far(proc, ver, prompt, b, time.perf_counter() - t0)) from None
         finally:
             if bar is not None:
                 bar.close()
         return result
 
+
+
+def best_so_far(proc: DenoisingProcess, verifier: Any, prompt: str, budget: Budget,
+                seconds: float) -> SearchResult | None:
+    """An interrupted search's result: its best finished candidate, or the best Tweedie
+    estimate x0 of the rows of its latest finished denoiser call where that scores higher
+    (every searcher denoises its population step by step, so this loses at most the call in
+    flight). None when neither exists. The estimates are decoded and scored once, outside the
+    budget; the candidate's info says which step it came from."""
+    import math
+
+    from ..records.result import Candidate, to_uint8
+
+    best = proc.call.best
+    latest = proc.call.latest_x0
+    if latest is not None:
+        step, x0 = latest
+        try:
+            images = proc.decode(x0)
+            raw = verifier(images.to(verifier.device), [prompt] * images.shape[0])
+            scores = torch.as_tensor(raw.detach().cpu() if isinstance(raw, torch.Tensor) else raw).float()
+            scores = torch.where(torch.isfinite(scores), scores, torch.full_like(scores, -math.inf))
+            j = int(torch.argmax(scores))
+            if best is None or float(scores[j]) > best.score:
+                best = Candidate(score=float(scores[j]), nfe=budget.nfe, image=to_uint8(images[j]),
+                                 info={"tweedie_estimate": {"step": int(step), "of_steps": int(proc.num_steps)}})
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            pass  # the finished candidates stand
+    if best is None or best.image is None:
+        return None
+    return SearchResult(prompt=prompt, best=best, candidates=[best], trace=[], nfe=budget.nfe,
+                        verifier_calls=budget.verifier_calls, timings={"total": round(seconds, 6)},
+                        settings={**proc.settings(), "verifier": getattr(verifier, "name", type(verifier).__name__)},
+                        interrupted=True, model_rows=budget.model_rows)

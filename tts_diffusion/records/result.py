@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ..errors import TTSInputError
-from .files import atomic_write, check_output_path, save_image
+from .files import OutputLock, OutputUnit, check_output_path, file_sha256
 
 
 #: bumped when the sidecar layout changes incompatibly (`tts-diffusion replay` checks it).
@@ -100,6 +100,8 @@ class SearchResult:
     output_type: str = "pil"
     #: the search was stopped (Ctrl-C) before it finished: `best` is the best found so far
     interrupted: bool = False
+    #: the signal that stopped it (SIGINT, SIGTERM, SIGHUP), when one did
+    signal: str | None = None
     #: what reruns it (set by TTSPipeline): model source, verifier and its options, the call's
     #: arguments with defaults filled in ("run"); `save` adds versions and weight hashes
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -161,6 +163,7 @@ class SearchResult:
             "timings": self.timings,
             "settings": self.settings,
             **({"interrupted": True} if self.interrupted else {}),
+            **({"signal": self.signal} if self.interrupted and self.signal else {}),
             **({"chains": [[st.to_dict((chain_images or {}).get((k, r))) for r, st in enumerate(chain)]
                            for k, chain in enumerate(self.chains)]} if self.chains else {}),
         }
@@ -193,9 +196,13 @@ class SearchResult:
 
     def save(self, path: str | Path, command_line: list[str] | None = None) -> tuple[Path, Path]:
         """Write the best image to `path` and a strict-JSON sidecar next to it (same name,
-        .json; `sidecar()`), each atomically (temporary file + rename). The path is checked
-        first (records/files.py): a sidecar path holding a file that is not a tts-diffusion
-        sidecar is refused. `command_line` is recorded (the CLI passes sys.argv).
+        .json; `sidecar()`) as one unit (records/files.py `OutputUnit`): every file goes to a
+        temporary first and all are renamed into place only when all are complete, the
+        sidecar last, recording the image's sha256; a failure leaves the files already there
+        untouched. The path is checked first: a sidecar path holding a file that is not a
+        tts-diffusion sidecar, or an extra path holding a file that sidecar does not list,
+        is refused; the output's lock (`OutputLock`) is held while writing.
+        `command_line` is recorded (the CLI passes sys.argv).
 
         With an alpha matte (rgba=True) `path` must be a PNG and holds the RGBA image; the
         plain RGB image goes to `<stem>.rgb.png` and the matte to `<stem>.alpha.png` (8-bit
@@ -203,9 +210,10 @@ class SearchResult:
         `<stem>_chains/chain<k>_round<r>.png`, referenced from the sidecar by relative path."""
         from .provenance import dumps_strict
 
-        image_path, sidecar = check_output_path(path, option="output path")
-        chain_files = {(k, r): f"{image_path.stem}_chains/chain{k}_round{r}.png"
+        chain_files = {(k, r): f"{Path(path).stem}_chains/chain{k}_round{r}.png"
                        for k, chain in enumerate(self.chains) for r, st in enumerate(chain) if st.image is not None}
+        image_path, sidecar = check_output_path(path, option="output path", rgba=self.alpha is not None,
+                                                chains=bool(chain_files))
         record = {"image": image_path.name, **self.sidecar(command_line, chain_files)}
         if self.alpha is not None:
             if image_path.suffix.lower() != ".png":  # other formats drop or mangle alpha
@@ -213,18 +221,40 @@ class SearchResult:
             rgb = image_path.with_name(image_path.stem + ".rgb.png")
             alpha = image_path.with_name(image_path.stem + ".alpha.png")
             record["files"] = {"rgba": image_path.name, "rgb": rgb.name, "alpha": alpha.name}
-        text = dumps_strict(record)  # before any file is written: a bad record loses nothing
-        if self.alpha is None:
-            save_image(self.image, image_path)
-        else:
-            save_image(self.rgba, image_path)
-            save_image(self.image, rgb)
-            save_image(Image.fromarray(self.alpha.cpu().numpy()), alpha)
-        for (k, r), rel in chain_files.items():
-            (image_path.parent / rel).parent.mkdir(exist_ok=True)
-            save_image(to_pil(self.chains[k][r].image), image_path.parent / rel)
-        atomic_write(sidecar, lambda f: f.write(text), mode="w")
+        dumps_strict(record)  # before any file is written: a bad record loses nothing
+        with OutputLock(image_path, option="output path"), OutputUnit() as unit:
+            if self.alpha is None:
+                tmp = unit.stage_image(self.image, image_path)
+            else:
+                unit.stage_image(self.image, rgb)
+                unit.stage_image(Image.fromarray(self.alpha.cpu().numpy()), alpha)
+                tmp = unit.stage_image(self.rgba, image_path)
+            if chain_files:
+                unit.stage_folder(image_path.with_name(image_path.stem + "_chains"),
+                                  {rel.split("/", 1)[1]: to_pil(self.chains[k][r].image)
+                                   for (k, r), rel in chain_files.items()})
+            record["image_sha256"] = file_sha256(tmp)  # pairs the sidecar with its image
+            text = dumps_strict(record)
+            unit.stage(sidecar, lambda f: f.write(text), mode="w")
+            unit.commit()
         return image_path, sidecar
+
+
+def image_problem(result: "SearchResult") -> str | None:
+    """Why `result`'s best image is not a picture to present, or None: the model's output was
+    not finite (NaN or infinite pixels: every candidate failed), or the image is one flat
+    colour (what NaN output decodes to, or a model that draws nothing)."""
+    best = result.best
+    if best.info.get("nonfinite_pixels") or (isinstance(best.score, float) and best.score == -math.inf
+                                               and result.settings.get("nonfinite_images")):
+        return ("the model's output was not finite (NaN or infinite pixels) for every candidate: try a smaller"
+                " guidance scale, float32, or check the model's weights")
+    image = best.image
+    if image is not None and image.numel() and bool((image == image.reshape(image.shape[0], -1)[:, :1, None]).all()):
+        colour = tuple(int(v) for v in image.reshape(image.shape[0], -1)[:, 0])
+        return (f"the best image is one flat colour {colour}, not a picture (non-finite model output or a model that"
+                " draws nothing): try a smaller guidance scale, float32, or check the model's weights")
+    return None
 
 
 def format_images(images: list[torch.Tensor], output_type: str = "pil") -> Any:

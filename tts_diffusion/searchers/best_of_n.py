@@ -2,8 +2,9 @@
 
 Draw N initial noises, run each through the deterministic sampler, score the final
 images with the verifier, keep the best. Candidates go through the denoiser together
-(the process splits them into chunks of `max_batch` rows); with `round_size` they go in
-rounds, the best found so far kept across rounds and one trace point written per round.
+(the process splits them into chunks of `max_batch` rows) in rounds of `round_size`
+(default: one denoiser call's rows, `max_batch`, so Ctrl-C keeps every finished round), the
+best found so far kept across rounds and one trace point written per round.
 Candidate k's noise comes from its own seed, so the result does not depend on the chunk
 or round size, and `seed` reproduces the winner with the plain pipeline."""
 from __future__ import annotations
@@ -30,7 +31,8 @@ def best_of_n(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: B
     if n > affordable:
         raise TTSInputError(f"num_samples={n} candidates need {n * proc.num_steps * proc.nfe_per_step()} NFE but the budget has"
                             f" {budget.remaining_nfe}")
-    round_size = n if round_size is None else int(round_size)
+    # default: rounds of one denoiser call's rows, so an interrupt keeps every finished round
+    round_size = min(n, proc.max_batch) if round_size is None else int(round_size)
     cond = proc.encode(prompt, negative_prompt)
     log = SearchLog(proc, verifier, prompt, budget, keep_images)
     seeds = proc.seeds(n, generator)

@@ -8,7 +8,7 @@ BEST_OF_N = SearcherEntry.declare(
     "best_of_n", "random search: N noises, sampled deterministically, best verifier score kept",
     params=[
         Param("num_samples", int, None, "independent candidates N (default: as many as the budget pays for)", low=1),
-        Param("round_size", int, None, "candidates per round, one trace point each (default: all in one round)",
-              low=1),
+        Param("round_size", int, None, "candidates per round, one trace point each (default: one denoiser call's"
+              " rows, max_batch, so Ctrl-C keeps every finished round)", low=1),
     ],
     min_budget=lambda num_steps, o: (o["num_samples"] or 1) * num_steps, fresh_trajectories=True)

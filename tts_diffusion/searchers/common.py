@@ -47,6 +47,7 @@ class SearchLog:
         self._t0 = time.perf_counter()
         self._timings_start = dict(proc.timings.seconds)
         self.nonfinite = 0  # scores that were NaN / inf (recorded as -inf)
+        self.nonfinite_images = 0  # candidates whose pixels were NaN / inf (scored -inf)
 
     def verify(self, images: torch.Tensor) -> torch.Tensor:
         """Verifier scores [B] (float32, CPU) for float images in [0,1]; charged and timed.
@@ -99,7 +100,18 @@ class SearchLog:
                info: Sequence[dict[str, Any]] | None = None) -> None:
         n = images.shape[0]
         seeds = list(seeds) if seeds is not None else [None] * n
-        info = list(info) if info is not None else [{} for _ in range(n)]
+        info = [dict(d) for d in info] if info is not None else [{} for _ in range(n)]
+        # an image with NaN / infinite pixels is a failed sample, never a winner (worst score)
+        finite = torch.isfinite(images.reshape(n, -1)).all(1).cpu()
+        if not bool(finite.all()):
+            if self.nonfinite_images == 0:
+                warnings.warn("the model produced images with NaN or infinite pixels (too large a guidance scale,"
+                              " float16 overflow or broken weights?); they count as the worst score (-inf)",
+                              RuntimeWarning, stacklevel=3)
+            self.nonfinite_images += int((~finite).sum())
+            scores = torch.where(finite, scores, torch.full_like(scores, -math.inf))
+            for k in (~finite).nonzero().flatten().tolist():
+                info[k]["nonfinite_pixels"] = True
         # only images that can enter the kept set are moved to the CPU
         kept = sorted((c.score for c in self.candidates if c.image is not None), reverse=True)
         floor = kept[self.keep_images - 1] if len(kept) >= self.keep_images else -float("inf")
@@ -137,6 +149,7 @@ class SearchLog:
             prompt=self.prompt, best=self.best, candidates=self.candidates, trace=self.trace,
             nfe=self.budget.nfe, verifier_calls=self.budget.verifier_calls, timings=timings,
             settings={**self.proc.settings(), **settings, "verifier": self.verifier.name,
-                      **({"nonfinite_scores": self.nonfinite} if self.nonfinite else {})},
+                      **({"nonfinite_scores": self.nonfinite} if self.nonfinite else {}),
+                      **({"nonfinite_images": self.nonfinite_images} if self.nonfinite_images else {})},
             model_rows=self.budget.model_rows,
         )
