@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 from ..params import Param, ParamSpec
 from ..registry import Registry
 from .best_of_n_spec import BEST_OF_N
+from .evo_spec import EVO
 from .declaration import MinBudget, SearcherEntry
 from .fkc_spec import FKC
 from .paths_spec import PATHS
@@ -61,6 +62,7 @@ BUILTIN: tuple[tuple[SearcherEntry, str], ...] = (
     (SVDD, "rbf"),
     (CODE, "rbf"),
     (REFLECT, "reflect"),
+    (EVO, "evo"),
 )
 
 _REGISTRY = Registry("searcher", BUILTIN, __package__)
