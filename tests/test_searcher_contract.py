@@ -31,6 +31,7 @@ SETTINGS = {
     "code": {"num_particles": 2, "num_children": 3},
     "reflect": {"num_samples": 3, "num_particles": 2, "num_rounds": 1, "refine": "image", "strength": 0.5,
                 "critic": "none"},
+    "draft_commit": {"num_samples": 4, "top_k": 2, "draft": "preview", "draft_steps": 3},
     "evo": {"evolution_schedule": (0, 2, 4), "population_size_schedule": (3, 2, 2, 2), "elite_size": 1},
 }
 ALL = sorted(SETTINGS)
