@@ -189,3 +189,22 @@ def test_per_particle_state_follows_every_latent():
     res = load_searcher("evo")(proc, verifier, "a", Budget(2000), torch.Generator().manual_seed(0),
                                evolution_schedule=(0, 4, 8), population_size_schedule=(6, 4, 4, 5), eta=0.0)
     assert follow.checks > 0 and res.nfe == evo_nfe((0, 4, 8), (6, 4, 4, 5), 12)
+
+
+# ------------------------------------------------- stop when satisfied, every searcher
+@pytest.mark.parametrize("name,opts", [
+    ("best_of_n", {"round_size": 2}), ("zero_order", {"num_children": 2}), ("smc", {"resample_interval": 2}),
+    ("paths", {"num_children": 2}), ("evo", {}), ("draft_commit", {"top_k": 2})])
+def test_stop_score_ends_early_and_returns_the_unspent_budget(name, opts):
+    """With stop_score at or below the first round's best, the search stops after that round
+    (potential step) and reports the NFE it did not spend; unreachable, it spends as usual."""
+    proc, verifier = _world()
+    free = load_searcher(name)(proc, verifier, "a", Budget(400), torch.Generator().manual_seed(0), **opts)
+    easy = load_searcher(name)(proc, verifier, "a", Budget(400), torch.Generator().manual_seed(0),
+                               stop_score=-100.0, **opts)
+    assert easy.settings["stopped_early"] is True
+    assert easy.settings["unspent_nfe"] == 400 - easy.nfe > 400 - free.nfe
+    never = load_searcher(name)(proc, verifier, "a", Budget(400), torch.Generator().manual_seed(0),
+                                stop_score=1.0, **opts)  # the reward is <= 0
+    assert never.settings["stopped_early"] is False and never.nfe == free.nfe
+    assert never.scores == free.scores

@@ -181,11 +181,15 @@ def draft_commit(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget
         top = order[:k]
         committed = []
         t1 = time.perf_counter()
-        # one at a time in draft order with stop_score (preview commits continue together)
-        batches = [[j] for j in top] if o["stop_score"] is not None and kind != "preview" else [top]
+        # with stop_score one at a time, in draft order, until one reaches it
+        batches = [[j] for j in top] if o["stop_score"] is not None else [top]
+        waiting = proc.select(torch.tensor(top), x) if kind == "preview" else None  # prefixes, in draft order
         for batch in batches:
-            if kind == "preview":
-                xc, _ = proc.sample(proc.select(torch.tensor(batch), x), cond, d_steps)
+            if kind == "preview":  # continue the prefixes at the front; the rest wait behind them
+                xc, _ = proc.sample(waiting[: len(batch)], cond, d_steps)
+                rest = torch.arange(len(batch), waiting.shape[0])
+                if len(rest):
+                    waiting = proc.select(rest, waiting)
             else:
                 xc, _ = proc.sample(proc.noise_from_seeds([seeds[j] for j in batch]), cond)
             info = [{"phase": "commit", "draft_rank": order.index(j), "draft_score": float(draft_scores[j])}
