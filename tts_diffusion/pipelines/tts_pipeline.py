@@ -38,7 +38,7 @@ from ..features.tgate_spec import TGate
 from ..paths import default_model_path, domain_clip_path, is_default_model
 from ..records.result import SearchResult, SearchResults
 from ..request import SearchRequest, default_verifier_name
-from ..searchers import load_searcher, run_defaults
+from ..searchers import load_searcher, min_budget, run_defaults
 from ..verifiers import Verifier, load_verifier
 from . import checks
 from .compile import check_compile, compile_pipeline, use_channels_last
@@ -255,7 +255,7 @@ class TTSPipeline:
                  max_batch: int = 16, progress: bool = True, verifier_options: dict | None = None,
                  process_options: dict | None = None, progress_callback: Callable[[Progress], None] | None = None,
                  rgba: bool = False, background_prompt: str | None = None, subject: str | None = None,
-                 tgate: "TGate | int | dict | bool | None" = None,
+                 tgate: "TGate | int | dict | bool | None" = None, budget_pool: int | None = None,
                  **searcher_options) -> SearchResult | SearchResults | tuple:
         """Search for the image that scores best on `verifier`: builds the `SearchRequest`
         these keywords describe and runs it (`run`).
@@ -293,6 +293,10 @@ class TTSPipeline:
             CFG is dropped and cross-attention is cached (MM-DiT models, SD3 / FLUX: each joint
             block's text-stream keys / values, and the text stream stops). A gate at or past
             the last step never gates. Not with rgba, nor with fkc's cfg / product modes.
+        budget_pool: NFE shared by a list of prompts instead of `budget` per prompt: with
+            `stop_score`, prompts that reach it early leave their unspent NFE to the others
+            (pipelines/budget_pool.py states the allocation rule; each result's
+            `settings["pool"]` records its allotments).
         searcher_options: the searcher's own options (see `tts-diffusion list --searcher NAME`).
 
         Every argument is checked before any model work; bad input raises TTSInputError."""
@@ -304,12 +308,13 @@ class TTSPipeline:
             background_prompt=background_prompt, subject=subject)
         return self.run(request, generator=generator, num_images_per_prompt=num_images_per_prompt,
                         output_type=output_type, return_dict=return_dict, callback_on_step_end=callback_on_step_end,
-                        progress=progress, progress_callback=progress_callback)
+                        progress=progress, progress_callback=progress_callback, budget_pool=budget_pool)
 
     def run(self, request: SearchRequest, *, generator: torch.Generator | list[torch.Generator] | None = None,
             num_images_per_prompt: int | None = None, output_type: str = "pil", return_dict: bool = True,
             callback_on_step_end: Callable[..., Any] | None = None, progress: bool = True,
-            progress_callback: Callable[[Progress], None] | None = None) -> SearchResult | SearchResults | tuple:
+            progress_callback: Callable[[Progress], None] | None = None,
+            budget_pool: int | None = None) -> SearchResult | SearchResults | tuple:
         """Run `request` (checked first, `SearchRequest.check`); the keywords are `__call__`'s.
         Each result's `provenance["run"]` is the request its search ran, serialised, with the
         model's defaults it took (steps, guidance, size, budget, seed) filled in."""
@@ -342,6 +347,13 @@ class TTSPipeline:
         rows = 1 if not request.rgba or (self.is_default_model and request.background_prompt is None) else 2
         nfe = int(request.budget if request.budget is not None
                   else defaults.get("budget", 4 * base.num_steps) * rows)
+        pool = None
+        if budget_pool is not None:  # a shared budget: checked here, allotted per prompt below
+            from .budget_pool import BudgetPool
+
+            minimum = min_budget(search, base.num_steps, **request.searcher_options) * rows
+            nfe = max(minimum, BudgetPool.check(budget_pool, len(prompts), minimum, request.budget) // len(prompts))
+            pool = BudgetPool(budget_pool, len(prompts))
         if nfe < base.num_steps:
             raise TTSInputError(
                 f"budget of {nfe} NFE is below one full sample ({base.num_steps} NFE at"
@@ -368,30 +380,67 @@ class TTSPipeline:
         calls = [self._prepare(base.for_call(), p, ver, ran, nfe) for p in prompts]
         results = []
         vname, vopts = self.resolve_verifier(request.verifier, **request.verifier_options)
-        for (proc, call_ver, rgba_run), p, given, gen in zip(calls, prompts, request.prompts, generators):
+        gens = []
+        for i, ((proc, call_ver, rgba_run), p, given, gen) in enumerate(zip(calls, prompts, request.prompts, generators)):
             if gen is None:
                 gen = torch.Generator().manual_seed(seed)
-            result = self._search(proc, search, call_ver, p, nfe, gen, request.negative_prompt, options, show_bar,
+            gens.append(gen)
+            share = nfe if pool is None else pool.take(i, len(prompts) - i)
+            result = self._search(proc, search, call_ver, p, share, gen, request.negative_prompt, options, show_bar,
                                   progress_callback, callback_on_step_end,
                                   rows=rgba_run.rows_per_step if rgba_run else 1)
+            if pool is not None:
+                pool.give_back(i, share, result.nfe)
             if rgba_run is not None:
                 rgba_run.finish(result)
-            result.settings.update({"budget": nfe, "seed": ran.seed, "negative_prompt": request.negative_prompt,
+            result.settings.update({"budget": share, "seed": ran.seed, "negative_prompt": request.negative_prompt,
                                     "prompt_given": given})
             result.num_images, result.output_type = k, output_type
             result.provenance = {
                 "model_source": self.model_source,
                 "verifier": {"name": vname if isinstance(vname, str) else getattr(vname, "name", type(vname).__name__),
                              "options": vopts},
-                "run": ran.for_prompt(given).to_dict(),  # `tts-diffusion replay` reruns it
+                "run": dataclasses.replace(ran, budget=share).for_prompt(given).to_dict(),  # `replay` reruns it
             }
             if generator is not None:
                 result.provenance["note"] = "a generator was passed instead of a seed: the sidecar cannot replay the noise"
             results.append(result)
+        if pool is not None:
+            self._second_pass(pool, results, base, prompts, ver, ran, gens, search, request, options,
+                              min_budget(search, base.num_steps, **request.searcher_options))
 
         # 4. outputs, as diffusers returns them
         out: SearchResult | SearchResults = results[0] if isinstance(request.prompt, str) else SearchResults(results)
         return out if return_dict else (out.images,)
+
+    def _second_pass(self, pool: Any, results: list[SearchResult], base: DenoisingProcess, prompts: list[str],
+                     ver: Verifier, ran: SearchRequest, gens: list[torch.Generator], search: Any,
+                     request: SearchRequest, options: dict, minimum: int) -> None:
+        """budget_pool's pass 2 (pipelines/budget_pool.py): what is left, split over the prompts
+        below stop_score, in prompt order; each keeps the better of its two results."""
+        failing = [i for i, r in enumerate(results) if not r.settings.get("stopped_early", False)]
+        for n, i in enumerate(failing):
+            share = pool.take(i, len(failing) - n)
+            if share < minimum:
+                pool.give_back(i, share, 0)
+                continue
+            proc, call_ver, rgba_run = self._prepare(base.for_call(), prompts[i], ver, ran, share)
+            again = self._search(proc, search, call_ver, prompts[i], share, gens[i], request.negative_prompt, options,
+                                 False, None, None, rows=rgba_run.rows_per_step if rgba_run else 1)
+            if rgba_run is not None:
+                rgba_run.finish(again)
+            pool.give_back(i, share, again.nfe)
+            first = results[i]
+            if again.best_score > first.best_score:
+                again.settings = {**first.settings, **again.settings}
+                again.num_images, again.output_type, again.provenance = first.num_images, first.output_type, \
+                    first.provenance
+                again.nfe += first.nfe
+                results[i] = again
+            else:
+                first.nfe += again.nfe
+        for i, r in enumerate(results):
+            r.settings["pool"] = pool.record(i)
 
     def _prepare(self, proc: DenoisingProcess, prompt: str, ver: Verifier, request: SearchRequest,
                  nfe: int) -> tuple[DenoisingProcess, Verifier, Any]:
