@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=2)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--draft-steps", type=int, default=5)
+    ap.add_argument("--categories", default=None, help="only these categories (comma-separated), e.g. position,color_attr")
     ap.add_argument("--out", default="runs/search/draft.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -55,7 +56,12 @@ def main() -> None:
 
     tts = TTSPipeline.from_pretrained()
     tts.set_progress_bar_config(disable=True)
-    prompts = [p["prompt"] for _, p in balanced_subset(load_prompt_set(), args.num_prompts)]
+    if args.categories:
+        cats = args.categories.split(",")
+        chosen = [p for p in load_prompt_set() if p["category"] in cats]
+        prompts = [p["prompt"] for c in cats for p in [q for q in chosen if q["category"] == c][: args.num_prompts // len(cats)]]
+    else:
+        prompts = [p["prompt"] for _, p in balanced_subset(load_prompt_set(), args.num_prompts)]
     n, s = args.samples, args.steps
     kinds = {"steps": {"draft": "steps", "draft_steps": args.draft_steps},
              "preview": {"draft": "preview", "draft_steps": args.draft_steps},
