@@ -53,7 +53,7 @@ def plan(num_steps: int, budget_nfe: int, schedule: Sequence[int] | None,
          populations: Sequence[int] | None) -> tuple[tuple[int, ...], tuple[int, ...], int]:
     """(time points, population sizes, NFE) of a run: the schedule given or the paper's scaled
     to the grid; the sizes given, or the paper's proportions scaled to the largest that
-    `budget_nfe` pays for. TTSInputError when the budget is too small."""
+    `budget_nfe` pays for, what is left going to P_0, then to P_G. TTSInputError when the budget is too small."""
     s = check_schedule(schedule if schedule is not None else default_schedule(num_steps), num_steps)
     if populations is not None:
         p = tuple(int(v) for v in populations)
@@ -65,6 +65,10 @@ def plan(num_steps: int, budget_nfe: int, schedule: Sequence[int] | None,
         while evo_nfe(s, scaled_populations(m + 1, len(s) + 1), num_steps) <= budget_nfe:
             m += 1
             p = scaled_populations(m, len(s) + 1)
+        # what the proportional sizes leave goes to P_0 (more initial noises), then to P_G
+        for g in (0, len(p) - 1):
+            while evo_nfe(s, p[:g] + (p[g] + 1,) + p[g + 1:], num_steps) <= budget_nfe:
+                p = p[:g] + (p[g] + 1,) + p[g + 1:]
     nfe = evo_nfe(s, p, num_steps)
     if nfe > budget_nfe:
         raise TTSInputError(f"evo with evolution_schedule={list(s)} and population_size_schedule={list(p)} needs"
@@ -86,7 +90,8 @@ EVO = SearcherEntry.declare(
         Param("evolution_schedule", tuple, None, "grid points where the population evolves (default: the paper's"
               " 0,20,30,40 of 50 steps, scaled to num_steps)"),
         Param("population_size_schedule", tuple, None, "population sizes P_0..P_G, one more than the schedule"
-              " (default: the paper's 42,26,26,26,30 scaled to what the budget pays for)"),
+              " (default: the paper's 42,26,26,26,30 scaled to what the budget pays for, the rest to P_0 then"
+              " P_G)"),
         Param("elite_size", int, 5, "best members of the archive kept unchanged per generation", low=1),
         Param("mutation_rate", float, 0.2, "beta: x_T children are sqrt(1-beta^2) parent + beta noise", low=0.0,
               high=1.0),
