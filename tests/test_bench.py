@@ -213,3 +213,43 @@ def test_claim_hands_every_item_to_exactly_one_process_and_a_fast_one_takes_more
         t.join()
     assert sorted(taken[0] + taken[1]) == items
     assert len(taken[0]) > 2 * len(taken[1])
+
+
+def test_equal_seconds_interpolates_in_log_seconds():
+    """A method twice as slow per NFE is read at the reference's seconds: between its own
+    points, linearly in log seconds; outside them, None."""
+    def rec(m, b, hit, secs):
+        return {"method": m, "budget": b, "category": "a", "hit": hit, "judge_score": hit, "nfe": b, "seconds": secs}
+
+    recs = [rec("best_of_n", 1, 0.0, 1.0), rec("best_of_n", 2, 1.0, 2.0), rec("best_of_n", 4, 1.0, 4.0),
+            rec("slow", 1, 0.0, 2.0), rec("slow", 2, 1.0, 4.0), rec("slow", 4, 1.0, 8.0)]
+    s = summarize(recs, ["best_of_n", "slow"], [1, 2, 4], 1)
+    eq = s["equal_seconds"]
+    assert eq["reference"] == "best_of_n" and eq["seconds"] == [1.0, 2.0, 4.0]
+    assert eq["value"]["best_of_n"] == [0.0, 1.0, 1.0]
+    # slow: 0 at 2 s, 1 at 4 s: None at 1 s (before its first point), 0 at 2 s, 1 at 4 s
+    assert eq["value"]["slow"] == [None, 0.0, 1.0]
+    recs.append(rec("slow", 8, 1.0, 16.0))
+    recs[3]["hit"] = recs[3]["judge_score"] = 0.5
+    eq = summarize(recs, ["best_of_n", "slow"], [1, 2, 4, 8], 1)["equal_seconds"]
+    assert eq["value"]["slow"][1] == 0.5  # at 2 s exactly its 1x point
+    from tts_diffusion.bench.summary import _interp_log
+    assert _interp_log([(1.0, 0.0), (4.0, 1.0)], 2.0) == pytest.approx(0.5)  # log2: halfway
+
+
+def test_pooled_sweep_shares_one_budget_per_cell(tmp_path):
+    """`bench --pool`: the prompts of a (method, budget, seed) cell share budget x prompts
+    samples; with stop_score the prompts that pass early leave NFE to the others, the total
+    never exceeds the pool, and the allotments follow the documented rule."""
+    out = tmp_path / "pool.jsonl"
+    summary = _sweep(out, methods=["best_of_n"], budgets=[2], pool=True,
+                     options={"best_of_n": {"stop_score": 1.0, "round_size": 1}})
+    recs = sorted(read_records(out), key=lambda r: r["prompt"])
+    assert len(recs) == 6 and all(r["pool_ledger"]["total"] == 6 * 2 * 2 for r in recs)
+    assert sum(r["nfe"] for r in recs) <= 6 * 2 * 2
+    order = sorted(recs, key=lambda r: [p for p, _ in balanced_subset(load_prompt_set(), 6)].index(r["prompt"]))
+    left = 24
+    for i, r in enumerate(order):
+        assert r["pool_ledger"]["allotted"][0] == left // (6 - i)  # pass 1: the even split of what is left
+        left -= r["pool_ledger"]["spent"][0]
+    assert summary["cells"]["best_of_n"]["2"]["n"] == 6

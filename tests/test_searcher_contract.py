@@ -32,6 +32,8 @@ SETTINGS = {
     "driftlite": {"num_particles": 4, "target": "anneal", "resample_threshold": 1.0},
     "reflect": {"num_samples": 3, "num_particles": 2, "num_rounds": 1, "refine": "image", "strength": 0.5,
                 "critic": "none"},
+    "draft_commit": {"num_samples": 4, "top_k": 2, "draft": "preview", "draft_steps": 3},
+    "evo": {"evolution_schedule": (0, 2, 4), "population_size_schedule": (3, 2, 2, 2), "elite_size": 1},
 }
 ALL = sorted(SETTINGS)
 

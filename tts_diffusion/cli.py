@@ -675,9 +675,12 @@ def _check_replay_out(source: "Path", record: dict, out, new_sidecar, default_ou
 @click.option("--preview-decoder", default=None, metavar="DIR",
               help="score intermediate x0 estimates (smc, paths, svdd, code, rbf) on this small decoder's previews:"
                    " a TAESD-format folder (diffusers AutoencoderTiny); final images still use the full VAE")
+@click.option("--pool", is_flag=True,
+              help="one budget shared by all the prompts (budget x prompts samples per method, budget and seed):"
+                   " with -o METHOD.stop_score=S prompts that reach S early hand their rest to the others")
 def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, judge, steps, guidance, max_batch,
           options, verifier_options, device, verifier_device, dtype, out, compile_, threads, pin_cores,
-          preview_decoder) -> None:
+          preview_decoder, pool) -> None:
     """Accuracy against NFE: every method at every budget on every prompt (and seed),
     guided by --verifier and judged by --judge, one JSON Lines record per search.
 
@@ -698,7 +701,7 @@ def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, jud
                           model=model, verifier=verifier, judge=judge, steps=steps, guidance=guidance,
                           max_batch=max_batch, options=_method_options(options), device=device,
                           verifier_device=verifier_device, dtype=dtype, compile=compile_, threads=threads,
-                          pin_cores=pin_cores, preview_decoder=preview_decoder,
+                          pin_cores=pin_cores, preview_decoder=preview_decoder, pool=pool,
                           verifier_options=verifier_params(guide).parse(verifier_options) if verifier_options else {})
         cfg.check()
         _quiet_libraries()

@@ -1,6 +1,10 @@
 """The sweep's summary: per method and budget, the judge's verdict (accuracy for the
-oracle, else the mean judge score), the mean NFE and seconds per search; a table, a JSON
-file and a plot of the verdict against NFE (matplotlib optional)."""
+oracle, else the mean judge score), the mean NFE and seconds per search (wall clock of the
+whole search: denoiser, decoder and verifier); a table, a JSON file and a plot of the
+verdict against NFE and against seconds (matplotlib optional). `equal_seconds` puts every
+method on the seconds of a reference method's budgets (linear in log seconds between a
+method's own points; None outside them), so methods compare at equal wall clock as well
+as at equal NFE."""
 from __future__ import annotations
 
 import json
@@ -28,7 +32,40 @@ def summarize(records: list[dict], methods: list[str], budgets: list[int], steps
                 "n": len(rs), "value": _mean(vals), "stderr": _stderr(vals),
                 "nfe": _mean([r["nfe"] for r in rs]), "seconds": _mean([r["seconds"] for r in rs]),
                 "per_category": {c: _mean([v for r, v in zip(rs, vals) if r["category"] == c]) for c in cats}}
+    out["equal_seconds"] = equal_seconds(out)
     return out
+
+
+def equal_seconds(summary: dict, reference: str | None = None) -> dict:
+    """{"reference": method, "seconds": [its mean seconds per budget], "value": {method: [value
+    at those seconds]}}: each method's verdict interpolated linearly in log seconds between its
+    own budgets' points (None outside its range). Reference: best_of_n if swept, else the
+    first method."""
+    cells = summary["cells"]
+    methods = [m for m in summary["methods"] if cells.get(m)]
+    if not methods:
+        return {}
+    ref = reference or ("best_of_n" if "best_of_n" in methods else methods[0])
+    ref_secs = [cells[ref][b]["seconds"] for b in sorted(cells[ref], key=int)]
+    out = {"reference": ref, "seconds": ref_secs, "value": {}}
+    for m in methods:
+        pts = sorted((c["seconds"], c["value"]) for c in cells[m].values())
+        out["value"][m] = [_interp_log(pts, t) for t in ref_secs]
+    return out
+
+
+def _interp_log(points: list[tuple[float, float]], t: float) -> float | None:
+    if not points or t <= 0:
+        return None
+    if len(points) == 1:
+        return points[0][1] if math.isclose(points[0][0], t, rel_tol=0.05) else None
+    for (s0, v0), (s1, v1) in zip(points, points[1:]):
+        if s0 <= t <= s1 and s0 > 0:
+            if s1 == s0:
+                return v0
+            w = (math.log(t) - math.log(s0)) / (math.log(s1) - math.log(s0))
+            return v0 + w * (v1 - v0)
+    return None
 
 
 def per_method(summary: dict, field: str = "value") -> dict[str, dict[int, object]]:
@@ -58,6 +95,12 @@ def format_table(summary: dict) -> str:
                       f"{cells[str(b)]['value']:>9.3f} ({cells[str(b)]['n']:>3})" for b in budgets)
         secs = "".join(f"{'':>16}" if str(b) not in cells else f"{cells[str(b)]['seconds']:>14.2f}s" for b in budgets)
         lines += [f"{m:<12}{row}", f"{'  s/search':<12}{secs}"]
+    eq = summary.get("equal_seconds") or {}
+    if eq.get("value"):
+        lines.append(f"at equal seconds ({eq['reference']}'s seconds per search)")
+        lines.append(f"{'method':<12}" + "".join(f"{s:>15.2f}s" for s in eq["seconds"]))
+        for m, vals in eq["value"].items():
+            lines.append(f"{m:<12}" + "".join(f"{'-':>16}" if v is None else f"{v:>16.3f}" for v in vals))
     return "\n".join(lines)
 
 
@@ -89,17 +132,21 @@ def plot(summary: dict, path: Path) -> Path | None:
         print("matplotlib missing: no plot", file=sys.stderr)
         return None
     steps = summary["steps"]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for m, cells in summary["cells"].items():
         bs = sorted(int(b) for b in cells)
-        ax.errorbar([b * steps for b in bs], [cells[str(b)]["value"] for b in bs],
-                    yerr=[cells[str(b)]["stderr"] for b in bs], marker="o", capsize=3, label=m)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("NFE")
-    ax.set_ylabel(f"{summary['metric']} ({summary.get('judge', 'judge')})")
-    ax.set_title(f"guided by {summary.get('verifier', '?')}, judged by {summary.get('judge', '?')}", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        for ax, xs in ((axes[0], [b * steps for b in bs]), (axes[1], [cells[str(b)]["seconds"] for b in bs])):
+            ax.errorbar(xs, [cells[str(b)]["value"] for b in bs],
+                        yerr=[cells[str(b)]["stderr"] for b in bs], marker="o", capsize=3, label=m)
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_xlabel("NFE")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("seconds per search (verifier included)")
+    axes[0].set_ylabel(f"{summary['metric']} ({summary.get('judge', 'judge')})")
+    fig.suptitle(f"guided by {summary.get('verifier', '?')}, judged by {summary.get('judge', '?')}", fontsize=10)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

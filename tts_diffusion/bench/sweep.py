@@ -72,6 +72,8 @@ class SweepConfig:
     #: pin each local process to a block of cores of its own, next to its GPU (`affinity.pin`)
     pin_cores: bool = False
     preview_decoder: str | None = None
+    #: one shared budget per (method, budget, seed) over all the prompts (`run_pooled_cell`)
+    pool: bool = False
 
     def check(self) -> "SweepConfig":
         """Validate every field before any model work (TTSInputError naming the option)."""
@@ -136,9 +138,10 @@ class SweepConfig:
 
 def setting(cfg: SweepConfig, steps: int, guidance: float | None) -> dict:
     """The fields every record of the sweep shares (a resumed sweep must match them)."""
-    return {"model": cfg.model or "embedded shapes model", "steps": steps, "guidance": guidance,
-            "verifier": cfg.verifier, "judge": cfg.judge, "prompt_set": cfg.prompt_set,
-            "preview_decoder": cfg.preview_decoder}
+    out = {"model": cfg.model or "embedded shapes model", "steps": steps, "guidance": guidance,
+           "verifier": cfg.verifier, "judge": cfg.judge, "prompt_set": cfg.prompt_set,
+           "preview_decoder": cfg.preview_decoder}
+    return {**out, "pool": True} if cfg.pool else out
 
 
 def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | None:
@@ -199,6 +202,18 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print) -> dict | N
     mine: list[dict] = []
     writer = rec_io.Appender(rec_io.part_path(cfg.out, state.process_index))
     t_run = time.perf_counter()
+    if cfg.pool:  # each (method, budget, seed) is one pooled call over every prompt: the main process runs them
+        todo = []
+        cells = sorted({(m, b, s) for k, _ in indexed for m in cfg.methods for s in cfg.seeds for b in feasible[m]
+                        if (k, m, b, s) not in done})
+        for m, b, s in (cells if state.is_main_process else []):
+            request = dataclasses.replace(cfg.request(m, [p["prompt"] for _, p in indexed]), verifier=guide,
+                                          verifier_options={}, num_inference_steps=base.num_inference_steps)
+            new = run_pooled_cell(tts, request, judge, indexed, s, b, steps, guide_is_judge=judge is guide)
+            for r in new:
+                r.update(shared)
+            writer.write(new)
+            mine.extend(new)
     for k, p, missing in claim(state, todo):  # prompts one at a time from a shared counter
         for (m, s), bs in missing.items():
             request = dataclasses.replace(cfg.request(m, p["prompt"]), verifier=guide, verifier_options={},
@@ -254,6 +269,31 @@ def _searches(records: list[dict]) -> int:
 
 def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def run_pooled_cell(tts, request: SearchRequest, judge, indexed: list[tuple[int, dict]], seed: int, budget: int,
+                    steps: int, guide_is_judge: bool) -> list[dict]:
+    """`bench --pool`: the prompts of `request` (a list, `indexed` in that order) share
+    `budget` x len(prompts) samples' NFE (pipelines/budget_pool.py's rule; stop when satisfied
+    through the method's `stop_score` option); prompt k's generator is seeded as in an
+    unpooled sweep (SEED_STRIDE * seed + k), so pooled and even records pair up. One record per
+    prompt: the NFE it spent, its allotments, the seconds of the whole pooled call spread by NFE."""
+    gens = [torch.Generator().manual_seed(SEED_STRIDE * seed + k) for k, _ in indexed]
+    t0 = time.perf_counter()
+    res = tts.run(dataclasses.replace(request, budget=None, seed=None), generator=gens, progress=False,
+                  budget_pool=budget * steps * len(indexed))
+    dt = time.perf_counter() - t0
+    total = max(1, sum(r.nfe for r in res))
+    out = []
+    for (k, p), r in zip(indexed, res):
+        js = judge_score(r.best, p["prompt"], judge, guide_is_judge)
+        out.append({"prompt": k, "text": p["prompt"], "category": p["category"], "method": request.searcher,
+                    "budget": budget, "seed": seed, "nfe": r.nfe, "score": float(r.best.score), "judge_score": js,
+                    "hit": float(js >= PASS) if judge.name == "oracle" else None,
+                    "seconds": dt * r.nfe / total, "seconds_estimated": True, "run_seconds": dt,
+                    "pool_ledger": r.settings["pool"], "stopped_early": r.settings.get("stopped_early"),
+                    "options_given": dict(request.searcher_options), "options": {}})
+    return out
 
 
 def run_cell(tts, request: SearchRequest, judge, k: int, p: dict, seed: int, budgets: list[int], steps: int,

@@ -66,6 +66,14 @@ class Budget:
         if self.on_charge is not None and n:
             self.on_charge(n)
 
+    def credit(self, n: int) -> None:
+        """Give back n NFE charged for work the model did not do: the process charges a denoiser
+        call in full before it runs, and a cache hook (draft_commit's draft=cache) may skip
+        most of the model; the hook's own count of computed blocks says how much."""
+        if not 0 <= n <= self.nfe:
+            raise ValueError(f"cannot credit {n} NFE of {self.nfe} spent")
+        self.nfe -= n
+
     def charge_model_rows(self, n: int) -> None:
         """Record denoiser rows forwarded (not limited: NFE is the unit users budget in)."""
         if n < 0:

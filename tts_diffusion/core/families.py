@@ -136,6 +136,18 @@ class Family:
         mean = x - d * out + 0.5 * g * g * d * score
         return mean, g * math.sqrt(d)
 
+    def step_std(self, i: int, eta: float) -> float:
+        """The standard deviation of `transition(..., i, ..., eta)`'s noise (no tensors needed):
+        what the stochastic sampler injects on the step i -> i+1 (EvoSearch's x_t mutation)."""
+        if eta == 0.0:
+            return 0.0
+        if self.kind == "vp" or self.diffusion == "ddim":
+            return self._ddim_std(i, eta)
+        s, s_next = float(self.s_from[i]), float(self.s_to[i])
+        if s_next <= 0.0:
+            return 0.0
+        return eta * self._flow_h(s, s_next) * math.sqrt(s - s_next)
+
     def _flow_h(self, sigma: float, sigma_next: float) -> float:
         """h(sigma) of the step sigma -> sigma_next (g = eta h)."""
         if self.diffusion == "constant":

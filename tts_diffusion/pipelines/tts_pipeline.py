@@ -40,7 +40,7 @@ from ..features.tgate_spec import TGate
 from ..paths import default_model_path, domain_clip_path, is_default_model
 from ..records.result import SearchResult, SearchResults, image_problem
 from ..request import SearchRequest, default_verifier_name
-from ..searchers import load_searcher, run_defaults
+from ..searchers import load_searcher, min_budget, run_defaults
 from ..searchers.registry import searcher_entry
 from ..verifiers import Verifier, load_verifier
 from . import checks
@@ -279,6 +279,7 @@ class TTSPipeline:
                  process_options: dict | None = None, progress_callback: Callable[[Progress], None] | None = None,
                  rgba: bool = False, background_prompt: str | None = None, subject: str | None = None,
                  tgate: "TGate | int | dict | bool | None" = None, reward_guidance: Any = None,
+                 budget_pool: int | None = None,
                  **searcher_options) -> SearchResult | SearchResults | tuple:
         """Search for the image that scores best on `verifier`: builds the `SearchRequest`
         these keywords describe and runs it (`run`).
@@ -321,6 +322,10 @@ class TTSPipeline:
             of its options (verifier, preset: tfg | dps | freedom | ugd | mpgd | lgd, rho, mu,
             iterations, gamma, samples, n_recur, schedules). With smc the guided steps are
             proposals whose weights are corrected (the target stays p exp(lambda r)).
+        budget_pool: NFE shared by a list of prompts instead of `budget` per prompt: with
+            `stop_score`, prompts that reach it early leave their unspent NFE to the others
+            (pipelines/budget_pool.py states the allocation rule; each result's
+            `settings["pool"]` records its allotments).
         searcher_options: the searcher's own options (see `tts-diffusion list --searcher NAME`).
 
         Every argument is checked before any model work; bad input raises TTSInputError."""
@@ -333,12 +338,13 @@ class TTSPipeline:
             background_prompt=background_prompt, subject=subject)
         return self.run(request, generator=generator, num_images_per_prompt=num_images_per_prompt,
                         output_type=output_type, return_dict=return_dict, callback_on_step_end=callback_on_step_end,
-                        progress=progress, progress_callback=progress_callback)
+                        progress=progress, progress_callback=progress_callback, budget_pool=budget_pool)
 
     def run(self, request: SearchRequest, *, generator: torch.Generator | list[torch.Generator] | None = None,
             num_images_per_prompt: int | None = None, output_type: str = "pil", return_dict: bool = True,
             callback_on_step_end: Callable[..., Any] | None = None, progress: bool = True,
-            progress_callback: Callable[[Progress], None] | None = None) -> SearchResult | SearchResults | tuple:
+            progress_callback: Callable[[Progress], None] | None = None,
+            budget_pool: int | None = None) -> SearchResult | SearchResults | tuple:
         """Run `request` (checked first, `SearchRequest.check`); the keywords are `__call__`'s.
         Each result's `provenance["run"]` is the request its search ran, serialised, with the
         model's defaults it took (steps, guidance, size, budget, seed) filled in."""
@@ -374,6 +380,13 @@ class TTSPipeline:
         rows = 1 if not request.rgba or (self.is_default_model and request.background_prompt is None) else 2
         nfe = int(request.budget if request.budget is not None
                   else defaults.get("budget", 4 * base.num_steps) * rows)
+        pool = None
+        if budget_pool is not None:  # a shared budget: checked here, allotted per prompt below
+            from .budget_pool import BudgetPool
+
+            minimum = min_budget(search, base.num_steps, **request.searcher_options) * rows
+            nfe = max(minimum, BudgetPool.check(budget_pool, len(prompts), minimum, request.budget) // len(prompts))
+            pool = BudgetPool(budget_pool, len(prompts))
         if nfe < base.num_steps:
             raise TTSInputError(
                 f"budget of {nfe} NFE is below one full sample ({base.num_steps} NFE at"
@@ -400,20 +413,28 @@ class TTSPipeline:
         calls = [self._prepare(base.for_call(), p, ver, ran, nfe) for p in prompts]
         results = []
         vname, vopts = self.resolve_verifier(request.verifier, **request.verifier_options)
-        for (proc, call_ver, rgba_run), p, given, gen in zip(calls, prompts, request.prompts, generators):
+        gens = []
+        for i, ((proc, call_ver, rgba_run), p, given, gen) in enumerate(zip(calls, prompts, request.prompts, generators)):
             if gen is None:
                 gen = torch.Generator().manual_seed(seed)
+            gens.append(gen)
+            share = nfe if pool is None else pool.take(i, len(prompts) - i)
             try:
-                result = self._search(proc, search, call_ver, p, nfe, gen, request.negative_prompt, options,
+                result = self._search(proc, search, call_ver, p, share, gen, request.negative_prompt, options,
                                       show_bar, progress_callback, callback_on_step_end,
                                       rows=rgba_run.rows_per_step if rgba_run else 1)
             except SearchInterrupted as stop:  # the best so far, recorded like a finished search's
                 if stop.result is not None:
-                    self._finish(stop.result, rgba_run, ran, request, given, nfe, k, output_type, vname, vopts,
+                    self._finish(stop.result, rgba_run, ran, request, given, share, k, output_type, vname, vopts,
                                  generator)
                 raise
-            self._finish(result, rgba_run, ran, request, given, nfe, k, output_type, vname, vopts, generator)
+            if pool is not None:
+                pool.give_back(i, share, result.nfe)
+            self._finish(result, rgba_run, ran, request, given, share, k, output_type, vname, vopts, generator)
             results.append(result)
+        if pool is not None:
+            self._second_pass(pool, results, base, prompts, ver, ran, gens, search, request, options,
+                              min_budget(search, base.num_steps, **request.searcher_options))
 
         # 4. outputs, as diffusers returns them
         out: SearchResult | SearchResults = results[0] if isinstance(request.prompt, str) else SearchResults(results)
@@ -437,7 +458,7 @@ class TTSPipeline:
             "model_source": self.model_source,
             "verifier": {"name": vname if isinstance(vname, str) else getattr(vname, "name", type(vname).__name__),
                          "options": vopts},
-            "run": ran.for_prompt(given).to_dict(),  # `tts-diffusion replay` reruns it
+            "run": dataclasses.replace(ran, budget=nfe).for_prompt(given).to_dict(),  # `tts-diffusion replay` reruns it
         }
         if generator is not None:
             result.provenance["note"] = "a generator was passed instead of a seed: the sidecar cannot replay the noise"
@@ -446,6 +467,35 @@ class TTSPipeline:
             import warnings
 
             warnings.warn(problem, RuntimeWarning, stacklevel=4)
+
+    def _second_pass(self, pool: Any, results: list[SearchResult], base: DenoisingProcess, prompts: list[str],
+                     ver: Verifier, ran: SearchRequest, gens: list[torch.Generator], search: Any,
+                     request: SearchRequest, options: dict, minimum: int) -> None:
+        """budget_pool's pass 2 (pipelines/budget_pool.py): what is left, split over the prompts
+        below stop_score, in prompt order; each keeps the better of its two results."""
+        failing = [i for i, r in enumerate(results) if not r.settings.get("stopped_early", False)]
+        for n, i in enumerate(failing):
+            share = pool.take(i, len(failing) - n)
+            if share < minimum:
+                pool.give_back(i, share, 0)
+                continue
+            proc, call_ver, rgba_run = self._prepare(base.for_call(), prompts[i], ver, ran, share)
+            again = self._search(proc, search, call_ver, prompts[i], share, gens[i], request.negative_prompt, options,
+                                 False, None, None, rows=rgba_run.rows_per_step if rgba_run else 1)
+            if rgba_run is not None:
+                rgba_run.finish(again)
+            pool.give_back(i, share, again.nfe)
+            first = results[i]
+            if again.best_score > first.best_score:
+                again.settings = {**first.settings, **again.settings}
+                again.num_images, again.output_type, again.provenance = first.num_images, first.output_type, \
+                    first.provenance
+                again.nfe += first.nfe
+                results[i] = again
+            else:
+                first.nfe += again.nfe
+        for i, r in enumerate(results):
+            r.settings["pool"] = pool.record(i)
 
     def _prepare(self, proc: DenoisingProcess, prompt: str, ver: Verifier, request: SearchRequest,
                  nfe: int) -> tuple[DenoisingProcess, Verifier, Any]:

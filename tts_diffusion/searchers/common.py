@@ -153,3 +153,16 @@ class SearchLog:
                       **({"nonfinite_images": self.nonfinite_images} if self.nonfinite_images else {})},
             model_rows=self.budget.model_rows,
         )
+
+
+def stopped(log: SearchLog, stop_score: float | None) -> bool:
+    """Stop when satisfied: the best score so far reaches `stop_score` (None: never)."""
+    return stop_score is not None and log.best is not None and log.best.score >= stop_score
+
+
+def unspent(budget: Budget, stop_score: float | None, log: SearchLog) -> dict[str, Any]:
+    """What the result's settings say about stopping: whether stop_score was reached and the
+    NFE left unspent (what a shared budget over prompts hands on)."""
+    if stop_score is None:
+        return {}
+    return {"stopped_early": stopped(log, stop_score), "unspent_nfe": budget.remaining_nfe}

@@ -22,7 +22,7 @@ from ..core.process import DenoisingProcess
 from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .common import SearchLog
+from .common import SearchLog, stopped, unspent
 from .paths_spec import PATHS, path_cost, path_schedule, resolve_schedule
 from .registry import register_searcher
 
@@ -38,7 +38,8 @@ def nearest_grid_point(proc: DenoisingProcess, sigma: float) -> int:
 def search_over_paths(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
                       generator: torch.Generator | None, *, negative_prompt: str | None,
                       num_particles: int | None, num_children: int, sigma: float | None, start: int | None,
-                      delta_f: int | None, delta_b: int | None, keep_images: int) -> SearchResult:
+                      delta_f: int | None, delta_b: int | None, stop_score: float | None,
+                      keep_images: int) -> SearchResult:
     """Options: PATHS in paths_spec.py (`tts-diffusion list --searcher paths`). Branching
     starts early in sampling by default (grid point num_steps // 4), where the layout is
     still open."""
@@ -80,5 +81,11 @@ def search_over_paths(proc: DenoisingProcess, verifier: Verifier, prompt: str, b
                 scores = log.score_intermediate(pred.x0)
             keep = torch.topk(scores, n, sorted=True).indices
             x = proc.select(keep, children)
+            if stop_score is not None and float(scores.max()) >= stop_score:
+                # satisfied: the best child alone finishes (an intermediate score: its x0 estimate's)
+                if k < steps:
+                    x, _ = proc.sample(proc.select([0], x), cond, start=k)  # row 0: the best (topk is sorted)
+                    log.score_latents(x, None, [{"round": it, "stopped": True}])
+                break
     return log.result({"num_particles": n, "start": start, "sigma": proc.family.s(start), "delta_f": delta_f,
-                       "delta_b": delta_b})
+                       "delta_b": delta_b, **unspent(budget, stop_score, log)})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..errors import TTSInputError
 from ..params import Param
 from .declaration import SearcherEntry
+from .vocabulary import STOP_SCORE
 
 
 def path_schedule(num_steps: int, start: int, delta_f: int, delta_b: int) -> list[tuple[int, int, int]]:
@@ -61,5 +62,6 @@ PATHS = SearcherEntry.declare(
               low=1),
         Param("delta_b", int, None, "grid points children are denoised forward per round (default: num_steps // 5, "
               ">= delta_f + 1)", low=2),
+        STOP_SCORE,
     ],
     min_budget=_min_budget)

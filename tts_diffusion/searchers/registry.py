@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 from ..params import Param, ParamSpec
 from ..registry import Registry
 from .best_of_n_spec import BEST_OF_N
+from .draft_commit_spec import DRAFT_COMMIT
+from .evo_spec import EVO
 from .declaration import MinBudget, SearcherEntry
 from .driftlite_spec import DRIFTLITE
 from .fkc_spec import FKC
@@ -63,6 +65,8 @@ BUILTIN: tuple[tuple[SearcherEntry, str], ...] = (
     (CODE, "rbf"),
     (REFLECT, "reflect"),
     (DRIFTLITE, "driftlite"),
+    (EVO, "evo"),
+    (DRAFT_COMMIT, "draft_commit"),
 )
 
 _REGISTRY = Registry("searcher", BUILTIN, __package__)

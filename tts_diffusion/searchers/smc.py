@@ -44,7 +44,7 @@ from ..core.process import Conditioning, DenoisingProcess
 from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .common import SearchLog, full_samples
+from .common import SearchLog, full_samples, unspent
 from ..features.guidance import take_proposal_log_weights
 from .registry import register_searcher
 from .smc_spec import POTENTIALS, SMC
@@ -64,6 +64,7 @@ class SMCRun:
     potential_steps: list[int] = field(default_factory=list)
     resample_steps: list[int] = field(default_factory=list)
     ess: list[float] = field(default_factory=list)  # ESS before each resampling decision
+    stopped_at: int | None = None  # the potential step where stop_score was reached
 
     def resampled(self) -> torch.Tensor:
         """An unweighted sample of the target: x[ancestors]."""
@@ -109,7 +110,7 @@ def fk_steering(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn,
                 generator: torch.Generator | None = None, *, reward_scale: float = 10.0, potential: str = "max",
                 resample_interval: int = 1, window: Sequence[int] | None = None, resample_threshold: float = 1.0,
                 resampling: str = "systematic", eta: float = 1.0, final_reward_fn: RewardFn | None = None,
-                final_correction: bool = True) -> SMCRun:
+                final_correction: bool = True, stop_score: float | None = None) -> SMCRun:
     """Run FK steering over the whole grid (see the module docstring).
 
     reward_fn(x0_latents) -> scores [K]: rewards of Tweedie estimates at potential steps;
@@ -117,7 +118,10 @@ def fk_steering(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn,
     window: (first, end) grid points where potentials may be evaluated (default: all).
     resample_threshold in [0, 1]: resample at a potential step when ESS < threshold K
         (`should_resample`; 1: at every potential step, 0: never).
-    final_correction: False skips the last weighting (only for tests showing it matters)."""
+    final_correction: False skips the last weighting (only for tests showing it matters).
+    stop_score: stop when satisfied: at the first potential step where a particle's reward
+        reaches it, the population ends there and that particle alone is run to the clean end
+        (`SMCRun.stopped_at`: the step; its final weight is 1)."""
     if potential not in POTENTIALS:
         raise TTSInputError(f"unknown potential {potential!r}; choose from {POTENTIALS}")
     if resampling not in RESAMPLING_SCHEMES:
@@ -147,7 +151,13 @@ def fk_steering(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn,
             applied = dead_to_neginf(applied + g)
             run.potential_steps.append(i)
             run.ess.append(float(ess(log_w)))
-            if should_resample(log_w, float(resample_threshold)):
+            if stop_score is not None and float(r.max()) >= stop_score:
+                # satisfied: keep the particle that reached it, the rest of the population ends here
+                idx = torch.argmax(r).reshape(1)
+                x, pred, applied, history, log_w = proc.select(idx, x, pred, applied, history, log_w)
+                log_w, applied = torch.zeros_like(log_w), torch.zeros_like(applied)
+                steps, run.stopped_at = set(), i
+            elif should_resample(log_w, float(resample_threshold)):
                 # resample: every per-particle quantity follows its ancestor; weights uniform again
                 idx = resample(log_w, resampling, generator)
                 x, pred, applied, history = proc.select(idx, x, pred, applied, history)
@@ -171,7 +181,8 @@ def fk_steering(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn,
 def smc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
         generator: torch.Generator | None, *, negative_prompt: str | None, num_particles: int | None,
         reward_scale: float, potential: str, resample_interval: int | None, window: Sequence[int] | None,
-        resample_threshold: float, resampling: str, eta: float, keep_images: int) -> SearchResult:
+        resample_threshold: float, resampling: str, eta: float, stop_score: float | None,
+        keep_images: int) -> SearchResult:
     """Options: SMC in smc_spec.py (`tts-diffusion list --searcher smc`). The default K is
     best-of-N's N at equal NFE; the default window starts at the first potential step after
     the pure-noise point."""
@@ -195,10 +206,13 @@ def smc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
         run = fk_steering(proc, cond, log.score_intermediate, k, generator, reward_scale=reward_scale,
                           potential=potential, resample_interval=interval, window=window,
                           resample_threshold=resample_threshold, resampling=resampling, eta=eta,
-                          final_reward_fn=final_reward)
-    counts = torch.bincount(run.ancestors.cpu(), minlength=k).tolist()
-    info = [{"particle": j, "log_weight": float(run.log_w[j]), "resampled_copies": counts[j]} for j in range(k)]
+                          final_reward_fn=final_reward, stop_score=stop_score)
+    kk = run.x.shape[0]
+    counts = torch.bincount(run.ancestors.cpu(), minlength=kk).tolist()
+    info = [{"particle": j, "log_weight": float(run.log_w[j]), "resampled_copies": counts[j]} for j in range(kk)]
     log.record(final["images"], final["scores"], None, info)
     return log.result({"num_particles": k, "resample_interval": interval, "window": list(window),
                        "potential_steps": run.potential_steps,
-                       "resample_steps": run.resample_steps, "final_ess": float(ess(run.log_w))})
+                       "resample_steps": run.resample_steps, "final_ess": float(ess(run.log_w)),
+                       **({"stopped_at": run.stopped_at} if stop_score is not None else {}),
+                       **unspent(budget, stop_score, log)})

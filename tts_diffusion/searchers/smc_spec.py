@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..params import Param
 from .declaration import SearcherEntry
-from .vocabulary import RESAMPLING, eta
+from .vocabulary import RESAMPLING, STOP_SCORE, eta
 
 POTENTIALS = ("difference", "max", "sum", "immediate")
 
@@ -23,5 +23,6 @@ SMC = SearcherEntry.declare(
               "0: never)", low=0.0, high=1.0),
         RESAMPLING,
         eta(),
+        STOP_SCORE,
     ],
     min_budget=lambda num_steps, o: (o["num_particles"] or 1) * num_steps)

@@ -17,3 +17,8 @@ RESAMPLING = Param("resampling", str, "systematic", "resampling scheme", choices
 def eta(help_text: str = "noise of the stochastic steps (1: DDPM / the family's SDE)") -> Param:
     """`eta`, the noise of stochastic steps (1: the family's SDE, 0: the ODE)."""
     return Param("eta", float, 1.0, help_text, low=0.0)
+
+#: stop when satisfied (every searcher): the search ends at the first round / potential step
+#: whose best verifier score reaches it and the result reports the unspent budget
+STOP_SCORE = Param("stop_score", float, None, "stop once the best score reaches this (e.g. 1 with the oracle); the"
+                   " unspent NFE is reported in the result (settings['unspent_nfe'])")

@@ -23,7 +23,7 @@ from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
 from .registry import register_searcher
-from .common import SearchLog, full_samples
+from .common import SearchLog, full_samples, stopped, unspent
 from .zero_order_spec import ZERO_ORDER
 
 def shell_neighbours(pivot: torch.Tensor, n: int, step: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -46,7 +46,8 @@ def shell_neighbours(pivot: torch.Tensor, n: int, step: float, generator: torch.
 @register_searcher(ZERO_ORDER)
 def zero_order(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
                generator: torch.Generator | None, *, negative_prompt: str | None, num_children: int,
-               step_size: float, num_rounds: int | None, on_stall: str, keep_images: int) -> SearchResult:
+               step_size: float, num_rounds: int | None, on_stall: str, stop_score: float | None,
+               keep_images: int) -> SearchResult:
     """Options: ZERO_ORDER in zero_order_spec.py (`tts-diffusion list --searcher zero_order`)."""
     n = int(num_children)
     samples = full_samples(budget, proc.num_steps)
@@ -64,6 +65,8 @@ def zero_order(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: 
         x, _ = proc.sample(pivot, cond)
         pivot_score = float(log.score_latents(x, [seed], [{"round": 0, "role": "pivot"}])[0])
         for k in range(1, rounds + 1):
+            if stopped(log, stop_score):  # satisfied: the rest of the budget is not spent
+                break
             noises = shell_neighbours(pivot, n, step_size, generator)
             proc.reset_particles(n)  # the neighbours are a fresh population
             x, _ = proc.sample(noises, cond)
@@ -74,4 +77,4 @@ def zero_order(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: 
             elif on_stall == "restart":
                 seed = proc.seeds(1, generator)[0]
                 pivot, pivot_score = proc.noise_from_seeds([seed]), -math.inf
-    return log.result({"num_rounds": rounds})
+    return log.result({"num_rounds": rounds, **unspent(budget, stop_score, log)})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..params import Param
 from .declaration import SearcherEntry
+from .vocabulary import STOP_SCORE
 
 ON_STALL = ("keep", "move", "restart")
 
@@ -15,6 +16,7 @@ ZERO_ORDER = SearcherEntry.declare(
         Param("num_rounds", int, None, "rounds K (default: as many as the budget pays for, at least 1)", low=1),
         Param("on_stall", str, "keep", "no neighbour beats the pivot: keep it (fresh neighbours), move to the best "
               "neighbour anyway, or restart from a new noise", choices=ON_STALL),
+        STOP_SCORE,
     ],
     min_budget=lambda num_steps, o: (1 + (o["num_rounds"] or 1) * o["num_children"]) * num_steps,
     fresh_trajectories=True)
