@@ -329,3 +329,14 @@ def test_every_numeric_option_has_an_upper_bound(tmp_path, monkeypatch, option, 
     r = CliRunner().invoke(main, ["generate", "a photo of a red circle", "--searcher", "smc", "-o", option,
                                   "--out", str(tmp_path / "b.png")])
     _one_error(r, message)
+
+
+def test_replay_knows_every_field_a_request_records():
+    """A field added to SearchRequest must be known to replay's sidecar check (else every new
+    sidecar would be refused as having an unknown field)."""
+    import dataclasses
+
+    from tts_diffusion.records.sidecar_check import RUN_FIELDS
+    from tts_diffusion.request import SearchRequest
+
+    assert set(RUN_FIELDS) == {f.name for f in dataclasses.fields(SearchRequest)}

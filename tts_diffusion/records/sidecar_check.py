@@ -33,6 +33,7 @@ RUN_FIELDS: dict[str, tuple[tuple[type, ...], str, bool]] = {
     "process_options": ((dict,), "an object", False),
     "tgate": ((dict, _NONE), "an object of T-GATE settings or null", False),
     "rgba": ((bool,), "true or false", False),
+    "reward_guidance": ((dict, str, _NONE), "an object of reward-guidance settings, a verifier name or null", False),
     "background_prompt": ((str, _NONE), "a string or null", False),
     "subject": ((str, _NONE), "a string or null", False),
 }
