@@ -285,10 +285,10 @@ def test_rgba_png_and_sidecar(shapes, tmp_path):
 
 
 def test_mattes_in_parallel_threads_equal_the_sequential_ones(shapes):
-    """RGBAVerifier's thread pool: the same mattes as one thread, and as `alpha_matte` called
+    """RGBAVerifier's thread pool: the same mattes as one thread, and as `contrast_matte` called
     by hand on each particle's maps."""
     from tts_diffusion.records.result import to_uint8
-    from tts_diffusion.pipelines.matte import alpha_matte, subject_maps
+    from tts_diffusion.pipelines.matte import contrast_matte
 
     proc = shapes.process(4).for_call()
     run = prepare_rgba(proc, "a photo of a red circle", BrightnessVerifier(), canvas_color=BACKGROUND)
@@ -307,8 +307,8 @@ def test_mattes_in_parallel_threads_equal_the_sequential_ones(shapes):
     cap = run.capture
     u8 = to_uint8(images)
     for k in range(3):
-        want, _ = alpha_matte(u8[k].permute(1, 2, 0).numpy(), subject_maps(cap.cross_map(k), run.spans, run.grid),
-                              cap.self_map(k), run.k)
+        want, _ = contrast_matte(u8[k].permute(1, 2, 0).numpy(), cap.cross_map(k), cap.self_map(k), run.grid,
+                                 run.border, run.columns)
         np.testing.assert_array_equal(one[k].numpy(), want)
 
 
