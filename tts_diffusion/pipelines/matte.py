@@ -292,9 +292,7 @@ def contrast_matte(image: np.ndarray, cross: torch.Tensor, self_map: torch.Tenso
     cut &= window
     info: dict = {"grabcut_init": how, "matte": "contrast", "otsu_threshold": round(t, 4), "inverted_fixed": False,
                   "empty_fallback": False}
-    if cut.any() and (window & ~cut).any() and a[cut].mean() < a[window & ~cut].mean():
-        cut = window & ~cut
-        info["inverted_fixed"] = True
+    cut, info["inverted_fixed"] = orient(cut, a, window)
     if not cut.any():
         cut = window & (a > t)
         info["empty_fallback"] = True
@@ -305,13 +303,13 @@ def contrast_matte(image: np.ndarray, cross: torch.Tensor, self_map: torch.Tenso
     return alpha.astype(np.float32), info
 
 
-def is_inverted(alpha: np.ndarray, attention: np.ndarray) -> bool:
-    """A matte is inverted when the attention contrast (any map [H, W]) is lower on its opaque
-    part (alpha >= 0.5) than on its transparent part."""
-    op = alpha >= 0.5
-    if not op.any() or op.all():
-        return False
-    return bool(attention[op].mean() < attention[~op].mean())
+def orient(cut: np.ndarray, a: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(cut, flipped): a cut on which the attention map A is lower than on the rest of the
+    window is inverted (the canvas taken for the subject): its complement in the window."""
+    rest = window & ~cut
+    if cut.any() and rest.any() and a[cut].mean() < a[rest].mean():
+        return rest, True
+    return cut, False
 
 
 def alpha_matte(image: np.ndarray, c: torch.Tensor, self_map: torch.Tensor, k: float = 0.5,
