@@ -14,6 +14,21 @@ best-of-8 search with the oracle, plain and with rgba=True (same seeds), and rep
 - seconds per sample, plain vs rgba (the rgba time includes the mattes), and the size of
   the attention accumulators.
 
+Mode `matte` (issue #28): the first `--prompts` eval-split prompts of each of the default
+model's six categories (24 -> 144 prompts), rgba best-of-`--n` with the oracle, generated once
+into `--cache` (images and attention maps per prompt; the generation does not depend on the
+matte, so matte variants are compared on the same images). Per category and overall, for
+the contrast matte (rgba's) and Alfie's paper matte: alpha IoU with the true foreground
+(mean, 5th percentile), subject kept (share of images with >= 98% of the foreground at
+alpha > 0.5), background left (share with <= 2% of the rest at alpha > 0.1), border (2 px)
+transparent, inverted mattes (opaque part closer to the complement of the foreground);
+search: the candidate the oracle, the alpha verifier and `ensemble members=oracle,alpha`
+pick of 8 (prompts with 8 candidates) against one candidate; `--timing-prompts` prompts of
+plain vs rgba best-of-n, alternating; `--sheet` a 24-image contact sheet.
+
+    python scripts/bench_alfie.py --mode matte --prompts 24 --n 8 --threads 1 --timing-prompts 6 \
+        --sheet docs/rgba-contact-sheet.png --out docs/bench_alfie_matte
+
 Mode `pixart-xl` (for a GPU): a PixArt-Sigma-XL-size transformer (28 layers, 16 heads x 72,
 patch 2) with random weights at 512 px (token grid 32x32), the SDXL-size VAE, and a one-layer
 T5 with the real width (4096); times and peak GPU memory of plain sampling, rgba with the
