@@ -247,3 +247,7 @@ def test_rim_alpha_from_the_local_colour_line():
     alpha = matte.rim_alpha(img, cut)
     assert (alpha[:, :8] == 1).all() and (alpha[:, 9:] == 0).all()
     np.testing.assert_allclose(alpha[:, 8], 0.6, atol=0.02)
+    # a rim pixel 10% covered (alpha 0.2 < the 0.3 floor) is canvas: 0
+    img[:, 8] = np.round(0.1 * np.array([200, 20, 20]) + 0.9 * 240).astype(np.uint8)
+    assert (matte.rim_alpha(img, cut)[:, 8] == 0).all()
+    np.testing.assert_allclose(matte.rim_alpha(img, cut, floor=0.0)[:, 8], 0.2, atol=0.02)

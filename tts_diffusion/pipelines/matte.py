@@ -47,7 +47,10 @@ paper's versions lose on diffuse maps (measured on the embedded model, docs/benc
   outside G from the local colour line: F = mean colour of G's interior within 3 px,
   B = mean colour outside G's 2-px dilation within 3 px (both from the image itself), and
   alpha = clip(2 <p - B, F - B> / |F - B|^2, 0, 1): a pixel half-way between is opaque, one
-  a quarter covered is alpha 0.5 (the edge where the RGB visibly differs from the canvas).
+  a quarter covered is alpha 0.5 (the edge where the RGB visibly differs from the canvas);
+  rim values below 0.3 (less than 15% covered) are 0, so the canvas around many small shapes
+  is not left faintly opaque (measured: counting images with <= 2% of the canvas left 57% ->
+  100%, IoU unchanged).
 - Inverted cut (GrabCut labels the canvas foreground): A is lower inside G than outside it
   in the window -> G is replaced by its complement inside the window. An empty cut falls back
   to {A > t} inside the window.
@@ -246,10 +249,11 @@ def contrast_trimap(a: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, floa
     return code, t
 
 
-def rim_alpha(image: np.ndarray, cut: np.ndarray, gain: float = 2.0, radius: int = 3) -> np.ndarray:
+def rim_alpha(image: np.ndarray, cut: np.ndarray, gain: float = 2.0, radius: int = 3, floor: float = 0.3) -> np.ndarray:
     """Alpha [H, W]: 1 on the cut, clip(gain <p - B, F - B> / |F - B|^2, 0, 1) on the one-pixel
     rim outside it (F, B: local means of the cut's interior and of the outside beyond a 2-px
-    dilation, within `radius` px), 0 elsewhere."""
+    dilation, within `radius` px), 0 elsewhere. Rim values below `floor` (a pixel less than
+    floor / gain covered: canvas with a tinge) are 0."""
     import cv2
 
     g8 = cut.astype(np.uint8)
@@ -272,6 +276,7 @@ def rim_alpha(image: np.ndarray, cut: np.ndarray, gain: float = 2.0, radius: int
     d = fcol - bcol
     dd = (d * d).sum(-1)
     a = np.clip(gain * ((x - bcol) * d).sum(-1) / np.maximum(dd, 1e-6), 0, 1)
+    a[a < floor] = 0.0
     ok = rim & (n_f > 0) & (n_b > 0) & (dd > 0.01)
     alpha[ok] = a[ok]
     return alpha
