@@ -14,6 +14,21 @@ best-of-8 search with the oracle, plain and with rgba=True (same seeds), and rep
 - seconds per sample, plain vs rgba (the rgba time includes the mattes), and the size of
   the attention accumulators.
 
+Mode `matte` (issue #28): the first `--prompts` eval-split prompts of each of the default
+model's six categories (24 -> 144 prompts), rgba best-of-`--n` with the oracle, generated once
+into `--cache` (images and attention maps per prompt; the generation does not depend on the
+matte, so matte variants are compared on the same images). Per category and overall, for
+the contrast matte (rgba's) and Alfie's paper matte: alpha IoU with the true foreground
+(mean, 5th percentile), subject kept (share of images with >= 98% of the foreground at
+alpha > 0.5), background left (share with <= 2% of the rest at alpha > 0.1), border (2 px)
+transparent, inverted mattes (opaque part closer to the complement of the foreground);
+search: the candidate the oracle, the alpha verifier and `ensemble members=oracle,alpha`
+pick of 8 (prompts with 8 candidates) against one candidate; `--timing-prompts` prompts of
+plain vs rgba best-of-n, alternating; `--sheet` a 24-image contact sheet.
+
+    python scripts/bench_alfie.py --mode matte --prompts 24 --n 8 --threads 1 --timing-prompts 6 \
+        --sheet docs/rgba-contact-sheet.png --out docs/bench_alfie_matte
+
 Mode `pixart-xl` (for a GPU): a PixArt-Sigma-XL-size transformer (28 layers, 16 heads x 72,
 patch 2) with random weights at 512 px (token grid 32x32), the SDXL-size VAE, and a one-layer
 T5 with the real width (4096); times and peak GPU memory of plain sampling, rgba with the
@@ -192,6 +207,240 @@ def summarise(records: list[dict]) -> dict:
                 cat_out["rgba"][f"iou_{key}"] = float(np.mean([v for r in rs for v in r["rgba"]["variants"][key]]))
         out[cat] = cat_out
     return out
+
+
+# ------------------------------------------------------------------------- matte (issue #28)
+MATTE_CATEGORIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+
+
+def matte_prompts(per_category: int) -> list[tuple[int, dict]]:
+    """(eval-split index, prompt) pairs: the first `per_category` of each category of the
+    default model's grammar, interleaved (a shorter run covers every category)."""
+    from tts_diffusion.bench import SHAPES_EVAL, load_prompt_set
+
+    ps = load_prompt_set(SHAPES_EVAL)
+    groups = [[(i, p) for i, p in enumerate(ps) if p["category"] == c][:per_category] for c in MATTE_CATEGORIES]
+    return [ip for row in zip(*groups) for ip in row]
+
+
+def matte_metrics(alpha: np.ndarray, fg: np.ndarray, border_px: int = 2) -> dict:
+    """The issue's measures for one matte [H, W] in [0, 1] against the true foreground."""
+    op = alpha >= 0.5
+    edge = np.ones_like(fg)
+    edge[border_px:-border_px, border_px:-border_px] = False
+    out = {"iou": iou(op, fg),
+           "kept": float((alpha[fg] > 0.5).mean()) if fg.any() else 1.0,
+           "left": float((alpha[~fg] > 0.1).mean()),
+           "border_clear": bool((alpha[edge] < 0.5 / 255).all()),
+           "fg_share": float(fg.mean())}
+    out["inverted"] = iou(op, ~fg) > out["iou"]
+    out["good"] = bool(out["kept"] >= 0.98 and out["left"] <= 0.02 and out["border_clear"] and not out["inverted"])
+    return out
+
+
+def generate_cached(args, chosen) -> list[dict]:
+    """rgba samples (best-of-n, the oracle on composites) with their images and attention maps,
+    one file per prompt under --cache (reused when present: the generation does not depend on
+    the matte, so matte variants are compared on the same images)."""
+    from tts_diffusion import Budget
+    from tts_diffusion.bench.default_model import load_default_model
+    from tts_diffusion.pipelines.alfie import prepare_rgba
+    from tts_diffusion.searchers import load_searcher
+    from tts_diffusion.shapes.grammar import BACKGROUND
+    from tts_diffusion.verifiers import load_verifier
+
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    tts = oracle = search = base = None
+    out = []
+    for j, (i, p) in enumerate(chosen):
+        f = cache / f"{i}.pt"
+        if not f.exists():
+            if tts is None:
+                tts = load_default_model(args.device)
+                oracle, search = load_verifier("oracle"), load_searcher("best_of_n")
+                base = tts.process(None, max_batch=args.n)
+            proc = base.for_call()
+            run = prepare_rgba(proc, p["prompt"], oracle, canvas_color=BACKGROUND)
+            t0 = time.perf_counter()
+            res = search(proc, run.verifier, p["prompt"], Budget(args.n * base.num_steps),
+                         torch.Generator().manual_seed(i), num_samples=args.n, keep_images=args.n)
+            secs = time.perf_counter() - t0
+            n = len(res.candidates)
+            torch.save({"prompt": p["prompt"], "category": p["category"], "index": i,
+                        "images": torch.stack([c.image for c in res.candidates]),
+                        "cross": torch.stack([run.capture.cross_map(k).cpu() for k in range(n)]),
+                        "self": torch.stack([run.capture.self_map(k).cpu() for k in range(n)]),
+                        "spans": run.spans, "grid": run.grid, "words": run.words, "seconds": secs,
+                        "seeds": [c.seed for c in res.candidates]}, f)
+            print(f"{j + 1:3d} generated {p['category']:<14} {p['prompt']} ({secs:.1f} s)", flush=True)
+        out.append(torch.load(f))
+    return out
+
+
+def time_plain_vs_rgba(args, chosen) -> dict:
+    """Seconds per sample of best-of-n, plain and rgba (mattes included), same seeds, alternating."""
+    from tts_diffusion import Budget
+    from tts_diffusion.bench.default_model import load_default_model
+    from tts_diffusion.pipelines.alfie import prepare_rgba
+    from tts_diffusion.searchers import load_searcher
+    from tts_diffusion.shapes.grammar import BACKGROUND
+    from tts_diffusion.verifiers import load_verifier
+
+    tts = load_default_model(args.device)
+    oracle, search = load_verifier("oracle"), load_searcher("best_of_n")
+    base = tts.process(None, max_batch=args.n)
+    secs = {"plain": [], "rgba": []}
+    for j, (i, p) in enumerate(chosen):
+        for mode in (("plain", "rgba") if j % 2 == 0 else ("rgba", "plain")):
+            proc, ver = base.for_call(), oracle
+            if mode == "rgba":
+                ver = prepare_rgba(proc, p["prompt"], oracle, canvas_color=BACKGROUND).verifier
+            t0 = time.perf_counter()
+            search(proc, ver, p["prompt"], Budget(args.n * base.num_steps), torch.Generator().manual_seed(i),
+                   num_samples=args.n)
+            secs[mode].append((time.perf_counter() - t0) / args.n)
+    return {"prompts": len(chosen), "n": args.n, "plain_seconds_per_sample": float(np.mean(secs["plain"])),
+            "rgba_seconds_per_sample": float(np.mean(secs["rgba"])),
+            "rgba_over_plain": float(np.sum(secs["rgba"]) / np.sum(secs["plain"]))}
+
+
+def paper_matte(img, d, k):
+    from tts_diffusion.pipelines import matte
+
+    c = matte.subject_maps(d["cross"][k], d["spans"], d["grid"])
+    return matte.alpha_matte(img, c, d["self"][k])[0]
+
+
+def run_matte(args) -> dict:
+    """Issue #28: the contrast matte (and Alfie's paper matte) against the true foreground,
+    per category and overall; what search adds (alpha / oracle / oracle+alpha picks of 8)."""
+    from tts_diffusion.pipelines import matte
+    from tts_diffusion.shapes.grammar import BACKGROUND
+    from tts_diffusion.verifiers import load_verifier
+    from tts_diffusion.verifiers.alpha import scoring_alphas
+
+    chosen = matte_prompts(args.prompts)
+    data = generate_cached(args, chosen)
+    pickers = {"oracle": load_verifier("oracle"), "alpha": load_verifier("alpha"),
+               "oracle+alpha": load_verifier("ensemble", members="oracle,alpha")}
+    bg = torch.tensor(BACKGROUND).view(1, 3, 1, 1)
+    records = []
+    for d in data:
+        imgs = d["images"]
+        n = imgs.shape[0]
+        lat = d["grid"][0] * 2  # the default model: patch 2
+        border = matte.border_tokens(tuple(d["grid"]), (lat, lat), 2)
+        rec = {"prompt": d["prompt"], "category": d["category"], "index": d["index"], "n": n, "variants": {}}
+        for variant in args.matte_variants.split(","):
+            alphas, infos, ms, secs = [], [], [], 0.0
+            for k in range(n):
+                img = imgs[k].permute(1, 2, 0).numpy()
+                fg = foreground(imgs[k], BACKGROUND)
+                t0 = time.perf_counter()
+                if variant == "contrast":
+                    a, info = matte.contrast_matte(img, d["cross"][k], d["self"][k], tuple(d["grid"]), border)
+                else:
+                    a, info = paper_matte(img, d, k), {}
+                secs += time.perf_counter() - t0
+                m = matte_metrics(a, fg)
+                m["inverted_fixed"] = bool(info.get("inverted_fixed", False))
+                alphas.append(torch.from_numpy(a))
+                ms.append(m)
+            v = {"candidates": ms, "matte_seconds": secs / n}
+            if n > 1:  # search: which candidate each verifier picks (scores of the composites, as rgba scores them)
+                al = torch.stack(alphas)
+                comp = imgs.float() / 255 * al[:, None] + bg * (1 - al[:, None])
+                v["picks"] = {}
+                for name, ver in pickers.items():
+                    with scoring_alphas(al):
+                        s = ver(comp, [d["prompt"]] * n).float()
+                    v["picks"][name] = int(torch.argmax(s))
+            rec["variants"][variant] = v
+        records.append(rec)
+    out = {"records": records, "summary": summarise_matte(records, args.matte_variants.split(",")),
+           "truth": "pixels more than 0.2 from the canvas colour in some channel (bench_alfie.foreground)"}
+    if args.timing_prompts:
+        out["timing"] = time_plain_vs_rgba(args, chosen[: args.timing_prompts])
+    if args.sheet:
+        contact_sheet(data, args.sheet)
+        out["sheet"] = args.sheet
+    return out
+
+
+def _agg(ms: list[dict]) -> dict:
+    ious = np.array([m["iou"] for m in ms])
+    return {"images": len(ms), "iou_mean": float(ious.mean()), "iou_p5": float(np.percentile(ious, 5)),
+            "kept_98_share": float(np.mean([m["kept"] >= 0.98 for m in ms])),
+            "left_2_share": float(np.mean([m["left"] <= 0.02 for m in ms])),
+            "border_clear_share": float(np.mean([m["border_clear"] for m in ms])),
+            "inverted": int(sum(m["inverted"] for m in ms)),
+            "inverted_fixed": int(sum(m.get("inverted_fixed", False) for m in ms)),
+            "good_share": float(np.mean([m["good"] for m in ms]))}
+
+
+def summarise_matte(records: list[dict], variants: list[str]) -> dict:
+    out: dict = {}
+    for variant in variants:
+        vs: dict = {}
+        for cat in (*MATTE_CATEGORIES, "all"):
+            rs = [r for r in records if cat == "all" or r["category"] == cat]
+            if not rs:
+                continue
+            s = _agg([m for r in rs for m in r["variants"][variant]["candidates"]])
+            s["prompts"] = len(rs)
+            s["matte_seconds"] = float(np.mean([r["variants"][variant]["matte_seconds"] for r in rs]))
+            searched = [r for r in rs if "picks" in r["variants"][variant] and r["n"] >= 8]
+            if searched:
+                s["search"] = {"prompts": len(searched), "one_candidate": _agg(
+                    [m for r in searched for m in r["variants"][variant]["candidates"]])}
+                for name in searched[0]["variants"][variant]["picks"]:
+                    s["search"][f"best_of_{searched[0]['n']}_{name}"] = _agg(
+                        [r["variants"][variant]["candidates"][r["variants"][variant]["picks"][name]] for r in searched])
+            vs[cat] = s
+        out[variant] = vs
+    return out
+
+
+def checkerboard(h: int, w: int, cell: int = 8) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    light = ((yy // cell + xx // cell) % 2 == 0)
+    return np.where(light[..., None], 0.85, 0.6).astype(np.float32) * np.ones(3, np.float32)
+
+
+def contact_sheet(data: list[dict], path: str, per_category: int = 4, scale: int = 4) -> None:
+    """24 images (candidate 0 of the first `per_category` prompts of each category): the RGBA
+    over a checkerboard, the matte, the RGB; 4x nearest; each row captioned with IoU."""
+    from PIL import Image, ImageDraw
+
+    from tts_diffusion.pipelines import matte
+    from tts_diffusion.shapes.grammar import BACKGROUND
+
+    picked = []
+    for cat in MATTE_CATEGORIES:
+        picked += [d for d in data if d["category"] == cat][:per_category]
+    h, w = data[0]["images"].shape[-2:]
+    cw, ch = w * scale, h * scale
+    cols = 2  # two images side by side per row, three panels each
+    rows = (len(picked) + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * (3 * cw + 16), rows * (ch + 16)), "white")
+    draw = ImageDraw.Draw(sheet)
+    board = checkerboard(h * scale, w * scale, 4 * scale)
+    for j, d in enumerate(picked):
+        img = d["images"][0].permute(1, 2, 0).numpy()
+        lat = d["grid"][0] * 2
+        a, _ = matte.contrast_matte(img, d["cross"][0], d["self"][0], tuple(d["grid"]),
+                                    matte.border_tokens(tuple(d["grid"]), (lat, lat), 2))
+        m = matte_metrics(a, foreground(d["images"][0], BACKGROUND))
+        up = lambda x: np.repeat(np.repeat(x, scale, 0), scale, 1)  # noqa: E731
+        rgb, al = up(img.astype(np.float32) / 255), up(a)[..., None]
+        panels = [rgb * al + board * (1 - al), np.repeat(al, 3, -1), rgb]
+        x0, y0 = (j % cols) * (3 * cw + 16), (j // cols) * (ch + 16)
+        for c, p in enumerate(panels):
+            sheet.paste(Image.fromarray(np.round(np.clip(p, 0, 1) * 255).astype(np.uint8)), (x0 + c * cw, y0 + 14))
+        draw.text((x0 + 2, y0 + 1), f"{d['prompt'].replace('a photo of ', '')}  IoU {m['iou']:.2f}", fill="black")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
 
 
 # ------------------------------------------------------------------------- PixArt-XL
@@ -408,7 +657,7 @@ def run_capture(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=("shapes", "pixart-xl", "capture"), default="shapes")
+    ap.add_argument("--mode", choices=("shapes", "matte", "pixart-xl", "capture"), default="shapes")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--prompts", type=int, default=6, help="shapes: prompts per category")
     ap.add_argument("--n", type=int, default=8, help="shapes: candidates per search (best-of-n)")
@@ -425,6 +674,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     ap.add_argument("--variants", action="store_true",
                     help="shapes: also the IoU of GrabCut alone, soft alpha alone, and GrabCut from a trimap of ff")
+    ap.add_argument("--cache", default="/tmp/bench_alfie_matte_cache",
+                    help="matte: folder of generated candidates and maps (one file per prompt; reused)")
+    ap.add_argument("--matte-variants", dest="matte_variants", default="contrast,paper",
+                    help="matte: mattes to measure (contrast: rgba's; paper: Alfie's soft alpha x GrabCut)")
+    ap.add_argument("--timing-prompts", type=int, default=0, help="matte: prompts timed plain vs rgba")
+    ap.add_argument("--sheet", default=None, help="matte: write a 24-image contact sheet PNG here")
     ap.add_argument("--out", required=True, help="output path without extension (<out>.json)")
     args = ap.parse_args()
     for name in ("prompts", "n", "size", "layers", "steps", "particles", "reps"):
@@ -435,7 +690,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    data = {"shapes": run_shapes, "pixart-xl": run_pixart_xl, "capture": run_capture}[args.mode](args)
+    data = {"shapes": run_shapes, "matte": run_matte, "pixart-xl": run_pixart_xl, "capture": run_capture}[args.mode](args)
     data["command"] = " ".join(["python", "scripts/bench_alfie.py", *sys.argv[1:]])
     data["device"] = str(args.device)
     data["threads"] = torch.get_num_threads()
@@ -448,6 +703,20 @@ def main() -> None:
                   f" {s['plain']['border_touch_share']:12.3f} {s['rgba']['border_touch_share']:11.3f}"
                   f" {s['plain']['oracle_single']:12.3f} {s['rgba']['oracle_single']:11.3f}"
                   f" {s['plain']['seconds_per_sample']:14.3f} {s['rgba']['seconds_per_sample']:6.3f}")
+    if args.mode == "matte":
+        for variant, vs in data["summary"].items():
+            print(f"\n{variant}: {'category':<14} {'images':>6} {'IoU mean':>8} {'IoU p5':>7} {'kept>=98%':>9}"
+                  f" {'left<=2%':>8} {'border':>6} {'inverted':>8}")
+            for cat, s in vs.items():
+                print(f"{'':<{len(variant) + 2}}{cat:<14} {s['images']:6d} {s['iou_mean']:8.3f} {s['iou_p5']:7.3f}"
+                      f" {s['kept_98_share']:9.3f} {s['left_2_share']:8.3f} {s['border_clear_share']:6.3f} {s['inverted']:8d}")
+            if "search" in vs.get("all", {}):
+                for key, s in vs["all"]["search"].items():
+                    if key != "prompts":
+                        print(f"  search ({vs['all']['search']['prompts']} prompts) {key:<24} IoU {s['iou_mean']:.3f}"
+                              f" p5 {s['iou_p5']:.3f} good {s['good_share']:.3f}")
+        if "timing" in data:
+            print("timing", data["timing"])
     out = Path(args.out).with_suffix(".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1, default=str))

@@ -143,3 +143,111 @@ def test_alpha_verifier_terms():
         v(images, "a cat")
     with scoring_alphas(a):
         torch.testing.assert_close(v(images, "a cat"), torch.tensor([1.0, 0.0]))
+
+
+# ----------------------------------------------------------------- the contrast matte (issue #28)
+def _two_object_scene(size: int = 64, grid: int = 8, spread: float = 14.0, length: int = 6):
+    """Two discs (red, blue) on a light canvas, and attention maps as a diffuse model makes
+    them: every pixel's cross distribution over `length` prompt tokens is the background's
+    (mostly token 0) blended with the object tokens' (token 2 for the red disc, token 4 for the
+    blue one) by wide Gaussian blobs; the self map is local (each token attends to its 3x3)."""
+    yy, xx = np.mgrid[:size, :size]
+    discs = [((24, 22, 9), (220, 20, 20)), ((40, 44, 8), (25, 60, 235))]
+    img = np.full((size, size, 3), (245, 245, 240), np.uint8)
+    truth = np.zeros((size, size), bool)
+    for (cy, cx, r), col in discs:
+        inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        img[inside] = col
+        truth |= inside
+    cell = size // grid
+    gy, gx = (np.mgrid[:grid, :grid] * cell + cell / 2).reshape(2, -1)
+    bg = np.array([0.7, 0.1, 0.05, 0.05, 0.05, 0.05][:length])
+    cross = np.tile(bg, (grid * grid, 1))
+    for (cy, cx, _), tok in zip([d[0] for d in discs], (2, 4)):
+        w = np.exp(-((gy - cy) ** 2 + (gx - cx) ** 2) / (2 * spread**2))[:, None]
+        obj = np.full(length, 0.05)
+        obj[tok] = 0.6
+        cross = cross * (1 - w) + obj * w
+    d = np.abs(np.subtract.outer(np.arange(grid), np.arange(grid)))
+    near = ((d[:, None, :, None] <= 1) & (d[None, :, None, :] <= 1)).reshape(grid * grid, grid * grid)
+    self_map = near / near.sum(1, keepdims=True)
+    return img, truth, torch.tensor(cross * 20, dtype=torch.float32), torch.tensor(self_map, dtype=torch.float32)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_border_tokens_follow_the_centring_window():
+    # the default model: latent 16x16, patch 2 -> an 8x8 grid whose outer ring is the border
+    b = matte.border_tokens((8, 8), (16, 16), 2).reshape(8, 8)
+    ring = torch.ones(8, 8, dtype=torch.bool)
+    ring[1:7, 1:7] = False
+    assert torch.equal(b, ring)
+    # PixArt-Sigma 512 px: latent 64, border 8 latent px = 4 tokens of 2 px
+    b = matte.border_tokens((32, 32), (64, 64), 2).reshape(32, 32)
+    assert b[:4].all() and b[:, :4].all() and not b[4:28, 4:28].any()
+
+
+def test_contrast_map_is_the_total_variation_distance_to_the_border():
+    grid = (8, 8)
+    border = matte.border_tokens(grid, (16, 16), 2)  # the outer ring of the 8x8 grid
+    cross = torch.zeros(64, 3)
+    cross[:, 0] = 1.0  # everyone attends to token 0 ...
+    inner = ~border
+    cross[inner] = torch.tensor([0.2, 0.8, 0.0])  # ... except the centre, which attends to token 1
+    d = matte.contrast_map(cross * 7, grid, border)  # any positive scale (sums over steps)
+    want = torch.where(inner, torch.tensor(0.8), torch.tensor(0.0)).reshape(grid)  # 1/2 (0.8 + 0.8)
+    torch.testing.assert_close(d, want)
+    # an explicit subject keeps its columns and lumps the rest: token 2 alone sees no contrast
+    torch.testing.assert_close(matte.contrast_map(cross, grid, border, columns=[2]), torch.zeros(grid))
+
+
+def test_contrast_matte_cuts_every_object_of_a_diffuse_scene():
+    """Known foreground, diffuse 8x8 maps (blobs wider than the discs): the contrast matte
+    must keep both objects, leave the canvas and clear the border; Alfie's paper matte (soft
+    alpha x GrabCut seeded at 0.8/0.3/0.1 of the max) on the same maps shows the failure the
+    issue reports (guard: the bound can fail)."""
+    img, truth, cross, self_map = _two_object_scene()
+    border = matte.border_tokens((8, 8), (16, 16), 2)
+    alpha, info = matte.contrast_matte(img, cross, self_map, (8, 8), border)
+    assert info["matte"] == "contrast" and not info["inverted_fixed"] and not info["empty_fallback"]
+    assert _iou(alpha >= 0.5, truth) > 0.95
+    assert (alpha[truth] > 0.5).mean() >= 0.98  # subject kept, both discs
+    assert (alpha[~truth] > 0.1).mean() <= 0.02  # background left
+    edge = np.ones_like(truth)
+    edge[2:-2, 2:-2] = False
+    assert (alpha[edge] == 0).all()
+    # guard: the paper's matte on the same diffuse maps keeps a fog of canvas (most of it)
+    c = matte.subject_maps(cross, [[2], [4]], (8, 8))
+    paper, _ = matte.alpha_matte(img, c, self_map)
+    assert _iou(paper >= 0.5, truth) < 0.5 and (paper[~truth] > 0.1).mean() > 0.5
+
+
+def test_inverted_cut_is_detected_and_flipped():
+    img, truth, cross, self_map = _two_object_scene()
+    a = matte.minmax(matte.upsample(matte.propagate(
+        matte.contrast_map(cross, (8, 8), matte.border_tokens((8, 8), (16, 16), 2)), self_map)[None], (64, 64))[0]).numpy()
+    window = matte.window_mask((64, 64), 2)
+    inverted = window & ~truth
+    fixed, flipped = matte.orient(inverted, a, window)
+    assert flipped and _iou(fixed, truth) > 0.95
+    same, flipped = matte.orient(truth & window, a, window)
+    assert not flipped and np.array_equal(same, truth & window)
+
+
+def test_rim_alpha_from_the_local_colour_line():
+    """A vertical edge whose boundary column is a 30% mix of red into the canvas: the rim
+    pixel gets 2 x 0.3 = 0.6 (F and B measured from the image around it), the cut 1, the rest 0."""
+    img = np.full((16, 16, 3), 240, np.uint8)
+    img[:, :8] = (200, 20, 20)
+    img[:, 8] = np.round(0.3 * np.array([200, 20, 20]) + 0.7 * 240).astype(np.uint8)
+    cut = np.zeros((16, 16), bool)
+    cut[:, :8] = True
+    alpha = matte.rim_alpha(img, cut)
+    assert (alpha[:, :8] == 1).all() and (alpha[:, 9:] == 0).all()
+    np.testing.assert_allclose(alpha[:, 8], 0.6, atol=0.02)
+    # a rim pixel 10% covered (alpha 0.2 < the 0.3 floor) is canvas: 0
+    img[:, 8] = np.round(0.1 * np.array([200, 20, 20]) + 0.9 * 240).astype(np.uint8)
+    assert (matte.rim_alpha(img, cut)[:, 8] == 0).all()
+    np.testing.assert_allclose(matte.rim_alpha(img, cut, floor=0.0)[:, 8], 0.2, atol=0.02)

@@ -24,7 +24,7 @@ call's own process view (nothing leaks into other calls):
 2. **Attention capture** (`features/attention_capture.py`) for the conditional foreground rows,
    summed over the steps with t > 20, into per-particle accumulators.
 3. **Scoring on composites.** The verifier is wrapped (`RGBAVerifier`): each image is matted
-   (`matte.py`) from its particle's maps and composited on a plain background before the
+   (`matte.contrast_matte`: the prompt's attention against the centring border's) from its particle's maps and composited on a plain background before the
    wrapped verifier sees it; the mattes are visible to the `alpha` verifier
    (`verifiers/alpha.py`), and the best image's matte becomes `SearchResult.alpha`.
 
@@ -51,7 +51,7 @@ from ..features.tgate_spec import ENTRY as TGATE
 from ..records.result import SearchResult, to_uint8
 from ..verifiers.alpha import scoring_alphas
 from ..verifiers.base import Verifier, check_inputs
-from .matte import alpha_matte, subject_maps
+from .matte import border_tokens, contrast_matte
 from .subject import preprocess_text, subject_words, token_spans
 
 #: Alfie's background prompt
@@ -215,8 +215,8 @@ class RGBAVerifier(Verifier):
         cross, self_ = cap.maps.cross[:b].cpu() / nl, cap.maps.self_[:b].cpu() / ns  # one transfer each
 
         def one(k: int) -> tuple[np.ndarray, dict]:
-            c = subject_maps(cross[k], self.run.spans, self.run.grid)
-            return alpha_matte(u8[k].permute(1, 2, 0).numpy(), c, self_[k], self.run.k)
+            return contrast_matte(u8[k].permute(1, 2, 0).numpy(), cross[k], self_[k], self.run.grid, self.run.border,
+                                  self.run.columns)
 
         workers = max(1, min(b, torch.get_num_threads()))
         if workers > 1:
@@ -263,6 +263,10 @@ class RGBARun:
     centring: Centring
     composite_color: tuple[float, float, float]
     background: str
+    #: bool [N]: the image tokens on the centring border (the matte's "nothing" reference)
+    border: torch.Tensor = field(default=None, repr=False)
+    #: the text-token columns the matte reads (an explicit `subject=`); None: the whole prompt
+    columns: list[int] | None = None
     k: float = 0.5
     verifier: RGBAVerifier | None = field(default=None, repr=False)
     #: False when some scored batch was not the call's particle population (see RGBAVerifier)
@@ -358,6 +362,11 @@ def prepare_rgba(proc: DenoisingProcess, prompt: str, verifier: Verifier, *, bac
         composite = (1.0, 1.0, 1.0)
     centring = Centring(centre_mask(lat_h, lat_w).to(proc.device), background)
     proc.call.prediction_hook = centring
-    run = RGBARun(words, spans, grid, capture, centring, composite, described, k)
+    border = border_tokens(grid, (lat_h, lat_w), p)
+    if not bool(border.any()):
+        raise TTSInputError(f"rgba=True needs image tokens on the centring border (an eighth of each side); the"
+                            f" {grid[0]}x{grid[1]} token grid of a {proc.height}x{proc.width} image has none: use a larger image")
+    columns = sorted({j for span in spans for j in span}) if subject is not None else None
+    run = RGBARun(words, spans, grid, capture, centring, composite, described, border, columns, k)
     run.verifier = RGBAVerifier(verifier, run)
     return run
