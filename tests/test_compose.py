@@ -312,7 +312,7 @@ def test_cache_refusals_name_the_fix():
         _search(pipe, "flux", reward_guidance={"preset": "dps"})
     assert not calls
     with pytest.raises(TTSInputError, match="one batch: raise max_batch to 4"):
-        _search(_cached_flux("pab"), "flux", n=4, max_batch=2)
+        _search(_cached_flux("pab"), "flux", n=4, max_batch=2, round_size=4)  # a round over two batches
     with pytest.raises(TTSInputError, match="FasterCache is not supported"):
         _search(_cached_flux("faster"), "flux")
     with pytest.raises(TTSInputError, match="num_inference_steps=3"):
