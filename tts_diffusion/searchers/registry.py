@@ -28,6 +28,7 @@ from ..registry import Registry
 from .best_of_n_spec import BEST_OF_N
 from .declaration import MinBudget, SearcherEntry
 from .fkc_spec import FKC
+from .noise_opt_spec import NOISE_OPT
 from .paths_spec import PATHS
 from .rbf_spec import CODE, RBF, SVDD
 from .reflect_spec import REFLECT
@@ -61,6 +62,7 @@ BUILTIN: tuple[tuple[SearcherEntry, str], ...] = (
     (SVDD, "rbf"),
     (CODE, "rbf"),
     (REFLECT, "reflect"),
+    (NOISE_OPT, "noise_opt"),
 )
 
 _REGISTRY = Registry("searcher", BUILTIN, __package__)
