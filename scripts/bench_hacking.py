@@ -52,6 +52,15 @@ def load_world(threads: int):
     return tts, tts.get_verifier("clip"), tts.get_verifier("oracle"), eval_prompts
 
 
+def interleaved(prompts: list[dict]) -> list[int]:
+    """Prompt indices round-robin over the categories (the set is grouped by category)."""
+    cats: dict[str, list[int]] = {}
+    for k, p in enumerate(prompts):
+        cats.setdefault(p["category"], []).append(k)
+    lists = list(cats.values())
+    return [ks[j] for j in range(max(map(len, lists))) for ks in lists if j < len(ks)]
+
+
 def stage_pool(args) -> None:
     tts, clip, oracle, eval_prompts = load_world(args.threads)
     prompts = eval_prompts(args.num_prompts)
@@ -59,9 +68,11 @@ def stage_pool(args) -> None:
     out = {"prompts": prompts, "n": args.n, "steps": proc.num_steps, "shifts": SHIFTS, "rows": []}
     if os.path.exists(args.out):  # resume
         out = torch.load(args.out)
+    done = {r.get("k", 0) for r in out["rows"]}
     t0 = time.perf_counter()
-    for k, p in enumerate(prompts):
-        if k < len(out["rows"]):
+    for k in interleaved(prompts):  # any prefix of the run covers the categories evenly
+        p = prompts[k]
+        if k in done:
             continue
         g = torch.Generator().manual_seed(1000 + k)
         cond = proc.encode(p["prompt"])
@@ -74,9 +85,9 @@ def stage_pool(args) -> None:
             score = clip.scale * (emb @ txt.T)[:, 0]
             views = torch.stack([clip(shifted(images, dx, dy), p["prompt"]) for dx, dy in SHIFTS], 1)
         hit = (oracle(images, p["prompt"]) >= PASS).float()
-        out["rows"].append({"seeds": seeds, "clip": score, "views": views, "emb": emb.half(), "hit": hit})
+        out["rows"].append({"k": k, "category": p["category"], "seeds": seeds, "clip": score, "views": views, "emb": emb.half(), "hit": hit})
         torch.save(out, args.out)
-        print(f"[{k + 1}/{len(prompts)}] {p['category']:16s} acc1 {hit.mean():.2f} best-clip hit {hit[score.argmax()]:.0f}"
+        print(f"[{len(out['rows'])}/{len(prompts)}] {p['category']:16s} acc1 {hit.mean():.2f} best-clip hit {hit[score.argmax()]:.0f}"
               f"  {time.perf_counter() - t0:.0f}s", flush=True)
 
 
@@ -171,13 +182,15 @@ def stage_noise_opt(args) -> None:
     prompts = eval_prompts(args.num_prompts)
     search = load_searcher("noise_opt")
     opts = dict(kv.split("=", 1) for kv in args.option)
-    opts = {k: float(v) if "." in v or "e" in v else int(v) for k, v in opts.items()}
+    opts = {k: (v == "true") if v in ("true", "false") else float(v) if "." in v else int(v) for k, v in opts.items()}
     out = {"options": opts, "budgets": list(args.budgets), "rows": []}
     if os.path.exists(args.out):
         out = json.load(open(args.out))
+    done = {r.get("k", 0) for r in out["rows"]}
     t0 = time.perf_counter()
-    for k, p in enumerate(prompts):
-        if k < len(out["rows"]):
+    for k in interleaved(prompts):  # any prefix of the run covers the categories evenly
+        p = prompts[k]
+        if k in done:
             continue
         row = {"prompt": p["prompt"], "category": p["category"]}
         for b in args.budgets:
@@ -185,18 +198,13 @@ def stage_noise_opt(args) -> None:
             budget = Budget(max_nfe=b * proc.num_steps)
             t = time.perf_counter()
             res = search(proc, clip, p["prompt"], budget, torch.Generator().manual_seed(1000 + k), **opts)
-            img = torch.from_numpy(res.best.image).permute(2, 0, 1)[None].float() / 255 if not isinstance(
-                res.best.image, torch.Tensor) else res.best.image
-            if img.dtype == torch.uint8:
-                img = img.float() / 255
-            if img.ndim == 3:
-                img = img[None]
+            img = res.best.image.float()[None] / 255  # uint8 [3, H, W] (records/result.py)
             hit = float(oracle(img, p["prompt"])[0] >= PASS)
             row[str(b)] = {"hit": hit, "verifier": res.best.score, "nfe": res.nfe, "seconds": time.perf_counter() - t,
                            "iterations": res.settings.get("iterations")}
         out["rows"].append(row)
         json.dump(out, open(args.out, "w"), indent=1)
-        print(f"[{k + 1}/{len(prompts)}] " + " ".join(f"{b}x:{row[str(b)]['hit']:.0f}" for b in args.budgets)
+        print(f"[{len(out['rows'])}/{len(prompts)}] " + " ".join(f"{b}x:{row[str(b)]['hit']:.0f}" for b in args.budgets)
               + f"  {time.perf_counter() - t0:.0f}s", flush=True)
 
 
@@ -230,6 +238,7 @@ def main() -> None:
     ap.add_argument("stage", choices=["pool", "noise_opt", "report"])
     ap.add_argument("--num-prompts", type=int, default=24)
     ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--limit", type=int, default=None, help="noise_opt: the first LIMIT prompts (interleaved)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
     ap.add_argument("-o", "--option", action="append", default=[], help="noise_opt option key=value")
