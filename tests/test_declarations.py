@@ -51,7 +51,7 @@ def _sidecar(result) -> dict:
 
 def test_every_builtin_is_walked():
     assert set(SEARCHERS) == {e.name for e, _ in BUILTIN_SEARCHERS} and set(SEARCHERS) <= set(available_searchers())
-    assert len(SEARCHERS) == 9 and len(VERIFIERS) == 6
+    assert len(SEARCHERS) == 10 and len(VERIFIERS) == 6
 
 
 @pytest.mark.parametrize("name", SEARCHERS)
@@ -72,8 +72,10 @@ def test_searcher_defaults_listed_run_and_recorded_are_the_declared_ones(name, t
 
     monkeypatch.setattr(search, "__wrapped__", spy)
     budget = min_budget(name, STEPS)
-    result = tts.run(SearchRequest(PROMPT, searcher=name, num_inference_steps=STEPS, budget=budget, guidance_scale=2.0),
-                     progress=False)
+    # a search that follows the verifier's gradient (noise_opt) gets the domain CLIP, not the oracle
+    verifier = "clip" if search.entry.needs_gradient else None
+    result = tts.run(SearchRequest(PROMPT, searcher=name, num_inference_steps=STEPS, budget=budget, guidance_scale=2.0,
+                                   verifier=verifier), progress=False)
     ran_with = {k: v for k, v in received.items() if k != "negative_prompt"}
     assert all(ran_with[p.name] is p.default for p in spec)  # the declared objects themselves
     recorded = _sidecar(result)["run"]["searcher_options"]
