@@ -142,8 +142,9 @@ def noise_opt(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: B
     final = n * full  # the last iterate's sample (on the full grid)
     affordable = (budget.remaining_nfe - final) // per_iter if budget.remaining_nfe >= final else -1
     iters = affordable if num_iterations is None else int(num_iterations)
-    if affordable < 0 or iters > affordable:
-        need = final + max(iters, 0) * per_iter
+    if affordable < 0 or iters > affordable or (num_iterations is None and iters < 1):
+        iters = max(iters, 1 if num_iterations is None else 0)
+        need = final + iters * per_iter
         raise TTSInputError(f"noise_opt with {n} noise(s), {max(iters, 0)} iterations at {grid.num_steps} steps needs "
                             f"{need} NFE ({per_iter} per iteration, {final} for the final sample); the budget has "
                             f"{budget.remaining_nfe}")

@@ -24,7 +24,7 @@ NOISE_OPT = SearcherEntry.declare(
     params=[
         Param("num_samples", int, 1, "noises optimised side by side (independently; the best iterate of any wins)",
               low=1),
-        Param("num_iterations", int, None, "gradient steps T (default: as many as the budget pays for; each costs "
+        Param("num_iterations", int, None, "gradient steps T (default: as many as the budget pays for, at least 1; each costs "
               "(3 + checkpointing) NFE per noise and step, plus one verifier call)", low=0),
         Param("learning_rate", float, 0.01, "Adam step size on the noise (DNO: 0.01)", low=0.0, low_open=True),
         Param("grad_clip", float, 1.0, "clip each noise's gradient to this norm before the Adam step (0: no clipping)",
