@@ -208,6 +208,37 @@ def stage_noise_opt(args) -> None:
               + f"  {time.perf_counter() - t0:.0f}s", flush=True)
 
 
+def stage_memory(args) -> None:
+    """Bytes the autograd graph keeps for noise_opt's backward (saved tensors, counted by
+    `torch.autograd.graph.saved_tensors_hooks`) on the shapes model, one noise, with and
+    without checkpointing, at 5 / 10 / 20 steps."""
+    tts, clip, _, _ = load_world(args.threads)
+    from tts_diffusion.core.reward_grad import differentiable_reward
+    from tts_diffusion.searchers.noise_opt import sample_with_grad
+
+    rows = []
+    for steps in (5, 10, 20):
+        proc = tts.process(num_inference_steps=steps).for_call()
+        grid = proc.with_grid(proc.family, proc.model_timesteps)
+        cond = proc.encode("a photo of a red circle")
+        z = proc.noise_from_seeds([0]).requires_grad_(True)
+        for ckpt in (False, True):
+            total = 0
+
+            def pack(t):
+                nonlocal total
+                total += t.numel() * t.element_size()
+                return t
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                x = sample_with_grad(grid, z, cond, checkpointing=ckpt)
+                differentiable_reward(grid, clip, x, "a photo of a red circle")
+            rows.append({"steps": steps, "checkpointing": ckpt, "saved_MiB": total / 2**20})
+            print(rows[-1], flush=True)
+    json.dump({"command": "python scripts/bench_hacking.py memory --out " + args.out, "rows": rows},
+              open(args.out, "w"), indent=1)
+
+
 def stage_report(args) -> None:
     pool = torch.load(args.pool)
     table = pool_table(pool)
@@ -235,7 +266,7 @@ def main() -> None:
     import sys
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["pool", "noise_opt", "report"])
+    ap.add_argument("stage", choices=["pool", "noise_opt", "report", "memory"])
     ap.add_argument("--num-prompts", type=int, default=24)
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--limit", type=int, default=None, help="noise_opt: the first LIMIT prompts (interleaved)")
@@ -247,7 +278,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     args.argv = sys.argv[1:]
-    {"pool": stage_pool, "noise_opt": stage_noise_opt, "report": stage_report}[args.stage](args)
+    {"pool": stage_pool, "noise_opt": stage_noise_opt, "report": stage_report,
+     "memory": stage_memory}[args.stage](args)
 
 
 if __name__ == "__main__":
