@@ -156,13 +156,20 @@ def mean_se(values):
     return float(t.mean()), float(t.std(unbiased=True) / math.sqrt(len(t))) if len(t) > 1 else 0.0
 
 
-def pool_table(pool) -> dict:
+def pool_table(pool, ks=None) -> dict:
+    """Each rule's accuracy and verifier score per budget (over the pool's prompts, or those
+    with index in `ks`)."""
+    key = {tuple(r["seeds"]): r["k"] for r in pool["rows"] if "k" in r}
+    unique = {}
+    for r in pool["rows"]:  # a prompt run twice counts once (same seeds); the first run's first row is k=0
+        unique.setdefault(key.get(tuple(r["seeds"]), 0), r)
+    rows = [r for k, r in sorted(unique.items()) if ks is None or k in ks]
     table = {}
     for name, rule in RULES.items():
         row = {}
         for b in BUDGETS:
             acc, ver = [], []
-            for r in pool["rows"]:
+            for r in rows:
                 blocks = [torch.arange(s, s + b) for s in range(0, pool["n"] - b + 1, b)]
                 picks = [rule(r, blk) for blk in blocks]
                 acc.append(float(torch.stack([r["hit"][int(i)] for i in picks]).mean()))
@@ -186,13 +193,13 @@ def stage_noise_opt(args) -> None:
     out = {"options": opts, "budgets": list(args.budgets), "rows": []}
     if os.path.exists(args.out):
         out = json.load(open(args.out))
-    done = {r.get("k", 0) for r in out["rows"]}
+    done = {r["k"] for r in out["rows"]}
     t0 = time.perf_counter()
-    for k in interleaved(prompts):  # any prefix of the run covers the categories evenly
+    for k in interleaved(prompts)[: args.limit]:  # any prefix covers the categories evenly
         p = prompts[k]
         if k in done:
             continue
-        row = {"prompt": p["prompt"], "category": p["category"]}
+        row = {"k": k, "prompt": p["prompt"], "category": p["category"]}
         for b in args.budgets:
             proc = tts.process().for_call()
             budget = Budget(max_nfe=b * proc.num_steps)
@@ -201,7 +208,7 @@ def stage_noise_opt(args) -> None:
             img = res.best.image.float()[None] / 255  # uint8 [3, H, W] (records/result.py)
             hit = float(oracle(img, p["prompt"])[0] >= PASS)
             row[str(b)] = {"hit": hit, "verifier": res.best.score, "nfe": res.nfe, "seconds": time.perf_counter() - t,
-                           "iterations": res.settings.get("iterations")}
+                           "iterations": res.settings.get("num_iterations")}
         out["rows"].append(row)
         json.dump(out, open(args.out, "w"), indent=1)
         print(f"[{len(out['rows'])}/{len(prompts)}] " + " ".join(f"{b}x:{row[str(b)]['hit']:.0f}" for b in args.budgets)
@@ -252,7 +259,10 @@ def stage_report(args) -> None:
             s = sum(r[str(b)]["seconds"] for r in d["rows"]) / len(d["rows"])
             row[str(b)] = {"acc": a, "acc_se": ase, "verifier": v, "verifier_se": vse, "seconds": s}
         table[name] = row
-    res = {"command": " ".join(["python scripts/bench_hacking.py"] + args.argv), "prompts": len(pool["rows"]),
+        same = pool_table(pool, {r["k"] for r in d["rows"]})  # best_of_n on the same prompts
+        table[f"best_of_n on the {len(d['rows'])} noise_opt prompts"] = same["best_of_n"]
+    res = {"command": " ".join(["python scripts/bench_hacking.py"] + args.argv),
+           "prompts": len({tuple(r["seeds"]) for r in pool["rows"]}),
            "pool_n": pool["n"], "steps": pool["steps"], "machine": "CPU, torch.set_num_threads(1)", "table": table}
     json.dump(res, open(args.out, "w"), indent=1)
     print(f"| method | " + " | ".join(f"{b}x acc (CLIP)" for b in BUDGETS) + " |")
