@@ -51,7 +51,7 @@ def _sidecar(result) -> dict:
 
 def test_every_builtin_is_walked():
     assert set(SEARCHERS) == {e.name for e, _ in BUILTIN_SEARCHERS} and set(SEARCHERS) <= set(available_searchers())
-    assert len(SEARCHERS) == 12 and len(VERIFIERS) == 6
+    assert len(SEARCHERS) == 13 and len(VERIFIERS) == 6
 
 
 @pytest.mark.parametrize("name", SEARCHERS)
@@ -72,9 +72,10 @@ def test_searcher_defaults_listed_run_and_recorded_are_the_declared_ones(name, t
 
     monkeypatch.setattr(search, "__wrapped__", spy)
     budget = min_budget(name, STEPS)
-    verifier = "clip" if name == "driftlite" else None  # its default target tilts by a differentiable reward
-    result = tts.run(SearchRequest(PROMPT, searcher=name, verifier=verifier, num_inference_steps=STEPS, budget=budget,
-                                   guidance_scale=2.0), progress=False)
+    # a search that follows the verifier's gradient (noise_opt, driftlite's default tilt) gets the domain CLIP
+    verifier = "clip" if search.entry.needs_gradient or name == "driftlite" else None
+    result = tts.run(SearchRequest(PROMPT, searcher=name, num_inference_steps=STEPS, budget=budget, guidance_scale=2.0,
+                                   verifier=verifier), progress=False)
     ran_with = {k: v for k, v in received.items() if k != "negative_prompt"}
     assert all(ran_with[p.name] is p.default for p in spec)  # the declared objects themselves
     recorded = _sidecar(result)["run"]["searcher_options"]

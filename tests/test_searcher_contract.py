@@ -34,6 +34,7 @@ SETTINGS = {
                 "critic": "none"},
     "draft_commit": {"num_samples": 4, "top_k": 2, "draft": "preview", "draft_steps": 3},
     "evo": {"evolution_schedule": (0, 2, 4), "population_size_schedule": (3, 2, 2, 2), "elite_size": 1},
+    "noise_opt": {"num_samples": 2, "num_iterations": 1, "reg_weight": 0.0},
 }
 ALL = sorted(SETTINGS)
 
@@ -50,7 +51,10 @@ def make_proc(max_batch=1 << 16):
 def run(name, proc, verifier=None, budget=None, seed=0, **extra):
     opts = {**SETTINGS[name], **extra}
     budget = Budget(budget if budget is not None else min_budget(name, STEPS, **opts) + 3)
-    return load_searcher(name)(proc, verifier or FunctionVerifier(reward, 2), "a", budget,
+    verifier = verifier or FunctionVerifier(reward, 2)
+    if load_searcher(name).entry.needs_gradient:  # noise_opt: these rewards are torch functions of x
+        verifier.differentiable = True
+    return load_searcher(name)(proc, verifier, "a", budget,
                                torch.Generator().manual_seed(seed), **opts)
 
 
@@ -143,10 +147,11 @@ def test_minimum_budget_is_exact(name):
         extra = {"target": "anneal"}
     need = min_budget(name, STEPS)
     proc = make_proc()
-    load_searcher(name)(proc, FunctionVerifier(reward, 2), "a", Budget(need), torch.Generator().manual_seed(0),
-                        **extra)
+    v = FunctionVerifier(reward, 2)
+    v.differentiable = load_searcher(name).entry.needs_gradient  # noise_opt: a torch function of x
+    load_searcher(name)(proc, v, "a", Budget(need), torch.Generator().manual_seed(0), **extra)
     with pytest.raises(TTSInputError):
-        load_searcher(name)(proc, FunctionVerifier(reward, 2), "a", Budget(need - 1), torch.Generator(), **extra)
+        load_searcher(name)(proc, v, "a", Budget(need - 1), torch.Generator(), **extra)
 
 
 def test_minimum_budget_values():

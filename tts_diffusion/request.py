@@ -140,6 +140,10 @@ class SearchRequest:
         verifier_options = dict(self.verifier_options or {})
         if isinstance(verifier, str):
             verifier_options = verifier_entry(verifier).options(verifier_options)
+            if entry.needs_gradient:  # e.g. noise_opt: one line naming the differentiable verifiers
+                from .verifiers.registry import check_differentiable
+
+                check_differentiable(verifier)
         elif verifier_options:
             raise TTSInputError(f"verifier options {sorted(verifier_options)} apply to a registered verifier name only")
         return dataclasses.replace(

@@ -256,6 +256,13 @@ class DenoisingProcess:
         self.call.latest_x0 = (i, pred.x0)  # an interrupted search scores these on the way out
         return pred
 
+    def denoise_with_grad(self, x: torch.Tensor, i: int, cond: Conditioning) -> Prediction:
+        """`denoise` keeping the autograd graph from x (and the model's inputs) to the
+        prediction, for gradients through the denoiser (noise optimisation); charged to the
+        budget like `denoise` (1 NFE a row; the caller charges the backward, core/budget.py)."""
+        with torch.enable_grad():
+            return DenoisingProcess.denoise.__wrapped__(self, x, i, cond)
+
     def _guided(self, x: torch.Tensor, i: int, cond: Conditioning, cfg: bool):
         """The model output for the rows `self.call.rows` (x), guided when cfg. The hooks of
         the call's features (core/state.py `ModelFeature`: T-GATE, Alfie's attention capture)

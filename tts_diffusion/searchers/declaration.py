@@ -31,14 +31,19 @@ class SearcherEntry:
     #: resampling, no jump back to a noisier step): diffusers' cache hooks, whose state is
     #: one trajectory per batch, can follow it (features/diffusers_cache.py)
     fresh_trajectories: bool = False
+    #: True: the search follows the verifier's gradient (a non-differentiable verifier is refused)
+    needs_gradient: bool = False
 
     @classmethod
     def declare(cls, name: str, description: str, *, params: Sequence[Param] = (),
                 run_defaults: Mapping[str, int] | None = None,
-                min_budget: MinBudget | None = None, fresh_trajectories: bool = False) -> "SearcherEntry":
+                min_budget: MinBudget | None = None, fresh_trajectories: bool = False,
+                needs_gradient: bool = False) -> "SearcherEntry":
         """An entry: `keep_images` is added when not declared; run_defaults may set
         num_inference_steps and budget only (a paper's setting, used when the caller leaves
-        them out); min_budget(num_steps, options): the least NFE a run needs."""
+        them out); min_budget(num_steps, options): the least NFE a run needs; needs_gradient:
+        the search follows the verifier's gradient (SearchRequest.check refuses a registered
+        verifier declared not differentiable)."""
         unknown = set(run_defaults or {}) - set(RUN_DEFAULT_KEYS)
         if unknown:
             raise ValueError(f"run_defaults takes num_inference_steps and budget, not {sorted(unknown)}")
@@ -46,7 +51,7 @@ class SearcherEntry:
         if KEEP_IMAGES.name not in {p.name for p in params}:
             params.append(KEEP_IMAGES)
         return cls(name, description, ParamSpec(f"searcher {name!r}", params), dict(run_defaults or {}), min_budget,
-                   bool(fresh_trajectories))
+                   bool(fresh_trajectories), bool(needs_gradient))
 
     def options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Every option: `given` validated, the declared defaults for the rest."""

@@ -31,6 +31,7 @@ from .evo_spec import EVO
 from .declaration import MinBudget, SearcherEntry
 from .driftlite_spec import DRIFTLITE
 from .fkc_spec import FKC
+from .noise_opt_spec import NOISE_OPT
 from .paths_spec import PATHS
 from .rbf_spec import CODE, RBF, SVDD
 from .reflect_spec import REFLECT
@@ -67,6 +68,7 @@ BUILTIN: tuple[tuple[SearcherEntry, str], ...] = (
     (DRIFTLITE, "driftlite"),
     (EVO, "evo"),
     (DRAFT_COMMIT, "draft_commit"),
+    (NOISE_OPT, "noise_opt"),
 )
 
 _REGISTRY = Registry("searcher", BUILTIN, __package__)
