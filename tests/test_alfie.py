@@ -333,6 +333,19 @@ def test_every_searcher_runs_with_rgba(shapes, searcher):
             shapes("a photo of a blue square", searcher=searcher, budget=budget, num_inference_steps=4,
                    verifier="oracle", rgba=True, progress=False)
         return
+    from tts_diffusion.searchers import searcher_entry
+
+    if searcher == "driftlite" or searcher_entry(searcher).needs_gradient:  # follows the verifier's gradient:
+        with pytest.raises(TTSInputError, match=f"does not work with the {searcher} searcher yet"):  # refused first
+            shapes("a photo of a blue square", searcher=searcher, budget=budget, num_inference_steps=4,
+                   verifier="clip", rgba=True, progress=False)
+        if searcher != "driftlite":
+            return
+        # driftlite's annealed target needs no reward gradient: it runs with rgba
+        r = shapes("a photo of a blue square", searcher=searcher, budget=budget, num_inference_steps=4, seed=1,
+                   verifier="oracle", rgba=True, progress=False, target="anneal")
+        assert r.alpha is not None and r.alpha.shape == (64, 64) and r.nfe <= budget
+        return
     r = shapes("a photo of a blue square", searcher=searcher, budget=budget, num_inference_steps=4, seed=1,
                verifier="oracle", rgba=True, progress=False)
     assert r.alpha is not None and r.alpha.shape == (64, 64) and r.nfe <= budget

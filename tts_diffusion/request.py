@@ -129,6 +129,12 @@ class SearchRequest:
         if verifier is None:
             verifier = default_verifier if default_verifier is not None else default_verifier_name(embedded_model)
         reward_guidance = self._checked_guidance(name, verifier)
+        follows_gradient = entry.needs_gradient or (entry.name == "driftlite"
+                                                     and searcher_options.get("target") != "anneal")
+        if self.rgba and follows_gradient:
+            raise TTSInputError(f"{name['rgba']} does not work with the {entry.name} searcher yet (it follows the"
+                                " verifier's gradient, and the RGBA compositing verifier has none); use another"
+                                " searcher" + (" or driftlite's target=anneal" if entry.name == "driftlite" else ""))
         if entry.name == "driftlite":  # its reward's gradient and its targets, before model work
             if searcher_options.get("target") == "product":
                 raise TTSInputError("driftlite does not sample products of experts (future work in the DriftLite paper,"
