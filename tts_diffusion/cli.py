@@ -468,21 +468,15 @@ def _search_or_stop(tts, run: dict, quiet: bool, exit_on_error: bool = True):
         return None
     except KeyboardInterrupt as stop:
         _write_interrupted(run, stop.result if isinstance(stop, SearchInterrupted) else None)
-    problem = _image_problem(result)
+    from .records.result import image_problem
+
+    problem = image_problem(result)  # not a picture (non-finite output, one flat colour): told, never presented
     if problem is not None:
         click.echo(f"error: {run.get('label') + ': ' if run.get('label') else ''}{problem}; nothing written", err=True)
         if exit_on_error:
             sys.exit(EXIT_BAD_OUTPUT)
         return None
     return result
-
-
-def _image_problem(result) -> str | None:
-    """Why the best image is not a picture (non-finite model output, decoded as one flat colour),
-    or None: such a run is told to the user, not presented as a result (nothing written, exit 1)."""
-    from .records.result import image_problem
-
-    return image_problem(result)
 
 
 def _save(result, out):
