@@ -12,7 +12,8 @@ import pytest
 
 HEAVY = ("torch", "diffusers", "transformers", "open_clip")
 
-_PROBE = textwrap.dedent("""
+#: runs the CLI with the argv given as JSON; `code` is its exit code (the probes below add what they print)
+_RUN_CLI = textwrap.dedent("""
     import json, sys
     sys.argv = ["tts-diffusion", *json.loads(sys.argv[1])]
     import tts_diffusion.cli as cli
@@ -21,6 +22,8 @@ _PROBE = textwrap.dedent("""
         code = 0
     except SystemExit as e:
         code = e.code
+""")
+_PROBE = _RUN_CLI + textwrap.dedent("""
     print(json.dumps({"code": code, "heavy": [m for m in %r if m in sys.modules]}), file=sys.stderr)
 """ % (HEAVY,))
 
@@ -282,15 +285,7 @@ def test_register_takes_an_entry_or_its_parts_not_both():
 
 
 # ------------------------------------------------------------------ generate's start-up
-_GENERATE_PROBE = textwrap.dedent("""
-    import json, sys
-    sys.argv = ["tts-diffusion", *json.loads(sys.argv[1])]
-    import tts_diffusion.cli as cli
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
+_GENERATE_PROBE = _RUN_CLI + textwrap.dedent("""
     from tts_diffusion._startup import is_deferred
     print(json.dumps({"code": code, "modules": sorted(sys.modules),
                       "deferred": [m for m in sys.modules if is_deferred(m)]}), file=sys.stderr)
