@@ -45,7 +45,7 @@ import torch
 
 from ..core.budget import Budget
 from ..core.process import Conditioning, DenoisingProcess
-from ..core.reward_grad import differentiable_reward
+from ..core.reward_grad import check_differentiable_verifier, differentiable_reward
 from ..errors import TTSInputError
 from ..features.guidance import denoise_with_graph
 from ..records.result import SearchResult, to_uint8
@@ -121,6 +121,7 @@ def reward_grad_through_denoiser(proc: DenoisingProcess, cond: Conditioning,
         n = x.shape[0]
         if proc.budget is not None:
             proc.budget.charge_nfe(n)
+            proc.budget.charge_model_rows(n)
             proc.budget.charge_denoiser_backward(n)
         xg = x.detach().requires_grad_(True)
         with torch.enable_grad():
@@ -225,6 +226,8 @@ def das(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
     particles as the budget pays for."""
     if proc.call.step_hook is not None:
         raise TTSInputError("das makes its own gradient-guided proposals; turn the call's reward guidance off")
+    if gradient:  # before any model work: one line naming the differentiable verifiers
+        check_differentiable_verifier(verifier)
     n = proc.num_steps
     per_particle = n + (3 * len(stochastic_steps(proc, eta)) if gradient else 0)
     affordable = budget.remaining_nfe // per_particle
