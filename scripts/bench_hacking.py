@@ -369,6 +369,26 @@ def stage_report(args) -> None:
         table[name] = row
         same = pool_table(pool, {r["k"] for r in d["rows"]})  # best_of_n on the same prompts
         table[f"best_of_n on the {len(d['rows'])} noise_opt prompts"] = same["best_of_n"]
+    for path in args.das:
+        d = json.load(open(path))
+        opts = ",".join(f"{k}={v}" for k, v in d["options"].items())
+        runs = {"": ("hit", "verifier"), " best-CLIP particle": ("hit_best_clip", "verifier_best_clip"),
+                " weighted population": ("hit_target", "verifier_target")}
+        for suffix, (hit, ver) in runs.items():
+            row = {}
+            for b in d["budgets"]:
+                done = [r[str(b)] for r in d["rows"] if "hit" in r[str(b)]]
+                if not done:
+                    continue
+                a, ase = mean_se([c[hit] for c in done])
+                v, vse = mean_se([c[ver] for c in done])
+                row[str(b)] = {"acc": a, "acc_se": ase, "verifier": v, "verifier_se": vse,
+                               "seconds": sum(c["seconds"] for c in done) / len(done),
+                               "particles": done[0]["particles"]}
+            table[f"das({opts}){suffix}"] = row
+        same = pool_table(pool, {r["k"] for r in d["rows"]})
+        table[f"best_of_n on the {len(d['rows'])} das prompts"] = same["best_of_n"]
+        table[f"early_stop_views on the {len(d['rows'])} das prompts"] = same["early_stop_views"]
     res = {"command": " ".join(["python scripts/bench_hacking.py"] + args.argv),
            "prompts": len({tuple(r["seeds"]) for r in pool["rows"]}),
            "pool_n": pool["n"], "steps": pool["steps"], "machine": "CPU, torch.set_num_threads(1)", "table": table}
