@@ -18,11 +18,15 @@ sweep() {  # name nproc args...
 # #30: evo against best_of_n, zero_order and smc at equal NFE, the oracle guiding and judging
 sweep oracle 4 --methods evo,best_of_n,zero_order,smc --budgets 4,16,64 --verifier oracle --judge oracle
 # #30 / #31 / #33: the domain CLIP guiding, the oracle judging (held out)
-sweep clip 6 --methods best_of_n,evo,zero_order,smc,driftlite,draft_commit --budgets 1,4,16,64 --verifier clip --judge oracle
+sweep clip 4 --methods best_of_n,evo,zero_order,smc --budgets 1,4,16,64 --verifier clip --judge oracle
+sweep clip2 3 --methods driftlite,draft_commit,das --budgets 4,16,64 --verifier clip --judge oracle
 # #33: TFG reward guidance (the domain CLIP's gradient) under best_of_n and SMC
 sweep tfg 3 --methods best_of_n,smc --budgets 4,16,64 --verifier clip --judge oracle --reward-guidance clip
 # #31: gradient noise optimisation, the domain CLIP guiding
 sweep noiseopt 2 --methods noise_opt --budgets 4,16,64 --verifier clip --judge oracle
+# #31: the hacking pool (64 candidates a prompt, the domain CLIP's scores and views, the oracle's verdicts)
+timeout "$LIMIT" python3 scripts/bench_hacking.py pool --num-prompts $((2 * K)) --device ${DEV:-cuda} \
+  --out "$OUT/hacking_pool.pt" > "$OUT/hacking_pool.log" 2>&1 &
 wait
 python3 - "$OUT" <<'PY'
 import glob, json, sys
