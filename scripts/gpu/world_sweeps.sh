@@ -35,6 +35,8 @@ sys.path.insert(0, ".")
 from tts_diffusion.bench.records import load_done
 for log in sorted(glob.glob(sys.argv[1] + "/*.log")):
     f = log[:-4] + ".jsonl"  # the merged file and/or a killed run's part files
+    if not glob.glob(f + "*"):
+        continue
     recs = list(load_done(Path(f)).values())
     by = {}
     for r in recs:
