@@ -79,8 +79,9 @@ DEFAULT_VARIANTS = ("plain,eager,eager+tgate,regional+tgate,compiled-ro+tgate,re
 RES_BLOCKS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
 
 
-class TimeLimit(Exception):
-    """The run reached --time-limit."""
+class TimeLimit(BaseException):
+    """The run reached --time-limit (a BaseException, like KeyboardInterrupt, so that library
+    code catching Exception lets it through)."""
 
 
 def parse_variant(v: str) -> tuple[str, bool]:
@@ -501,13 +502,15 @@ def main() -> None:
         args.device, args.tiny, args.backend, args.size, args.n, args.steps = "cpu", True, "aot_eager", 64, 2, 4
         args.tgate, args.repeats, args.max_batch = 2, 1, 2
     deadline = time.monotonic() + args.time_limit if args.time_limit > 0 else None
+    guarded = [False]  # the alarm interrupts a variant, never the setup, the table or the JSON
 
     def on_alarm(signum, frame):
-        raise TimeLimit(f"time limit of {args.time_limit:.0f} s reached")
+        if guarded[0]:
+            guarded[0] = False
+            raise TimeLimit(f"time limit of {args.time_limit:.0f} s reached")
 
     if deadline is not None:
         signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, args.time_limit)
 
     from tts_diffusion import TGate, TTSPipeline
     from tts_diffusion.verifiers import CLIPVerifier
@@ -548,6 +551,11 @@ def main() -> None:
     fam_now, tts, expected = None, None, {}
     eager_family = ("plain", "eager", "eager-cl")
     stopped = None
+    if deadline is not None:
+        if deadline - time.monotonic() <= 0:
+            stopped = f"time limit of {args.time_limit:.0f} s reached before the first variant"
+        else:
+            signal.setitimer(signal.ITIMER_REAL, deadline - time.monotonic())
     pipe_state = [None]  # None: never searched with; "eager": by eager families only; "compiled"
 
     def pipe_for(fam: str):
@@ -582,6 +590,7 @@ def main() -> None:
                 print(f"{name:<24} skipped: {left:.0f} s left, about {need:.0f} s needed", flush=True)
                 continue
         try:
+            guarded[0] = True
             t_var = time.monotonic()
             if fam != fam_now:
                 fam_now = None  # a failed setup leaves no usable family
@@ -590,6 +599,7 @@ def main() -> None:
             compiled = fam not in eager_family
             row = run_variant(name, fam, tts, pipe, verifier, args, device,
                               {"tgate": args.tgate} if gated else {}, compiled)
+            guarded[0] = False
             rows.append(row)
             took = time.monotonic() - t_var
             # what a later variant of this kind should need: the searches, without compiling again
@@ -605,22 +615,36 @@ def main() -> None:
             rows.append({"variant": name, "family": fam, "tgate": gated, "error": f"stopped ({stopped})"})
             print(f"{name:<24} stopped: {stopped}", flush=True)
         except Exception as e:  # noqa: BLE001 -- one variant failing (e.g. CUDA graphs) must not end the run
+            cause = e
+            while cause is not None and not isinstance(cause, TimeLimit):
+                cause = cause.__cause__ or cause.__context__
+            if cause is not None:  # the time limit, wrapped by library code
+                stopped = str(cause)
+                rows.append({"variant": name, "family": fam, "tgate": gated, "error": f"stopped ({stopped})"})
+                print(f"{name:<24} stopped: {stopped}", flush=True)
+                guarded[0] = False
+                write()
+                continue
             msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
             rows.append({"variant": name, "family": fam, "tgate": gated, "error": f"{type(e).__name__}: {msg}"})
             print(f"{name:<24} FAILED: {type(e).__name__}: {msg}", flush=True)
             traceback.print_exc(limit=6)
             fam_now = None  # rebuild before the next variant
+        guarded[0] = False
         write()
     if args.profile_eager and not stopped:
         try:
+            guarded[0] = True
             p = pipe_for("eager")
             out["profile_eager"] = profile_eager(p, setup_family("eager", p, args, device), verifier, args, device)
+            guarded[0] = False
         except TimeLimit as e:
             stopped = str(e)
             print(f"profile-eager stopped: {stopped}", flush=True)
         except Exception as e:  # noqa: BLE001
             out["profile_eager"] = {"error": f"{type(e).__name__}: {e}"}
             traceback.print_exc(limit=6)
+    guarded[0] = False
     if deadline is not None:
         signal.setitimer(signal.ITIMER_REAL, 0)
     out["stopped"] = stopped
