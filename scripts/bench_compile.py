@@ -8,7 +8,7 @@ diffusers' (issue 32).
 Setting (issue 13): SD-1.5 architecture (random weights, real sizes), best-of-32, 512x512,
 25 DDIM steps, CFG 7.5, CLIP ViT-L/14-architecture verifier (random weights), fp16.
 
-    python scripts/bench_compile.py --time-limit 420 --out docs/bench_compile.json     # one H100
+    python scripts/bench_compile.py --time-limit 450 --repeats 2 --profile-eager --out docs/bench_compile.json  # H100
     python scripts/bench_compile.py --variants eager+tgate,regional+tgate --repeats 2 --out ...
     python scripts/bench_compile.py --smoke --out /tmp/bench_compile.json   # CPU, tiny models, aot_eager
 
@@ -569,6 +569,10 @@ def main() -> None:
         if pipe_state[0] == "compiled" or (fam not in eager_family and pipe_state[0] is not None):
             tts = None
             torch._dynamo.reset()
+            with contextlib.suppress(Exception):  # CUDA graph pools of a -ro family
+                from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+
+                reset_cudagraph_trees()
             pipe = None
             gc.collect()
             torch.cuda.empty_cache() if device.type == "cuda" else None
