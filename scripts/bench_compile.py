@@ -278,7 +278,7 @@ class PlainResult:
 def plain_search(pipe, verifier, args, device):
     """Plain diffusers at equal work: all N images in one call (num_images_per_prompt), then
     the verifier on them."""
-    gens = [torch.Generator(device).manual_seed(s) for s in range(args.n)]
+    gens = [torch.Generator().manual_seed(s) for s in range(args.n)]  # CPU generators, as the toolkit draws
     with torch.no_grad():
         images = pipe(PROMPT, num_images_per_prompt=args.n, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, height=args.size, width=args.size, generator=gens,
