@@ -280,3 +280,49 @@ def test_rgba_search_after_a_plain_one_reuses_the_plain_graph():
     before = backend.frame_count
     fast("a photo of a corgi", **kw)
     assert backend.frame_count == before
+
+
+def test_regional_compile_of_a_gated_search_shares_each_block_graph():
+    """Regional compilation (diffusers' `compile_repeated_blocks`: every BasicTransformerBlock
+    compiled on its own, fullgraph, static shapes) under T-GATE: the blocks of one shape share
+    one graph per T-GATE phase, so a gated search compiles (distinct block shapes) x (phases)
+    graphs however many blocks the UNet has (T-GATE's hooks once looked their module up by
+    name in the frame: every block was a graph of its own), nothing breaks, a second search
+    compiles nothing, and the result is the eager gated search's (issue 32)."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+    from torch._dynamo.utils import counters
+
+    from tts_diffusion.pipelines.compile import _install_inert_hooks
+
+    steps, tg = 5, TGate(gate_step=3, sp_interval=2, fi_interval=1, warm_up=0)
+    phases = tg.phases(steps)
+    kw = dict(searcher="best_of_n", budget=4 * steps, num_inference_steps=steps, max_batch=2, tgate=tg,
+              output_type="pt", progress=False, **pipeline_call_kwargs("sd15"))
+    eager = TTSPipeline(make_tiny_pipeline("sd15"), verifier=BrightnessVerifier())("a red circle", **kw)
+
+    pipe = make_tiny_pipeline("sd15")
+    blocks = [m for m in pipe.unet.modules() if type(m).__name__ in pipe.unet._repeated_blocks]
+    shapes = set()
+    handles = [b.register_forward_pre_hook(lambda m, a, k: shapes.add((tuple(a[0].shape[1:]) if a else
+                                                                      tuple(k["hidden_states"].shape[1:]))),
+                                           with_kwargs=True) for b in blocks]
+    TTSPipeline(pipe, verifier=BrightnessVerifier())("a red circle", **{**kw, "tgate": None, "budget": steps})
+    for h in handles:
+        h.remove()
+    assert len(blocks) > len(shapes) >= 1  # some blocks repeat a shape: sharing is observable
+
+    torch._dynamo.reset()
+    counters.clear()
+    backend = CompileCounterWithBackend("aot_eager")
+    _install_inert_hooks(pipe.unet)
+    pipe.unet.compile_repeated_blocks(fullgraph=True, dynamic=False, backend=backend)
+    fast = TTSPipeline(pipe, verifier=BrightnessVerifier())
+    first = fast("a red circle", **kw)
+    assert backend.frame_count == len(shapes) * len(phases), (backend.frame_count, len(shapes), len(phases))
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    second = fast("a red circle", **kw)
+    assert backend.frame_count == len(shapes) * len(phases)  # no recompiles across steps, chunks and calls
+
+    assert [x.score for x in first.candidates] == pytest.approx([x.score for x in eager.candidates], abs=1e-6)
+    assert (first.images - eager.images).abs().max() <= 1 / 255 + 1e-6
+    assert torch.equal(first.images, second.images)

@@ -68,6 +68,16 @@ class Prediction:
         return Prediction(self.i, self.out[idx], self.x0[idx], self.eps[idx], pick(self.cond_out), pick(self.uncond_out))
 
 
+class _OnDevice:
+    """`model_timesteps[i].to(device)` on indexing (a process that is not a call view)."""
+
+    def __init__(self, timesteps: torch.Tensor, device: torch.device):
+        self.timesteps, self.device = timesteps, device
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.timesteps[i].to(self.device)
+
+
 def make_family(scheduler: Any, adapter: ModelAdapter, num_steps: int, diffusion: str = "ddim"
                 ) -> tuple[Family, torch.Tensor, SchedulerGrid | None]:
     """The grid for the pipeline's `num_inference_steps = num_steps`, the timesteps the model
@@ -144,11 +154,13 @@ class DenoisingProcess:
 
     @property
     def device(self) -> torch.device:
-        return self.adapter.device
+        pinned = self.__dict__.get("_pinned")  # a call view: read once (`for_call`)
+        return pinned[0] if pinned is not None else self.adapter.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.adapter.dtype
+        pinned = self.__dict__.get("_pinned")
+        return pinned[1] if pinned is not None else self.adapter.dtype
 
     @property
     def height(self) -> int:
@@ -163,8 +175,13 @@ class DenoisingProcess:
         budget, timings and per-particle state. `TTSPipeline` takes one per call, so a cached
         process can serve many threads at once."""
         other = copy.copy(self)
+        # the pipeline's execution device and the denoiser's dtype, read once for the call: diffusers
+        # finds them by walking every module (offload hooks, parameters), milliseconds a read, and the
+        # process reads them every step; a pipeline does not move during a search
+        other._pinned = (self.adapter.device, self.adapter.dtype)
+        other._step_inputs = None
         other.budget = None
-        other.timings = Timings(self.device)
+        other.timings = Timings(other.device)
         other.call = CallState()
         for feature in self.call.features.values():  # e.g. T-GATE enabled on a cached process
             renewed = feature.for_call()  # fresh per-particle state for the new call
@@ -278,20 +295,42 @@ class DenoisingProcess:
 
     def _guided_forward(self, x: torch.Tensor, i: int, cond: Conditioning, cfg: bool):
         rows = x.shape[0]
-        t = self.model_timesteps[i].to(self.device)
-        t = t.expand(rows * (2 if cfg else 1))
+        timesteps, embeds = self._step_inputs_for(cond, rows, cfg)
+        t = timesteps[i].expand(rows * (2 if cfg else 1))  # timesteps[i]: a 0-d tensor of its own
         if not cfg:
             # after a T-GATE gate the model sees the negative / null conditioning (the
             # reference's `prompt_embeds = negative_prompt_embeds`, SDXL's negative pooled
             # embeds and time ids), unguided
-            embeds = cond.uncond if self.do_cfg else cond.cond
-            return self.adapter.forward(x, t, expand_rows(embeds, rows)), None, None
-        if cond.uncond is None:
-            raise ValueError("this Conditioning was encoded without CFG; encode it with the same process")
-        embeds = cat_rows(expand_rows(cond.uncond, rows), expand_rows(cond.cond, rows))
+            return self.adapter.forward(x, t, embeds), None, None
         both = self.adapter.forward(torch.cat([x, x]), t, embeds)
         uncond, c = both.chunk(2)
         return uncond + self.cfg_scale * (c - uncond), c, uncond
+
+    def _step_inputs_for(self, cond: Conditioning, rows: int, cfg: bool) -> tuple[list[torch.Tensor], Any]:
+        """The grid's model timesteps on the device and the text conditioning for `rows` rows
+        (CFG: uncond rows then cond rows). A call view (`for_call`) builds them once per
+        conditioning, grid and (rows, cfg) and every later step reuses them (a plain process
+        builds them per step): a host-to-device copy per step synchronises the host with the
+        GPU, and the CFG embeddings are the same concatenation every step."""
+        if cfg and cond.uncond is None:
+            raise ValueError("this Conditioning was encoded without CFG; encode it with the same process")
+        cache = self.__dict__.get("_step_inputs", False)
+        if cache is False:
+            return _OnDevice(self.model_timesteps, self.device), self._step_embeds(cond, rows, cfg)
+        if cache is None or cache["cond"] is not cond or cache["grid"] is not self.model_timesteps:
+            # one 0-d tensor per step, each its own storage (what `model_timesteps[i].to(device)`
+            # gave: a compiled denoiser sees the same input layout every step)
+            on_device = self.model_timesteps.to(self.device)
+            cache = self._step_inputs = {"cond": cond, "grid": self.model_timesteps,
+                                         "t": [on_device[k].clone() for k in range(on_device.shape[0])]}
+        if (rows, cfg) not in cache:
+            cache[(rows, cfg)] = self._step_embeds(cond, rows, cfg)
+        return cache["t"], cache[(rows, cfg)]
+
+    def _step_embeds(self, cond: Conditioning, rows: int, cfg: bool) -> Any:
+        if cfg:
+            return cat_rows(expand_rows(cond.uncond, rows), expand_rows(cond.cond, rows))
+        return expand_rows(cond.uncond if self.do_cfg else cond.cond, rows)
 
     # ------------------------------------------------------------------ steps
     def step(self, x: torch.Tensor, i: int, pred: Prediction, eta: float = 0.0,

@@ -45,6 +45,12 @@ the state writes those into the per-particle store (averaging the CFG halves at 
 The hook itself only compares the frame's modes, looks its key up in `reuse` and stores
 into `out`, so dynamo traces it without a graph break and guards on the phase only: a
 search compiles one graph per (phase, batch shape), and a second search compiles none.
+The cross-attention hooks find their own module's cached output and hand back the output
+to cache through a per-thread cell on their attention module (`CELL`, filled from the frame
+before the call and read back after it), not through the frame's dictionaries: a lookup by
+the module's name would make every attention module a different graph, and under regional
+compilation (`compile_repeated_blocks`: the transformer blocks compiled once and shared) the
+blocks then recompile one by one; through the cell they share one graph per phase and shape.
 The MM-DiT block hooks read the same frame (their text k / v under the cross-attention
 mode; an MM-DiT state leaves the self-attention mode at COMPUTE, so it has three phases:
 before the gate with no frame, the ungated graph; the gate; after it).
@@ -57,12 +63,18 @@ from typing import Any, Iterator
 
 import torch
 
+from ..core.thread_slot import _PerThread
 from ..errors import TTSInputError
 from .tgate_frame import _FRAME, Frame
 from .tgate_spec import CACHE, COMPUTE, CROSS, ENTRY, MMDIT, REUSE, TGate
 
 #: name of the diffusers hook
 HOOK = "tts_diffusion_tgate"
+#: attribute of a hooked attention module: a per-thread cell whose value, during a gated
+#: denoiser call, is {"ca" | "sa": cached output or None, "out_ca" | "out_sa": output to cache}
+CELL = "_tts_tgate_cell"
+#: attribute of a hooked denoiser: its hooked attention modules by name
+MODULES = "_tts_tgate_modules"
 
 
 class TGateState:
@@ -73,8 +85,11 @@ class TGateState:
 
     name, label = ENTRY, "T-GATE"
 
-    def __init__(self, config: TGate, kind: str = CROSS, active: bool = True):
+    def __init__(self, config: TGate, kind: str = CROSS, active: bool = True,
+                 modules: dict[str, torch.nn.Module] | None = None):
         self.config = config
+        #: the hooked attention modules by name (CROSS): their cells carry this call's caches
+        self.modules = modules
         #: CROSS or MMDIT (`model_kind`): an MM-DiT's frames carry the cross-attention
         #: column only (its hooks cache text k / v through it), so its phases are three
         self.kind = kind
@@ -91,7 +106,7 @@ class TGateState:
         return {"tgate": self.config.describe()}
 
     def for_call(self) -> "TGateState":
-        return TGateState(self.config, self.kind, self.active)
+        return TGateState(self.config, self.kind, self.active, self.modules)
 
     # --- ParticleEntry --------------------------------------------------------
     def reset(self, num_particles: int) -> None:
@@ -134,10 +149,31 @@ class TGateState:
                     if cached is not None:
                         reuse[key] = cached
             frame = Frame(ca, sa, reuse)
-        with _FRAME.use(frame):
-            yield frame
+        cells = self._fill_cells(frame)
+        try:
+            with _FRAME.use(frame):
+                yield frame
+        finally:
+            for name, cell in cells:
+                for kind in ("ca", "sa"):
+                    if cell.value["out_" + kind] is not None:
+                        frame.out[(name, kind)] = cell.value["out_" + kind]
+                cell.value = None
         for key, out in (frame.out.items() if frame is not None else ()):
             self.write(key, rows, out, average)
+
+    def _fill_cells(self, frame: "Frame | None") -> list[tuple[str, Any]]:
+        """Hand each hooked attention module, in this thread, its cached outputs for the call."""
+        if frame is None or not self.modules:
+            return []
+        cells = []
+        for name, m in self.modules.items():
+            cell = m.__dict__.get(CELL)
+            if cell is not None:
+                cell.value = {"ca": frame.reuse.get((name, "ca")), "sa": frame.reuse.get((name, "sa")),
+                              "out_ca": None, "out_sa": None}
+                cells.append((name, cell))
+        return cells
 
     # --- cache I/O for the rows in flight -------------------------------------------
     def write(self, key: tuple[str, str], rows: slice, out: torch.Tensor, average: bool) -> None:
@@ -191,8 +227,9 @@ def _hook_class():
             self.name = name
 
         def new_forward(self, module: torch.nn.Module, *args, **kwargs):
-            # traced by dynamo under torch.compile: read only the frame (no step, rows, or
-            # store here), so the graph depends on the phase and nothing else
+            # traced by dynamo under torch.compile: read only the frame's modes and this module's
+            # cell (no step, rows, store or module name here), so the graph depends on the
+            # phase and nothing else, and repeated blocks share it
             forward = self.fn_ref.original_forward
             frame = _FRAME.get()
             if frame is None:
@@ -200,7 +237,20 @@ def _hook_class():
             ehs = args[1] if len(args) > 1 else kwargs.get("encoder_hidden_states")
             cross = ehs is not None
             mode = frame.ca if cross else frame.sa
-            key = (self.name, "ca" if cross else "sa")
+            kind = "ca" if cross else "sa"
+            slot = getattr(module, CELL, None)
+            cell = slot.value if slot is not None else None
+            if cell is not None:
+                if mode == REUSE:
+                    cached = cell[kind]
+                    if cached is not None:
+                        return cached
+                    return forward(*args, **kwargs)  # no cache for these rows: the reference computes
+                out = forward(*args, **kwargs)
+                if mode == CACHE:
+                    cell["out_" + kind] = out
+                return out
+            key = (self.name, kind)  # a state without the module map: the frame's dictionaries
             if mode == REUSE:
                 cached = frame.reuse.get(key)
                 if cached is not None:
@@ -215,6 +265,16 @@ def _hook_class():
 
 
 _INSTALL_LOCK = threading.Lock()
+
+
+class _Cell(_PerThread):
+    """A hooked attention module's per-thread cell (`CELL`); a copied model gets an empty one."""
+
+    def __deepcopy__(self, memo: dict) -> "_Cell":
+        return _Cell()
+
+    def __reduce__(self):
+        return (_Cell, ())
 
 
 def attention_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -236,9 +296,11 @@ def enable_tgate(proc: Any, tgate: "TGate | int | dict | bool | None") -> "TGate
         return None
     kind = model_kind(proc.adapter.denoiser)  # one clear error for a model it cannot gate
     active = config.active(proc.num_steps)
+    modules = None
     if active:
         install(proc.adapter.denoiser)
-    proc.call.add_feature(TGateState(config, kind, active))
+        modules = proc.adapter.denoiser.__dict__.get(MODULES) if kind == CROSS else None
+    proc.call.add_feature(TGateState(config, kind, active, modules))
     return config
 
 
@@ -280,6 +342,9 @@ def install(model: torch.nn.Module) -> int:
             registry = HookRegistry.check_if_exists_or_initialize(m)
             if registry.get_hook(HOOK) is None:
                 registry.register_hook(hook_cls(name), HOOK)
+            if CELL not in m.__dict__:
+                m.__dict__[CELL] = _Cell()
+        model.__dict__[MODULES] = dict(mods)
     return len(mods)
 
 
@@ -293,3 +358,5 @@ def uninstall(model: torch.nn.Module) -> None:
             registry = getattr(m, "_diffusers_hook", None)
             if registry is not None and registry.get_hook(HOOK) is not None:
                 registry.remove_hook(HOOK, recurse=False)
+            m.__dict__.pop(CELL, None)
+        model.__dict__.pop(MODULES, None)
