@@ -8,25 +8,22 @@ set -u
 OUT=${1:?out dir}; K=${2:-54}; LIMIT=${3:-470}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt" 2>/dev/null
-port=29600
-sweep() {  # name nproc args...
-  local name=$1 n=$2; shift 2; port=$((port + 1))
-  timeout "$LIMIT" python3 -m torch.distributed.run --nproc_per_node "$n" --master_port $port \
-    -m tts_diffusion.cli bench --device ${DEV:-cuda:0} --threads 1 --num-prompts "$K" --out "$OUT/$name.jsonl" "$@" \
-    > "$OUT/$name.log" 2>&1 &
+sweep() {  # name methods args...: one process per method (torchrun's ranks would each take a GPU of their own)
+  local name=$1 methods=$2; shift 2
+  for m in ${methods//,/ }; do
+    timeout "$LIMIT" python3 -m tts_diffusion.cli bench --device ${DEV:-cuda:0} --threads 1 --num-prompts "$K" \
+      --methods "$m" --out "$OUT/$name-$m.jsonl" "$@" > "$OUT/$name-$m.log" 2>&1 &
+  done
 }
 # #30: evo against best_of_n, zero_order and smc at equal NFE, the oracle guiding and judging
-sweep oracle 4 --methods evo,best_of_n,zero_order,smc --budgets 4,16,64 --verifier oracle --judge oracle
+sweep oracle evo,best_of_n,zero_order,smc --budgets 4,16,64 --verifier oracle --judge oracle
 # #30 / #31 / #33: the domain CLIP guiding, the oracle judging (held out)
-sweep clip 4 --methods best_of_n,evo,zero_order,smc --budgets 1,4,16,64 --verifier clip --judge oracle
-sweep clip2 3 --methods driftlite,draft_commit,das --budgets 4,16,64 --verifier clip --judge oracle
+sweep clip best_of_n,evo,zero_order,smc --budgets 1,4,16,64 --verifier clip --judge oracle
+sweep clip driftlite,draft_commit,das --budgets 4,16,64 --verifier clip --judge oracle
 # #33: TFG reward guidance (the domain CLIP's gradient) under best_of_n and SMC
-sweep tfg 3 --methods best_of_n,smc --budgets 4,16,64 --verifier clip --judge oracle --reward-guidance clip
+sweep tfg best_of_n,smc --budgets 4,16,64 --verifier clip --judge oracle --reward-guidance clip
 # #31: gradient noise optimisation, the domain CLIP guiding
-sweep noiseopt 2 --methods noise_opt --budgets 4,16,64 --verifier clip --judge oracle
-# #31: the hacking pool (64 candidates a prompt, the domain CLIP's scores and views, the oracle's verdicts)
-timeout "$LIMIT" python3 scripts/bench_hacking.py pool --num-prompts $((2 * K)) --device ${DEV:-cuda} \
-  --out "$OUT/hacking_pool.pt" > "$OUT/hacking_pool.log" 2>&1 &
+sweep clip noise_opt --budgets 4,16,64 --verifier clip --judge oracle
 wait
 python3 - "$OUT" <<'PY'
 import glob, json, sys
@@ -68,3 +65,4 @@ for i in range(3 if "--smoke" not in sys.argv else 1):
         print(rows[-1], flush=True)
 json.dump(rows, open(f"{out}/startup_h100.json", "w"), indent=1)
 PY
+tar czf /tmp/world_results.tgz -C "$OUT" . && rm -rf "$OUT"/* && mv /tmp/world_results.tgz "$OUT/"
