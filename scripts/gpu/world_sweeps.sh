@@ -43,7 +43,7 @@ for log in sorted(glob.glob(sys.argv[1] + "/*.log")):
         print(f"  {m:13s} {b:3d}x  acc {sum(h)/len(h):.3f}  n {len(h)}")
 PY
 # #29: start-up on the H100: the whole process minus the search's own timings.total, 3 runs
-python3 - "$OUT" ${SMOKE:+--smoke} <<'PY'
+[ -n "${SKIP_STARTUP:-}" ] || python3 - "$OUT" ${SMOKE:+--smoke} <<'PY'
 import json, subprocess, sys, time
 out = sys.argv[1]
 rows = []
