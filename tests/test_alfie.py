@@ -280,8 +280,18 @@ def test_rgba_png_and_sidecar(shapes, tmp_path):
     np.testing.assert_array_equal(arr[..., 3], r.alpha.numpy())
     meta = json.loads(sidecar.read_text())
     assert meta["files"] == {"rgba": "cut.png", "rgb": "cut.rgb.png", "alpha": "cut.alpha.png"}
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "cut.rgb.png")), arr[..., :3])
+    rgb = np.asarray(Image.open(tmp_path / "cut.rgb.png"))
+    np.testing.assert_array_equal(rgb, np.asarray(r.image))
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "cut.alpha.png")), arr[..., 3])
+    # the RGBA's colours are the decontaminated ones: the image's but on the matte's edge
+    np.testing.assert_array_equal(arr[..., :3], r.foreground.numpy())
+    a = arr[..., 3]
+    core = np.ones_like(a, bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            core &= np.roll(a, (dy, dx), (0, 1)) == 255
+    changed = (arr[..., :3] != rgb).any(-1)
+    assert changed.any() and not changed[(a == 0) | core].any()
 
 
 def test_mattes_in_parallel_threads_equal_the_sequential_ones(shapes):
