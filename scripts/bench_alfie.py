@@ -408,6 +408,9 @@ def run_matte(args) -> dict:
     if args.sheet:
         contact_sheet(data, args.sheet)
         out["sheet"] = args.sheet
+    if args.edge_sheet:
+        edge_sheet(data, args.edge_sheet)
+        out["edge_sheet"] = args.edge_sheet
     return out
 
 
@@ -491,6 +494,42 @@ def contact_sheet(data: list[dict], path: str, per_category: int = 4, scale: int
         for c, p in enumerate(panels):
             sheet.paste(Image.fromarray(np.round(np.clip(p, 0, 1) * 255).astype(np.uint8)), (x0 + c * cw, y0 + 14))
         draw.text((x0 + 2, y0 + 1), f"{d['prompt'].replace('a photo of ', '')}  IoU {m['iou']:.2f}", fill="black")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def edge_sheet(data: list[dict], path: str, scale: int = 4) -> None:
+    """The light outline, before and after: candidate 0 of the first prompt of each category,
+    the cut-out with the RGB's own colours and with the decontaminated ones (as the RGBA has
+    them), each over the checkerboard and over a dark grey; 4x nearest."""
+    from PIL import Image, ImageDraw
+
+    from tts_diffusion.pipelines import matte
+
+    picked = [next(d for d in data if d["category"] == cat) for cat in MATTE_CATEGORIES
+              if any(d["category"] == cat for d in data)]
+    h, w = data[0]["images"].shape[-2:]
+    cw, ch = w * scale, h * scale
+    sheet = Image.new("RGB", (4 * cw + 6, len(picked) * (ch + 16) + 16), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, title in enumerate(("RGB colours, checkerboard", "RGB colours, dark", "decontaminated, checkerboard",
+                               "decontaminated, dark")):
+        draw.text((c * (cw + 2) + 2, 2), title, fill="black")
+    board = checkerboard(ch, cw, 4 * scale)
+    dark = np.full((ch, cw, 3), 0.15, np.float32)
+    up = lambda x: np.repeat(np.repeat(x, scale, 0), scale, 1)  # noqa: E731
+    for j, d in enumerate(picked):
+        img = d["images"][0].permute(1, 2, 0).numpy()
+        lat = d["grid"][0] * 2
+        a, _ = matte.contrast_matte(img, d["cross"][0], d["self"][0], tuple(d["grid"]),
+                                    matte.border_tokens(tuple(d["grid"]), (lat, lat), 2))
+        al = up(a)[..., None]
+        y0 = 16 + j * (ch + 16)
+        draw.text((2, y0 + 1), d["prompt"].replace("a photo of ", ""), fill="black")
+        for c, (cols, under) in enumerate([(img, board), (img, dark), (matte.foreground_colours(img, a), board),
+                                           (matte.foreground_colours(img, a), dark)]):
+            p = up(cols.astype(np.float32) / 255) * al + under * (1 - al)
+            sheet.paste(Image.fromarray(np.round(np.clip(p, 0, 1) * 255).astype(np.uint8)), (c * (cw + 2), y0 + 14))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
 
@@ -732,6 +771,8 @@ def main() -> None:
                     help="matte: mattes to measure (contrast: rgba's; paper: Alfie's soft alpha x GrabCut)")
     ap.add_argument("--timing-prompts", type=int, default=0, help="matte: prompts timed plain vs rgba")
     ap.add_argument("--sheet", default=None, help="matte: write a 24-image contact sheet PNG here")
+    ap.add_argument("--edge-sheet", dest="edge_sheet", default=None,
+                    help="matte: write the edge colours before / after decontamination (6 images) as a PNG here")
     ap.add_argument("--out", required=True, help="output path without extension (<out>.json)")
     args = ap.parse_args()
     for name in ("prompts", "n", "size", "layers", "steps", "particles", "reps"):
