@@ -300,15 +300,20 @@ def foreground_colours(image: np.ndarray, alpha: np.ndarray, radius: int = 3) ->
     twice the radius."""
     import cv2
 
-    u8 = image.dtype == np.uint8
-    x = image.astype(np.float32) / 255 if u8 else image.astype(np.float32)
     k3 = np.ones((3, 3), np.uint8)
     core = cv2.erode((alpha >= 1.0).astype(np.uint8), k3).astype(bool)
     clear = cv2.erode((alpha <= 0.0).astype(np.uint8), k3, borderType=cv2.BORDER_REPLICATE).astype(bool)
     edge = (alpha > 0) & ~core
+    out = image.copy()
     if not edge.any():
-        return image.copy()
-    out = x.copy()
+        return out
+    # only the edge's neighbourhood matters (the widest window, 2 * radius, around an edge pixel)
+    ys, xs = np.nonzero(edge)
+    pad = 2 * radius + 1
+    win = np.s_[max(0, ys.min() - pad) : ys.max() + pad + 1, max(0, xs.min() - pad) : xs.max() + pad + 1]
+    u8 = image.dtype == np.uint8
+    x = image[win].astype(np.float32) / (255 if u8 else 1)
+    core, clear, edge = core[win], clear[win], edge[win]
 
     def local_mean(m: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
         k = (2 * r + 1, 2 * r + 1)
@@ -326,8 +331,9 @@ def foreground_colours(image: np.ndarray, alpha: np.ndarray, radius: int = 3) ->
     dd = (d * d).sum(-1)
     t = ((x - bcol) * d).sum(-1) / np.maximum(dd, 1e-6)
     ok = edge & (n_f > 0) & (n_b > 0) & (dd > 0.01) & (t < 1)
-    out[ok] = np.clip(x + (1 - np.clip(t, 0, 1))[..., None] * d, 0, 1)[ok]
-    return np.round(out * 255).astype(np.uint8) if u8 else out.astype(image.dtype)
+    moved = np.clip(x[ok] + (1 - np.clip(t[ok], 0, 1))[:, None] * d[ok], 0, 1)
+    out[win][ok] = np.round(moved * 255).astype(np.uint8) if u8 else moved.astype(image.dtype)
+    return out
 
 
 def contrast_matte(image: np.ndarray, cross: torch.Tensor, self_map: torch.Tensor, grid: tuple[int, int],
