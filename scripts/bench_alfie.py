@@ -24,7 +24,8 @@ alpha > 0.5), background left (share with <= 2% of the rest at alpha > 0.1), bor
 transparent, inverted mattes (opaque part closer to the complement of the foreground; an
 image with no true foreground counts as `empty_truth` instead), the canvas colour left on
 the cut-out's edge (`edge_canvas_share`, of the RGBA's decontaminated colours and of the raw
-RGB's: the light outline); search: the candidate the oracle, the alpha verifier and `ensemble members=oracle,alpha`
+RGB's: the light outline) and what the cut-out changes at its edge when put back on its
+canvas (`edge_composite_error`); search: the candidate the oracle, the alpha verifier and `ensemble members=oracle,alpha`
 pick of 8 (prompts with 8 candidates) against one candidate; `--timing-prompts` prompts of
 plain vs rgba best-of-n, alternating; `--sheet` a 24-image contact sheet.
 
@@ -275,6 +276,21 @@ def edge_canvas_share(colours: np.ndarray, image: np.ndarray, alpha: np.ndarray,
     return float((alpha[ok] * (1 - t[ok])).sum() / alpha[ok].sum())
 
 
+def edge_composite_error(colours: np.ndarray, image: np.ndarray, alpha: np.ndarray, canvas) -> float | None:
+    """What the cut-out changes where it is put back on its own canvas (measuring only): over
+    the matte's edge pixels (as `edge_canvas_share`), the mean of the largest channel
+    difference between alpha c + (1 - alpha) K and the RGB. Decontaminated colours at alpha 1
+    on a half-covered pixel draw the edge bolder than the RGB; this says by how much."""
+    import cv2
+
+    edge = (alpha > 0) & ~cv2.erode((alpha >= 1).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    if not edge.any():
+        return None
+    a = alpha[..., None]
+    comp = a * colours.astype(np.float32) / 255 + (1 - a) * np.asarray(canvas, np.float32)
+    return float(np.abs(comp - image.astype(np.float32) / 255).max(-1)[edge].mean())
+
+
 def generate_cached(args, chosen) -> list[dict]:
     """rgba samples (best-of-n, the oracle on composites) with their images and attention maps,
     one file per prompt under --cache (reused when present: the generation does not depend on
@@ -387,6 +403,8 @@ def run_matte(args) -> dict:
                 m["inverted_fixed"] = bool(info.get("inverted_fixed", False))
                 m["edge_canvas"] = edge_canvas_share(cols, img, a, fg, BACKGROUND)
                 m["edge_canvas_raw"] = edge_canvas_share(img, img, a, fg, BACKGROUND)
+                m["edge_composite_error"] = edge_composite_error(cols, img, a, BACKGROUND)
+                m["edge_composite_error_raw"] = edge_composite_error(img, img, a, BACKGROUND)
                 alphas.append(torch.from_numpy(a))
                 colours.append(torch.from_numpy(cols).permute(2, 0, 1))
                 ms.append(m)
@@ -424,7 +442,7 @@ def _agg(ms: list[dict]) -> dict:
            "inverted_fixed": int(sum(m.get("inverted_fixed", False) for m in ms)),
            "empty_truth": int(sum(m.get("empty_truth", False) for m in ms)),
            "good_share": float(np.mean([m["good"] for m in ms]))}
-    for key in ("edge_canvas", "edge_canvas_raw"):
+    for key in ("edge_canvas", "edge_canvas_raw", "edge_composite_error", "edge_composite_error_raw"):
         vals = np.array([m[key] for m in ms if m.get(key) is not None])
         if len(vals):
             out[key + "_mean"], out[key + "_p95"] = float(vals.mean()), float(np.percentile(vals, 95))
@@ -804,7 +822,9 @@ def main() -> None:
                 print(f"{'':<{len(variant) + 2}}{cat:<14} {s['images']:6d} {s['iou_mean']:8.3f} {s['iou_p5']:7.3f}"
                       f" {s['kept_98_share']:9.3f} {s['left_2_share']:8.3f} {s['border_clear_share']:6.3f} {s['inverted']:8d}"
                       f" {s['empty_truth']:5d} {s.get('edge_canvas_raw_mean', float('nan')):11.3f} ->"
-                      f" {s.get('edge_canvas_mean', float('nan')):.3f}")
+                      f" {s.get('edge_canvas_mean', float('nan')):.3f}  composite error on the canvas"
+                      f" {s.get('edge_composite_error_raw_mean', float('nan')):.3f} ->"
+                      f" {s.get('edge_composite_error_mean', float('nan')):.3f}")
             if "search" in vs.get("all", {}):
                 for key, s in vs["all"]["search"].items():
                     if key != "prompts":
