@@ -21,8 +21,11 @@ matte, so matte variants are compared on the same images). Per category and over
 the contrast matte (rgba's) and Alfie's paper matte: alpha IoU with the true foreground
 (mean, 5th percentile), subject kept (share of images with >= 98% of the foreground at
 alpha > 0.5), background left (share with <= 2% of the rest at alpha > 0.1), border (2 px)
-transparent, inverted mattes (opaque part closer to the complement of the foreground);
-search: the candidate the oracle, the alpha verifier and `ensemble members=oracle,alpha`
+transparent, inverted mattes (opaque part closer to the complement of the foreground; an
+image with no true foreground counts as `empty_truth` instead), the canvas colour left on
+the cut-out's edge (`edge_canvas_share`, of the RGBA's decontaminated colours and of the raw
+RGB's: the light outline) and what the cut-out changes at its edge when put back on its
+canvas (`edge_composite_error`); search: the candidate the oracle, the alpha verifier and `ensemble members=oracle,alpha`
 pick of 8 (prompts with 8 candidates) against one candidate; `--timing-prompts` prompts of
 plain vs rgba best-of-n, alternating; `--sheet` a 24-image contact sheet.
 
@@ -224,7 +227,13 @@ def matte_prompts(per_category: int) -> list[tuple[int, dict]]:
 
 
 def matte_metrics(alpha: np.ndarray, fg: np.ndarray, border_px: int = 2) -> dict:
-    """The issue's measures for one matte [H, W] in [0, 1] against the true foreground."""
+    """The issue's measures for one matte [H, W] in [0, 1] against the true foreground.
+
+    Inverted: the opaque part overlaps the complement of the foreground more than the
+    foreground. Only defined where the image has a foreground: with none (the model drew
+    nothing, or only a ghost fainter than the truth's tolerance) any opaque pixel would
+    "overlap the complement more", so such an image is counted as `empty_truth` instead (its
+    IoU is 0 unless the matte is empty too, and `left` measures what the matte kept)."""
     op = alpha >= 0.5
     edge = np.ones_like(fg)
     edge[border_px:-border_px, border_px:-border_px] = False
@@ -232,10 +241,54 @@ def matte_metrics(alpha: np.ndarray, fg: np.ndarray, border_px: int = 2) -> dict
            "kept": float((alpha[fg] > 0.5).mean()) if fg.any() else 1.0,
            "left": float((alpha[~fg] > 0.1).mean()),
            "border_clear": bool((alpha[edge] < 0.5 / 255).all()),
-           "fg_share": float(fg.mean())}
-    out["inverted"] = iou(op, ~fg) > out["iou"]
+           "fg_share": float(fg.mean()),
+           "empty_truth": not bool(fg.any())}
+    out["inverted"] = bool(fg.any()) and iou(op, ~fg) > out["iou"]
     out["good"] = bool(out["kept"] >= 0.98 and out["left"] <= 0.02 and out["border_clear"] and not out["inverted"])
     return out
+
+
+def edge_canvas_share(colours: np.ndarray, image: np.ndarray, alpha: np.ndarray, fg: np.ndarray, canvas,
+                      radius: int = 3) -> float | None:
+    """How much canvas colour the cut-out's edge carries (the light outline; measuring only,
+    with the known canvas colour K and the true foreground): over the matte's edge pixels
+    (alpha > 0, not in its core: alpha 1 with all 8 neighbours alpha 1), the alpha-weighted mean
+    of 1 - t, t = <c - K, F - K> / |F - K|^2 clipped to [0, 1], c the RGBA's colour (uint8
+    [H, W, 3]) and F the mean of the image's true-foreground core within `radius` px. 0: edge
+    colours are the subject's; 0.5: opaque edge pixels half canvas. None without such pixels."""
+    import cv2
+
+    k3 = np.ones((3, 3), np.uint8)
+    edge = (alpha > 0) & ~cv2.erode((alpha >= 1).astype(np.uint8), k3).astype(bool)
+    core = cv2.erode(fg.astype(np.uint8), k3).astype(bool)
+    x = image.astype(np.float32) / 255
+    k = (2 * radius + 1, 2 * radius + 1)
+    n = cv2.boxFilter(core.astype(np.float32), -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    f = np.stack([cv2.boxFilter(x[..., c] * core, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+                  for c in range(3)], -1) / np.maximum(n, 1e-6)[..., None]
+    kc = np.asarray(canvas, np.float32)
+    d = f - kc
+    dd = (d * d).sum(-1)
+    ok = edge & (n > 0) & (dd > 0.01)
+    if not ok.any():
+        return None
+    t = np.clip(((colours.astype(np.float32) / 255 - kc) * d).sum(-1) / np.maximum(dd, 1e-6), 0, 1)
+    return float((alpha[ok] * (1 - t[ok])).sum() / alpha[ok].sum())
+
+
+def edge_composite_error(colours: np.ndarray, image: np.ndarray, alpha: np.ndarray, canvas) -> float | None:
+    """What the cut-out changes where it is put back on its own canvas (measuring only): over
+    the matte's edge pixels (as `edge_canvas_share`), the mean of the largest channel
+    difference between alpha c + (1 - alpha) K and the RGB. Decontaminated colours at alpha 1
+    on a half-covered pixel draw the edge bolder than the RGB; this says by how much."""
+    import cv2
+
+    edge = (alpha > 0) & ~cv2.erode((alpha >= 1).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    if not edge.any():
+        return None
+    a = alpha[..., None]
+    comp = a * colours.astype(np.float32) / 255 + (1 - a) * np.asarray(canvas, np.float32)
+    return float(np.abs(comp - image.astype(np.float32) / 255).max(-1)[edge].mean())
 
 
 def generate_cached(args, chosen) -> list[dict]:
@@ -333,7 +386,7 @@ def run_matte(args) -> dict:
         border = matte.border_tokens(tuple(d["grid"]), (lat, lat), 2)
         rec = {"prompt": d["prompt"], "category": d["category"], "index": d["index"], "n": n, "variants": {}}
         for variant in args.matte_variants.split(","):
-            alphas, infos, ms, secs = [], [], [], 0.0
+            alphas, colours, ms, secs, colour_secs = [], [], [], 0.0, 0.0
             for k in range(n):
                 img = imgs[k].permute(1, 2, 0).numpy()
                 fg = foreground(imgs[k], BACKGROUND)
@@ -343,14 +396,22 @@ def run_matte(args) -> dict:
                 else:
                     a, info = paper_matte(img, d, k), {}
                 secs += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                cols = matte.foreground_colours(img, a)  # the RGBA's colours (edge decontaminated)
+                colour_secs += time.perf_counter() - t0
                 m = matte_metrics(a, fg)
                 m["inverted_fixed"] = bool(info.get("inverted_fixed", False))
+                m["edge_canvas"] = edge_canvas_share(cols, img, a, fg, BACKGROUND)
+                m["edge_canvas_raw"] = edge_canvas_share(img, img, a, fg, BACKGROUND)
+                m["edge_composite_error"] = edge_composite_error(cols, img, a, BACKGROUND)
+                m["edge_composite_error_raw"] = edge_composite_error(img, img, a, BACKGROUND)
                 alphas.append(torch.from_numpy(a))
+                colours.append(torch.from_numpy(cols).permute(2, 0, 1))
                 ms.append(m)
-            v = {"candidates": ms, "matte_seconds": secs / n}
+            v = {"candidates": ms, "matte_seconds": secs / n, "colour_seconds": colour_secs / n}
             if n > 1:  # search: which candidate each verifier picks (scores of the composites, as rgba scores them)
                 al = torch.stack(alphas)
-                comp = imgs.float() / 255 * al[:, None] + bg * (1 - al[:, None])
+                comp = torch.stack(colours).float() / 255 * al[:, None] + bg * (1 - al[:, None])
                 v["picks"] = {}
                 for name, ver in pickers.items():
                     with scoring_alphas(al):
@@ -365,18 +426,27 @@ def run_matte(args) -> dict:
     if args.sheet:
         contact_sheet(data, args.sheet)
         out["sheet"] = args.sheet
+    if args.edge_sheet:
+        edge_sheet(data, args.edge_sheet)
+        out["edge_sheet"] = args.edge_sheet
     return out
 
 
 def _agg(ms: list[dict]) -> dict:
     ious = np.array([m["iou"] for m in ms])
-    return {"images": len(ms), "iou_mean": float(ious.mean()), "iou_p5": float(np.percentile(ious, 5)),
-            "kept_98_share": float(np.mean([m["kept"] >= 0.98 for m in ms])),
-            "left_2_share": float(np.mean([m["left"] <= 0.02 for m in ms])),
-            "border_clear_share": float(np.mean([m["border_clear"] for m in ms])),
-            "inverted": int(sum(m["inverted"] for m in ms)),
-            "inverted_fixed": int(sum(m.get("inverted_fixed", False) for m in ms)),
-            "good_share": float(np.mean([m["good"] for m in ms]))}
+    out = {"images": len(ms), "iou_mean": float(ious.mean()), "iou_p5": float(np.percentile(ious, 5)),
+           "kept_98_share": float(np.mean([m["kept"] >= 0.98 for m in ms])),
+           "left_2_share": float(np.mean([m["left"] <= 0.02 for m in ms])),
+           "border_clear_share": float(np.mean([m["border_clear"] for m in ms])),
+           "inverted": int(sum(m["inverted"] for m in ms)),
+           "inverted_fixed": int(sum(m.get("inverted_fixed", False) for m in ms)),
+           "empty_truth": int(sum(m.get("empty_truth", False) for m in ms)),
+           "good_share": float(np.mean([m["good"] for m in ms]))}
+    for key in ("edge_canvas", "edge_canvas_raw", "edge_composite_error", "edge_composite_error_raw"):
+        vals = np.array([m[key] for m in ms if m.get(key) is not None])
+        if len(vals):
+            out[key + "_mean"], out[key + "_p95"] = float(vals.mean()), float(np.percentile(vals, 95))
+    return out
 
 
 def summarise_matte(records: list[dict], variants: list[str]) -> dict:
@@ -390,6 +460,7 @@ def summarise_matte(records: list[dict], variants: list[str]) -> dict:
             s = _agg([m for r in rs for m in r["variants"][variant]["candidates"]])
             s["prompts"] = len(rs)
             s["matte_seconds"] = float(np.mean([r["variants"][variant]["matte_seconds"] for r in rs]))
+            s["colour_seconds"] = float(np.mean([r["variants"][variant].get("colour_seconds", 0.0) for r in rs]))
             searched = [r for r in rs if "picks" in r["variants"][variant] and r["n"] >= 8]
             if searched:
                 s["search"] = {"prompts": len(searched), "one_candidate": _agg(
@@ -410,7 +481,8 @@ def checkerboard(h: int, w: int, cell: int = 8) -> np.ndarray:
 
 def contact_sheet(data: list[dict], path: str, per_category: int = 4, scale: int = 4) -> None:
     """24 images (candidate 0 of the first `per_category` prompts of each category): the RGBA
-    over a checkerboard, the matte, the RGB; 4x nearest; each row captioned with IoU."""
+    (the decontaminated colours with the matte, as `SearchResult.rgba`) over a checkerboard,
+    the matte, the RGB; 4x nearest; each row captioned with IoU."""
     from PIL import Image, ImageDraw
 
     from tts_diffusion.pipelines import matte
@@ -433,12 +505,49 @@ def contact_sheet(data: list[dict], path: str, per_category: int = 4, scale: int
                                     matte.border_tokens(tuple(d["grid"]), (lat, lat), 2))
         m = matte_metrics(a, foreground(d["images"][0], BACKGROUND))
         up = lambda x: np.repeat(np.repeat(x, scale, 0), scale, 1)  # noqa: E731
+        fgc = up(matte.foreground_colours(img, a).astype(np.float32) / 255)  # the RGBA's colours
         rgb, al = up(img.astype(np.float32) / 255), up(a)[..., None]
-        panels = [rgb * al + board * (1 - al), np.repeat(al, 3, -1), rgb]
+        panels = [fgc * al + board * (1 - al), np.repeat(al, 3, -1), rgb]
         x0, y0 = (j % cols) * (3 * cw + 16), (j // cols) * (ch + 16)
         for c, p in enumerate(panels):
             sheet.paste(Image.fromarray(np.round(np.clip(p, 0, 1) * 255).astype(np.uint8)), (x0 + c * cw, y0 + 14))
         draw.text((x0 + 2, y0 + 1), f"{d['prompt'].replace('a photo of ', '')}  IoU {m['iou']:.2f}", fill="black")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def edge_sheet(data: list[dict], path: str, scale: int = 4) -> None:
+    """The light outline, before and after: candidate 0 of the first prompt of each category,
+    the cut-out with the RGB's own colours and with the decontaminated ones (as the RGBA has
+    them), each over the checkerboard and over a dark grey; 4x nearest."""
+    from PIL import Image, ImageDraw
+
+    from tts_diffusion.pipelines import matte
+
+    picked = [next(d for d in data if d["category"] == cat) for cat in MATTE_CATEGORIES
+              if any(d["category"] == cat for d in data)]
+    h, w = data[0]["images"].shape[-2:]
+    cw, ch = w * scale, h * scale
+    sheet = Image.new("RGB", (4 * cw + 6, len(picked) * (ch + 16) + 16), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, title in enumerate(("RGB colours, checkerboard", "RGB colours, dark", "decontaminated, checkerboard",
+                               "decontaminated, dark")):
+        draw.text((c * (cw + 2) + 2, 2), title, fill="black")
+    board = checkerboard(ch, cw, 4 * scale)
+    dark = np.full((ch, cw, 3), 0.15, np.float32)
+    up = lambda x: np.repeat(np.repeat(x, scale, 0), scale, 1)  # noqa: E731
+    for j, d in enumerate(picked):
+        img = d["images"][0].permute(1, 2, 0).numpy()
+        lat = d["grid"][0] * 2
+        a, _ = matte.contrast_matte(img, d["cross"][0], d["self"][0], tuple(d["grid"]),
+                                    matte.border_tokens(tuple(d["grid"]), (lat, lat), 2))
+        al = up(a)[..., None]
+        y0 = 16 + j * (ch + 16)
+        draw.text((2, y0 + 1), d["prompt"].replace("a photo of ", ""), fill="black")
+        for c, (cols, under) in enumerate([(img, board), (img, dark), (matte.foreground_colours(img, a), board),
+                                           (matte.foreground_colours(img, a), dark)]):
+            p = up(cols.astype(np.float32) / 255) * al + under * (1 - al)
+            sheet.paste(Image.fromarray(np.round(np.clip(p, 0, 1) * 255).astype(np.uint8)), (c * (cw + 2), y0 + 14))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
 
@@ -680,6 +789,8 @@ def main() -> None:
                     help="matte: mattes to measure (contrast: rgba's; paper: Alfie's soft alpha x GrabCut)")
     ap.add_argument("--timing-prompts", type=int, default=0, help="matte: prompts timed plain vs rgba")
     ap.add_argument("--sheet", default=None, help="matte: write a 24-image contact sheet PNG here")
+    ap.add_argument("--edge-sheet", dest="edge_sheet", default=None,
+                    help="matte: write the edge colours before / after decontamination (6 images) as a PNG here")
     ap.add_argument("--out", required=True, help="output path without extension (<out>.json)")
     args = ap.parse_args()
     for name in ("prompts", "n", "size", "layers", "steps", "particles", "reps"):
@@ -706,10 +817,14 @@ def main() -> None:
     if args.mode == "matte":
         for variant, vs in data["summary"].items():
             print(f"\n{variant}: {'category':<14} {'images':>6} {'IoU mean':>8} {'IoU p5':>7} {'kept>=98%':>9}"
-                  f" {'left<=2%':>8} {'border':>6} {'inverted':>8}")
+                  f" {'left<=2%':>8} {'border':>6} {'inverted':>8} {'empty':>5} {'edge canvas raw -> rgba':>23}")
             for cat, s in vs.items():
                 print(f"{'':<{len(variant) + 2}}{cat:<14} {s['images']:6d} {s['iou_mean']:8.3f} {s['iou_p5']:7.3f}"
-                      f" {s['kept_98_share']:9.3f} {s['left_2_share']:8.3f} {s['border_clear_share']:6.3f} {s['inverted']:8d}")
+                      f" {s['kept_98_share']:9.3f} {s['left_2_share']:8.3f} {s['border_clear_share']:6.3f} {s['inverted']:8d}"
+                      f" {s['empty_truth']:5d} {s.get('edge_canvas_raw_mean', float('nan')):11.3f} ->"
+                      f" {s.get('edge_canvas_mean', float('nan')):.3f}  composite error on the canvas"
+                      f" {s.get('edge_composite_error_raw_mean', float('nan')):.3f} ->"
+                      f" {s.get('edge_composite_error_mean', float('nan')):.3f}")
             if "search" in vs.get("all", {}):
                 for key, s in vs["all"]["search"].items():
                     if key != "prompts":

@@ -280,8 +280,18 @@ def test_rgba_png_and_sidecar(shapes, tmp_path):
     np.testing.assert_array_equal(arr[..., 3], r.alpha.numpy())
     meta = json.loads(sidecar.read_text())
     assert meta["files"] == {"rgba": "cut.png", "rgb": "cut.rgb.png", "alpha": "cut.alpha.png"}
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "cut.rgb.png")), arr[..., :3])
+    rgb = np.asarray(Image.open(tmp_path / "cut.rgb.png"))
+    np.testing.assert_array_equal(rgb, np.asarray(r.image))
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "cut.alpha.png")), arr[..., 3])
+    # the RGBA's colours are the decontaminated ones: the image's but on the matte's edge
+    np.testing.assert_array_equal(arr[..., :3], r.foreground.numpy())
+    a = arr[..., 3]
+    core = np.ones_like(a, bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            core &= np.roll(a, (dy, dx), (0, 1)) == 255
+    changed = (arr[..., :3] != rgb).any(-1)
+    assert changed.any() and not changed[(a == 0) | core].any()
 
 
 def test_mattes_in_parallel_threads_equal_the_sequential_ones(shapes):
@@ -445,3 +455,30 @@ def test_rgba_mattes_on_the_default_model_match_the_true_foreground(shapes):
         assert a[:2].max() == 0 and a[-2:].max() == 0 and a[:, :2].max() == 0 and a[:, -2:].max() == 0
         assert infos[k]["matte"] == "contrast"
     assert min(ious) > 0.85, ious
+    # the verifier scores the composite with the RGBA's colours (edge decontaminated): the
+    # brightness of cutout * a + canvas * (1 - a), not that of the RGB's own composite
+    from tts_diffusion.pipelines.alfie import cutout_colours
+
+    cols = cutout_colours(images, alphas).cpu().float()
+    a4 = alphas.unsqueeze(1).float()
+    bg = torch.tensor(BACKGROUND).view(1, 3, 1, 1)
+    want = (cols * a4 + bg * (1 - a4)).mean(dim=(1, 2, 3))
+    raw = (images.cpu().float() * a4 + bg * (1 - a4)).mean(dim=(1, 2, 3))
+    got = run.verifier(images, prompt).cpu().float()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert (got - raw).abs().min() > 1e-4
+    # no light outline: the canvas share of the cut-out's edge colours (measured with the known
+    # canvas and the true foreground, scripts/bench_alfie.py) is small; the RGB's is about half
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_alfie", Path(__file__).resolve().parents[1] / "scripts" / "bench_alfie.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    u8 = (images.cpu().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    c8 = (cols.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for k in range(4):
+        a = alphas[k].numpy()
+        after = bench.edge_canvas_share(c8[k], u8[k], a, fg[k], BACKGROUND)
+        before = bench.edge_canvas_share(u8[k], u8[k], a, fg[k], BACKGROUND)
+        assert after < 0.05 and before > 0.3, (k, before, after)

@@ -26,7 +26,10 @@ call's own process view (nothing leaks into other calls):
 3. **Scoring on composites.** The verifier is wrapped (`RGBAVerifier`): each image is matted
    (`matte.contrast_matte`: the prompt's attention against the centring border's) from its particle's maps and composited on a plain background before the
    wrapped verifier sees it; the mattes are visible to the `alpha` verifier
-   (`verifiers/alpha.py`), and the best image's matte becomes `SearchResult.alpha`.
+   (`verifiers/alpha.py`), and the best image's matte becomes `SearchResult.alpha`. The
+   composite takes the edge colours decontaminated (`matte.foreground_colours`: the canvas's
+   share of each edge pixel's mix replaced by the subject's colour), as the RGBA shows them;
+   they become `SearchResult.foreground`, the colour channels of `SearchResult.rgba`.
 
 T-GATE (cross-attention caching) replaces cross-attention by a cache after its gate step,
 so no maps would exist for those steps: the combination is refused with one error.
@@ -51,7 +54,7 @@ from ..features.tgate_spec import ENTRY as TGATE
 from ..records.result import SearchResult, to_uint8
 from ..verifiers.alpha import scoring_alphas
 from ..verifiers.base import Verifier, check_inputs
-from .matte import border_tokens, contrast_matte
+from .matte import border_tokens, contrast_matte, foreground_colours
 from .subject import preprocess_text, subject_words, token_spans
 
 #: Alfie's background prompt
@@ -232,7 +235,7 @@ class RGBAVerifier(Verifier):
         alphas, infos = self.mattes(images)
         a = alphas.to(images.device, images.dtype).unsqueeze(1)
         bg = torch.tensor(self.run.composite_color, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        composite = images * a + bg * (1 - a)
+        composite = cutout_colours(images, alphas) * a + bg * (1 - a)  # what the RGBA shows
         with scoring_alphas(alphas):
             scores = self.inner(composite, prompts).float()
         u8 = to_uint8(images)
@@ -249,6 +252,14 @@ class RGBAVerifier(Verifier):
     def matte_of(self, image_u8: torch.Tensor) -> tuple[np.ndarray, dict] | None:
         hit = self._mattes.get(_key(image_u8))
         return None if hit is None else (hit[1], hit[2])
+
+
+def cutout_colours(images: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    """The colour channels the RGBA shows, [B, 3, H, W] like `images` (float in [0, 1]): each
+    image with its edge colours decontaminated against its matte (`matte.foreground_colours`)."""
+    x = images.detach().float().permute(0, 2, 3, 1).cpu().numpy()
+    out = np.stack([foreground_colours(x[k], alphas[k].numpy()) for k in range(x.shape[0])])
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(images.device, images.dtype)
 
 
 # ------------------------------------------------------------------------ set-up
@@ -304,6 +315,7 @@ class RGBARun:
             raise RuntimeError("rgba: the best image's matte was not kept (it was never scored as a composite)")
         alpha, info = hit
         result.alpha = torch.from_numpy(np.round(np.clip(alpha, 0, 1) * 255).astype(np.uint8))
+        result.foreground = torch.from_numpy(foreground_colours(np.asarray(result.image), alpha))
         result.settings.update(self.settings())
         result.settings.update(info)
         return result

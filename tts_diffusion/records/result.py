@@ -107,6 +107,10 @@ class SearchResult:
     provenance: dict[str, Any] = field(default_factory=dict)
     #: the best image's alpha matte, uint8 [H, W] (rgba=True), else None
     alpha: torch.Tensor | None = field(default=None, repr=False)
+    #: the colour channels of `rgba`, uint8 [H, W, 3] (rgba=True): the best image with the
+    #: canvas's share of its edge pixels' colours replaced by the subject's (decontaminated,
+    #: pipelines/matte.py `foreground_colours`), else None
+    foreground: torch.Tensor | None = field(default=None, repr=False)
     #: reflection chains (searcher "reflect"): chains[k][r] is chain k's round r
     chains: list[list[ChainStep]] = field(default_factory=list)
     #: model cost: rows forwarded through the denoiser (CFG rows counted twice; see Budget.model_rows)
@@ -120,10 +124,12 @@ class SearchResult:
 
     @property
     def rgba(self) -> Image.Image | None:
-        """The best image with its alpha matte as an RGBA PIL image (rgba=True), else None."""
+        """The best image with its alpha matte as an RGBA PIL image (rgba=True), else None; its
+        colours are `foreground` (edge colours decontaminated) where set, else the image's."""
         if self.alpha is None:
             return None
-        img = self.image.convert("RGBA")
+        rgb = self.image if self.foreground is None else Image.fromarray(self.foreground.cpu().numpy(), "RGB")
+        img = rgb.convert("RGBA")
         img.putalpha(Image.fromarray(self.alpha.cpu().numpy()))
         return img
 
