@@ -67,3 +67,40 @@ def test_unreached_stop_score_changes_nothing(tts, name):
     assert never.nfe == free.nfe and never.settings["unspent_nfe"] == CASES[name][1] - free.nfe
     assert never.scores == free.scores
     assert np.array_equal(np.asarray(never.images[0]), np.asarray(free.images[0]))
+
+
+def test_a_shared_budget_hands_on_what_fkc_did_not_spend(tts):
+    """budget_pool keys off each result's `stopped_early` and NFE: with fkc (its default K:
+    as many particles as the share pays for) the first prompt stops early, its rest goes to
+    the next prompts by the documented rule, and the total stays within the pool."""
+    prompts = [PROMPT, "two blue squares", "a green triangle"]
+    total = 3 * 2 * STEPS
+    res = tts(prompts, searcher="fkc", verifier="oracle", num_inference_steps=STEPS, seed=0, progress=False,
+              budget_pool=total, stop_score=1.0)
+    pools = [r.settings["pool"] for r in res]
+    assert sum(r.nfe for r in res) == sum(sum(p["spent"]) for p in pools) <= total
+    left = total
+    for i, (r, p) in enumerate(zip(res, pools)):
+        assert p["allotted"][0] == left // (3 - i)  # pass 1: the even split of what is left
+        left -= p["spent"][0]
+        assert r.settings["stopped_early"] == (r.best_score >= 1.0)
+    first = res[0]
+    assert first.settings["stopped_early"] is True and pools[0]["spent"][0] < pools[0]["allotted"][0]
+    assert pools[1]["allotted"][0] > total // 3  # the first prompt's rest reached the next one
+
+
+def test_bench_pool_runs_rbf_with_options_fitted_to_the_even_share(tmp_path):
+    """`bench --pool` with rbf and stop_score: its declared pool (25 noises a chain) does not fit
+    2 samples' share at 2 steps, so the pooled call fits the options as an unpooled cell
+    does (fit_to_budget) instead of refusing the whole pool; the records keep the rule."""
+    from tts_diffusion.bench import SweepConfig, read_records, run_sweep
+    from tts_diffusion.bench.readout import fit_to_budget
+
+    out = tmp_path / "pool.jsonl"
+    run_sweep(SweepConfig(out=out, methods=["rbf"], budgets=[2], num_prompts=6, steps=2, device="cpu", pool=True,
+                          options={"rbf": {"stop_score": 1.0}}), echo=lambda s: None)
+    recs = read_records(out)
+    fitted = fit_to_budget("rbf", 2 * 2, 2, {"stop_score": 1.0})
+    assert len(recs) == 6 and all(r["options"] == fitted for r in recs) and fitted["init_pool"] < 25
+    assert all(r["pool_ledger"]["total"] == 6 * 2 * 2 for r in recs) and sum(r["nfe"] for r in recs) <= 24
+    assert all(r["stopped_early"] == (r["score"] >= 1.0) for r in recs)
