@@ -11,12 +11,22 @@ pool: at budget k the pool's 64/k disjoint blocks of k candidates are k-candidat
 Stage `noise_opt`: the `noise_opt` searcher, guided by the domain CLIP, at the same budgets
 in NFE (its budget rule: core/budget.py), judged by the oracle.
 
+Stage `das`: the `das` searcher (tempered SMC, DAS), guided by the domain CLIP, at the same
+budgets in NFE, judged by the oracle: the image it returns (its particle of largest final
+weight), the final particle the CLIP likes best, and the oracle accuracy of the final weighted
+population (what a draw from DAS's target p(x) exp(lambda r(x)) gets right). `--device cuda`
+runs it on a GPU, `--workers N` splits the prompts over N processes (each writes OUT.partW,
+merged into OUT at the end; a rerun resumes).
+
 Stage `report`: the table (held-out oracle accuracy +- standard error over prompts, and the
 verifier's own score of what was picked) into JSON.
 
     python scripts/bench_hacking.py pool --num-prompts 24 --out docs/hacking_pool.pt
     python scripts/bench_hacking.py noise_opt --num-prompts 24 --out docs/hacking_noise_opt.json
-    python scripts/bench_hacking.py report --out docs/bench_hacking.json
+    python scripts/bench_hacking.py das --num-prompts 24 --budgets 4 16 64 --out docs/hacking_das.json
+    python scripts/bench_hacking.py das --limit 2 --budgets 4 16 --out /tmp/das_smoke.json   # CPU smoke, 2 prompts
+    python scripts/bench_hacking.py das --num-prompts 108 --device cuda --workers 8 --out das_gpu.json
+    python scripts/bench_hacking.py report --das docs/hacking_das.json --out docs/bench_hacking.json
 """
 from __future__ import annotations
 
@@ -43,12 +53,12 @@ def shifted(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     return p[..., pad - dy : pad - dy + h, pad - dx : pad - dx + w]
 
 
-def load_world(threads: int):
+def load_world(threads: int, device: str = "cpu"):
     torch.set_num_threads(threads)
     from tts_diffusion.bench.default_model import load_default_model
     from tts_diffusion.bench.prompts import eval_prompts
 
-    tts = load_default_model("cpu")
+    tts = load_default_model(device)
     return tts, tts.get_verifier("clip"), tts.get_verifier("oracle"), eval_prompts
 
 
@@ -62,7 +72,7 @@ def interleaved(prompts: list[dict]) -> list[int]:
 
 
 def stage_pool(args) -> None:
-    tts, clip, oracle, eval_prompts = load_world(args.threads)
+    tts, clip, oracle, eval_prompts = load_world(args.threads, args.device)
     prompts = eval_prompts(args.num_prompts)
     proc = tts.process()
     out = {"prompts": prompts, "n": args.n, "steps": proc.num_steps, "shifts": SHIFTS, "rows": []}
@@ -215,6 +225,104 @@ def stage_noise_opt(args) -> None:
               + f"  {time.perf_counter() - t0:.0f}s", flush=True)
 
 
+def parse_options(pairs: list[str]) -> dict:
+    opts = dict(kv.split("=", 1) for kv in pairs)
+    return {k: (v == "true") if v in ("true", "false") else float(v) if "." in v or "e" in v else v if v.isalpha()
+            else int(v) for k, v in opts.items()}
+
+
+def das_rows(args, ks: list[int], part: str, worker: int = 0) -> None:
+    """Run das on the prompts `ks` at every budget; append each prompt's row to the JSON list in
+    `part` (resumable). One process: its own model copy on args.device."""
+    if args.device.startswith("cuda") and torch.cuda.device_count() > 1:
+        args.device = f"cuda:{worker % torch.cuda.device_count()}"
+    tts, clip, oracle, eval_prompts = load_world(args.threads, args.device)
+    from tts_diffusion.core.budget import Budget
+    from tts_diffusion.errors import TTSInputError
+    from tts_diffusion.searchers.registry import load_searcher, min_budget
+
+    prompts = eval_prompts(args.num_prompts)
+    search = load_searcher("das")
+    opts = {"keep_images": 1 << 16, **parse_options(args.option)}  # every final particle's image, for the oracle
+    rows = json.load(open(part)) if os.path.exists(part) else []
+    done = {r["k"] for r in rows}
+    t0 = time.perf_counter()
+    for k in ks:
+        if k in done:
+            continue
+        p = prompts[k]
+        row = {"k": k, "prompt": p["prompt"], "category": p["category"]}
+        for b in args.budgets:
+            proc = tts.process().for_call()
+            budget = Budget(max_nfe=b * proc.num_steps)
+            if budget.max_nfe < min_budget("das", proc.num_steps, **opts):
+                row[str(b)] = {"skipped": f"below das's minimum budget ({min_budget('das', proc.num_steps, **opts)} NFE)"}
+                continue
+            t = time.perf_counter()
+            try:
+                res = search(proc, clip, p["prompt"], budget, torch.Generator().manual_seed(1000 + k), **opts)
+            except TTSInputError as e:
+                row[str(b)] = {"skipped": str(e)}
+                continue
+            seconds = time.perf_counter() - t
+            final = [c for c in res.candidates if "log_weight" in c.info]
+            images = torch.stack([c.image for c in final]).float().to(args.device) / 255
+            hits = (oracle(images, p["prompt"]) >= PASS).float().cpu()
+            w = torch.softmax(torch.tensor([c.info["log_weight"] for c in final], dtype=torch.float64), 0)
+            scores = torch.tensor([c.score for c in final])
+            j, top = res.settings["picked_particle"], int(torch.argmax(scores))
+            row[str(b)] = {"hit": float(hits[j]), "verifier": final[j].score, "hit_best_clip": float(hits[top]),
+                           "verifier_best_clip": final[top].score, "hit_target": float((w * hits.double()).sum()),
+                           "verifier_target": float((w * scores.double()).sum()), "nfe": res.nfe,
+                           "particles": res.settings["num_particles"], "resamples": len(res.settings["resample_steps"]),
+                           "final_ess": res.settings["final_ess"], "seconds": seconds}
+        rows.append(row)
+        json.dump(rows, open(part, "w"), indent=1)
+        print(f"[w{worker} {len(rows)}] {p['category']:16s} " + " ".join(
+            f"{b}x:{row[str(b)]['hit']:.0f}/{row[str(b)]['hit_target']:.2f}" for b in args.budgets if "hit" in row[str(b)])
+            + f"  {time.perf_counter() - t0:.0f}s", flush=True)
+
+
+def stage_das(args) -> None:
+    """das on the first LIMIT prompts (interleaved), split over --workers processes."""
+    from tts_diffusion.bench.prompts import eval_prompts
+
+    ks = interleaved(eval_prompts(args.num_prompts))[: args.limit]
+    out = {"options": parse_options(args.option), "budgets": list(args.budgets), "device": args.device,
+           "workers": args.workers, "rows": []}
+    if os.path.exists(args.out):
+        out["rows"] = json.load(open(args.out))["rows"]
+    done = {r["k"] for r in out["rows"]}
+    ks = [k for k in ks if k not in done]
+    parts = [f"{args.out}.part{w}" for w in range(args.workers)]
+    t0 = time.perf_counter()
+    if args.workers <= 1:
+        das_rows(args, ks, parts[0])
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=das_rows, args=(args, ks[w :: args.workers], parts[w], w)) for w in range(args.workers)]
+        for pr in procs:
+            pr.start()
+        for pr in procs:
+            pr.join()
+        failed = [w for w, pr in enumerate(procs) if pr.exitcode != 0]
+        if failed:
+            print(f"workers {failed} failed; their finished prompts are kept in the part files (rerun to resume)")
+    for part in parts:
+        if os.path.exists(part):
+            out["rows"] += [r for r in json.load(open(part)) if r["k"] not in done]
+            done |= {r["k"] for r in out["rows"]}
+    out["wall_seconds"] = time.perf_counter() - t0
+    json.dump(out, open(args.out, "w"), indent=1)
+    for part in parts:
+        if os.path.exists(part):
+            os.remove(part)
+    print(f"{len(out['rows'])} prompts in {args.out}; this run {out['wall_seconds']:.0f}s on {args.device} with "
+          f"{args.workers} worker(s)")
+
+
 def stage_memory(args) -> None:
     """Bytes the autograd graph keeps for noise_opt's backward (saved tensors, counted by
     `torch.autograd.graph.saved_tensors_hooks`) on the shapes model, one noise, with and
@@ -261,6 +369,26 @@ def stage_report(args) -> None:
         table[name] = row
         same = pool_table(pool, {r["k"] for r in d["rows"]})  # best_of_n on the same prompts
         table[f"best_of_n on the {len(d['rows'])} noise_opt prompts"] = same["best_of_n"]
+    for path in args.das:
+        d = json.load(open(path))
+        opts = ",".join(f"{k}={v}" for k, v in d["options"].items())
+        runs = {"": ("hit", "verifier"), " best-CLIP particle": ("hit_best_clip", "verifier_best_clip"),
+                " weighted population": ("hit_target", "verifier_target")}
+        for suffix, (hit, ver) in runs.items():
+            row = {}
+            for b in d["budgets"]:
+                done = [r[str(b)] for r in d["rows"] if "hit" in r[str(b)]]
+                if not done:
+                    continue
+                a, ase = mean_se([c[hit] for c in done])
+                v, vse = mean_se([c[ver] for c in done])
+                row[str(b)] = {"acc": a, "acc_se": ase, "verifier": v, "verifier_se": vse,
+                               "seconds": sum(c["seconds"] for c in done) / len(done),
+                               "particles": done[0]["particles"]}
+            table[f"das({opts}){suffix}"] = row
+        same = pool_table(pool, {r["k"] for r in d["rows"]})
+        table[f"best_of_n on the {len(d['rows'])} das prompts"] = same["best_of_n"]
+        table[f"early_stop_views on the {len(d['rows'])} das prompts"] = same["early_stop_views"]
     res = {"command": " ".join(["python scripts/bench_hacking.py"] + args.argv),
            "prompts": len({tuple(r["seeds"]) for r in pool["rows"]}),
            "pool_n": pool["n"], "steps": pool["steps"], "machine": "CPU, torch.set_num_threads(1)", "table": table}
@@ -276,19 +404,23 @@ def main() -> None:
     import sys
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["pool", "noise_opt", "report", "memory"])
+    ap.add_argument("stage", choices=["pool", "noise_opt", "das", "report", "memory"])
     ap.add_argument("--num-prompts", type=int, default=24)
     ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--limit", type=int, default=None, help="noise_opt: the first LIMIT prompts (interleaved)")
+    ap.add_argument("--limit", type=int, default=None, help="noise_opt, das: the first LIMIT prompts (interleaved)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
-    ap.add_argument("-o", "--option", action="append", default=[], help="noise_opt option key=value")
+    ap.add_argument("-o", "--option", action="append", default=[], help="noise_opt / das option key=value")
+    ap.add_argument("--device", default="cpu", help="pool, das: cpu or cuda (das: each worker takes its own GPU"
+                    " where there are several)")
+    ap.add_argument("--workers", type=int, default=1, help="das: processes splitting the prompts")
+    ap.add_argument("--das", nargs="*", default=[], help="report: das stage outputs")
     ap.add_argument("--pool", default="docs/hacking_pool.pt")
     ap.add_argument("--noise-opt", nargs="*", default=[])
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     args.argv = sys.argv[1:]
-    {"pool": stage_pool, "noise_opt": stage_noise_opt, "report": stage_report,
+    {"pool": stage_pool, "noise_opt": stage_noise_opt, "das": stage_das, "report": stage_report,
      "memory": stage_memory}[args.stage](args)
 
 

@@ -147,6 +147,9 @@ def test_balanced_subset_keeps_indices_and_grows_by_prefix():
     (["--prompts", "/no/such/prompts.json"], "prompt set"),
     (["--num-prompts", "0"], "--num-prompts"),
     (["--threads", "0"], "--threads must be at least 1"),
+    (["--reward-guidance-option", "rho=1"], "needs --reward-guidance VERIFIER"),
+    (["--reward-guidance", "oracle"], "not differentiable"),
+    (["--reward-guidance", "clip", "--reward-guidance-option", "preset=nope"], "preset"),
 ])
 def test_bad_options_one_error_line_exit_2(args, message):
     from click.testing import CliRunner
@@ -253,3 +256,30 @@ def test_pooled_sweep_shares_one_budget_per_cell(tmp_path):
         assert r["pool_ledger"]["allotted"][0] == left // (6 - i)  # pass 1: the even split of what is left
         left -= r["pool_ledger"]["spent"][0]
     assert summary["cells"]["best_of_n"]["2"]["n"] == 6
+
+
+def test_guided_sweep_records_the_guided_search_and_refuses_an_unguided_resume(tmp_path):
+    """`bench --reward-guidance`: each record is TTSPipeline's search with the same guidance and
+    seed, the guidance is part of the sweep's settings (a resume without it is refused)."""
+    from tts_diffusion import TTSInputError, TTSPipeline
+    from tts_diffusion.features.guidance_spec import RewardGuidance
+
+    guide = RewardGuidance.build(verifier="clip", preset="mpgd")
+    out = tmp_path / "guided.jsonl"
+    prompts = tmp_path / "one.txt"
+    prompts.write_text("two red circles\n")
+    run_sweep(SweepConfig(out=out, methods=["best_of_n"], budgets=[1], prompt_set=str(prompts), steps=2, device="cpu",
+                          verifier="clip", judge="oracle", reward_guidance=guide), echo=lambda s: None)
+    (r,) = read_records(out)
+    assert r["reward_guidance"]["preset"] == "mpgd" and r["reward_guidance"]["verifier"] == "clip"
+    tts = TTSPipeline.from_pretrained(None, torch_dtype=torch.float32)
+    tts.set_progress_bar_config(disable=True)
+    kw = dict(searcher="best_of_n", budget=2, num_inference_steps=2, verifier="clip", max_batch=64,
+              generator=torch.Generator().manual_seed(r["prompt"]))
+    guided = tts(r["text"], reward_guidance=guide, **kw)
+    assert guided.best_score == pytest.approx(r["score"], abs=1e-5)
+    kw["generator"] = torch.Generator().manual_seed(r["prompt"])
+    assert tts(r["text"], **kw).best_score != pytest.approx(r["score"], abs=1e-5)  # the guidance acted
+    with pytest.raises(TTSInputError, match="reward_guidance"):
+        run_sweep(SweepConfig(out=out, methods=["best_of_n"], budgets=[1], prompt_set=str(prompts), steps=2,
+                              device="cpu", verifier="clip", judge="oracle"), echo=lambda s: None)

@@ -134,6 +134,16 @@ def _command_line() -> list[str]:
     return ["tts-diffusion", *(main.invoked_with if main.invoked_with is not None else sys.argv[1:])]
 
 
+def _reward_guidance_options(f):
+    """--reward-guidance and --reward-guidance-option, the same for `generate` and `bench`."""
+    f = click.option("--reward-guidance-option", "reward_guidance_options", multiple=True, metavar="KEY=VALUE",
+                     help="reward guidance setting (repeatable): preset (tfg|dps|freedom|ugd|mpgd|lgd), rho, mu,"
+                          " iterations, gamma, samples, n_recur, rho_schedule, mu_schedule, gamma_schedule")(f)
+    return click.option("--reward-guidance", "reward_guidance", default=None, metavar="VERIFIER",
+                        help="TFG reward guidance of every step by a differentiable verifier"
+                             " (clip, image_reward, aesthetic)")(f)
+
+
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=__version__, prog_name="tts-diffusion")
 def main() -> None:
@@ -183,11 +193,7 @@ def main() -> None:
 @click.option("--tgate-option", "tgate_options", multiple=True, metavar="KEY=VALUE",
               help="T-GATE setting (repeatable): sp_interval (5), fi_interval (1), warm_up (2);"
                    " self-attention reuse, no effect on MM-DiT models")
-@click.option("--reward-guidance", "reward_guidance", default=None, metavar="VERIFIER",
-              help="TFG reward guidance of every step by a differentiable verifier (clip, image_reward, aesthetic)")
-@click.option("--reward-guidance-option", "reward_guidance_options", multiple=True, metavar="KEY=VALUE",
-              help="reward guidance setting (repeatable): preset (tfg|dps|freedom|ugd|mpgd|lgd), rho, mu,"
-                   " iterations, gamma, samples, n_recur, rho_schedule, mu_schedule, gamma_schedule")
+@_reward_guidance_options
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--rgba", is_flag=True,
               help="Alfie RGBA generation (PixArt-layout models): centred subject, --out is an RGBA PNG, plus"
@@ -672,9 +678,10 @@ def _check_replay_out(source: "Path", record: dict, out, new_sidecar, default_ou
 @click.option("--pool", is_flag=True,
               help="one budget shared by all the prompts (budget x prompts samples per method, budget and seed):"
                    " with -o METHOD.stop_score=S prompts that reach S early hand their rest to the others")
+@_reward_guidance_options
 def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, judge, steps, guidance, max_batch,
           options, verifier_options, device, verifier_device, dtype, out, compile_, threads, pin_cores,
-          preview_decoder, pool) -> None:
+          preview_decoder, pool, reward_guidance, reward_guidance_options) -> None:
     """Accuracy against NFE: every method at every budget on every prompt (and seed),
     guided by --verifier and judged by --judge, one JSON Lines record per search.
 
@@ -689,6 +696,8 @@ def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, jud
         from .request import default_verifier_name
         from .verifiers import verifier_params
 
+        from .features.guidance_spec import RewardGuidance
+
         guide = verifier if verifier is not None else default_verifier_name(is_default_model(model))
         cfg = SweepConfig(out=out, methods=_csv(methods, str, "--methods"), budgets=_csv(budgets, int, "--budgets"),
                           prompt_set=prompt_set, num_prompts=num_prompts, seeds=_csv(seeds, int, "--seeds"),
@@ -696,6 +705,7 @@ def bench(methods, budgets, prompt_set, num_prompts, seeds, model, verifier, jud
                           max_batch=max_batch, options=_method_options(options), device=device,
                           verifier_device=verifier_device, dtype=dtype, compile=compile_, threads=threads,
                           pin_cores=pin_cores, preview_decoder=preview_decoder, pool=pool,
+                          reward_guidance=RewardGuidance.from_cli(reward_guidance, reward_guidance_options),
                           verifier_options=verifier_params(guide).parse(verifier_options) if verifier_options else {})
         cfg.check()
         _quiet_libraries()

@@ -129,7 +129,7 @@ class SearchRequest:
         if verifier is None:
             verifier = default_verifier if default_verifier is not None else default_verifier_name(embedded_model)
         reward_guidance = self._checked_guidance(name, verifier)
-        follows_gradient = entry.needs_gradient or (entry.name == "driftlite"
+        follows_gradient = entry.follows_gradient(searcher_options) or (entry.name == "driftlite"
                                                      and searcher_options.get("target") != "anneal")
         if self.rgba and follows_gradient:
             raise TTSInputError(f"{name['rgba']} does not work with the {entry.name} searcher yet (it follows the"
@@ -146,7 +146,7 @@ class SearchRequest:
         verifier_options = dict(self.verifier_options or {})
         if isinstance(verifier, str):
             verifier_options = verifier_entry(verifier).options(verifier_options)
-            if entry.needs_gradient:  # e.g. noise_opt: one line naming the differentiable verifiers
+            if entry.follows_gradient(searcher_options):  # e.g. noise_opt: one line naming the differentiable verifiers
                 from .verifiers.registry import check_differentiable
 
                 check_differentiable(verifier)

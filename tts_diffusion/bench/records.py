@@ -17,7 +17,7 @@ KEY_FIELDS = ("prompt", "method", "budget", "seed")
 #: fields that differ between runs of the same sweep (wall-clock), left out of comparisons
 TIMING_FIELDS = ("seconds", "run_seconds")
 #: fields every record of one sweep file shares; a resumed sweep must match them
-SETTING_FIELDS = ("model", "steps", "guidance", "verifier", "judge", "prompt_set", "preview_decoder")
+SETTING_FIELDS = ("model", "steps", "guidance", "verifier", "judge", "prompt_set", "preview_decoder", "reward_guidance")
 
 
 def key(record: dict) -> tuple:

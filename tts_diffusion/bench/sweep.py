@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -74,6 +75,8 @@ class SweepConfig:
     preview_decoder: str | None = None
     #: one shared budget per (method, budget, seed) over all the prompts (`run_pooled_cell`)
     pool: bool = False
+    #: TFG reward guidance of every search (`features/guidance_spec.py`; None: off)
+    reward_guidance: Any = None
 
     def check(self) -> "SweepConfig":
         """Validate every field before any model work (TTSInputError naming the option)."""
@@ -133,14 +136,19 @@ class SweepConfig:
         return SearchRequest(prompt, searcher=method, searcher_options=self.options.get(method, {}),
                              verifier=self.verifier, verifier_options=self.verifier_options,
                              num_inference_steps=self.steps, guidance_scale=self.guidance, max_batch=self.max_batch,
-                             process_options={"preview_decoder": self.preview_decoder} if self.preview_decoder else {})
+                             process_options={"preview_decoder": self.preview_decoder} if self.preview_decoder else {},
+                             reward_guidance=self.reward_guidance)
 
 
 def setting(cfg: SweepConfig, steps: int, guidance: float | None) -> dict:
     """The fields every record of the sweep shares (a resumed sweep must match them)."""
     out = {"model": cfg.model or "embedded shapes model", "steps": steps, "guidance": guidance,
            "verifier": cfg.verifier, "judge": cfg.judge, "prompt_set": cfg.prompt_set,
-           "preview_decoder": cfg.preview_decoder}
+           "preview_decoder": cfg.preview_decoder, "reward_guidance": None}
+    if cfg.reward_guidance is not None:
+        from ..features.guidance_spec import RewardGuidance
+
+        out["reward_guidance"] = dataclasses.asdict(RewardGuidance.parse(cfg.reward_guidance))
     return {**out, "pool": True} if cfg.pool else out
 
 

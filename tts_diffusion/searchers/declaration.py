@@ -33,17 +33,19 @@ class SearcherEntry:
     fresh_trajectories: bool = False
     #: True: the search follows the verifier's gradient (a non-differentiable verifier is refused)
     needs_gradient: bool = False
+    #: the bool option that turns the gradient off (das's `gradient`), or None: always on
+    gradient_option: str | None = None
 
     @classmethod
     def declare(cls, name: str, description: str, *, params: Sequence[Param] = (),
                 run_defaults: Mapping[str, int] | None = None,
                 min_budget: MinBudget | None = None, fresh_trajectories: bool = False,
-                needs_gradient: bool = False) -> "SearcherEntry":
+                needs_gradient: bool = False, gradient_option: str | None = None) -> "SearcherEntry":
         """An entry: `keep_images` is added when not declared; run_defaults may set
         num_inference_steps and budget only (a paper's setting, used when the caller leaves
         them out); min_budget(num_steps, options): the least NFE a run needs; needs_gradient:
         the search follows the verifier's gradient (SearchRequest.check refuses a registered
-        verifier declared not differentiable)."""
+        verifier declared not differentiable), unless its bool option `gradient_option` is off."""
         unknown = set(run_defaults or {}) - set(RUN_DEFAULT_KEYS)
         if unknown:
             raise ValueError(f"run_defaults takes num_inference_steps and budget, not {sorted(unknown)}")
@@ -51,7 +53,15 @@ class SearcherEntry:
         if KEEP_IMAGES.name not in {p.name for p in params}:
             params.append(KEEP_IMAGES)
         return cls(name, description, ParamSpec(f"searcher {name!r}", params), dict(run_defaults or {}), min_budget,
-                   bool(fresh_trajectories), bool(needs_gradient))
+                   bool(fresh_trajectories), bool(needs_gradient), gradient_option)
+
+    def follows_gradient(self, options: Mapping[str, Any]) -> bool:
+        """Whether a run with these options follows the verifier's gradient."""
+        if not self.needs_gradient:
+            return False
+        if self.gradient_option is None:
+            return True
+        return bool(options.get(self.gradient_option, self.params.get(self.gradient_option).default))
 
     def options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Every option: `given` validated, the declared defaults for the rest."""

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 from ..params import Param, ParamSpec
 from ..registry import Registry
 from .best_of_n_spec import BEST_OF_N
+from .das_spec import DAS
 from .draft_commit_spec import DRAFT_COMMIT
 from .evo_spec import EVO
 from .declaration import MinBudget, SearcherEntry
@@ -69,6 +70,7 @@ BUILTIN: tuple[tuple[SearcherEntry, str], ...] = (
     (EVO, "evo"),
     (DRAFT_COMMIT, "draft_commit"),
     (NOISE_OPT, "noise_opt"),
+    (DAS, "das"),
 )
 
 _REGISTRY = Registry("searcher", BUILTIN, __package__)
