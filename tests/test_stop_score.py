@@ -104,3 +104,22 @@ def test_bench_pool_runs_rbf_with_options_fitted_to_the_even_share(tmp_path):
     assert len(recs) == 6 and all(r["options"] == fitted for r in recs) and fitted["init_pool"] < 25
     assert all(r["pool_ledger"]["total"] == 6 * 2 * 2 for r in recs) and sum(r["nfe"] for r in recs) <= 24
     assert all(r["stopped_early"] == (r["score"] >= 1.0) for r in recs)
+
+
+def test_every_searcher_declares_the_one_stop_score():
+    from tts_diffusion.searchers import available_searchers, searcher_params
+    from tts_diffusion.searchers.vocabulary import STOP_SCORE
+
+    for name in available_searchers():
+        assert searcher_params(name).get("stop_score") == STOP_SCORE, name
+
+
+def test_reflect_reports_what_it_did_not_spend(tts):
+    """reflect stops before its first round when an initial sample passes, and says so as
+    every searcher does (what budget_pool's second pass reads)."""
+    kw = dict(searcher="reflect", verifier="oracle", num_inference_steps=STEPS, budget=80, seed=0, progress=False)
+    free = tts(PROMPT, **kw)
+    res = tts(PROMPT, stop_score=1.0, **kw)
+    assert res.settings["stopped_early"] is True and res.best_score >= 1.0
+    assert res.settings["rounds_run"] == 0 < free.settings["rounds_run"]
+    assert res.settings["unspent_nfe"] == 80 - res.nfe > 0 and res.nfe < free.nfe
