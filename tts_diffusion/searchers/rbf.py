@@ -225,7 +225,8 @@ def rollover_budget_forcing(proc: DenoisingProcess, cond: Conditioning, reward_f
     r0 = reward_fn(pred.x0).double().cpu().reshape(c, pool)
     if (hit := reached(r0, stop_score)) is not None:  # satisfied by a noise of the pool
         x, pred = proc.select([hit], x, pred)
-        res.x, res.tweedie_rewards = finish_alone(proc, cond, x, pred, 0, eta, generator, interpolant), r0.reshape(-1)[[hit]]
+        res.x = finish_alone(proc, cond, x, pred, 0, eta, generator, interpolant)
+        res.tweedie_rewards = r0.reshape(-1)[[hit]]
         res.nfe, res.stopped_at = spent + n - 1, 0
         return res
     start = r0.argmax(1)
