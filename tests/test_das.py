@@ -196,3 +196,21 @@ def test_das_on_a_diffusers_pipeline(tiny_pipe):
     res = load_searcher("das")(proc, BrightnessVerifier(), "a red circle", Budget(12), torch.Generator().manual_seed(0),
                                gradient=False, tempering="adaptive")
     assert res.nfe == 12 and len(res.candidates) == 4 and res.best.image.shape[0] == 3
+
+
+def test_stop_score_ends_the_population_at_the_first_reward_reaching_it():
+    """Stop when satisfied: at the first step whose Tweedie rewards reach stop_score the
+    population ends and that particle alone goes on (1 NFE a step without the gradient);
+    unreachable, nothing changes."""
+    proc, _ = world("flow", 10)
+    das = load_searcher("das")
+    kw = dict(reward_scale=3.0, gradient=False)
+    free = das(proc, _x_reward(), "a", Budget(80), torch.Generator().manual_seed(0), **kw)
+    easy = das(proc, _x_reward(), "a", Budget(80), torch.Generator().manual_seed(0), stop_score=-100.0, **kw)
+    at = easy.settings["stopped_at"]
+    assert at == next(i for i, v in enumerate(free.settings["lambdas"]) if v > 0)  # the first step scored
+    assert easy.nfe == 8 * (at + 1) + 10 - 1 - at and easy.settings["unspent_nfe"] == 80 - easy.nfe
+    assert easy.settings["stopped_early"] is True and len(easy.candidates) == 1
+    never = das(proc, _x_reward(), "a", Budget(80), torch.Generator().manual_seed(0), stop_score=100.0, **kw)
+    assert never.settings["stopped_at"] is None and never.settings["stopped_early"] is False
+    assert never.nfe == free.nfe == 80 and never.scores == free.scores and never.best.score == free.best.score

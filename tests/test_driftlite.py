@@ -220,3 +220,23 @@ def test_request_refuses_before_model_work():
     ok = SearchRequest("a red circle", searcher="driftlite", searcher_options={"target": "anneal"}).check(
         embedded_model=True)
     assert ok.searcher_options["control"] == "vcg"
+
+
+def test_stop_score_ends_at_the_first_check_reaching_it():
+    """Stop when satisfied: at smc's default potential steps (2, 4, 6, 8 of 10) the Tweedie
+    estimates are scored; the first check reaching stop_score ends the population and that
+    particle alone goes on (1 NFE a step with control=none); unreachable, nothing changes."""
+    g, proc, _ = _world(10)
+    search = load_searcher("driftlite")
+    free = search(proc, _reward(), "a", Budget(80), torch.Generator().manual_seed(0), control="none")
+    easy = search(proc, _reward(), "a", Budget(80), torch.Generator().manual_seed(0), control="none",
+                  stop_score=-100.0)
+    assert easy.settings["stopped_at"] == 2 and easy.settings["stopped_early"] is True
+    assert easy.nfe == 8 * 3 + 7 and easy.settings["unspent_nfe"] == 80 - easy.nfe and len(easy.candidates) == 1
+    never = search(proc, _reward(), "a", Budget(80), torch.Generator().manual_seed(0), control="none",
+                   stop_score=100.0)
+    assert never.settings["stopped_at"] is None and never.settings["stopped_early"] is False
+    assert never.nfe == free.nfe == 80 and never.scores == free.scores
+    vcg = search(proc, _reward(), "a", Budget(120), torch.Generator().manual_seed(0), num_particles=4,
+                 stop_score=-100.0)  # the control's solve with one particle left
+    assert vcg.settings["stopped_at"] == 2 and vcg.nfe == (4 * 3 + 7) * 3

@@ -194,7 +194,8 @@ def test_per_particle_state_follows_every_latent():
 # ------------------------------------------------- stop when satisfied, every searcher
 @pytest.mark.parametrize("name,opts", [
     ("best_of_n", {"round_size": 2}), ("zero_order", {"num_children": 2}), ("smc", {"resample_interval": 2}),
-    ("paths", {"num_children": 2}), ("evo", {}), ("draft_commit", {"top_k": 2})])
+    ("paths", {"num_children": 2}), ("evo", {}), ("draft_commit", {"top_k": 2}), ("fkc", {"mode": "anneal"}),
+    ("rbf", {"init_pool": 4}), ("svdd", {"num_children": 2}), ("code", {"num_children": 2})])
 def test_stop_score_ends_early_and_returns_the_unspent_budget(name, opts):
     """With stop_score at or below the first round's best, the search stops after that round
     (potential step) and reports the NFE it did not spend; unreachable, it spends as usual."""

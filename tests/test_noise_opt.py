@@ -246,3 +246,26 @@ def test_checkpointing_memory_grows_with_one_step_not_the_trajectory():
     assert per_step > 20 * latent  # a step's activations are far larger than its input
     assert saved[4, True] - saved[2, True] <= 2 * latent  # checkpointed: at most the step inputs
     assert saved[4, True] < saved[4, False] / 10
+
+
+def test_stop_score_ends_at_the_first_iteration_reaching_it():
+    """Stop when satisfied: the optimisation ends at the first iteration whose sample reaches
+    stop_score; on the full grid that sample is the result (no final sample), the NFE not
+    spent is reported; an unreachable stop_score changes nothing."""
+    mix = bimodal_1d()
+    proc = analytic_process({"": mix, "p": mix}, kind="flow", steps=8)
+    kw = dict(num_samples=2, num_iterations=15, learning_rate=0.2, grad_clip=0.0, reg_weight=0.0)
+    free = noise_opt(proc, _x_reward(), "p", Budget(max_nfe=10**4), torch.Generator().manual_seed(1), **kw)
+    rewards = [max(c.score for c in free.candidates if c.info["iteration"] == t) for t in range(15)]
+    target = rewards[0] + 0.5 * (max(rewards) - rewards[0])  # reached part-way, not at the first iteration
+    first = next(t for t, r in enumerate(rewards) if r >= target)
+    assert 0 < first < 14
+    b = Budget(max_nfe=10**4)
+    res = noise_opt(proc, _x_reward(), "p", b, torch.Generator().manual_seed(1), stop_score=target, **kw)
+    per_iter = 2 * 8 * 4  # forward, recomputation and backward (2 NFE) per noise and step
+    assert res.settings["num_iterations"] == first + 1 and res.nfe == (first + 1) * per_iter
+    assert res.settings["stopped_early"] is True and res.best_score == rewards[first] >= target
+    assert res.settings["unspent_nfe"] == 10**4 - res.nfe and not any(c.info.get("final") for c in res.candidates)
+    never = noise_opt(proc, _x_reward(), "p", Budget(max_nfe=10**4), torch.Generator().manual_seed(1),
+                      stop_score=1e5, **kw)
+    assert never.settings["stopped_early"] is False and never.nfe == free.nfe and never.scores == free.scores

@@ -284,12 +284,15 @@ def run_pooled_cell(tts, request: SearchRequest, judge, indexed: list[tuple[int,
     """`bench --pool`: the prompts of `request` (a list, `indexed` in that order) share
     `budget` x len(prompts) samples' NFE (pipelines/budget_pool.py's rule; stop when satisfied
     through the method's `stop_score` option); prompt k's generator is seeded as in an
-    unpooled sweep (SEED_STRIDE * seed + k), so pooled and even records pair up. One record per
-    prompt: the NFE it spent, its allotments, the seconds of the whole pooled call spread by NFE."""
+    unpooled sweep (SEED_STRIDE * seed + k), so pooled and even records pair up, and the options
+    are fitted to the even share as an unpooled cell's are (`fit_to_budget`: rbf / svdd / code).
+    One record per prompt: the NFE it spent, its allotments, the seconds of the whole pooled
+    call spread by NFE."""
     gens = [torch.Generator().manual_seed(SEED_STRIDE * seed + k) for k, _ in indexed]
+    opts = fit_to_budget(request.searcher, budget * steps, steps, dict(request.searcher_options))
     t0 = time.perf_counter()
-    res = tts.run(dataclasses.replace(request, budget=None, seed=None), generator=gens, progress=False,
-                  budget_pool=budget * steps * len(indexed))
+    res = tts.run(dataclasses.replace(request, budget=None, seed=None, searcher_options=opts), generator=gens,
+                  progress=False, budget_pool=budget * steps * len(indexed))
     dt = time.perf_counter() - t0
     total = max(1, sum(r.nfe for r in res))
     out = []
@@ -300,7 +303,8 @@ def run_pooled_cell(tts, request: SearchRequest, judge, indexed: list[tuple[int,
                     "hit": float(js >= PASS) if judge.name == "oracle" else None,
                     "seconds": dt * r.nfe / total, "seconds_estimated": True, "run_seconds": dt,
                     "pool_ledger": r.settings["pool"], "stopped_early": r.settings.get("stopped_early"),
-                    "options_given": dict(request.searcher_options), "options": {}})
+                    "options_given": dict(request.searcher_options),
+                    "options": {kk: v for kk, v in opts.items() if kk != "keep_images"}})
     return out
 
 

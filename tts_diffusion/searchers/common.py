@@ -160,6 +160,25 @@ def stopped(log: SearchLog, stop_score: float | None) -> bool:
     return stop_score is not None and log.best is not None and log.best.score >= stop_score
 
 
+def reached(rewards: torch.Tensor | Sequence[float], stop_score: float | None) -> int | None:
+    """Stop when satisfied, at a potential step / round scored by `rewards` (one per row:
+    Tweedie estimates' or children's rewards): the row of the best reward when it reaches
+    `stop_score`, else None (always None without stop_score)."""
+    if stop_score is None:
+        return None
+    r = torch.as_tensor(rewards, dtype=torch.float64).reshape(-1)
+    best = int(torch.argmax(r))
+    return best if float(r[best]) >= stop_score else None
+
+
+def stop_checks(num_steps: int) -> set[int]:
+    """Grid points where a searcher whose loop scores nothing (fkc) scores its particles'
+    Tweedie estimates for `stop_score`: smc's default potential steps, every max(1, n // 5)
+    grid points from that one on (about five checks a run, K verifier calls each)."""
+    interval = max(1, num_steps // 5)
+    return set(range(min(interval, num_steps - 1), num_steps, interval))
+
+
 def unspent(budget: Budget, stop_score: float | None, log: SearchLog) -> dict[str, Any]:
     """What the result's settings say about stopping: whether stop_score was reached and the
     NFE left unspent (what a shared budget over prompts hands on)."""

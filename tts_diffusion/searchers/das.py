@@ -50,7 +50,7 @@ from ..errors import TTSInputError
 from ..features.guidance import denoise_with_graph
 from ..records.result import SearchResult, to_uint8
 from ..verifiers.base import Verifier
-from .common import SearchLog
+from .common import SearchLog, reached, unspent
 from .das_spec import DAS, PICKS, TEMPERINGS
 from .particles import dead_to_neginf, ess, normalize_log_weights, resample, should_resample
 from .registry import register_searcher
@@ -72,6 +72,7 @@ class DASRun:
     lambdas: list[float] = field(default_factory=list)  # lam_i / lam at grid points 0 .. n
     ess: list[float] = field(default_factory=list)  # ESS after each reweighting (0 .. n), before resampling
     resample_steps: list[int] = field(default_factory=list)
+    stopped_at: int | None = None  # the grid point where stop_score was reached
 
     def resampled(self) -> torch.Tensor:
         """An unweighted sample of the target: x[ancestors]."""
@@ -143,12 +144,15 @@ def das_sampling(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn
                  tempering_gamma: float | None = None, adaptive_ess: float = 0.5,
                  reward_grad_fn: RewardGradFn | None = None, resample_threshold: float = 0.5,
                  resampling: str = "systematic", eta: float = 1.0,
-                 final_reward_fn: RewardFn | None = None) -> DASRun:
+                 final_reward_fn: RewardFn | None = None, stop_score: float | None = None) -> DASRun:
     """Tempered SMC towards p(x) exp(reward_scale r(x)) (the module docstring, line by line).
 
     reward_fn(x0_latents) -> [K]: rewards of Tweedie estimates; final_reward_fn (default
     reward_fn): of the clean particles; reward_grad_fn (None: the model's own steps):
-    `reward_grad_through_denoiser`, DAS's gradient-guided proposal at the stochastic steps."""
+    `reward_grad_through_denoiser`, DAS's gradient-guided proposal at the stochastic steps.
+    stop_score: stop when satisfied, as smc does: at the first step whose Tweedie rewards (those
+    computed: none while lam_i = 0) reach it, the population ends there and that particle alone
+    goes on to the clean end (`DASRun.stopped_at`: the step)."""
     if tempering not in TEMPERINGS:
         raise TTSInputError(f"unknown tempering {tempering!r}; choose from {TEMPERINGS}")
     if resampling not in RESAMPLING_SCHEMES:
@@ -178,6 +182,12 @@ def das_sampling(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn
             r = reward_fn(pred.x0).to(dev, torch.float64)
         else:  # lam_i = 0: the twist is 1 whatever r is; no verifier call
             r = torch.zeros(k, dtype=torch.float64, device=dev)
+        scored = i in guided or tempering == "adaptive" or schedule[i] > 0.0
+        if scored and run.stopped_at is None and (best := reached(r, stop_score)) is not None:
+            # satisfied: the particle that reached it goes on alone, the rest of the population ends here
+            x, pred, r, grad = proc.select([best], x, pred, r, grad)
+            k, run.stopped_at = 1, i
+            log_w = log_psi = torch.zeros(1, dtype=torch.float64, device=dev)
         # 2. the tempered twist log psi_i = lam_i lam r_i; the weights telescope
         if tempering == "adaptive":
             lam_i = adaptive_lambda(log_w, lam * r, log_psi, lam_i, float(adaptive_ess))
@@ -221,7 +231,8 @@ def das_sampling(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn
 def das(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
         generator: torch.Generator | None, *, negative_prompt: str | None, num_particles: int | None,
         reward_scale: float, tempering: str, tempering_gamma: float | None, adaptive_ess: float, gradient: bool,
-        resample_threshold: float, resampling: str, eta: float, pick: str, keep_images: int) -> SearchResult:
+        resample_threshold: float, resampling: str, eta: float, pick: str, stop_score: float | None,
+        keep_images: int) -> SearchResult:
     """Options: DAS in das_spec.py (`tts-diffusion list --searcher das`). The default K is as many
     particles as the budget pays for."""
     if proc.call.step_hook is not None:
@@ -254,24 +265,27 @@ def das(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
                            tempering=tempering, tempering_gamma=tempering_gamma, adaptive_ess=adaptive_ess,
                            reward_grad_fn=reward_grad_through_denoiser(proc, cond, reward_of_x0) if gradient else None,
                            resample_threshold=resample_threshold, resampling=resampling, eta=eta,
-                           final_reward_fn=final_reward)
-    counts = torch.bincount(run.ancestors.cpu(), minlength=k).tolist()
-    info = [{"particle": j, "log_weight": float(run.log_w[j]), "resampled_copies": counts[j]} for j in range(k)]
+                           final_reward_fn=final_reward, stop_score=stop_score)
+    k_run = run.x.shape[0]  # 1 when stop_score was reached
+    counts = torch.bincount(run.ancestors.cpu(), minlength=k_run).tolist()
+    info = [{"particle": j, "log_weight": float(run.log_w[j]), "resampled_copies": counts[j]} for j in range(k_run)]
     log.record(final["images"], final["scores"], None, info)
     # the returned image: DAS's largest final weight, a draw from the weights, or the best score
     if pick == "weight":
         j = int(torch.argmax(run.log_w))
     elif pick == "sample":
-        j = int(run.ancestors[int(torch.randint(k, (1,), generator=generator))])
+        j = int(run.ancestors[int(torch.randint(k_run, (1,), generator=generator))])
     elif pick == "score":
         j = int(torch.argmax(final["scores"]))
     else:
         raise TTSInputError(f"unknown pick {pick!r}; choose from {PICKS}")
-    chosen = log.candidates[-k + j]
+    chosen = log.candidates[-k_run + j]
     if chosen.image is None:
         chosen.image = to_uint8(final["images"][j])
     log.best = proc.call.best = chosen
     gamma = default_gamma(n) if tempering_gamma is None else tempering_gamma
     return log.result({"num_particles": k, "tempering_gamma": gamma if tempering == "exp" else tempering_gamma,
                        "lambdas": [round(v, 6) for v in run.lambdas], "ess": [round(v, 3) for v in run.ess],
-                       "resample_steps": run.resample_steps, "final_ess": run.ess[-1], "picked_particle": j})
+                       "resample_steps": run.resample_steps, "final_ess": run.ess[-1], "picked_particle": j,
+                       **({"stopped_at": run.stopped_at} if stop_score is not None else {}),
+                       **unspent(budget, stop_score, log)})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..params import Param
 from .declaration import SearcherEntry
-from .vocabulary import RESAMPLING
+from .vocabulary import RESAMPLING, STOP_SCORE
 
 TEMPERINGS = ("exp", "adaptive", "none")
 PICKS = ("weight", "sample", "score")
@@ -47,6 +47,7 @@ DAS = SearcherEntry.declare(
               "step has no proposal density)", low=0.0, low_open=True),
         Param("pick", str, "weight", "the image returned: weight (DAS: the particle of largest final weight), "
               "sample (a draw from the final weights), score (the best verifier score, as smc)", choices=PICKS),
+        STOP_SCORE,
     ],
     min_budget=lambda num_steps, o: (o["num_particles"] or 1) * particle_nfe(num_steps, o["gradient"]),
     needs_gradient=True, gradient_option="gradient")

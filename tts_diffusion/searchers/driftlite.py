@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -55,7 +56,7 @@ from ..errors import TTSInputError
 from ..features.guidance import denoise_with_graph
 from ..records.result import SearchResult
 from ..verifiers.base import Verifier
-from .common import SearchLog, full_samples
+from .common import SearchLog, full_samples, reached, stop_checks, unspent
 from .driftlite_spec import CONTROLS, DRIFTLITE, TARGETS, nfe_per_step
 from .particles import ess, normalize_log_weights, resample, should_resample
 from .registry import register_searcher
@@ -74,6 +75,7 @@ class DriftLiteRun:
     resample_steps: list[int] = field(default_factory=list)
     thetas: list[list[float]] = field(default_factory=list)
     seconds: float = 0.0
+    stopped_at: int | None = None  # the grid point where stop_score was reached
 
     def resampled(self) -> torch.Tensor:
         return self.x[self.ancestors]
@@ -180,8 +182,14 @@ def driftlite_sample(proc: DenoisingProcess, cond: Conditioning, verifier: Verif
                      generator: torch.Generator | None = None, *, control: str = "vcg", target: str = "tilt",
                      reward_scale: float = 1.0, beta: float = 2.0, probes: int = 1, ridge: float = 1e-6,
                      resample_threshold: float = 0.5, resampling: str = "systematic", eta: float = 1.0,
-                     prompt: str | None = None) -> DriftLiteRun:
-    """Algorithm 1 over the whole grid (see the module docstring)."""
+                     prompt: str | None = None, stop_score: float | None = None,
+                     reward_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> DriftLiteRun:
+    """Algorithm 1 over the whole grid (see the module docstring).
+
+    stop_score (with reward_fn): stop when satisfied, as fkc does: at smc's default potential
+    steps (`common.stop_checks`) the model's Tweedie estimates are scored; at the first where
+    one reaches stop_score the population ends and that particle alone goes on to the clean
+    end (`DriftLiteRun.stopped_at`: the step)."""
     check_target(target, control)
     if resampling not in RESAMPLING_SCHEMES:
         raise TTSInputError(f"unknown resampling scheme {resampling!r}; choose from {RESAMPLING_SCHEMES}")
@@ -202,6 +210,7 @@ def driftlite_sample(proc: DenoisingProcess, cond: Conditioning, verifier: Verif
     dim = x[0].numel()
     log_w = torch.zeros(k, dtype=F64, device=dev)
     run = DriftLiteRun(x, log_w, torch.arange(k, device=dev))
+    checks = stop_checks(n) if stop_score is not None and reward_fn is not None else set()
     for i in range(n):
         kappa, kappa_next = i / n, (i + 1) / n
         kl = kappa * lam
@@ -211,6 +220,11 @@ def driftlite_sample(proc: DenoisingProcess, cond: Conditioning, verifier: Verif
             continue
         c_i, d_i = math.log(a_next / a), -2.0 * fam.pf_eta(i)
         eps, s, lap_logp = score_terms(proc, x, i, cond, probes, generator, need_lap_logp)
+        best = reached(reward_fn(fam.pred_from_eps(x, eps, i)[1]), stop_score) if i in checks else None
+        if best is not None:
+            # satisfied: the particle that reached it goes on alone, the rest of the population ends here
+            x, eps, s, lap_logp = proc.select([best], x, eps, s, lap_logp)
+            k, log_w, checks, run.stopped_at = 1, torch.zeros(1, dtype=F64, device=dev), set(), i
         xf = x.reshape(k, -1).to(F64)
         if use_reward:
             r, gr, lap_r = reward_terms(proc, verifier, x, prompt, probes, generator)
@@ -258,7 +272,7 @@ def driftlite_sample(proc: DenoisingProcess, cond: Conditioning, verifier: Verif
         H = G + h_b
         log_w = log_w + (H - _wmean(w, H))
         run.ess.append(float(ess(log_w)))
-        run.log_w_var.append(float(log_w.var()))
+        run.log_w_var.append(float(log_w.var()) if log_w.numel() > 1 else 0.0)
         # 3. move: the stochastic step with the score of q_t, plus the control drift
         e = (-fam.s(i) * score_q).reshape(x.shape).to(x.dtype)
         out, x0 = fam.pred_from_eps(x, e, i)
@@ -284,7 +298,8 @@ def driftlite_sample(proc: DenoisingProcess, cond: Conditioning, verifier: Verif
 def driftlite(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
               generator: torch.Generator | None, *, negative_prompt: str | None, control: str, target: str,
               reward_scale: float, beta: float, num_particles: int | None, probes: int, ridge: float,
-              resample_threshold: float, resampling: str, eta: float, keep_images: int) -> SearchResult:
+              resample_threshold: float, resampling: str, eta: float, stop_score: float | None,
+              keep_images: int) -> SearchResult:
     """Options: DRIFTLITE in driftlite_spec.py (`tts-diffusion list --searcher driftlite`). The
     verifier is the reward (differentiable: clip, image_reward, aesthetic, ...)."""
     check_target(target, control)
@@ -301,12 +316,15 @@ def driftlite(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: B
     with proc.metered(budget):
         run = driftlite_sample(proc, cond, verifier, k, generator, control=control, target=target,
                                reward_scale=reward_scale, beta=beta, probes=probes, ridge=ridge,
-                               resample_threshold=resample_threshold, resampling=resampling, eta=eta, prompt=prompt)
+                               resample_threshold=resample_threshold, resampling=resampling, eta=eta, prompt=prompt,
+                               stop_score=stop_score, reward_fn=log.score_intermediate)
         images = proc.decode(run.x)
         scores = log.verify(images)
-    counts = torch.bincount(run.ancestors.cpu(), minlength=k).tolist()
-    info = [{"particle": j, "log_weight": float(run.log_w[j]), "resampled_copies": counts[j]} for j in range(k)]
+    kk = run.x.shape[0]
+    counts = torch.bincount(run.ancestors.cpu(), minlength=kk).tolist()
+    info = [{"particle": j, "log_weight": float(run.log_w[j]), "resampled_copies": counts[j]} for j in range(kk)]
     log.record(images, scores, None, info)
+    stop = {"stopped_at": run.stopped_at, **unspent(budget, stop_score, log)} if stop_score is not None else {}
     return log.result({"num_particles": k, "resample_steps": run.resample_steps, "final_ess": float(ess(run.log_w)),
                        "min_ess": min(run.ess) if run.ess else float(k), "seconds": round(run.seconds, 4),
-                       "reward_grads": budget.reward_grads, "denoiser_backwards": budget.denoiser_backwards})
+                       "reward_grads": budget.reward_grads, "denoiser_backwards": budget.denoiser_backwards, **stop})

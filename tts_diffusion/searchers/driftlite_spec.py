@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..params import Param
 from .declaration import SearcherEntry
-from .vocabulary import RESAMPLING, eta
+from .vocabulary import RESAMPLING, STOP_SCORE, eta
 
 CONTROLS = ("vcg", "ecg", "none")
 TARGETS = ("tilt", "anneal", "both", "product")
@@ -36,5 +36,6 @@ DRIFTLITE = SearcherEntry.declare(
               low=0.0, high=1.0),
         RESAMPLING,
         eta(),
+        STOP_SCORE,
     ],
     min_budget=lambda num_steps, o: (o["num_particles"] or 1) * num_steps * nfe_per_step(o["control"], o["probes"]))

@@ -69,13 +69,15 @@ from ..core.process import DenoisingProcess, Prediction
 from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .common import SearchLog, full_samples
+from .common import SearchLog, full_samples, reached, stop_checks, unspent
 from .fkc_spec import FKC, FKC_MODES, FKC_VARIANTS, denoiser_calls
 from .registry import register_searcher
 from .vocabulary import RESAMPLING_SCHEMES
 
 #: experts(x, i) -> model outputs of each expert at grid point i (each costs its NFE)
 ExpertFn = Callable[[torch.Tensor, int], Sequence[torch.Tensor]]
+#: reward_fn(x0 latents) -> scores [K] (Tweedie estimates scored for stop_score)
+RewardFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -85,6 +87,7 @@ class FKCRun:
     ancestors: torch.Tensor  # [K] final resampling
     resample_steps: list[int] = field(default_factory=list)
     ess: list[float] = field(default_factory=list)
+    stopped_at: int | None = None  # the grid point where stop_score was reached
 
     def resampled(self) -> torch.Tensor:
         return self.x[self.ancestors]
@@ -114,11 +117,17 @@ def combine(proc: DenoisingProcess, x: torch.Tensor, i: int, outs: Sequence[torc
 @torch.no_grad()
 def fkc_sample(proc: DenoisingProcess, experts: ExpertFn, coefs: Sequence[float], num_particles: int,
                generator: torch.Generator | None = None, *, eta: float = 1.0, variant: str = "target_score",
-               resample_threshold: float = 1.0, resampling: str = "systematic", weights: bool = True) -> FKCRun:
+               resample_threshold: float = 1.0, resampling: str = "systematic", weights: bool = True,
+               stop_score: float | None = None, reward_fn: RewardFn | None = None) -> FKCRun:
     """Weighted SDE simulation of q ~ prod_k p_k^(c_k) (see the module docstring).
 
     resample_threshold in [0, 1]: resample when ESS < threshold K (`should_resample`; 1, the
     paper's choice: at every step, 0: never).
+
+    stop_score (with reward_fn): stop when satisfied. FKC's loop scores nothing, so at smc's
+    default potential steps (`common.stop_checks`) the Tweedie estimates of the target's
+    prediction are scored; at the first where one reaches stop_score the population ends and
+    that particle alone runs the same SDE to the clean end (`FKCRun.stopped_at`: the step).
 
     weights=False runs the same SDE without weights or resampling (the plain heuristic, e.g.
     ordinary CFG sampling; for tests)."""
@@ -137,6 +146,7 @@ def fkc_sample(proc: DenoisingProcess, experts: ExpertFn, coefs: Sequence[float]
     dev = x.device
     log_w = torch.zeros(k, dtype=torch.float64, device=dev)
     run = FKCRun(x, log_w, torch.arange(k, device=dev))
+    checks = stop_checks(proc.num_steps) if stop_score is not None and reward_fn is not None else set()
     for i in range(proc.num_steps):
         outs = experts(x, i)
         pure_noise = fam.a(i) == 0.0
@@ -156,7 +166,12 @@ def fkc_sample(proc: DenoisingProcess, experts: ExpertFn, coefs: Sequence[float]
             if i == proc.num_steps - 1:
                 h += 0.5 * fam.pf_eta(i)
             log_w = center_log_weights(log_w + h * q.to(dev))
-        if weights:
+        best = reached(reward_fn(pred.x0), stop_score) if i in checks else None
+        if best is not None:
+            # satisfied: the particle that reached it goes on alone, the rest of the population ends here
+            x, pred, outs = proc.select([best], x, pred, list(outs))
+            k, log_w, checks, run.stopped_at = 1, torch.zeros(1, dtype=torch.float64, device=dev), set(), i
+        elif weights:
             run.ess.append(float(ess(log_w)))
             if should_resample(log_w, float(resample_threshold)):
                 # every per-particle quantity follows its ancestor; weights uniform again
@@ -185,7 +200,7 @@ def fkc_sample(proc: DenoisingProcess, experts: ExpertFn, coefs: Sequence[float]
 def fkc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
         generator: torch.Generator | None, *, negative_prompt: str | None, mode: str, guidance: float | None,
         beta: float | None, prompt_2: str | None, variant: str, num_particles: int | None, eta: float,
-        resample_threshold: float, resampling: str, keep_images: int) -> SearchResult:
+        resample_threshold: float, resampling: str, stop_score: float | None, keep_images: int) -> SearchResult:
     """Options: FKC in fkc_spec.py (`tts-diffusion list --searcher fkc`). "cfg" needs CFG on
     (the model's own guidance scale is w by default), "anneal" targets p^beta of the model's
     own, guided, distribution, "product" makes two denoiser calls per particle and step. The
@@ -234,9 +249,13 @@ def fkc(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
     log = SearchLog(proc, verifier, prompt, budget, keep_images)
     with proc.metered(budget):
         run = fkc_sample(proc, experts, coefs, k, generator, eta=eta, variant=variant,
-                         resample_threshold=resample_threshold, resampling=resampling)
-    counts = torch.bincount(run.ancestors.cpu(), minlength=k).tolist()
-    info = [{"particle": j, "log_weight": float(run.log_w[j]), "resampled_copies": counts[j]} for j in range(k)]
+                         resample_threshold=resample_threshold, resampling=resampling,
+                         stop_score=stop_score, reward_fn=log.score_intermediate)
+    kk = run.x.shape[0]
+    counts = torch.bincount(run.ancestors.cpu(), minlength=kk).tolist()
+    info = [{"particle": j, "log_weight": float(run.log_w[j]), "resampled_copies": counts[j]} for j in range(kk)]
     log.score_latents(run.x, None, info)
     settings.update({"resample_steps": run.resample_steps, "final_ess": float(ess(run.log_w))})
-    return log.result(settings)
+    if stop_score is not None:
+        settings["stopped_at"] = run.stopped_at
+    return log.result({**settings, **unspent(budget, stop_score, log)})

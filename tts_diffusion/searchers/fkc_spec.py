@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..params import Param
 from .declaration import SearcherEntry
-from .vocabulary import RESAMPLING, eta
+from .vocabulary import RESAMPLING, STOP_SCORE, eta
 
 FKC_MODES = ("cfg", "anneal", "product")
 FKC_VARIANTS = ("target_score", "tempered_noise")
@@ -29,5 +29,6 @@ FKC = SearcherEntry.declare(
         Param("resample_threshold", float, 1.0, "resample when ESS < threshold * K (1: every step, the paper's; "
               "0: never)", low=0.0, high=1.0),
         RESAMPLING,
+        STOP_SCORE,
     ],
     min_budget=lambda num_steps, o: (o["num_particles"] or 1) * num_steps * denoiser_calls(o["mode"]))

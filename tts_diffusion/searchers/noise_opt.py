@@ -34,7 +34,7 @@ from ..core.reward_grad import check_differentiable_verifier, differentiable_rew
 from ..errors import TTSInputError
 from ..records.result import SearchResult
 from ..verifiers.base import Verifier
-from .common import SearchLog
+from .common import SearchLog, reached, stopped, unspent
 from .noise_opt_spec import NOISE_OPT, iteration_nfe
 from .registry import register_searcher
 
@@ -130,9 +130,12 @@ def _flat(z: torch.Tensor, step_noise: torch.Tensor | None, optimise_step_noise:
 def noise_opt(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
               generator: torch.Generator | None, *, negative_prompt: str | None, num_samples: int,
               num_iterations: int | None, learning_rate: float, grad_clip: float, reg_weight: float, eta: float,
-              optimize_step_noise: bool, checkpointing: bool, opt_steps: int | None,
+              optimize_step_noise: bool, checkpointing: bool, opt_steps: int | None, stop_score: float | None,
               keep_images: int) -> SearchResult:
-    """Options: NOISE_OPT in noise_opt_spec.py (`tts-diffusion list --searcher noise_opt`)."""
+    """Options: NOISE_OPT in noise_opt_spec.py (`tts-diffusion list --searcher noise_opt`).
+    stop_score: the first iteration whose reward reaches it ends the optimisation (on the full
+    grid its sample is the result, no final sample is drawn; on a few-step schedule each
+    noise's best iterate is then sampled on the full grid as usual)."""
     check_differentiable_verifier(verifier)
     if optimize_step_noise and eta == 0.0:
         raise TTSInputError("noise_opt optimize_step_noise needs stochastic steps: set eta > 0 (e.g. eta=1)")
@@ -191,6 +194,9 @@ def noise_opt(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: B
             best_z[better] = z.detach()[better].to(best_z.dtype)
             if best_noise is not None and optimize_step_noise:
                 best_noise[:, better] = step_noise.detach()[:, better]
+            if reached(scores, stop_score) is not None:  # satisfied: no more iterations
+                iters = t + 1
+                break
             if grad_clip > 0:
                 _clip_rows(params, float(grad_clip))
             with torch.no_grad():
@@ -198,6 +204,8 @@ def noise_opt(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: B
                     p.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
             opt.step()
     # the last iterate (or, on a few-step schedule, each noise's best iterate) on the full grid
+    if opt_steps is None and stopped(log, stop_score):  # its full-grid sample is already a candidate
+        return log.result({"num_samples": n, "num_iterations": iters, **unspent(budget, stop_score, log)})
     with proc.metered(budget):
         if opt_steps is None:
             last_z, last_noise = z.detach(), None if step_noise is None else step_noise.detach()
@@ -217,4 +225,4 @@ def noise_opt(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: B
                 x = mean if std == 0.0 else mean + std * full_noise[i].to(dtype)
         log.score_latents(x, seeds if iters == 0 else None,
                           [{"iteration": iters, "noise": b, "final": True} for b in range(n)])
-    return log.result({"num_samples": n, "num_iterations": iters})
+    return log.result({"num_samples": n, "num_iterations": iters, **unspent(budget, stop_score, log)})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..params import Param
 from .declaration import SearcherEntry
+from .vocabulary import STOP_SCORE
 
 #: NFE of one optimisation iteration per noise and sampler step: the sampling forward (1), the
 #: denoiser backward (core/budget.py BACKWARD_NFE = 2) and, with checkpointing, the forward
@@ -40,5 +41,6 @@ NOISE_OPT = SearcherEntry.declare(
         Param("opt_steps", int, None, "optimise through a few-step schedule of this many steps (the same model, "
               "its grid subsampled), then sample the best noise once on the full grid (default: the full grid)",
               low=1),
+        STOP_SCORE,
     ],
     min_budget=_min_budget, needs_gradient=True)

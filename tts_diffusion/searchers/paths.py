@@ -22,7 +22,7 @@ from ..core.process import DenoisingProcess
 from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .common import SearchLog, stopped, unspent
+from .common import SearchLog, reached, unspent
 from .paths_spec import PATHS, path_cost, path_schedule, resolve_schedule
 from .registry import register_searcher
 
@@ -81,7 +81,7 @@ def search_over_paths(proc: DenoisingProcess, verifier: Verifier, prompt: str, b
                 scores = log.score_intermediate(pred.x0)
             keep = torch.topk(scores, n, sorted=True).indices
             x = proc.select(keep, children)
-            if stop_score is not None and float(scores.max()) >= stop_score:
+            if reached(scores, stop_score) is not None:
                 # satisfied: the best child alone finishes (an intermediate score: its x0 estimate's)
                 if k < steps:
                     x, _ = proc.sample(proc.select([0], x), cond, start=k)  # row 0: the best (topk is sorted)

@@ -41,6 +41,12 @@ blocks of `block` steps: each child runs `block` stochastic steps before it is s
 Both spend NFE = K + K M (n - 1) (M from the budget by default) and move particles through
 `proc.select` when children are expanded from their parents and when the best child is kept.
 A budget that cannot pay for the requested particles / chains is an error (never shrunk).
+
+Stop when satisfied (`stop_score`, all three): every round here already scores Tweedie
+estimates (RBF's initial pool and each batch of children, a block's children in SVDD /
+CoDe); at the first whose best reward reaches stop_score the search ends, and that state
+alone runs the stochastic steps to the clean end (`finish_alone`: 1 NFE a step, what
+`num_children=1` would spend); the NFE not spent is reported (`settings["unspent_nfe"]`).
 """
 from __future__ import annotations
 
@@ -54,7 +60,7 @@ from ..core.process import Conditioning, DenoisingProcess, Prediction
 from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .common import SearchLog, full_samples
+from .common import SearchLog, full_samples, reached, unspent
 from .rbf_spec import CODE, GRIDS, INTERPOLANTS, RBF, SVDD
 from .declaration import SearcherEntry
 from .registry import register_searcher
@@ -74,6 +80,16 @@ def stochastic_step(proc: DenoisingProcess, x: torch.Tensor, i: int, pred: Predi
     return mean + std * proc.randn_like(x, generator)
 
 
+def finish_alone(proc: DenoisingProcess, cond: Conditioning, x: torch.Tensor, pred: Prediction, i: int,
+                 eta: float, generator: torch.Generator | None, interpolant: str) -> torch.Tensor:
+    """Stop when satisfied: the state `x` at grid point i (its prediction `pred`) runs the
+    stochastic steps to grid point n-1 (1 NFE each) and the deterministic last step (no NFE)."""
+    for t in range(i, proc.num_steps - 1):
+        x = stochastic_step(proc, x, t, pred, eta, generator, interpolant)
+        pred = proc.denoise(x, t + 1, cond)
+    return proc.step(x, proc.num_steps - 1, pred, eta=0.0)
+
+
 def _process_for(proc: DenoisingProcess, grid: str) -> DenoisingProcess:
     if grid not in GRIDS:
         raise TTSInputError(f"unknown grid {grid!r}; choose from {GRIDS}")
@@ -90,6 +106,7 @@ class ChainResult:
     rollovers: int = 0  # early acceptances
     forced: int = 0  # steps that ran out of quota
     quotas: list[list[int]] = field(default_factory=list)  # per chain, the quota of every step
+    stopped_at: int | None = None  # the grid point where a Tweedie reward reached stop_score
 
 
 # ------------------------------------------------------------------ bookkeeping
@@ -187,11 +204,12 @@ class Chain:
 def rollover_budget_forcing(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn, nfe: int,
                             generator: torch.Generator | None = None, *, num_particles: int = 2,
                             init_pool: int = 25, eta: float = 1.0, interpolant: str = "vp",
-                            child_batch: int = 1) -> ChainResult:
+                            child_batch: int = 1, stop_score: float | None = None) -> ChainResult:
     """RBF with at most `nfe` denoiser evaluations (module docstring); `num_particles` chains.
     child_batch > 1 proposes that many children of a chain in one batch (faster on a GPU;
     children after an accepted one are still paid for, as they were evaluated). Chains at
-    the same grid point propose in one batch."""
+    the same grid point propose in one batch. stop_score: the first pool / batch of children
+    whose best reward reaches it ends the search; that state alone finishes (`finish_alone`)."""
     n, c, pool = proc.num_steps, int(num_particles), int(init_pool)
     search_steps = n - 1
     if c < 1 or pool < 1 or c * (pool + search_steps) > nfe:
@@ -205,6 +223,12 @@ def rollover_budget_forcing(proc: DenoisingProcess, cond: Conditioning, reward_f
     pred = proc.denoise(x, 0, cond)
     spent = c * pool
     r0 = reward_fn(pred.x0).double().cpu().reshape(c, pool)
+    if (hit := reached(r0, stop_score)) is not None:  # satisfied by a noise of the pool
+        x, pred = proc.select([hit], x, pred)
+        res.x = finish_alone(proc, cond, x, pred, 0, eta, generator, interpolant)
+        res.tweedie_rewards = r0.reshape(-1)[[hit]]
+        res.nfe, res.stopped_at = spent + n - 1, 0
+        return res
     start = r0.argmax(1)
     x, pred = proc.select(torch.arange(c) * pool + start, x, pred)
     pop = NamedRows(proc, x, pred, [("chain", j) for j in range(c)])
@@ -228,6 +252,12 @@ def rollover_budget_forcing(proc: DenoisingProcess, cond: Conditioning, reward_f
             spent += kids.shape[0]
             kid_r = reward_fn(kid_pred.x0).double().cpu().tolist()
             pop.children_step(kids, kid_pred)
+            if (hit := reached(kid_r, stop_score)) is not None:  # satisfied: that child alone finishes
+                x, pred = proc.select([hit], pop.x, pop.pred)
+                res.x = finish_alone(proc, cond, x, pred, i + 1, eta, generator, interpolant)
+                res.tweedie_rewards = torch.tensor([kid_r[hit]])
+                res.nfe, res.stopped_at, res.quotas = spent + n - 2 - i, i + 1, [ch.quotas for ch in chains]
+                return res
             row = 0
             for j, mj in zip(group, m):
                 chain = chains[j]
@@ -265,10 +295,11 @@ def rollover_budget_forcing(proc: DenoisingProcess, cond: Conditioning, reward_f
 def blockwise_search(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn, nfe: int,
                      generator: torch.Generator | None = None, *, num_particles: int = 2,
                      num_children: int | None = None, block: int = 1, alpha: float = 0.0, eta: float = 1.0,
-                     interpolant: str = "vp") -> ChainResult:
+                     interpolant: str = "vp", stop_score: float | None = None) -> ChainResult:
     """SVDD (block = 1) / CoDe (block > 1): per block, `num_children` children per particle
     run `block` stochastic steps in one batch; each particle keeps its best child (alpha = 0)
-    or samples one with probability ~ exp(r / alpha)."""
+    or samples one with probability ~ exp(r / alpha). stop_score: the first block whose best
+    child reaches it ends the search; that child alone finishes (`finish_alone`)."""
     n = proc.num_steps
     k, block = int(num_particles), max(1, int(block))
     m = blockwise_children(nfe, n, k) if num_children is None else int(num_children)
@@ -289,6 +320,12 @@ def blockwise_search(proc: DenoisingProcess, cond: Conditioning, reward_fn: Rewa
             p = proc.denoise(y, t + 1, cond)
             spent += y.shape[0]
         r = reward_fn(p.x0).double().cpu().reshape(k, m)
+        if (hit := reached(r, stop_score)) is not None:  # satisfied: that child alone finishes
+            y, p = proc.select([hit], y, p)
+            x = finish_alone(proc, cond, y, p, j_end, eta, generator, interpolant)
+            res = ChainResult(x, r.reshape(-1)[[hit]], spent + n - 1 - j_end)
+            res.stopped_at = j_end
+            return res
         if alpha > 0:
             choice = torch.multinomial(torch.softmax(r / alpha, 1), 1, generator=generator).reshape(k)
         else:
@@ -317,16 +354,18 @@ def _prepare(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Bu
     return run_proc, cond, SearchLog(run_proc, verifier, prompt, budget, keep_images)
 
 
-def _finish(log: SearchLog, res: ChainResult, settings: dict) -> SearchResult:
+def _finish(log: SearchLog, res: ChainResult, settings: dict, stop_score: float | None) -> SearchResult:
     info = [{"chain": j, "tweedie_reward": float(res.tweedie_rewards[j])} for j in range(res.x.shape[0])]
     log.score_latents(res.x, None, info)
-    return log.result({**settings, "search_nfe": res.nfe})
+    stop = {"stopped_at": res.stopped_at, **unspent(log.budget, stop_score, log)} if stop_score is not None else {}
+    return log.result({**settings, "search_nfe": res.nfe, **stop})
 
 
 @register_searcher(RBF)
 def rbf(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
         generator: torch.Generator | None, *, negative_prompt: str | None, num_particles: int, init_pool: int,
-        eta: float, interpolant: str, grid: str, child_batch: int, keep_images: int) -> SearchResult:
+        eta: float, interpolant: str, grid: str, child_batch: int, stop_score: float | None,
+        keep_images: int) -> SearchResult:
     """Options: RBF in rbf_spec.py (`tts-diffusion list --searcher rbf`); a budget below
     num_particles * (init_pool + steps - 1) NFE is an error."""
     run_proc, cond, log = _prepare(proc, verifier, prompt, budget, negative_prompt, interpolant, grid, keep_images)
@@ -334,8 +373,9 @@ def rbf(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
     with run_proc.metered(budget):
         res = rollover_budget_forcing(run_proc, cond, log.score_intermediate, nfe, generator,
                                       num_particles=num_particles, init_pool=init_pool, eta=eta,
-                                      interpolant=interpolant, child_batch=child_batch)
-    return _finish(log, res, {"rollovers": res.rollovers, "forced_steps": res.forced, "quotas": res.quotas})
+                                      interpolant=interpolant, child_batch=child_batch, stop_score=stop_score)
+    return _finish(log, res, {"rollovers": res.rollovers, "forced_steps": res.forced, "quotas": res.quotas},
+                   stop_score)
 
 
 def _blockwise_searcher(entry: SearcherEntry):
@@ -344,16 +384,16 @@ def _blockwise_searcher(entry: SearcherEntry):
     def search(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
                generator: torch.Generator | None, *, negative_prompt: str | None, num_particles: int,
                num_children: int | None, block: int, alpha: float, eta: float, interpolant: str, grid: str,
-               keep_images: int) -> SearchResult:
+               stop_score: float | None, keep_images: int) -> SearchResult:
         run_proc, cond, log = _prepare(proc, verifier, prompt, budget, negative_prompt, interpolant, grid,
                                        keep_images)
         nfe = budget.remaining_nfe
         with run_proc.metered(budget):
             res = blockwise_search(run_proc, cond, log.score_intermediate, nfe, generator,
                                    num_particles=num_particles, num_children=num_children, block=block,
-                                   alpha=alpha, eta=eta, interpolant=interpolant)
+                                   alpha=alpha, eta=eta, interpolant=interpolant, stop_score=stop_score)
         m = blockwise_children(nfe, run_proc.num_steps, num_particles) if num_children is None else num_children
-        return _finish(log, res, {"num_children": m})
+        return _finish(log, res, {"num_children": m}, stop_score)
 
     search.__name__ = entry.name
     search.__doc__ = f"Options: {entry.name.upper()} in rbf_spec.py (`tts-diffusion list --searcher {entry.name}`)."

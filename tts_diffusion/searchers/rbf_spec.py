@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..params import Param
 from .declaration import SearcherEntry
-from .vocabulary import eta
+from .vocabulary import STOP_SCORE, eta
 
 INTERPOLANTS = ("vp", "native")
 GRIDS = ("native", "vp")
@@ -29,6 +29,7 @@ RBF = SearcherEntry.declare(
         Param("init_pool", int, 25, "initial noises per chain; each chain starts from the best", low=1),
         *_stochastic_params(),
         Param("child_batch", int, 1, "children proposed per chain and batch (1: the paper)", low=1),
+        STOP_SCORE,
     ],
     run_defaults=PAPER_RUN,
     min_budget=lambda num_steps, o: o["num_particles"] * (o["init_pool"] + num_steps - 1))
@@ -43,6 +44,7 @@ def _blockwise_params(block_default: int) -> list[Param]:
         Param("alpha", float, 0.0, "0: keep the best child; > 0: sample one with probability ~ exp(r / alpha)",
               low=0.0),
         *_stochastic_params(),
+        STOP_SCORE,
     ]
 
 

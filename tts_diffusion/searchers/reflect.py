@@ -38,7 +38,7 @@ from ..errors import TTSInputError
 from ..reflection import Critique, make_critic, make_refiner
 from ..reflection.critics import gives_feedback
 from ..verifiers.base import Verdict, Verifier
-from .common import SearchLog
+from .common import SearchLog, stopped, unspent
 from .reflect_spec import REFLECT, fewest_chains, minimum_nfe, round_cost, sdedit_start
 from .registry import register_searcher
 
@@ -109,7 +109,6 @@ def reflect(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Bud
         log.record(images, scores, seeds, info)
         return images, scores, first
 
-    done = lambda: stop is not None and log.best is not None and log.best.score >= stop  # noqa: E731
     with proc.metered(budget):
         # 1  noise-level: N samples, verified
         seeds = proc.seeds(n, generator)
@@ -122,7 +121,7 @@ def reflect(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Bud
         chains = [[ChainStep(0, first + int(j), float(scores[j]), log.candidates[first + int(j)].nfe, prompt,
                              mode="noise", image=to_uint8(images[j]))] for j in idx.tolist()]
         for r in range(1, rounds + 1):
-            if done():
+            if stopped(log, stop):  # satisfied: the rest of the budget is not spent
                 break
             # 4  critique the heads (the guide's scores ride along as the verdict)
             with proc.timings.phase("critique"):
@@ -155,7 +154,7 @@ def reflect(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Bud
             head_scores = torch.where(keep, scores, head_scores)
             head_prompts = [new_prompts[j] if keep[j] else head_prompts[j] for j in range(k)]
     settings = {"num_samples": n, "num_particles": k, "num_rounds": rounds, "rounds_run": len(chains[0]) - 1,
-                "critic": critic_name}
+                "critic": critic_name, **unspent(budget, stop, log)}
     result = log.result(settings)
     result.chains = chains
     return result

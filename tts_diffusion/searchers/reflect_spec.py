@@ -6,6 +6,7 @@ import math
 
 from ..params import Param
 from .declaration import SearcherEntry
+from .vocabulary import STOP_SCORE
 
 REFINE_MODES = ("prompt", "image", "both")
 CRITICS = ("feedback", "decomposed", "vlm", "none")
@@ -63,7 +64,7 @@ REFLECT = SearcherEntry.declare(
         Param("refiner_model", str, None, "refiner=lm: local folder of a transformers causal LM + tokenizer"),
         Param("claim_threshold", float, None, "decomposed critic: margin by which a claim's caption must beat its"
               " contrasts (default 0: at least as high)"),
-        Param("stop_score", float, None, "stop once the best score reaches this (e.g. 1 with the oracle)"),
+        STOP_SCORE,
         Param("keep_images", int, 16, "candidate images kept in the result (chain images are always kept)", low=1),
     ],
     min_budget=lambda num_steps, o: minimum_nfe(num_steps, round_cost(num_steps, o["refine"], o["strength"]),

@@ -44,7 +44,7 @@ from ..core.process import Conditioning, DenoisingProcess
 from ..records.result import SearchResult
 from ..errors import TTSInputError
 from ..verifiers.base import Verifier
-from .common import SearchLog, full_samples, unspent
+from .common import SearchLog, full_samples, reached, unspent
 from ..features.guidance import take_proposal_log_weights
 from .registry import register_searcher
 from .smc_spec import POTENTIALS, SMC
@@ -151,9 +151,9 @@ def fk_steering(proc: DenoisingProcess, cond: Conditioning, reward_fn: RewardFn,
             applied = dead_to_neginf(applied + g)
             run.potential_steps.append(i)
             run.ess.append(float(ess(log_w)))
-            if stop_score is not None and float(r.max()) >= stop_score:
+            if (best := reached(r, stop_score)) is not None:
                 # satisfied: keep the particle that reached it, the rest of the population ends here
-                idx = torch.argmax(r).reshape(1)
+                idx = torch.tensor([best], device=dev)
                 x, pred, applied, history, log_w = proc.select(idx, x, pred, applied, history, log_w)
                 log_w, applied = torch.zeros_like(log_w), torch.zeros_like(applied)
                 steps, run.stopped_at = set(), i
