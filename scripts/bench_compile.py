@@ -545,7 +545,8 @@ def main() -> None:
            "fresh_cache": args.fresh_cache, "repeats": args.repeats,
            "variants_asked": [v for v, _, _ in variants], "tgate_available": has_tgate, "flop_floor": floor,
            # graphs a compiled gated search needs per batch shape (the CFG batch halves after the gate)
-           "tgate_phases": len(TGate(gate_step=args.tgate).phases(args.steps)) if has_tgate else None}
+           "tgate_phases": len(TGate(gate_step=args.tgate).phases(args.steps)) if has_tgate else None,
+           "tgate_graphs_per_shape": len(TGate(gate_step=args.tgate).model_phases(args.steps)) if has_tgate else None}
     rows: list[dict] = []
 
     def write(final: bool = False) -> None:
