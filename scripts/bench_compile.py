@@ -21,6 +21,8 @@ Variants (`--variants`, comma-separated, run in the order given; `--list-variant
                         every BasicTransformerBlock compiled once, shared by all blocks of the same
                         shapes), the VAE decoder as `--regional-vae` says
     regional-res        regional + every ResnetBlock2D / Downsample2D / Upsample2D of the UNet, the same way
+    regional-dyn        regional with dynamic=True: one graph per block width and T-GATE phase, batch and
+                        sequence length symbolic (fewer graphs, less specialised kernels)
     <family>-ro         the same with mode="reduce-overhead" (CUDA graphs; one per T-GATE phase and batch
                         shape for `compiled-ro`, one per block call for `regional-ro`)
     <variant>+tgate     with T-GATE (gate step `--tgate`); after its ungated sibling when both are asked
@@ -70,11 +72,11 @@ from tts_diffusion.testing.sd15 import add_best_of_n_args, build_sd15  # noqa: E
 
 PROMPT = "a photograph of an astronaut riding a horse"
 FAMILIES = ("plain", "eager", "eager-cl", "compiled", "compiled-ro", "regional", "regional-ro", "regional-res",
-            "regional-res-ro")
+            "regional-res-ro", "regional-dyn", "regional-dyn-ro")
 #: the order puts the questions of issue 32 first (a gated first search <= 45 s, a gated search <= 2 s), so that
 #: a --time-limit cuts what matters least; compiled (+tgate) were measured before (2.745 s, first search 133 s)
 DEFAULT_VARIANTS = ("plain,eager,eager+tgate,regional+tgate,regional-ro+tgate,compiled-ro+tgate,regional,"
-                    "regional-res+tgate,compiled+tgate,compiled,compiled-ro,regional-ro,regional-res")
+                    "regional-res+tgate,compiled+tgate,compiled,compiled-ro,regional-ro,regional-res,regional-dyn+tgate")
 #: UNet modules compiled one by one besides the transformer blocks (`regional-res`)
 RES_BLOCKS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
 
@@ -330,7 +332,8 @@ def setup_family(fam: str, pipe, args, device):
     config = torch._dynamo.config
     limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
     setattr(config, limit, max(getattr(config, limit), RECOMPILE_LIMIT))
-    kw = {"fullgraph": True, "dynamic": args.regional_dynamic, "backend": args.backend,
+    kw = {"fullgraph": True, "dynamic": args.regional_dynamic or fam.startswith("regional-dyn"),
+          "backend": args.backend,
           **({} if mode == "default" else {"mode": mode})}
     pipe.unet.compile_repeated_blocks(**kw)
     n_blocks = sum(type(m).__name__ in pipe.unet._repeated_blocks for m in pipe.unet.modules())
@@ -340,7 +343,7 @@ def setup_family(fam: str, pipe, args, device):
                 m.compile(**kw)
                 n_blocks += 1
     if args.regional_vae == "whole":
-        pipe.vae.decoder.compile(**{k: v for k, v in kw.items() if k != "fullgraph"})
+        pipe.vae.decoder.compile(**{k: v for k, v in kw.items() if k not in ("fullgraph", "dynamic")}, dynamic=False)
     elif args.regional_vae == "blocks":
         for m in pipe.vae.decoder.modules():
             if type(m).__name__ in RES_BLOCKS:
@@ -542,7 +545,8 @@ def main() -> None:
            "fresh_cache": args.fresh_cache, "repeats": args.repeats,
            "variants_asked": [v for v, _, _ in variants], "tgate_available": has_tgate, "flop_floor": floor,
            # graphs a compiled gated search needs per batch shape (the CFG batch halves after the gate)
-           "tgate_phases": len(TGate(gate_step=args.tgate).phases(args.steps)) if has_tgate else None}
+           "tgate_phases": len(TGate(gate_step=args.tgate).phases(args.steps)) if has_tgate else None,
+           "tgate_graphs_per_shape": len(TGate(gate_step=args.tgate).model_phases(args.steps)) if has_tgate else None}
     rows: list[dict] = []
 
     def write(final: bool = False) -> None:

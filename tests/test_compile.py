@@ -69,15 +69,18 @@ def test_compiled_tgate_search_compiles_once_per_phase_without_graph_breaks(back
     """A gated best-of-4 in two equal chunks (max_batch 2) under a counting backend (aot_eager;
     inductor's generated kernels with TTS_TEST_INDUCTOR=1):
     the denoiser compiles one graph per T-GATE phase (here 4: before the gate self-attention
-    cached / reused, the gate, after the gate; each phase has one batch shape) and the VAE
-    decoder one, nothing breaks the graphs, a second identical search compiles nothing, and
-    the result is the eager gated search's."""
+    cached / reused, the gate, after the gate; each phase has one batch shape), less the
+    phases that run alike (caching self-attention before the gate and caching both at the
+    gate: the hooks branch only on what they reuse), so 3, and the VAE decoder one, nothing
+    breaks the graphs, a second identical search compiles nothing, and the result is the
+    eager gated search's."""
     from torch._dynamo.testing import CompileCounterWithBackend
     from torch._dynamo.utils import counters
 
     steps, tg = 5, TGate(gate_step=3, sp_interval=2, fi_interval=1, warm_up=0)
-    phases = tg.phases(steps)
-    assert len(phases) == 4  # the plan exercises self-attention reuse before and cross-attention reuse after
+    assert len(tg.phases(steps)) == 4  # the plan exercises self-attention reuse before and cross-attention reuse after
+    phases = tg.model_phases(steps)
+    assert len(phases) == 3
     kw = dict(searcher="best_of_n", budget=4 * steps, num_inference_steps=steps, max_batch=2, tgate=tg,
               output_type="pt", progress=False, **pipeline_call_kwargs("sd15"))
     eager = TTSPipeline(make_tiny_pipeline("sd15"), verifier=BrightnessVerifier())("a red circle", **kw)
@@ -88,7 +91,7 @@ def test_compiled_tgate_search_compiles_once_per_phase_without_graph_breaks(back
     fast = TTSPipeline(make_tiny_pipeline("sd15"), verifier=BrightnessVerifier()).compile(True, backend=backend)
     first = fast("a red circle", **kw)
     frames = backend.frame_count
-    assert len(phases) <= frames <= len(phases) + 1, frames  # + 1: the VAE decoder (one decode batch)
+    assert frames == len(phases) + 1, frames  # + 1: the VAE decoder (one decode batch)
     assert not counters["graph_break"], dict(counters["graph_break"])
     second = fast("a red circle", **kw)
     assert backend.frame_count == frames  # no recompiles: the guards hold across steps, chunks and calls
@@ -142,15 +145,16 @@ def test_compiled_tgate_process_reproduces_the_reference_package_in_six_graphs()
     """Known answer: the reference package `tgate==1.0.0` (tests/fixtures/tgate, as in
     test_tgate.py; the ungated output is > 100 x the tolerance away from it). The first
     fixture run (gate 6 of 8, sp 3, fi 2, warm-up 1) meets all six T-GATE phases; one
-    particle per chunk (max_batch 1), so every phase has one batch shape: six graphs, the
-    most a gated run needs per batch shape, and none more for a second run."""
+    particle per chunk (max_batch 1), so every phase has one batch shape: five graphs (caching
+    self-attention before the gate and caching both at the gate run alike), the most a gated
+    run needs per batch shape, and none more for a second run."""
     from torch._dynamo.testing import CompileCounterWithBackend
     from torch._dynamo.utils import counters
 
     fx = torch.load(Path(__file__).parent / "fixtures" / "tgate" / "reference.pt")
     run = fx["runs"][0]
     tg = TGate(run["gate_step"], run["sp_interval"], run["fi_interval"], run["warm_up"])
-    assert len(tg.phases(run["num_steps"])) == 6
+    assert len(tg.phases(run["num_steps"])) == 6 and len(tg.model_phases(run["num_steps"])) == 5
     torch._dynamo.reset()
     counters.clear()
     pipe = make_tiny_pipeline("sd15")
@@ -166,7 +170,7 @@ def test_compiled_tgate_process_reproduces_the_reference_package_in_six_graphs()
         proc.reset_particles(2)
         out, _ = proc.sample(fx["latents"].clone(), proc.encode(fx["prompt"]))
         assert (out - ref).abs().max().item() <= tol, (out - ref).abs().max()
-        assert backend.frame_count == 6, (k, backend.frame_count)  # the decoder is not called here
+        assert backend.frame_count == 5, (k, backend.frame_count)  # the decoder is not called here
         assert not counters["graph_break"], dict(counters["graph_break"])
 
 
@@ -295,7 +299,7 @@ def test_regional_compile_of_a_gated_search_shares_each_block_graph():
     from tts_diffusion.pipelines.compile import _install_inert_hooks
 
     steps, tg = 5, TGate(gate_step=3, sp_interval=2, fi_interval=1, warm_up=0)
-    phases = tg.phases(steps)
+    phases = tg.model_phases(steps)
     kw = dict(searcher="best_of_n", budget=4 * steps, num_inference_steps=steps, max_batch=2, tgate=tg,
               output_type="pt", progress=False, **pipeline_call_kwargs("sd15"))
     eager = TTSPipeline(make_tiny_pipeline("sd15"), verifier=BrightnessVerifier())("a red circle", **kw)

@@ -45,12 +45,16 @@ the state writes those into the per-particle store (averaging the CFG halves at 
 The hook itself only compares the frame's modes, looks its key up in `reuse` and stores
 into `out`, so dynamo traces it without a graph break and guards on the phase only: a
 search compiles one graph per (phase, batch shape), and a second search compiles none.
-The cross-attention hooks find their own module's cached output and hand back the output
-to cache through a per-thread cell on their attention module (`CELL`, filled from the frame
-before the call and read back after it), not through the frame's dictionaries: a lookup by
-the module's name would make every attention module a different graph, and under regional
-compilation (`compile_repeated_blocks`: the transformer blocks compiled once and shared) the
-blocks then recompile one by one; through the cell they share one graph per phase and shape.
+The cross-attention hooks find their own module's cached output and hand back their output
+through a per-thread cell on their attention module (`CELL`, filled from the frame before the
+call and read back after it), not through the frame's dictionaries: a lookup by the module's
+name would make every attention module a different graph, and under regional compilation
+(`compile_repeated_blocks`: the transformer blocks compiled once and shared) the blocks then
+recompile one by one; through the cell they share one graph per phase and shape. The hooks
+do not read the modes either: whether a module reuses is whether its cell holds a cached
+output, and the frame keeps the handed-back outputs only where the step caches, so a step
+that computes and one that caches share a graph (`TGate.model_phases`: at most five graphs
+per batch shape, four with the default gate).
 The MM-DiT block hooks read the same frame (their text k / v under the cross-attention
 mode; an MM-DiT state leaves the self-attention mode at COMPUTE, so it has three phases:
 before the gate with no frame, the ungated graph; the gate; after it).
@@ -155,8 +159,8 @@ class TGateState:
                 yield frame
         finally:
             for name, cell in cells:
-                for kind in ("ca", "sa"):
-                    if cell.value["out_" + kind] is not None:
+                for kind, mode in (("ca", ca), ("sa", sa)):
+                    if mode == CACHE and cell.value["out_" + kind] is not None:
                         frame.out[(name, kind)] = cell.value["out_" + kind]
                 cell.value = None
         for key, out in (frame.out.items() if frame is not None else ()):
@@ -236,20 +240,20 @@ def _hook_class():
                 return forward(*args, **kwargs)
             ehs = args[1] if len(args) > 1 else kwargs.get("encoder_hidden_states")
             cross = ehs is not None
-            mode = frame.ca if cross else frame.sa
             kind = "ca" if cross else "sa"
             slot = getattr(module, CELL, None)
             cell = slot.value if slot is not None else None
             if cell is not None:
-                if mode == REUSE:
-                    cached = cell[kind]
-                    if cached is not None:
-                        return cached
-                    return forward(*args, **kwargs)  # no cache for these rows: the reference computes
-                out = forward(*args, **kwargs)
-                if mode == CACHE:
-                    cell["out_" + kind] = out
+                # no mode is read here: the frame put a cached output in the cell where this step
+                # reuses one, and keeps the output handed back only where the step caches, so a
+                # step that computes and one that caches run the same graph
+                cached = cell[kind]
+                if cached is not None:
+                    return cached
+                out = forward(*args, **kwargs)  # computed (also a REUSE step's rows without a cache)
+                cell["out_" + kind] = out
                 return out
+            mode = frame.ca if cross else frame.sa
             key = (self.name, kind)  # a state without the module map: the frame's dictionaries
             if mode == REUSE:
                 cached = frame.reuse.get(key)

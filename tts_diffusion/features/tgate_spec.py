@@ -92,17 +92,20 @@ class TGate:
 
     def phases(self, num_steps: int) -> set[tuple[str, str]]:
         """The distinct (cross-attention, self-attention) modes of a run of `num_steps`
-        steps (at most six): what the hooks branch on, so the number of graphs a compiled
-        denoiser needs per batch shape (the warm-up's (COMPUTE, COMPUTE) graph is the
-        ungated one)."""
+        steps (at most six): the reference's plan; a compiled denoiser needs one graph per
+        `model_phases` entry and batch shape."""
         return {self.plan(s)[:2] for s in range(num_steps)}
 
     def model_phases(self, num_steps: int, kind: str = CROSS) -> set[tuple[str, str]]:
-        """`phases` as a model of `kind` meets them: an MM-DiT (no self-attention column)
-        has three, (COMPUTE, COMPUTE) before the gate (the ungated graph), the gate, after."""
+        """`phases` as a compiled denoiser of `kind` meets them (its graphs per batch shape): an
+        MM-DiT (no self-attention column) has three, (COMPUTE, COMPUTE) before the gate (the
+        ungated graph), the gate, after. A cross-attention model's hooks branch only on what
+        they reuse (features/tgate.py), so within a frame COMPUTE runs as CACHE does; the
+        warm-up's (COMPUTE, COMPUTE) has no frame and is the ungated graph."""
         if kind == MMDIT:
             return {(ca, COMPUTE) for ca, _ in self.phases(num_steps)}
-        return self.phases(num_steps)
+        return {(ca, sa) if (ca, sa) == (COMPUTE, COMPUTE) else
+                tuple(REUSE if m == REUSE else CACHE for m in (ca, sa)) for ca, sa in self.phases(num_steps)}
 
     def describe(self) -> dict[str, int]:
         return asdict(self)

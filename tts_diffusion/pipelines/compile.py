@@ -9,9 +9,10 @@ transformer denoiser keeps its layout. Compiling costs time once per shape (tens
 for SD-1.5 size on an H100): it pays when the same shapes are searched many times.
 
 With T-GATE the denoiser compiles one graph per phase and batch shape (features/tgate.py: the
-hooks read only the phase's modes; steps, rows and caches are handled outside the graph),
-at most six phases (`TGate.phases`): before the gate self-attention computed / cached /
-reused, the gate, after the gate self-attention cached / reused; an MM-DiT (SD3, FLUX;
+hooks read only what the phase reuses; steps, rows and caches are handled outside the graph),
+at most five (`TGate.model_phases`): the warm-up (the ungated graph), computing or caching,
+self-attention reused before the gate, cross-attention reused after it with self-attention
+cached or reused; an MM-DiT (SD3, FLUX;
 features/tgate_mmdit.py) has three: before the gate, the gate, after it. The CFG batch halves after the
 gate, so a gated search meets two batch shapes (four where the particles do not split into
 equal `max_batch` chunks). Dynamo's default of 8 graphs per function would be reached by
