@@ -52,17 +52,23 @@ def _fail(message: str) -> None:
 
 
 def _quiet_libraries() -> None:
-    """Keep diffusers/transformers loading bars and warnings off the terminal."""
+    """Keep diffusers/transformers loading bars and warnings off the terminal (transformers
+    when it is imported: the embedded model runs without it, docs/startup.md)."""
     import warnings
 
     import diffusers
-    import transformers
+
+    from ._startup import after_import
 
     diffusers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()
+    after_import("transformers", _quiet_transformers)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _quiet_transformers(transformers) -> None:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 class _OneLineErrors(click.Group):

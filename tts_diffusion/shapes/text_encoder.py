@@ -183,8 +183,7 @@ class T5Encoder(nn.Module):
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         if not cls.supports(config):
             raise ValueError(f"{folder} is not a gated-GELU T5 encoder this module computes exactly")
-        with torch.device("meta"):
-            model = cls(config)
+        model = cls(config)  # on the CPU: initialising meta tensors would import torch._dynamo (torch._refs)
         state = load_file(str(folder / "model.safetensors"))
         state.setdefault("encoder.embed_tokens.weight", state.get("shared.weight"))
         if dtype is not None:
@@ -234,6 +233,10 @@ class WordTokenizer:
     CALL_KWARGS = {"padding", "max_length", "truncation", "add_special_tokens", "return_tensors",
                    "return_attention_mask"}
 
+    #: attributes diffusers probes components for (hasattr) that PreTrainedTokenizerFast does not
+    #: have either (tests/test_startup.py checks): answered here without building it
+    ABSENT = frozenset({"is_loaded_in_4bit", "is_loaded_in_8bit"})
+
     def __init__(self, folder: str | Path):
         from tokenizers import Tokenizer
 
@@ -263,7 +266,7 @@ class WordTokenizer:
             return self._real
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
+        if name.startswith("_") or name in self.ABSENT:
             raise AttributeError(name)
         return getattr(self.real(), name)
 
