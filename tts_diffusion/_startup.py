@@ -90,9 +90,6 @@ def defer_package_inits() -> list[str]:
     if importlib.util.find_spec("diffusers") is None:
         return done
     _LIGHT = True
-    # diffusers' _unwrap_model does `from peft import PeftModel` for an isinstance check
-    if defer_package("peft", {"PeftModel": lazy_class("peft.peft_model", "PeftModel")}) is not None:
-        done.append("peft")
     with without_dynamo():
         import diffusers.models  # noqa: F401  (lazy in diffusers: imports only diffusers.utils)
 
@@ -346,6 +343,8 @@ LAZY_CLASSES = {
                      "T5Tokenizer": "transformers.models.t5.tokenization_t5"},
     "transformers.utils.quantization_config": {"QuantizationConfigMixin": "transformers.utils.quantization_config"},
     "peft.tuners.tuners_utils": {"BaseTunerLayer": "peft.tuners.tuners_utils"},
+    # `from peft import PeftModel` in _unwrap_model, which register_modules calls when a pipeline is built
+    "peft": {"PeftModel": "peft.peft_model"},
 }
 #: string constants diffusers' pipeline loading imports from transformers.utils
 LAZY_CONSTANTS = {"transformers.utils": ("SAFE_WEIGHTS_NAME", "WEIGHTS_NAME")}

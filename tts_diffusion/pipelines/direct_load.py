@@ -92,16 +92,18 @@ def load_direct(folder: str | Path, dtype_kwarg: str = "dtype", dtype: Any = Non
     if light:
         from .._startup import without_dynamo, without_transformers
 
-        with without_dynamo(), without_transformers():
-            for library, cls_name in [("diffusers", index["_class_name"]), *parts.values()]:
-                if library == "diffusers":
-                    _class(library, cls_name)
+        try:
+            with without_dynamo(), without_transformers():
+                for library, cls_name in [("diffusers", index["_class_name"]), *parts.values()]:
+                    if library == "diffusers":
+                        _class(library, cls_name)
+        except Exception:  # noqa: BLE001 - a name the stand-ins lack: the classes import below as usual
+            pass
     loaded = {}
     for name, (library, cls_name) in parts.items():
         light_cls = light_classes.get(name)
         if light_cls is not None:
-            loaded[name] = light_cls.from_pretrained(folder / name, **({"dtype": dtype} if light_cls.__name__ ==
-                                                                       "T5Encoder" else {}))
+            loaded[name] = light_cls.from_pretrained(folder / name, dtype=dtype)
             continue
         cls = _class(library, cls_name)
         kwargs: dict[str, Any] = {}
@@ -109,6 +111,10 @@ def load_direct(folder: str | Path, dtype_kwarg: str = "dtype", dtype: Any = Non
             kwargs = {("dtype" if library == "transformers" else dtype_kwarg): dtype, "low_cpu_mem_usage": True}
         sub = folder / name
         loaded[name] = cls.from_pretrained(str(sub if sub.is_dir() else folder), **kwargs)
-    pipe = _class("diffusers", index["_class_name"])(**loaded)
+    if light:  # register_modules asks peft whether a component is a PeftModel (a lazy class answers)
+        with without_transformers():
+            pipe = _class("diffusers", index["_class_name"])(**loaded)
+    else:
+        pipe = _class("diffusers", index["_class_name"])(**loaded)
     pipe.register_to_config(_name_or_path=str(folder))
     return pipe

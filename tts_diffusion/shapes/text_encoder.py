@@ -253,7 +253,8 @@ class WordTokenizer:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "WordTokenizer":
+    def from_pretrained(cls, folder: str | Path, dtype: Any = None) -> "WordTokenizer":
+        """The tokenizer in `folder` (`dtype` is ignored: as T5Encoder.from_pretrained's signature)."""
         return cls(folder)
 
     def real(self) -> Any:
