@@ -11,12 +11,18 @@ only that submodule. The first attribute a deferred package is asked for that it
 runs its real `__init__` in place (PEP 562 `__getattr__`), so code that needs the whole package
 still gets it, late.
 
-`torch._dynamo` stays: diffusers' `register_modules` asks `torch._dynamo.eval_frame` whether each
-component is compiled, and transformers and torchvision import its submodules directly, which
-need its `__init__` to have run (docs/startup.md). A package is deferred only when nothing in
-it is needed at import time, so deferring changes when code runs, never what it does;
-the CLI defers unless `--compile` is given, and nothing else does (`import tts_diffusion` and
-`TTSPipeline` import as usual).
+A light process (`defer_package_inits()` marks it, `is_light()`) also keeps `torch._dynamo`,
+transformers and peft out of diffusers' imports: `without_dynamo()` and `without_transformers()`
+import diffusers' modules with stand-ins in `sys.modules` for the few names those modules take
+from them at import time (a recorder for `allow_in_graph`, a `torch.compiler.disable` that
+calls through, and `lazy_class`es whose isinstance / issubclass answer what the real class
+would: False while its module is not imported), and `pipelines/direct_load.py` loads the
+embedded model's text encoder and tokenizer without transformers (`shapes/text_encoder.py`).
+If torch._dynamo or transformers is imported later (a verifier, `--rgba`'s tokenizer calls),
+everything they would have been told is handed to them then (`after_import`). So deferring
+changes when code runs, never what it does (tests/test_startup.py compares the images and
+sidecars of light and plain runs); the CLI defers unless `--compile` is given (and `replay`),
+and nothing else does (`import tts_diffusion` and `TTSPipeline` import as usual).
 """
 from __future__ import annotations
 
