@@ -394,8 +394,9 @@ def test_unknown_classes_fall_back_to_from_pretrained(tmp_path):
 
 # ------------------------------------------------------- light runs (no torch._dynamo, no transformers)
 _PLAIN_PROBE = textwrap.dedent("""
-    import tts_diffusion._startup as startup
+    import contextlib, tts_diffusion._startup as startup
     startup.defer_package_inits = lambda: []  # a plain run: every package imported as usual
+    startup.light_loading = contextlib.nullcontext
 """) + _GENERATE_PROBE
 
 
@@ -512,6 +513,8 @@ def test_light_imports_keep_what_diffusers_asks_of_dynamo_and_transformers():
         from tts_diffusion.pipelines.direct_load import load_direct
         defer_package_inits()
         pipe = load_direct(default_model_path(), "dtype", None, light=True)
+        from tts_diffusion._startup import is_light
+        assert not is_light()
         from diffusers.loaders import lora_base
         from diffusers.models.attention_processor import Attention
         from diffusers.pipelines import pipeline_loading_utils

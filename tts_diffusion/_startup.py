@@ -11,7 +11,7 @@ only that submodule. The first attribute a deferred package is asked for that it
 runs its real `__init__` in place (PEP 562 `__getattr__`), so code that needs the whole package
 still gets it, late.
 
-A light process (`defer_package_inits()` marks it, `is_light()`) also keeps `torch._dynamo`,
+A light model load (the CLI's, in `light_loading()`: `is_light()`) also keeps `torch._dynamo`,
 transformers and peft out of diffusers' imports: `without_dynamo()` and `without_transformers()`
 import diffusers' modules with stand-ins in `sys.modules` for the few names those modules take
 from them at import time (a recorder for `allow_in_graph`, a `torch.compiler.disable` that
@@ -21,8 +21,8 @@ embedded model's text encoder and tokenizer without transformers (`shapes/text_e
 If torch._dynamo or transformers is imported later (a verifier, `--rgba`'s tokenizer calls),
 everything they would have been told is handed to them then (`after_import`). So deferring
 changes when code runs, never what it does (tests/test_startup.py compares the images and
-sidecars of light and plain runs); the CLI defers unless `--compile` is given (and `replay`),
-and nothing else does (`import tts_diffusion` and `TTSPipeline` import as usual).
+sidecars of light and plain runs); the CLI defers and loads light unless `--compile` is given
+(`replay` always), and nothing else does (`import tts_diffusion` and `TTSPipeline` import as usual).
 """
 from __future__ import annotations
 
@@ -87,15 +87,12 @@ def defer_package(name: str, names: dict[str, Any] | None = None) -> ModuleType 
 
 
 def defer_package_inits() -> list[str]:
-    """Defer DEFERRED_OPTIONAL and DEFERRED_PACKAGES (see the module doc), keep torch._dynamo out
-    of diffusers' import (`without_dynamo`) and mark this process light
-    (`is_light`); for processes that do not compile. Returns the packages deferred (none already
+    """Defer DEFERRED_OPTIONAL and DEFERRED_PACKAGES (see the module doc) and keep torch._dynamo
+    out of diffusers' import (`without_dynamo`); for processes that do not compile. Returns the packages deferred (none already
     imported is touched)."""
-    global _LIGHT
     done = [name for name in DEFERRED_OPTIONAL if defer_package(name) is not None]
     if importlib.util.find_spec("diffusers") is None:
         return done
-    _LIGHT = True
     with without_dynamo():
         import diffusers.models  # noqa: F401  (lazy in diffusers: imports only diffusers.utils)
 
@@ -110,15 +107,27 @@ def is_deferred(name: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- light processes
-#: set by defer_package_inits: this process does not compile, so `pipelines/direct_load.py` may
-#: load the embedded model's light text side (shapes/text_encoder.py) and import its classes in
-#: `without_transformers()`
+#: True inside `light_loading()`: the CLI loads a model for a run that does not compile, so
+#: `pipelines/direct_load.py` may load the embedded model's light text side
+#: (shapes/text_encoder.py) and import its classes in `without_dynamo()` / `without_transformers()`
 _LIGHT = False
 
 
 def is_light() -> bool:
-    """True once `defer_package_inits()` ran in this process (the CLI's runs that do not compile)."""
+    """True inside `light_loading()`."""
     return _LIGHT
+
+
+@contextlib.contextmanager
+def light_loading() -> Iterator[None]:
+    """Models loaded inside this block (by the CLI, for a run that does not compile) are loaded
+    light (see `is_light`); not thread-safe: the CLI's main thread only."""
+    global _LIGHT
+    before, _LIGHT = _LIGHT, True
+    try:
+        yield
+    finally:
+        _LIGHT = before
 
 
 def after_import(name: str, hook: Callable[[ModuleType], None]) -> None:

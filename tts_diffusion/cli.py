@@ -425,12 +425,16 @@ def _hold_output(image_path) -> None:
 
 def _load_pipeline(model, torch_dtype, device, compile_: bool, bar_off: bool = False):
     """The TTSPipeline on `device` (a loading error: one `error:` line, exit 2)."""
+    from contextlib import nullcontext
+
+    from ._startup import light_loading
     from .errors import TTSInputError
     from .pipelines import TTSPipeline
 
     _quiet_libraries()
     try:
-        tts = TTSPipeline.from_pretrained(model, torch_dtype=torch_dtype, compile=compile_)
+        with nullcontext() if compile_ else light_loading():  # light: docs/startup.md
+            tts = TTSPipeline.from_pretrained(model, torch_dtype=torch_dtype, compile=compile_)
         if bar_off:
             tts.set_progress_bar_config(disable=True)
         return tts.to(device)
