@@ -222,11 +222,14 @@ def many(n: int, budget: int, work: Path) -> dict:
 
 
 def _gpu_name(device: str) -> dict:
+    """{"gpu": the device's name} ({} on the CPU); exits with one line if torch sees no such device."""
     if device == "cpu":
         return {}
-    r = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.get_device_name())"],
-                       capture_output=True, text=True)
-    return {"gpu": r.stdout.strip() or r.stderr.strip()[-200:]}
+    code = "import sys, torch; print(torch.cuda.get_device_name(sys.argv[1]) if torch.cuda.is_available() else '')"
+    r = subprocess.run([sys.executable, "-c", code, device], capture_output=True, text=True)
+    if r.returncode or not r.stdout.strip():
+        sys.exit(f"error: --device {device}: torch sees no CUDA device here")
+    return {"gpu": r.stdout.strip()}
 
 
 def main() -> None:
