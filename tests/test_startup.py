@@ -505,7 +505,8 @@ def test_light_t5_encoder_is_transformers_t5(text_side, dtype):
 def test_light_imports_keep_what_diffusers_asks_of_dynamo_and_transformers():
     """After a light load, importing torch._dynamo later marks the classes diffusers asked it to
     allow in graphs, torch.compile'd modules are recognised, and the lazy classes diffusers holds
-    for transformers' answer isinstance as the real ones, without importing anything before."""
+    for transformers' answer isinstance as the real ones, without importing anything before;
+    diffusers' map of installed distributions is the real one, computed when first read."""
     code = textwrap.dedent("""
         import sys
         from tts_diffusion._startup import defer_package_inits
@@ -523,6 +524,10 @@ def test_light_imports_keep_what_diffusers_asks_of_dynamo_and_transformers():
         assert not isinstance(pipe.text_encoder, lora_base.PreTrainedModel)
         assert pipeline_loading_utils.TRANSFORMERS_SAFE_WEIGHTS_NAME == "model.safetensors"
         assert not {"torch._dynamo", "transformers", "peft"} & set(sys.modules), "imported"
+        from diffusers.utils import import_utils  # its map of installed packages: computed when first read
+        assert import_utils._package_map._data is None
+        import importlib.metadata
+        assert dict(import_utils._package_map) == importlib.metadata.packages_distributions()
         import torch, torch._dynamo
         from torch._dynamo import trace_rules
         assert id(Attention) in trace_rules._allowed_callable_ids, "allow_in_graph not replayed"

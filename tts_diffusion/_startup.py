@@ -32,6 +32,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterator
@@ -93,7 +94,7 @@ def defer_package_inits() -> list[str]:
     done = [name for name in DEFERRED_OPTIONAL if defer_package(name) is not None]
     if importlib.util.find_spec("diffusers") is None:
         return done
-    with without_dynamo():
+    with without_dynamo(), lazy_packages_distributions():
         import diffusers.models  # noqa: F401  (lazy in diffusers: imports only diffusers.utils)
 
     done += [name for name in DEFERRED_PACKAGES if defer_package(name) is not None]
@@ -158,6 +159,47 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
         spec.loader.exec_module = exec_module  # type: ignore[method-assign]  (this module's own loader)
         return spec
+
+
+# diffusers.utils.import_utils calls importlib.metadata.packages_distributions() at import time
+# (it reads the metadata of every installed distribution: about 0.8 s, the largest import
+# after torch's) and reads the map only for a few optional packages, and only when they are
+# installed. `lazy_packages_distributions()` gives it a mapping that computes the same dict on
+# first use.
+class _LazyMap(Mapping):
+    def __init__(self, compute: Callable[[], dict]):
+        self._compute, self._data = compute, None
+
+    def _get(self) -> dict:
+        if self._data is None:
+            self._data = self._compute()
+        return self._data
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._get()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._get()
+
+    def __iter__(self) -> Iterator:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+@contextlib.contextmanager
+def lazy_packages_distributions() -> Iterator[None]:
+    """Inside this block, `importlib.metadata.packages_distributions()` returns a mapping that
+    computes the real answer when it is first read (see above)."""
+    import importlib.metadata
+
+    real = importlib.metadata.packages_distributions
+    importlib.metadata.packages_distributions = lambda: _LazyMap(real)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        importlib.metadata.packages_distributions = real
 
 
 # torch._dynamo: diffusers.utils.torch_utils does `from torch._dynamo import allow_in_graph` at
