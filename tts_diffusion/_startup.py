@@ -18,6 +18,8 @@ from them at import time (a recorder for `allow_in_graph`, a `torch.compiler.dis
 calls through, and `lazy_class`es whose isinstance / issubclass answer what the real class
 would: False while its module is not imported), and `pipelines/direct_load.py` loads the
 embedded model's text encoder and tokenizer without transformers (`shapes/text_encoder.py`).
+diffusers' map of installed distributions is computed when first read, not at its import
+(`lazy_packages_distributions()`).
 If torch._dynamo or transformers is imported later (a verifier, `--rgba`'s tokenizer calls),
 everything they would have been told is handed to them then (`after_import`). So deferring
 changes when code runs, never what it does (tests/test_startup.py compares the images and
