@@ -318,6 +318,9 @@ def test_generate_imports_only_the_models_it_runs(tmp_path):
     assert not {m for m in modules if m.split(".")[0] in ("open_clip", "open_clip_torch")}
     assert "scipy.stats._stats_py" not in modules and "ftfy.fixes" not in modules and "botocore" not in modules
     assert {"diffusers.models.transformers", "diffusers.hooks", "scipy.stats", "ftfy"} <= set(info["deferred"])
+    # nor torch._dynamo (and sympy, triton with it), transformers or peft (docs/startup.md)
+    assert not {m for m in modules if m.split(".")[0] in ("transformers", "peft", "sympy", "triton", "torchvision")}
+    assert "torch._dynamo" not in modules and "scipy.integrate._quadrature" not in modules
 
 
 def test_a_deferred_package_loads_on_first_use():
@@ -387,3 +390,153 @@ def test_unknown_classes_fall_back_to_from_pretrained(tmp_path):
     from tts_diffusion.paths import default_model_path
 
     assert set(components(default_model_path())) == {"transformer", "vae", "text_encoder", "tokenizer", "scheduler"}
+
+
+# ------------------------------------------------------- light runs (no torch._dynamo, no transformers)
+_PLAIN_PROBE = textwrap.dedent("""
+    import contextlib, tts_diffusion._startup as startup
+    startup.defer_package_inits = lambda: []  # a plain run: every package imported as usual
+    startup.light_loading = contextlib.nullcontext
+""") + _GENERATE_PROBE
+
+
+def _generate_in(folder, probe: str) -> tuple[set, bytes, dict]:
+    folder.mkdir()
+    out = folder / "x.png"
+    args = ["generate", "two red circles", "--steps", "4", "--budget", "8", "--device", "cpu", "--threads", "1",
+            "--quiet", "--out", str(out)]
+    r = subprocess.run([sys.executable, "-c", probe, json.dumps(args)], capture_output=True, text=True, timeout=300)
+    info = json.loads(r.stderr.strip().splitlines()[-1])
+    assert info["code"] == 0 and out.exists(), r.stderr
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    for key in ("timings", "command_line"):
+        sidecar.pop(key)
+    return set(info["modules"]), out.read_bytes(), sidecar
+
+
+def test_light_run_writes_what_a_plain_run_writes(tmp_path):
+    """`generate` with the embedded model runs without torch._dynamo and transformers (the
+    light T5 text side, stand-ins while diffusers imports) and writes the same image bytes and
+    the same sidecar as a run that imports everything as usual."""
+    light_modules, light_png, light_sidecar = _generate_in(tmp_path / "light", _GENERATE_PROBE)
+    plain_modules, plain_png, plain_sidecar = _generate_in(tmp_path / "plain", _PLAIN_PROBE)
+    assert "transformers" not in light_modules and "torch._dynamo" not in light_modules
+    assert {"transformers", "torch._dynamo"} <= plain_modules  # the two runs really differ
+    assert light_png == plain_png
+    assert light_sidecar == plain_sidecar
+
+
+@pytest.fixture(scope="module")
+def text_side():
+    """(transformers' tokenizer, the light one, every prompt of both grammars plus edge cases)."""
+    from transformers import PreTrainedTokenizerFast
+
+    from tts_diffusion.paths import default_model_path
+    from tts_diffusion.shapes.text_encoder import WordTokenizer
+
+    folder = default_model_path() / "tokenizer"
+    assets = default_model_path().parent / "prompts"
+    prompts = [p["prompt"] for name in ("shapes_eval.json", "shapes_eval_v2.json")
+               for p in json.loads((assets / name).read_text())["prompts"]]
+    prompts += ["", "Two RED circles!", "a red circle " * 8]  # empty (the negative prompt), cased, truncated
+    return PreTrainedTokenizerFast.from_pretrained(str(folder)), WordTokenizer(folder), prompts
+
+
+def test_word_tokenizer_is_pretrained_tokenizer_fast(text_side):
+    """The light tokenizer's answers to the calls PixArt's encode_prompt makes equal
+    PreTrainedTokenizerFast's for every prompt; other calls are handed to it."""
+    import torch
+
+    real, light, prompts = text_side
+    calls = [dict(padding="max_length", max_length=16, truncation=True, add_special_tokens=True, return_tensors="pt"),
+             dict(padding="max_length", max_length=16, truncation=True, return_attention_mask=True,
+                  add_special_tokens=True, return_tensors="pt"),
+             dict(padding="longest", return_tensors="pt")]
+    for kw in calls:
+        for text in [prompts, *prompts[::50], *prompts[-3:]]:
+            a, b = real(text, **kw), light(text, **kw)
+            assert set(a.keys()) == set(b.keys()) == {"input_ids", "attention_mask"}
+            assert all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a), (text, kw)
+            assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.attention_mask, b.attention_mask)
+    long = prompts[-1]
+    assert light(long, padding="longest", return_tensors="pt").input_ids.shape[1] > 16  # the truncation check sees it
+    offsets = dict(add_special_tokens=True, return_offsets_mapping=True)
+    assert light("two red circles", **offsets) == real("two red circles", **offsets)  # handed over
+    ids = light(prompts[:3], padding="longest", return_tensors="pt").input_ids
+    assert light.batch_decode(ids) == real.batch_decode(ids)
+    assert light.model_max_length == real.model_max_length == 16
+    assert not any(hasattr(real, name) for name in light.ABSENT)  # answered without building the real one
+
+
+@pytest.mark.parametrize("dtype", [None, "float16", "bfloat16"])
+def test_light_t5_encoder_is_transformers_t5(text_side, dtype):
+    """shapes.text_encoder.T5Encoder loads the same weights as T5EncoderModel (names, dtypes, fp32
+    `wo` under fp16) and its embeddings equal transformers' bit for bit: every prompt of both
+    grammars padded to 16 (masked keys) and single prompts unpadded (no mask)."""
+    import torch
+
+    from tts_diffusion.paths import default_model_path
+    from tts_diffusion.shapes.text_encoder import T5Encoder
+    from transformers import T5EncoderModel
+
+    real_tok, _, prompts = text_side
+    folder = default_model_path() / "text_encoder"
+    dt = None if dtype is None else getattr(torch, dtype)
+    theirs = T5EncoderModel.from_pretrained(str(folder), dtype=dt, low_cpu_mem_usage=True)
+    ours = T5Encoder.from_pretrained(folder, dt)
+    sa, sb = theirs.state_dict(), ours.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) and sa[k].dtype == sb[k].dtype for k in sa)
+    assert ours.dtype == theirs.dtype and ours.training == theirs.training is False
+    batch = real_tok(prompts, padding="max_length", max_length=16, truncation=True, return_tensors="pt")
+    assert not batch.attention_mask.all()
+    with torch.no_grad():
+        a = theirs(batch.input_ids, attention_mask=batch.attention_mask)[0]
+        assert torch.equal(a, ours(batch.input_ids, attention_mask=batch.attention_mask)[0])
+        for p in prompts[::100]:
+            one = real_tok(p, padding="longest", return_tensors="pt")
+            assert one.attention_mask.all()
+            assert torch.equal(theirs(one.input_ids, attention_mask=one.attention_mask)[0],
+                               ours(one.input_ids, attention_mask=one.attention_mask)[0])
+        ours.encoder.block[3].layer[1].DenseReluDense.wo.weight[0, 0] += 1e-3  # guard: the check can fail
+        assert not torch.equal(a, ours(batch.input_ids, attention_mask=batch.attention_mask)[0])
+
+
+def test_light_imports_keep_what_diffusers_asks_of_dynamo_and_transformers():
+    """After a light load, importing torch._dynamo later marks the classes diffusers asked it to
+    allow in graphs, torch.compile'd modules are recognised, and the lazy classes diffusers holds
+    for transformers' answer isinstance as the real ones, without importing anything before;
+    diffusers' map of installed distributions is the real one, computed when first read."""
+    code = textwrap.dedent("""
+        import sys
+        from tts_diffusion._startup import defer_package_inits
+        from tts_diffusion.paths import default_model_path
+        from tts_diffusion.pipelines.direct_load import load_direct
+        defer_package_inits()
+        pipe = load_direct(default_model_path(), "dtype", None, light=True)
+        from tts_diffusion._startup import is_light
+        assert not is_light()
+        from diffusers.loaders import lora_base
+        from diffusers.models.attention_processor import Attention
+        from diffusers.pipelines import pipeline_loading_utils
+        from diffusers.utils.torch_utils import is_compiled_module
+        assert type(pipe.text_encoder).__name__ == "T5Encoder" and not is_compiled_module(pipe.vae)
+        assert not isinstance(pipe.text_encoder, lora_base.PreTrainedModel)
+        assert pipeline_loading_utils.TRANSFORMERS_SAFE_WEIGHTS_NAME == "model.safetensors"
+        assert not {"torch._dynamo", "transformers", "peft"} & set(sys.modules), "imported"
+        from diffusers.utils import import_utils  # its map of installed packages: computed when first read
+        assert import_utils._package_map._data is None
+        import importlib.metadata
+        assert dict(import_utils._package_map) == importlib.metadata.packages_distributions()
+        import torch, torch._dynamo
+        from torch._dynamo import trace_rules
+        assert id(Attention) in trace_rules._allowed_callable_ids, "allow_in_graph not replayed"
+        assert is_compiled_module(torch.compile(pipe.vae))
+        from transformers import PreTrainedModel, T5EncoderModel
+        t5 = T5EncoderModel.from_pretrained(str(default_model_path() / "text_encoder"))
+        assert isinstance(t5, lora_base.PreTrainedModel) and issubclass(T5EncoderModel, lora_base.PreTrainedModel)
+        assert lora_base.PreTrainedModel.from_pretrained.__func__ is PreTrainedModel.from_pretrained.__func__
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]

@@ -52,17 +52,23 @@ def _fail(message: str) -> None:
 
 
 def _quiet_libraries() -> None:
-    """Keep diffusers/transformers loading bars and warnings off the terminal."""
+    """Keep diffusers/transformers loading bars and warnings off the terminal (transformers
+    when it is imported: the embedded model runs without it, docs/startup.md)."""
     import warnings
 
     import diffusers
-    import transformers
+
+    from ._startup import after_import
 
     diffusers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()
+    after_import("transformers", _quiet_transformers)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _quiet_transformers(transformers) -> None:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 class _OneLineErrors(click.Group):
@@ -425,12 +431,16 @@ def _hold_output(image_path) -> None:
 
 def _load_pipeline(model, torch_dtype, device, compile_: bool, bar_off: bool = False):
     """The TTSPipeline on `device` (a loading error: one `error:` line, exit 2)."""
+    from contextlib import nullcontext
+
+    from ._startup import light_loading
     from .errors import TTSInputError
     from .pipelines import TTSPipeline
 
     _quiet_libraries()
     try:
-        tts = TTSPipeline.from_pretrained(model, torch_dtype=torch_dtype, compile=compile_)
+        with nullcontext() if compile_ else light_loading():  # light: docs/startup.md
+            tts = TTSPipeline.from_pretrained(model, torch_dtype=torch_dtype, compile=compile_)
         if bar_off:
             tts.set_progress_bar_config(disable=True)
         return tts.to(device)

@@ -86,13 +86,14 @@ def _from_pretrained(src: str, **kwargs) -> Any:
 
 def _load_direct(path: Path, kwargs: dict) -> Any | None:
     """`direct_load.load_direct` when only a dtype is asked for and the folder's classes are
-    known (the embedded model's); else None."""
+    known (the embedded model's), light in a process that does not compile; else None."""
+    from .._startup import is_light
     from .direct_load import load_direct
 
     name = _dtype_kwarg()
     if set(kwargs) - {name}:
         return None
-    return load_direct(path, name, kwargs.get(name))
+    return load_direct(path, name, kwargs.get(name), light=is_light())
 
 
 def _dtype_kwarg() -> str:
