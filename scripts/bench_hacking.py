@@ -77,7 +77,7 @@ def stage_pool(args) -> None:
     proc = tts.process()
     out = {"prompts": prompts, "n": args.n, "steps": proc.num_steps, "shifts": SHIFTS, "rows": []}
     if os.path.exists(args.out):  # resume
-        out = torch.load(args.out)
+        out = torch.load(args.out, map_location="cpu")
     done = {r.get("k", 0) for r in out["rows"]}
     t0 = time.perf_counter()
     for k in interleaved(prompts):  # any prefix of the run covers the categories evenly
@@ -95,7 +95,8 @@ def stage_pool(args) -> None:
             score = clip.scale * (emb @ txt.T)[:, 0]
             views = torch.stack([clip(shifted(images, dx, dy), p["prompt"]) for dx, dy in SHIFTS], 1)
         hit = (oracle(images, p["prompt"]) >= PASS).float()
-        out["rows"].append({"k": k, "category": p["category"], "seeds": seeds, "clip": score, "views": views, "emb": emb.half(), "hit": hit})
+        out["rows"].append({"k": k, "category": p["category"], "seeds": seeds, "clip": score.cpu(), "views": views.cpu(),
+                            "emb": emb.half().cpu(), "hit": hit.cpu()})  # CPU tensors: the pool loads anywhere
         torch.save(out, args.out)
         print(f"[{len(out['rows'])}/{len(prompts)}] {p['category']:16s} acc1 {hit.mean():.2f} best-clip hit {hit[score.argmax()]:.0f}"
               f"  {time.perf_counter() - t0:.0f}s", flush=True)
@@ -355,7 +356,7 @@ def stage_memory(args) -> None:
 
 
 def stage_report(args) -> None:
-    pool = torch.load(args.pool)
+    pool = torch.load(args.pool, map_location="cpu")
     table = pool_table(pool)
     for path in args.noise_opt:
         d = json.load(open(path))
