@@ -276,7 +276,8 @@ def das_rows(args, ks: list[int], part: str, worker: int = 0) -> None:
                            "verifier_best_clip": final[top].score, "hit_target": float((w * hits.double()).sum()),
                            "verifier_target": float((w * scores.double()).sum()), "nfe": res.nfe,
                            "particles": res.settings["num_particles"], "resamples": len(res.settings["resample_steps"]),
-                           "final_ess": res.settings["final_ess"], "seconds": seconds}
+                           "final_ess": res.settings["final_ess"], "ess_min": min(res.settings["ess"]),
+                           "ess_mean": sum(res.settings["ess"]) / len(res.settings["ess"]), "seconds": seconds}
         rows.append(row)
         json.dump(rows, open(part, "w"), indent=1)
         print(f"[w{worker} {len(rows)}] {p['category']:16s} " + " ".join(

@@ -51,7 +51,7 @@ def _sidecar(result) -> dict:
 
 def test_every_builtin_is_walked():
     assert set(SEARCHERS) == {e.name for e, _ in BUILTIN_SEARCHERS} and set(SEARCHERS) <= set(available_searchers())
-    assert len(SEARCHERS) == 13 and len(VERIFIERS) == 6
+    assert len(SEARCHERS) == 14 and len(VERIFIERS) == 6
 
 
 @pytest.mark.parametrize("name", SEARCHERS)

@@ -35,6 +35,8 @@ SETTINGS = {
     "draft_commit": {"num_samples": 4, "top_k": 2, "draft": "preview", "draft_steps": 3},
     "evo": {"evolution_schedule": (0, 2, 4), "population_size_schedule": (3, 2, 2, 2), "elite_size": 1},
     "noise_opt": {"num_samples": 2, "num_iterations": 1, "reg_weight": 0.0},
+    # das returns its largest final weight by default (pick=weight, tests/test_das.py); here the best score
+    "das": {"num_particles": 2, "resample_threshold": 1.0, "pick": "score"},
 }
 ALL = sorted(SETTINGS)
 

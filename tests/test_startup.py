@@ -96,7 +96,7 @@ def test_package_names_load_lazily():
 #: `list` also stays clear of numpy (only click and the package's pure-Python modules load)
 LIST_HEAVY = HEAVY + ("numpy",)
 
-SEARCHERS = ("best_of_n", "code", "draft_commit", "driftlite", "evo", "fkc", "noise_opt", "paths", "rbf", "reflect",
+SEARCHERS = ("best_of_n", "code", "das", "draft_commit", "driftlite", "evo", "fkc", "noise_opt", "paths", "rbf", "reflect",
              "smc", "svdd", "zero_order")
 VERIFIERS = ("aesthetic", "alpha", "clip", "ensemble", "image_reward", "oracle")
 

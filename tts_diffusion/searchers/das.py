@@ -274,7 +274,8 @@ def das(proc: DenoisingProcess, verifier: Verifier, prompt: str, budget: Budget,
     if pick == "weight":
         j = int(torch.argmax(run.log_w))
     elif pick == "sample":
-        j = int(run.ancestors[int(torch.randint(k_run, (1,), generator=generator))])
+        gdev = generator.device if generator is not None else torch.device("cpu")
+        j = int(run.ancestors[int(torch.randint(k_run, (1,), generator=generator, device=gdev))])
     elif pick == "score":
         j = int(torch.argmax(final["scores"]))
     else:

@@ -37,7 +37,7 @@ DAS = SearcherEntry.declare(
               "reaching 1 at 87% of the steps as DAS's gamma = 0.008 does over 100 steps)", low=0.0, low_open=True),
         Param("adaptive_ess", float, 0.5, "tempering=adaptive: the next weight is the largest that keeps the "
               "population's ESS >= this * K", low=0.0, high=1.0, low_open=True),
-        Param("gradient", bool, True, "DAS's guided proposal: the step's mean moves by std^2 lambda_i grad_x "
+        Param("gradient", bool, True, "DAS's guided proposal: the step's mean moves by std^2 lambda_{i+1} lambda grad_x "
               "r(x0_hat(x)) through the denoiser, the decoder and the verifier (3 more NFE per particle and "
               "stochastic step; needs a differentiable verifier); off: the model's own steps"),
         Param("resample_threshold", float, 0.5, "resample when ESS < threshold * K (1: every step, 0: never)",
