@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -57,6 +58,14 @@ def process_state(cpu: bool):
         from accelerate import PartialState
     except ImportError:
         return SingleProcess(cpu)
+    if cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        # several processes pinned to one device (e.g. torchrun ... --device cuda:0): a gloo group
+        # from the start, before accelerate picks NCCL on a CUDA host, whose collectives would
+        # put rank r on cuda:r ("invalid device ordinal" on a one-GPU host, seen on an H100)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="gloo")
     return PartialState(cpu=cpu)
 
 

@@ -118,6 +118,8 @@ def reward_terms(proc, verifier, x: torch.Tensor, prompt: str, probes: int, gene
         return r.detach(), g.detach()
 
     r, g = value_and_grad(x)
+    # the step must move a half-precision state by more than its rounding (float16: 1e-3 is one ulp at 1)
+    fd_step = max(fd_step, 8 * torch.finfo(x.dtype).eps)
     lap = torch.zeros(n, dtype=F64, device=x.device)
     for _ in range(probes):
         z = _rademacher(x.shape, generator, x.device).to(x.dtype)
@@ -135,7 +137,7 @@ def score_terms(proc, x: torch.Tensor, i: int, cond: Conditioning, probes: int, 
     a, s = fam.a(i), fam.s(i)
     if not with_lap:
         pred = proc.denoise(x, i, cond)
-        return pred.eps, (-pred.eps / s).reshape(n, -1).to(F64), None
+        return pred.eps, (-pred.eps.reshape(n, -1).to(F64) / s), None
     if proc.budget is not None:
         proc.budget.charge_nfe(n)
         proc.budget.charge_model_rows(n * (2 if proc.do_cfg else 1))
@@ -144,15 +146,17 @@ def score_terms(proc, x: torch.Tensor, i: int, cond: Conditioning, probes: int, 
     xg = x.detach().requires_grad_(True)
     with torch.enable_grad():
         x0 = denoise_with_graph(proc, xg, i, cond)
-        score = -(xg - a * x0) / (s * s)
+        # s^2 * score = a x0 - x is O(1): its graph and Jacobian-vector products stay inside
+        # float16's range, where the score itself (1 / s^2 ~ 1e4 near the data) overflows
+        u = a * x0 - xg
         lap = torch.zeros(n, dtype=F64, device=x.device)
         with proc.timings.phase("denoise_grad"):
-            for p in range(probes if score.requires_grad else 0):
-                z = _rademacher(x.shape, generator, x.device).to(score.dtype)
-                (jz,) = torch.autograd.grad((score * z).sum(), xg, retain_graph=p < probes - 1)
-                lap = lap + (jz * z).reshape(n, -1).sum(1).to(F64)
-    score = score.detach()
-    return (-s * score), score.reshape(n, -1).to(F64), lap / probes
+            for p in range(probes if u.requires_grad else 0):
+                z = _rademacher(x.shape, generator, x.device).to(u.dtype)
+                (jz,) = torch.autograd.grad((u * z).sum(), xg, retain_graph=p < probes - 1)
+                lap = lap + (jz.to(F64) * z.to(F64)).reshape(n, -1).sum(1)
+    score = u.detach().reshape(n, -1).to(F64) / (s * s)
+    return (-s * score).reshape(x.shape).to(x.dtype), score, lap / (probes * s * s)
 
 
 def _wmean(w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
