@@ -332,6 +332,7 @@ def stage_memory(args) -> None:
     tts, clip, _, _ = load_world(args.threads)
     from tts_diffusion.core.reward_grad import differentiable_reward
     from tts_diffusion.searchers.noise_opt import sample_with_grad
+    from tts_diffusion.testing.helpers import saved_tensor_bytes
 
     rows = []
     for steps in (5, 10, 20):
@@ -340,16 +341,8 @@ def stage_memory(args) -> None:
         cond = proc.encode("a photo of a red circle")
         z = proc.noise_from_seeds([0]).requires_grad_(True)
         for ckpt in (False, True):
-            total = 0
-
-            def pack(t):
-                nonlocal total
-                total += t.numel() * t.element_size()
-                return t
-
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                x = sample_with_grad(grid, z, cond, checkpointing=ckpt)
-                differentiable_reward(grid, clip, x, "a photo of a red circle")
+            total = saved_tensor_bytes(lambda: differentiable_reward(
+                grid, clip, sample_with_grad(grid, z, cond, checkpointing=ckpt), "a photo of a red circle"))
             rows.append({"steps": steps, "checkpointing": ckpt, "saved_MiB": total / 2**20})
             print(rows[-1], flush=True)
     json.dump({"command": "python scripts/bench_hacking.py memory --out " + args.out, "rows": rows},

@@ -25,9 +25,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from tts_diffusion.testing.helpers import pump_stderr
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 CLI = [sys.executable, "-m", "tts_diffusion.cli"]
@@ -113,24 +114,6 @@ def case_files(d: Path) -> list[tuple[str, str]]:
     return out
 
 
-def _pump(proc, pattern) -> tuple[threading.Event, list[str]]:
-    buf: list[str] = []
-    hit = threading.Event()
-
-    def go():
-        while True:
-            chunk = os.read(proc.stderr.fileno(), 4096)
-            if not chunk:
-                break
-            buf.append(chunk.decode(errors="replace"))
-            if pattern("".join(buf)):
-                hit.set()
-        hit.set()
-
-    threading.Thread(target=go, daemon=True).start()
-    return hit, buf
-
-
 def _nfe(text: str) -> int:
     return max((int(m) for m in re.findall(r"(\d+)/100000", text)), default=0)
 
@@ -142,7 +125,7 @@ def case_signals(d: Path) -> list[tuple[str, str]]:
         proc = subprocess.Popen(CLI + ["generate", "two red circles", "--device", "cpu", "--budget", "100000",
                                        "--out", str(target)], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
                                 env=ENV, cwd=d)
-        hit, buf = _pump(proc, lambda t: _nfe(t) >= 32)
+        hit, buf = pump_stderr(proc, lambda t: _nfe(t) >= 32)
         hit.wait(300)
         proc.send_signal(sig)
         proc.wait(300)

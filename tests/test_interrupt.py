@@ -9,10 +9,11 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
+
+from tts_diffusion.testing.helpers import pump_stderr
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -26,20 +27,7 @@ def _start(tmp_path, *extra):
 
 def _read_until(proc, pattern, timeout=240):
     """Collect stderr in a thread until `pattern(text)` holds; returns the text so far."""
-    buf = []
-    done = threading.Event()
-
-    def pump():
-        while True:
-            chunk = os.read(proc.stderr.fileno(), 4096)
-            if not chunk:
-                break
-            buf.append(chunk.decode(errors="replace"))
-            if pattern("".join(buf)):
-                done.set()
-        done.set()
-
-    threading.Thread(target=pump, daemon=True).start()
+    done, buf = pump_stderr(proc, pattern)
     done.wait(timeout)
     return lambda: "".join(buf)
 

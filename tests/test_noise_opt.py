@@ -25,6 +25,7 @@ from tts_diffusion.request import SearchRequest
 from tts_diffusion.searchers.noise_opt import probability_regularizer, sample_with_grad
 from tts_diffusion.searchers.registry import load_searcher, min_budget
 from tts_diffusion.testing.analytic import analytic_process, bimodal_1d, four_modes_2d
+from tts_diffusion.testing.helpers import saved_tensor_bytes
 from tts_diffusion.verifiers import load_verifier
 from tts_diffusion.verifiers.base import FunctionVerifier
 
@@ -215,19 +216,6 @@ def test_gradient_through_tiny_pipeline_matches_finite_differences(tiny64):
         assert torch.allclose(an, fd, rtol=2e-2, atol=2e-3 * float(gz.norm())), (an, fd)
 
 
-def _saved_bytes(fn) -> int:
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
-
-
 def test_checkpointing_memory_grows_with_one_step_not_the_trajectory():
     """Bytes the autograd graph saves for the backward: without checkpointing they grow by one
     step's activations per step; with it, by nothing measurable (only step inputs are kept)."""
@@ -240,7 +228,7 @@ def test_checkpointing_memory_grows_with_one_step_not_the_trajectory():
         cond = proc.encode("a red circle")
         z = torch.randn(proc.adapter.latent_shape(2), generator=torch.Generator().manual_seed(0)).requires_grad_(True)
         for ckpt in (False, True):
-            saved[steps, ckpt] = _saved_bytes(lambda: sample_with_grad(proc, z, cond, checkpointing=ckpt).sum())
+            saved[steps, ckpt] = saved_tensor_bytes(lambda: sample_with_grad(proc, z, cond, checkpointing=ckpt).sum())
     per_step = (saved[4, False] - saved[2, False]) / 2
     latent = z.numel() * z.element_size()
     assert per_step > 20 * latent  # a step's activations are far larger than its input

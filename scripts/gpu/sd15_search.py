@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,25 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def timed_search(fn, device, repeats: int) -> dict:
+    """Warm-up call, then `bench.timing.timed` (median of `repeats`); peak memory over the timed calls."""
+    from tts_diffusion.bench.timing import timed
 
-
-def timed(fn, device, repeats: int) -> dict:
-    """Warm-up call, then the median of `repeats` calls; peak memory over the timed calls."""
-    res = fn()
+    fn()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t = time.perf_counter()
-        res = fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
+    median, times, res = timed(fn, device, repeats)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"seconds": statistics.median(times), "all_seconds": times, "peak_gib": peak, "nfe": res.nfe,
+    return {"seconds": median, "all_seconds": times, "peak_gib": peak, "nfe": res.nfe,
             "best_score": res.best_score, "best_seed": res.best.seed if hasattr(res.best, "seed") else None}
 
 
@@ -92,7 +82,7 @@ def main() -> None:
     def add(stage, variant, fn):
         t = time.perf_counter()
         try:
-            row = {"stage": stage, "variant": variant, **timed(fn, device, args.repeats)}
+            row = {"stage": stage, "variant": variant, **timed_search(fn, device, args.repeats)}
         except Exception as e:  # a variant that cannot run here is reported, the others still run
             row = {"stage": stage, "variant": variant, "error": f"{type(e).__name__}: {e}"[:300]}
         row["wall_s"] = time.perf_counter() - t

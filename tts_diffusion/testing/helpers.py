@@ -45,3 +45,44 @@ def metered_steps(proc, prompt: str, steps: int, seeds=(1, 2)):
             no_cfg.append(pred.cond_out is None)
             x = proc.step(x, i, pred)
     return budget, no_cfg
+
+
+def saved_tensor_bytes(fn) -> int:
+    """Bytes of the tensors autograd saves for backward while `fn()` runs (its graph's memory,
+    counted by `torch.autograd.graph.saved_tensors_hooks`)."""
+    import torch
+
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+def pump_stderr(proc, pattern):
+    """Read a subprocess's stderr in a thread: (an Event set once `pattern(text so far)` holds or
+    the stream ends, the list of chunks read). For driving a running CLI, e.g. interrupting it
+    once its progress bar shows some work done."""
+    import os
+    import threading
+
+    buf: list[str] = []
+    hit = threading.Event()
+
+    def go():
+        while True:
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            if not chunk:
+                break
+            buf.append(chunk.decode(errors="replace"))
+            if pattern("".join(buf)):
+                hit.set()
+        hit.set()
+
+    threading.Thread(target=go, daemon=True).start()
+    return hit, buf
