@@ -34,7 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _env(tree: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    """The tree first on the path; what the path already held after it (a GPU host's carried packages)."""
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), *rest]), "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1"}
 
 
 def _timed(cmd: list[str], env: dict) -> float:
