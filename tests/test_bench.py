@@ -256,6 +256,7 @@ def test_pooled_sweep_shares_one_budget_per_cell(tmp_path):
         assert r["pool_ledger"]["allotted"][0] == left // (6 - i)  # pass 1: the even split of what is left
         left -= r["pool_ledger"]["spent"][0]
     assert summary["cells"]["best_of_n"]["2"]["n"] == 6
+    assert summary["searches_per_second"] == pytest.approx(6 / summary["run_seconds"])  # each prompt searched
 
 
 def test_guided_sweep_records_the_guided_search_and_refuses_an_unguided_resume(tmp_path):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU call (issues #30, #31, #33): embedded-world sweeps side by side on one GPU (the 64-px
+# One GPU call (issues #31, #33): embedded-world sweeps side by side on one GPU (the 64-px
 # model leaves it mostly idle; seconds are contended), each resumable, results in one tarball.
 #   source scripts/device_env.sh && bash scripts/gpu/call_b.sh $OUT 36 480
 # Args: output folder, prompts per sweep (a multiple of 6), seconds each sweep may run.
@@ -20,11 +20,6 @@ done
 # #31: noise_opt, one process per budget (64x is the slow one)
 for b in 4 16 64; do
   bench "clip-noise_opt-$b" --num-prompts "$K" --methods noise_opt --budgets $b --verifier clip --judge oracle
-done
-# #30: adaptive compute, 108 prompts: the oracle as the checker (stop_score=1), even split vs pooled
-for p in even pooled; do
-  bench "pool-$p" --num-prompts 108 --methods best_of_n --budgets 2,4 --verifier oracle --judge oracle \
-    -o best_of_n.stop_score=1.0 -o best_of_n.round_size=1 $([ $p = pooled ] && echo --pool)
 done
 # #31: DAS on all 108 prompts of the hacking pool
 timeout "$LIMIT" python3 scripts/bench_hacking.py das --num-prompts 108 --device cuda --workers 4 --budgets 4 16 64 \

@@ -271,8 +271,9 @@ def _fits(min_budget, method: str, nfe: int, steps: int, options: dict) -> bool:
 
 
 def _searches(records: list[dict]) -> int:
-    """Searches actually run (a prefix read-off is not a search of its own)."""
-    return sum(not r.get("seconds_estimated", False) for r in records)
+    """Searches actually run: a prefix read-off is not a search of its own; each prompt of a
+    pooled cell is (its seconds are the pooled call's, spread by NFE)."""
+    return sum(not r.get("seconds_estimated", False) or "pool_ledger" in r for r in records)
 
 
 def _device_name(device: torch.device) -> str:
