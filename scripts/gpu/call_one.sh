@@ -2,7 +2,7 @@
 # The one GPU call when machines are scarce (issues #29-#31, #33): the timing-sensitive
 # start-up probe and draft_commit-vs-best_of_n sweep first, alone on the GPU, then the
 # embedded-world sweeps side by side (call_b.sh). Results: $OUT/a1.tgz and $OUT/b.tgz.
-#   source scripts/device_env.sh && bash scripts/gpu/call_one.sh $OUT [sweep seconds]
+#   source scripts/device_env.sh && bash scripts/gpu/call_one.sh $OUT [sweep seconds, 0: no sweeps]
 set -u
 OUT=${1:?out}; LIMIT=${2:-380}; R=$OUT/a1; mkdir -p "$R"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/gpu.txt" 2>&1
@@ -11,4 +11,4 @@ tail -c 1200 "$R/startup_h100.json"
 timeout 75 python3 -m tts_diffusion.cli bench --device cuda --num-prompts 36 --methods best_of_n,draft_commit \
   --budgets 4,16,64 --verifier clip --judge oracle --out "$R/draft.jsonl" > "$R/draft.log" 2>&1; tail -12 "$R/draft.log"
 tar czf /tmp/a1.tgz -C "$OUT" a1 && rm -rf "$R" && mv /tmp/a1.tgz "$OUT/"
-bash scripts/gpu/call_b.sh "$OUT" 36 "$LIMIT"
+[ "$LIMIT" -gt 0 ] && bash scripts/gpu/call_b.sh "$OUT" 36 "$LIMIT"  # 0: the first part only
