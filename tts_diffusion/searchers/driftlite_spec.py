@@ -25,7 +25,7 @@ DRIFTLITE = SearcherEntry.declare(
               choices=CONTROLS),
         Param("target", str, "tilt", "tilt: p(x) exp(lambda r(x)); anneal: p(x)^beta; both: p^beta exp(lambda r); "
               "product (of experts) is future work in the paper and refused", choices=TARGETS),
-        Param("reward_scale", float, 1.0, "lambda of the tilt (tilt, both)", low=0.0),
+        Param("reward_scale", float, 10.0, "lambda of the tilt (tilt, both); 10 as smc and das", low=0.0),
         Param("beta", float, 2.0, "exponent of the annealed target (anneal, both)", low=0.0, low_open=True),
         Param("num_particles", int, None, "particles K (default: as many as the budget pays for)", low=1),
         Param("probes", int, 1, "Hutchinson probes per Laplacian (of the reward and of log p; exact in 1-D)",
