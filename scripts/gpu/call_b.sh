@@ -25,24 +25,5 @@ done
 timeout "$LIMIT" python3 scripts/bench_hacking.py das --num-prompts 108 --device cuda --workers 4 --budgets 4 16 64 \
   --out "$R/das108.json" > "$R/das108.log" 2>&1 &
 wait
-python3 - "$R" <<'PY'
-import glob, sys
-from pathlib import Path
-sys.path.insert(0, ".")
-from tts_diffusion.bench.records import load_done
-for log in sorted(glob.glob(sys.argv[1] + "/*.log")):
-    f = log[:-4] + ".jsonl"
-    if not glob.glob(f + "*"):
-        print(Path(log).stem, "(no records)", open(log).read()[-300:].replace("\n", " | "))
-        continue
-    by = {}
-    for r in load_done(Path(f)).values():
-        by.setdefault((r["method"], r["budget"]), []).append((r["hit"], r.get("seconds") or 0, r.get("nfe") or 0))
-    print(Path(f).stem)
-    for (m, b), h in sorted(by.items()):
-        n = len(h)
-        print(f"  {m:13s} {b:3d}x  acc {sum(x[0] for x in h)/n:.3f}  n {n}  s/search {sum(x[1] for x in h)/n:.2f}"
-              f"  nfe {sum(x[2] for x in h)/n:.0f}")
-PY
-tail -5 "$R/das108.log"
+python3 scripts/gpu/summarise.py "$R"
 tar czf /tmp/b.tgz -C "$OUT" b && rm -rf "$R" && mv /tmp/b.tgz "$OUT/"

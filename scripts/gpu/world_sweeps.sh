@@ -25,44 +25,8 @@ sweep tfg best_of_n,smc --budgets 4,16,64 --verifier clip --judge oracle --rewar
 # #31: gradient noise optimisation, the domain CLIP guiding
 sweep clip noise_opt --budgets 4,16,64 --verifier clip --judge oracle
 wait
-python3 - "$OUT" <<'PY'
-import glob, json, sys
-from pathlib import Path
-sys.path.insert(0, ".")
-from tts_diffusion.bench.records import load_done
-for log in sorted(glob.glob(sys.argv[1] + "/*.log")):
-    f = log[:-4] + ".jsonl"  # the merged file and/or a killed run's part files
-    if not glob.glob(f + "*"):
-        continue
-    recs = list(load_done(Path(f)).values())
-    by = {}
-    for r in recs:
-        by.setdefault((r["method"], r["budget"]), []).append(r["hit"])
-    print(Path(f).stem, len(recs), "records")
-    for (m, b), h in sorted(by.items()):
-        print(f"  {m:13s} {b:3d}x  acc {sum(h)/len(h):.3f}  n {len(h)}")
-PY
+python3 scripts/gpu/summarise.py "$OUT"
 # #29: start-up on the H100: the whole process minus the search's own timings.total, 3 runs
-[ -n "${SKIP_STARTUP:-}" ] || python3 - "$OUT" ${SMOKE:+--smoke} <<'PY'
-import json, subprocess, sys, time
-out = sys.argv[1]
-rows = []
-for i in range(3 if "--smoke" not in sys.argv else 1):
-    t = time.perf_counter(); subprocess.run([sys.executable, "-c", "import torch"], check=True)
-    bare = time.perf_counter() - t
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch; torch.zeros(1, device='cuda' if torch.cuda.is_available() else 'cpu')"], check=True)
-    cuda = time.perf_counter() - t
-    for budget in ([160, 1280] if "--smoke" not in sys.argv else [20]):
-        img = f"{out}/startup{i}_{budget}.png"
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "tts_diffusion.cli", "generate", "two red circles", "--budget", str(budget),
-                        "--seed", str(i), "--quiet", "--out", img], check=True)
-        whole = time.perf_counter() - t
-        search = json.load(open(img[:-4] + ".json"))["timings"]["total"]
-        rows.append({"run": i, "budget": budget, "whole_s": whole, "search_s": search, "startup_s": whole - search,
-                     "import_torch_s": bare, "torch_cuda_init_s": cuda})
-        print(rows[-1], flush=True)
-json.dump(rows, open(f"{out}/startup_h100.json", "w"), indent=1)
-PY
+[ -n "${SKIP_STARTUP:-}" ] || python3 scripts/bench_startup.py --device cuda --repeats 3 --phases \
+  > "$OUT/startup_h100.json" 2> "$OUT/startup.log"
 tar czf /tmp/world_results.tgz -C "$OUT" . && rm -rf "$OUT"/* && mv /tmp/world_results.tgz "$OUT/"
